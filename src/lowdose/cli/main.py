@@ -1,0 +1,86 @@
+"""The ``lowdose`` command. Each command group lives in its own module with a ``register(app)``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from lowdose import __version__
+from lowdose.errors import LowdoseError
+
+# Command modules, each adding its commands to the app; see each module for the commands.
+COMMAND_MODULES = (
+    "lowdose.cli.info",
+    "lowdose.cli.data",
+    "lowdose.cli.simulate",
+    "lowdose.cli.train",
+    "lowdose.cli.denoise",
+    "lowdose.cli.classify",
+    "lowdose.cli.study",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lowdose {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    """Build the typer app with every command group registered."""
+    app = typer.Typer(
+        name="lowdose",
+        help="Low-dose CT: simulate, restore, classify and evaluate by the task.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+
+    @app.callback()
+    def _root(
+        debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Print the version."
+        ),
+    ) -> None:
+        """Low-dose CT: simulate, restore, classify and evaluate by the task."""
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors become one ``error:`` line on stderr and exit code 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        build_app()(args=argv, prog_name="lowdose", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if debug:
+            raise
+        if isinstance(exc, LowdoseError):
+            message = str(exc)
+        elif isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            message = f"{exc.filename}: {exc.strerror}"
+        else:
+            message = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

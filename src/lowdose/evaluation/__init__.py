@@ -1,0 +1,1 @@
+"""The task-based study: stages, cache, resume."""

@@ -1,0 +1,130 @@
+"""The in-memory CT image: float32 Hounsfield units plus geometry and source metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+HU_AIR = -1000.0
+HU_MIN = -1024.0
+HU_MAX = 3072.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """A HU interval ``[lo, hi]``, used for display, 8-bit mapping and metric ranges.
+
+    Example:
+        >>> Window.named("abdomen").lo, Window.from_center_width(40, 400).hi
+        (-160.0, 240.0)
+    """
+
+    lo: float
+    hi: float
+
+    def __post_init__(self) -> None:
+        if not self.hi > self.lo:
+            raise ValueError(f"window upper bound {self.hi} must exceed lower bound {self.lo}")
+
+    @classmethod
+    def from_center_width(cls, center: float, width: float) -> Window:
+        return cls(float(center - width / 2), float(center + width / 2))
+
+    @classmethod
+    def named(cls, name: str) -> Window:
+        try:
+            return NAMED_WINDOWS[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown window {name!r}; known: {', '.join(sorted(NAMED_WINDOWS))}"
+            ) from None
+
+    @property
+    def width(self) -> float:
+        return self.hi - self.lo
+
+    def to_unit(self, hu: np.ndarray) -> np.ndarray:
+        """Clip HU to the window and scale to [0, 1] (float32)."""
+        return np.clip((np.asarray(hu, np.float32) - self.lo) / self.width, 0.0, 1.0)
+
+    def from_unit(self, unit: np.ndarray) -> np.ndarray:
+        """Map [0, 1] values back to HU inside the window (float32)."""
+        return (np.asarray(unit, np.float32) * self.width + self.lo).astype(np.float32)
+
+
+NAMED_WINDOWS: dict[str, Window] = {
+    # The metric conventions of the project: `full` is HU clipped to [-1024, 3072].
+    "full": Window(HU_MIN, HU_MAX),
+    "abdomen": Window(-160.0, 240.0),
+    "lung": Window(-1350.0, 150.0),
+    "mediastinum": Window(-125.0, 225.0),
+    "bone": Window(-450.0, 1050.0),
+}
+
+
+@dataclass
+class CTImage:
+    """A 2D slice ``(H, W)`` or 3D volume ``(D, H, W)`` in HU.
+
+    Attributes:
+        hu: float32 pixels in Hounsfield units.
+        spacing: pixel spacing in mm, one value per axis of ``hu`` (slice axis first for volumes).
+        origin: position of the first voxel in patient coordinates (mm), if known.
+        direction: 3x3 matrix whose columns are the patient-space directions of the column, row
+            and slice axes (DICOM convention), if known.
+        metadata: where the image came from (``source``, ``format``, the window used for 8-bit
+            input, series UIDs, ...). Free-form, JSON-friendly values.
+        source_headers: per-slice source headers (e.g. pydicom Datasets) that writers may use to
+            write a derived series; not part of equality or serialisation.
+
+    Example:
+        >>> img = CTImage(np.full((2, 8, 8), -1000, np.float32), spacing=(2.0, 0.7, 0.7))
+        >>> img.is_volume, img.n_slices
+        (True, 2)
+    """
+
+    hu: np.ndarray
+    spacing: tuple[float, ...]
+    origin: tuple[float, float, float] | None = None
+    direction: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source_headers: list[Any] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.hu = np.asarray(self.hu, dtype=np.float32)
+        if self.hu.ndim not in (2, 3):
+            raise ValueError(f"CTImage must be 2D or 3D, got shape {self.hu.shape}")
+        self.spacing = tuple(float(s) for s in self.spacing)
+        if len(self.spacing) != self.hu.ndim:
+            raise ValueError(f"spacing {self.spacing} does not match shape {self.hu.shape}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.hu.shape)
+
+    @property
+    def is_volume(self) -> bool:
+        return self.hu.ndim == 3
+
+    @property
+    def n_slices(self) -> int:
+        return self.hu.shape[0] if self.is_volume else 1
+
+    def slices(self) -> np.ndarray:
+        """The pixels as a ``(N, H, W)`` stack (a 2D slice becomes ``N = 1``)."""
+        return self.hu if self.is_volume else self.hu[None]
+
+    def with_pixels(self, hu: np.ndarray, **changes: Any) -> CTImage:
+        """A copy with new pixels (same geometry unless ``changes`` say otherwise).
+
+        A 2D image given a ``(1, H, W)`` stack stays 2D, so ``img.with_pixels(f(img.slices()))``
+        works for slices and volumes alike.
+        """
+        hu = np.asarray(hu, np.float32)
+        if not self.is_volume and hu.ndim == 3 and hu.shape[0] == 1:
+            hu = hu[0]
+        meta = dict(self.metadata)
+        meta.update(changes.pop("metadata", {}))
+        return replace(self, hu=hu, metadata=meta, **changes)

@@ -1,0 +1,1 @@
+"""Image metrics (PSNR/SSIM/RMSE in a stated range) and task metrics with bootstrap intervals."""

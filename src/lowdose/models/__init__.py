@@ -1,0 +1,1 @@
+"""Denoisers, upscalers and classifiers: networks and classical methods behind one base each."""

@@ -1,0 +1,1 @@
+"""The one trainer, its losses, presets and checkpoints."""

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lowdose import CTImage, LowdoseError, Window
+from lowdose.cli.main import main
+from lowdose.io.atomic import atomic_path
+from lowdose.registry import Registry
+
+
+def test_window_roundtrip_and_named():
+    w = Window.named("abdomen")
+    assert (w.lo, w.hi) == (-160.0, 240.0)
+    hu = np.array([-500.0, -160.0, 40.0, 240.0, 900.0], np.float32)
+    np.testing.assert_allclose(w.to_unit(hu), [0, 0, 0.5, 1, 1])
+    np.testing.assert_allclose(w.from_unit(w.to_unit(hu)), [-160, -160, 40, 240, 240])
+    with pytest.raises(ValueError):
+        Window(10, 10)
+    with pytest.raises(ValueError, match="known"):
+        Window.named("nope")
+
+
+def test_ctimage_slices_and_with_pixels():
+    img = CTImage(np.zeros((8, 8)), spacing=(0.5, 0.5), metadata={"source": "x"})
+    assert img.hu.dtype == np.float32 and not img.is_volume
+    out = img.with_pixels(img.slices() + 10)
+    assert out.shape == (8, 8) and out.hu[0, 0] == 10 and out.metadata["source"] == "x"
+    with pytest.raises(ValueError):
+        CTImage(np.zeros((8, 8)), spacing=(1.0,))
+
+
+def test_registry_register_get_and_unknown():
+    reg: Registry[int] = Registry("thing")
+    reg.register("a")(1)
+    assert reg.get("a") == 1 and "a" in reg and reg.names() == ["a"]
+    with pytest.raises(LowdoseError, match="unknown thing 'b'; known: a"):
+        reg.get("b")
+    with pytest.raises(ValueError):
+        reg.register("a")(2)
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("killed")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_cli_version_and_help(capsys):
+    assert main(["--version"]) == 0
+    assert "lowdose" in capsys.readouterr().out
+    assert main(["--help"]) == 0
