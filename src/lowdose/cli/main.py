@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "lowdose.cli.simulate",
     "lowdose.cli.train",
     "lowdose.cli.denoise",
+    "lowdose.cli.upscale",
     "lowdose.cli.classify",
     "lowdose.cli.study",
 )
