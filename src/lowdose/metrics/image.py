@@ -1,0 +1,104 @@
+"""Image metrics in a stated range: PSNR, SSIM and RMSE of HU images against a reference.
+
+Two conventions, both reported by the project (``data_range``):
+
+- ``"full"``: HU clipped to [-1024, 3072] and scaled to [0, 1] (the AAPM-Mayo convention);
+- ``"window"``: HU clipped to the soft-tissue window [-160, 240] and scaled to [0, 1].
+
+A :class:`lowdose.Window` may be passed instead of a name. Stacks ``(N, H, W)`` give the mean
+of the per-slice values.
+
+Example:
+    >>> import numpy as np
+    >>> ref = np.zeros((32, 32), np.float32)
+    >>> round(psnr(ref + 40.96, ref, data_range="full"), 2)  # 0.01 of the full range
+    40.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from lowdose.image import Window
+from lowdose.registry import Registry
+
+MetricFn = Callable[..., float]
+image_metrics: Registry[MetricFn] = Registry("image metric")
+
+RANGES = {"full": Window.named("full"), "window": Window.named("abdomen")}
+
+
+def resolve_range(data_range: str | Window) -> Window:
+    """The HU window of a named convention (``"full"``, ``"window"``) or a given Window."""
+    if isinstance(data_range, Window):
+        return data_range
+    try:
+        return RANGES[data_range]
+    except KeyError:
+        known = ", ".join(sorted(RANGES))
+        raise ValueError(f"unknown data_range {data_range!r}; use one of {known}") from None
+
+
+def _unit_stacks(pred: np.ndarray, target: np.ndarray, data_range: str | Window):
+    pred, target = np.asarray(pred, np.float32), np.asarray(target, np.float32)
+    if pred.shape != target.shape:
+        raise ValueError(f"shape mismatch: prediction {pred.shape} vs reference {target.shape}")
+    if pred.ndim == 2:
+        pred, target = pred[None], target[None]
+    window = resolve_range(data_range)
+    return window.to_unit(pred), window.to_unit(target)
+
+
+@image_metrics.register("rmse")
+def rmse(pred: np.ndarray, target: np.ndarray, data_range: str | Window = "full") -> float:
+    """Root-mean-square error in units of the range (a fraction of its width), mean over slices."""
+    p, t = _unit_stacks(pred, target, data_range)
+    return float(np.mean(np.sqrt(np.mean((p - t) ** 2, axis=(1, 2)))))
+
+
+@image_metrics.register("psnr")
+def psnr(pred: np.ndarray, target: np.ndarray, data_range: str | Window = "full") -> float:
+    """Peak signal-to-noise ratio in dB with peak 1 on the scaled range, mean over slices.
+
+    Identical images give ``inf``.
+    """
+    p, t = _unit_stacks(pred, target, data_range)
+    mse = np.mean((p.astype(np.float64) - t) ** 2, axis=(1, 2))
+    with np.errstate(divide="ignore"):
+        values = 10.0 * np.log10(1.0 / mse)
+    return float(np.mean(values))
+
+
+@image_metrics.register("ssim")
+def ssim(pred: np.ndarray, target: np.ndarray, data_range: str | Window = "full") -> float:
+    """Structural similarity (Wang et al. 2004: Gaussian window sigma 1.5, K1 0.01, K2 0.03).
+
+    Computed on the scaled range with data range 1, mean over slices.
+    """
+    from skimage.metrics import structural_similarity
+
+    p, t = _unit_stacks(pred, target, data_range)
+    values = [
+        structural_similarity(
+            a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
+        for a, b in zip(p, t, strict=True)
+    ]
+    return float(np.mean(values))
+
+
+def rmse_hu(pred: np.ndarray, target: np.ndarray) -> float:
+    """Root-mean-square error in HU, unclipped, over all pixels."""
+    diff = np.asarray(pred, np.float64) - np.asarray(target, np.float64)
+    return float(np.sqrt(np.mean(diff**2)))
+
+
+def image_quality(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Every registered metric under both conventions (``psnr_full``, ``ssim_window``, ...)."""
+    return {
+        f"{name}_{convention}": image_metrics.get(name)(pred, target, data_range=convention)
+        for name in image_metrics.names()
+        for convention in RANGES
+    } | {"rmse_hu": rmse_hu(pred, target)}

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lowdose import Window
+from lowdose.metrics.image import image_metrics, image_quality, psnr, rmse, rmse_hu, ssim
+
+
+def test_psnr_hand_computed_full_and_window():
+    ref = np.zeros((16, 16), np.float32)
+    # +40.96 HU = 1% of the 4096-HU full range -> MSE 1e-4 -> 40 dB
+    assert psnr(ref + 40.96, ref, "full") == pytest.approx(40.0, abs=1e-4)
+    # inside the 400-HU window, +4 HU = 1% -> 40 dB
+    assert psnr(ref + 4.0, ref, "window") == pytest.approx(40.0, abs=1e-4)
+    assert math.isinf(psnr(ref, ref))
+
+
+def test_window_clipping_hides_out_of_window_differences():
+    ref = np.full((8, 8), 1000.0, np.float32)  # bone: above the [-160, 240] window
+    pred = ref + 300.0
+    assert math.isinf(psnr(pred, ref, "window"))
+    assert rmse(pred, ref, "full") == pytest.approx(300 / 4096, rel=1e-5)
+    assert rmse_hu(pred, ref) == pytest.approx(300.0)
+
+
+def test_ssim_identity_and_noise_and_custom_window():
+    rng = np.random.default_rng(0)
+    ref = np.tile(np.linspace(-100, 200, 64, dtype=np.float32), (64, 1))
+    assert ssim(ref, ref, "window") == pytest.approx(1.0)
+    noisy = ref + rng.normal(0, 50, ref.shape).astype(np.float32)
+    assert 0.0 < ssim(noisy, ref, "window") < 0.9
+    assert ssim(noisy, ref, Window(-200, 300)) > ssim(noisy, ref, "window")
+
+
+def test_stack_is_mean_of_slices_and_shape_mismatch():
+    ref = np.zeros((2, 8, 8), np.float32)
+    pred = ref.copy()
+    pred[0] += 40.96
+    pred[1] += 4.096
+    assert psnr(pred, ref, "full") == pytest.approx((40 + 60) / 2, abs=1e-3)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        psnr(pred, ref[0])
+
+
+@pytest.mark.parametrize("name", ["psnr", "rmse", "ssim"])
+def test_registry_lists_metrics_and_unknown_range(name):
+    assert name in image_metrics.names()
+    with pytest.raises(ValueError, match="unknown data_range"):
+        image_metrics.get(name)(np.zeros((4, 4)), np.zeros((4, 4)), data_range="lung")
+
+
+def test_image_quality_reports_both_conventions():
+    ref = np.zeros((16, 16), np.float32)
+    out = image_quality(ref + 4.0, ref)
+    expected = {f"{m}_{c}" for m in ("psnr", "rmse", "ssim") for c in ("full", "window")}
+    assert set(out) == expected | {"rmse_hu"}
+    assert out["psnr_window"] == pytest.approx(40.0, abs=1e-4)
