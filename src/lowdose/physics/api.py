@@ -1,0 +1,94 @@
+"""The functional entry point of the physics: ``simulate_low_dose(hu, dose, method, seed)``."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from lowdose.errors import LowdoseError
+from lowdose.physics.base import LowDoseSimulator, simulators
+from lowdose.physics.checks import check_dose
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+DEFAULT_METHOD = "projection"
+
+
+def build_simulator(method: str = DEFAULT_METHOD, **options: Any) -> LowDoseSimulator:
+    """Instantiate the simulator registered as ``method`` with its keyword ``options``.
+
+    Example:
+        >>> build_simulator("image-poisson").__class__.__name__
+        'ImagePoissonSimulator'
+    """
+    cls = simulators.get(method)
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise LowdoseError(f"simulator {method!r}: bad options {sorted(options)}: {exc}") from None
+
+
+def simulate_low_dose(
+    hu: ArrayT,
+    dose: float,
+    method: str = DEFAULT_METHOD,
+    seed: int = 0,
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int = 8,
+    simulator: LowDoseSimulator | None = None,
+    **options: Any,
+) -> ArrayT:
+    """Simulate a lower dose from full-dose HU pixels; returns the same type and shape.
+
+    Works on a 2D slice ``(H, W)``, a stack or volume ``(N, H, W)`` (slice by slice, in batches
+    of ``batch_size``) or a ``(B, 1, H, W)`` tensor. The input is never modified. The random
+    stream depends only on ``seed`` and the slice order, so the same call gives the same output.
+
+    Args:
+        hu: full-dose pixels in HU (numpy array or torch tensor).
+        dose: fraction of the full dose, in (0, 1].
+        method: a registered simulator name (``projection``, ``image-poisson``).
+        seed: seeds the ``torch.Generator`` of the noise.
+        device: where to compute (default: the tensor's device, CPU for numpy input).
+        batch_size: slices per batch.
+        simulator: an already built simulator to use instead of ``method`` and ``options``.
+        **options: keyword options of the simulator (e.g. ``pixel_size_mm`` or ``calibration``
+            for ``projection``).
+
+    Example:
+        >>> hu = np.full((32, 32), 40.0, np.float32)
+        >>> out = simulate_low_dose(hu, 0.25, method="image-poisson", seed=1)
+        >>> out.shape, out.dtype.name
+        ((32, 32), 'float32')
+    """
+    dose = check_dose(dose)
+    is_numpy = isinstance(hu, np.ndarray)
+    tensor = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32)) if is_numpy else hu
+    if not isinstance(tensor, torch.Tensor):
+        kind = type(hu).__name__
+        raise LowdoseError(f"image: expected a numpy array or torch tensor, got {kind}")
+    shape = tuple(tensor.shape)
+    if tensor.ndim == 2:
+        stack = tensor[None, None]
+    elif tensor.ndim == 3:
+        stack = tensor[:, None]
+    elif tensor.ndim == 4 and tensor.shape[1] == 1:
+        stack = tensor
+    else:
+        raise LowdoseError(f"image: expected (H, W), (N, H, W) or (B, 1, H, W), got shape {shape}")
+    target = torch.device(device) if device is not None else stack.device
+    sim = simulator if simulator is not None else build_simulator(method, **options)
+    sim = sim.to(target)
+    generator = torch.Generator(device=target).manual_seed(int(seed))
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, stack.shape[0], max(1, int(batch_size))):
+            batch = stack[start : start + batch_size].to(target, torch.float32)
+            outputs.append(sim(batch, dose, generator).to(stack.device))
+    out = torch.cat(outputs).reshape(shape).to(torch.float32)
+    if is_numpy:
+        return out.numpy()
+    return out

@@ -1,0 +1,1 @@
+"""Projection-domain low-dose simulation (being built; registers ``projection`` when done)."""
