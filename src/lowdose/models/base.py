@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from lowdose.registry import Registry
 
-denoisers: Registry[type[Denoiser]] = Registry(
+if TYPE_CHECKING:
+    from lowdose.image import CTImage
+
+
+class _OptionalAutoloadRegistry(Registry):
+    """A registry whose autoload modules may not exist yet (models that later issues add).
+
+    Only a ``ModuleNotFoundError`` for exactly that module is tolerated: an import error inside
+    an existing module still surfaces.
+    """
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in self._autoload:
+                try:
+                    importlib.import_module(module)
+                except ModuleNotFoundError as exc:
+                    if exc.name != module:
+                        raise
+
+
+denoisers: Registry[type[Denoiser]] = _OptionalAutoloadRegistry(
     "denoiser",
     autoload=[
         "lowdose.models.classical",
@@ -28,9 +52,40 @@ class Denoiser(ABC):
     """Restores low-dose CT slices. Input and output are ``(B, 1, H, W)`` float32 HU tensors.
 
     A network scales HU to its own range inside :meth:`denoise`; nothing outside knows it.
+
+    Example:
+        >>> class Identity(Denoiser):
+        ...     def denoise(self, hu):
+        ...         return hu
+        >>> Identity().denoise(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 1, 8, 8])
     """
 
     name: str = ""
 
     @abstractmethod
     def denoise(self, hu: torch.Tensor) -> torch.Tensor: ...
+
+    def denoise_image(
+        self, image: CTImage, batch_size: int = 8, progress: bool = False
+    ) -> CTImage:
+        """Denoise a slice or a volume slice by slice, ``batch_size`` slices at a time.
+
+        Returns a copy of ``image`` (same geometry and headers) with restored HU and
+        ``metadata["denoiser"]`` naming the method.
+        """
+        import numpy as np
+
+        stack = image.slices()
+        out = np.empty_like(stack)
+        starts = range(0, stack.shape[0], max(1, batch_size))
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc=f"denoise ({self.name})", unit="batch")
+        with torch.inference_mode():
+            for start in starts:
+                chunk = torch.from_numpy(np.ascontiguousarray(stack[start : start + batch_size]))
+                restored = self.denoise(chunk[:, None])
+                out[start : start + batch_size] = restored[:, 0].detach().cpu().float().numpy()
+        return image.with_pixels(out, metadata={"denoiser": self.name})

@@ -1,0 +1,245 @@
+"""Loading denoisers by name or from weight files: safetensors + JSON config, pickle refused.
+
+A weight file is a safetensors file whose tensors are the network's state dict and whose
+metadata holds the JSON config (``lowdose.models.network.FORMAT``); the same config is written
+beside it as ``<stem>.json`` and a model card ``<stem>.md``. A training checkpoint folder
+(``model.safetensors`` + ``config.json``, see :mod:`lowdose.training.checkpoint`) loads too.
+Pickle checkpoints (``.pt``, ``.pth``, ``.ckpt``, ``.bin``) run arbitrary code when loaded and
+are refused unless ``trust_pickle=True``.
+
+Example:
+    >>> load_denoiser("tv").name
+    'tv'
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lowdose.errors import LowdoseError
+from lowdose.models.base import Denoiser, denoisers
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from lowdose.models.network import NetworkDenoiser
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+#: The model ``lowdose denoise`` uses when none is named.
+DEFAULT_DENOISER = "unet"
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+CONFIG_KEY = "lowdose_config"
+
+
+@dataclass
+class LoadedWeights:
+    """A network rebuilt from a weight file, with its config."""
+
+    net: nn.Module
+    arch: dict[str, Any]
+    hu_range: tuple[float, float]
+    config: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def save_weights(
+    state: dict[str, torch.Tensor], config: dict[str, Any], path: str | Path
+) -> Path:
+    """Write ``state`` as safetensors (config in its metadata) and ``config`` as JSON beside it.
+
+    Both writes are atomic. Returns the safetensors path.
+    """
+    from safetensors.torch import save_file
+
+    from lowdose.io.atomic import atomic_path, atomic_write_text
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={CONFIG_KEY: json.dumps(config)})
+    atomic_write_text(path.with_suffix(".json"), json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def read_weights(
+    path: str | Path, trust_pickle: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict and config of a weight file or checkpoint folder.
+
+    Raises:
+        LowdoseError: missing, truncated or unreadable file, pickle without ``trust_pickle``,
+            or no config.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model.safetensors", "weights.safetensors"):
+            if (path / name).is_file():
+                return read_weights(path / name, trust_pickle)
+        latest = path / "latest"
+        if latest.is_file():
+            return read_weights(path / latest.read_text().strip(), trust_pickle)
+        raise LowdoseError(f"{path}: no model.safetensors in this folder")
+    if not path.is_file():
+        raise LowdoseError(f"{path}: no such weight file")
+    head = path.read_bytes()[:4]
+    if path.suffix.lower() in PICKLE_SUFFIXES or head[:2] in (b"PK", b"\x80\x02", b"\x80\x04"):
+        return _read_pickle(path, trust_pickle)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    except Exception as exc:  # safetensors raises its own error types for bad headers/sizes
+        raise LowdoseError(
+            f"{path}: not a readable safetensors weight file (truncated or corrupt?): {exc}"
+        ) from None
+    config = _read_config(path, meta)
+    return state, config
+
+
+def _read_config(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+    text = meta.get(CONFIG_KEY)
+    candidates = [path.with_suffix(".json"), path.parent / "config.json"]
+    if text is None:
+        for candidate in candidates:
+            if candidate.is_file():
+                text = candidate.read_text()
+                break
+    if text is None:
+        raise LowdoseError(f"{path}: no lowdose config (metadata or {candidates[0].name})")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LowdoseError(f"{path}: config is not valid JSON: {exc}") from None
+    # A training checkpoint's config.json wraps the family config.
+    if isinstance(config, dict) and "family" in config and "model" not in config:
+        config = config["family"]
+    if not isinstance(config, dict):
+        raise LowdoseError(f"{path}: config is not a JSON object")
+    return config
+
+
+def _read_pickle(path: Path, trust_pickle: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not trust_pickle:
+        raise LowdoseError(
+            f"{path}: pickle checkpoint refused (loading a pickle can run arbitrary code); "
+            "convert it to safetensors or pass --trust-pickle if you trust its source"
+        )
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise LowdoseError(f"{path}: cannot read pickle checkpoint: {exc}") from None
+    if not (isinstance(obj, dict) and "config" in obj and "state_dict" in obj):
+        raise LowdoseError(
+            f"{path}: pickle checkpoint must be a dict with 'config' and 'state_dict'"
+        )
+    return dict(obj["state_dict"]), dict(obj["config"])
+
+
+def build_from_weights(
+    cls: type[NetworkDenoiser],
+    state: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    source: str | Path,
+) -> LoadedWeights:
+    """Rebuild ``cls``'s network from ``state`` after checking the config matches it."""
+    from lowdose.models.network import FORMAT
+
+    if config.get("format") != FORMAT:
+        kind = config.get("format") or config.get("kind") or "unknown"
+        raise LowdoseError(f"{source}: not a lowdose denoiser checkpoint (format {kind!r})")
+    if config.get("model") != cls.name:
+        raise LowdoseError(
+            f"{source}: checkpoint is a {config.get('model')!r} model, not {cls.name!r}"
+        )
+    scale = config.get("scale", 1)
+    if scale != 1:
+        raise LowdoseError(
+            f"{source}: checkpoint is a x{scale} upscaler, not a same-size denoiser"
+        )
+    prefix = config.get("module_prefix", "")
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    arch = dict(config.get("arch", {}))
+    net = cls.build_network(arch)
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [k for k, v in state.items() if k in expected and expected[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        raise LowdoseError(
+            f"{source}: weights do not fit {cls.name} {arch} (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shape {mismatched[:3]})"
+        )
+    net.load_state_dict(state)
+    hu_range = tuple(float(v) for v in config.get("hu_range", (-1024.0, 3072.0)))
+    return LoadedWeights(net, arch, hu_range, config, dict(config.get("metadata", {})))
+
+
+def load_shipped(cls: type[NetworkDenoiser], device: str | torch.device | None = None
+                 ) -> LoadedWeights:
+    """The weights shipped in ``lowdose/weights`` for ``cls``."""
+    if not cls.shipped:
+        raise LowdoseError(f"{cls.name}: no shipped weights; pass a weight file")
+    path = WEIGHTS_DIR / f"{cls.shipped}.safetensors"
+    if not path.is_file():
+        raise LowdoseError(f"{path}: shipped weights for {cls.name!r} are missing")
+    state, config = read_weights(path)
+    return build_from_weights(cls, state, config, path)
+
+
+def load_denoiser(
+    name_or_path: str | Path | None = None,
+    device: str | torch.device | None = None,
+    trust_pickle: bool = False,
+) -> Denoiser:
+    """A ready denoiser: a registered name (learned ones with shipped weights) or a weight file.
+
+    Args:
+        name_or_path: a name from ``denoisers.names()`` (default :data:`DEFAULT_DENOISER`), a
+            ``.safetensors`` file, a training checkpoint folder, or a pickle (with
+            ``trust_pickle``).
+        device: where a network runs (default: a CUDA GPU if present, else the CPU).
+        trust_pickle: allow loading a pickle checkpoint (it can run arbitrary code).
+
+    Example:
+        >>> load_denoiser("bm3d").sigma_hu > 0
+        True
+    """
+    from lowdose.device import pick_device
+    from lowdose.models.network import NetworkDenoiser
+
+    name = str(name_or_path or DEFAULT_DENOISER)
+    if name in denoisers and not Path(name).exists():
+        cls = denoisers.get(name)
+        if issubclass(cls, NetworkDenoiser):
+            return cls(device=pick_device(str(device) if device else None))
+        return cls()
+    path = Path(name)
+    if not path.exists():
+        raise LowdoseError(
+            f"{name}: neither a known denoiser ({', '.join(denoisers.names())}) nor a file"
+        )
+    state, config = read_weights(path, trust_pickle=trust_pickle)
+    model = config.get("model")
+    if config.get("format") is not None and model not in denoisers:
+        raise LowdoseError(f"{path}: unknown model {model!r} in its config")
+    if model is None:
+        raise LowdoseError(f"{path}: config names no model")
+    cls = denoisers.get(model)
+    if not issubclass(cls, NetworkDenoiser):
+        raise LowdoseError(f"{path}: {model!r} is not a learned denoiser")
+    loaded = build_from_weights(cls, state, config, path)
+    return cls(
+        loaded.net,
+        arch=loaded.arch,
+        hu_range=loaded.hu_range,
+        device=pick_device(str(device) if device else None),
+        metadata=loaded.metadata,
+    )

@@ -1,0 +1,231 @@
+"""The shared wrapper that turns an image-to-image ``nn.Module`` into a :class:`Denoiser`.
+
+It owns what every learned denoiser needs and nothing model-specific:
+
+- **HU scaling**: the network sees HU clipped to ``hu_range`` and scaled to [0, 1] (the range is
+  written in the model's config); its output is mapped back to HU. Nothing outside knows the range.
+- **Tiling**: slices larger than ``tile_size`` are cut into overlapping tiles whose outputs are
+  blended with a linear ramp over the overlap, so a 512x512 slice or a whole volume runs in
+  bounded memory; tiled and whole results agree within a fraction of a HU when the overlap
+  covers the receptive field.
+- **Batching**: tiles of several slices run ``tile_batch`` at a time.
+- **Weights**: a config dict (``FORMAT``) that names the model, its architecture and the range,
+  saved as JSON beside a safetensors file (see :mod:`lowdose.models.loading`).
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    >>> d = NetworkDenoiser(net, arch={}, tile_size=32, tile_overlap=8)
+    >>> d.denoise(torch.zeros(2, 1, 40, 50)).shape
+    torch.Size([2, 1, 40, 50])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lowdose.errors import LowdoseError
+from lowdose.image import HU_MAX, HU_MIN
+from lowdose.models.base import Denoiser
+
+FORMAT = "lowdose.denoiser"
+FORMAT_VERSION = 1
+
+
+def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
+    """1D blending weights: a linear ramp over ``overlap`` pixels at inner tile edges."""
+    w = torch.ones(length)
+    if overlap > 0:
+        ramp = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap
+        if not at_start:
+            w[:overlap] = ramp
+        if not at_end:
+            w[-overlap:] = torch.minimum(w[-overlap:], ramp.flip(0))
+    return w
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, size - tile, step))
+    starts.append(size - tile)
+    return starts
+
+
+def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    ph, pw = height - x.shape[-2], width - x.shape[-1]
+    if ph <= 0 and pw <= 0:
+        return x
+    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
+    return F.pad(x, (0, max(pw, 0), 0, max(ph, 0)), mode=mode)
+
+
+def tiled_apply(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    tile_size: int = 512,
+    tile_overlap: int = 64,
+    multiple: int = 1,
+    tile_batch: int = 4,
+) -> torch.Tensor:
+    """Apply an image-to-image ``fn`` to ``x`` ``(B, C, H, W)`` tile by tile.
+
+    Tiles are ``tile_size`` square (padded to a multiple of ``multiple``, for networks that
+    downsample), overlap by ``tile_overlap`` pixels, and are blended with linear ramps; at most
+    ``tile_batch`` tiles run at once. An image no larger than a tile runs whole.
+
+    Example:
+        >>> x = torch.rand(1, 1, 100, 70)
+        >>> torch.allclose(tiled_apply(lambda t: 2 * t, x, tile_size=32, tile_overlap=8), 2 * x)
+        True
+    """
+    if tile_overlap >= tile_size:
+        raise ValueError(f"tile_overlap {tile_overlap} must be smaller than tile_size {tile_size}")
+    b, _, h, w = x.shape
+    th, tw = min(tile_size, h), min(tile_size, w)
+    # Padded size of one tile: a multiple of `multiple`.
+    ph, pw = -(-th // multiple) * multiple, -(-tw // multiple) * multiple
+    ys, xs = _starts(h, th, tile_overlap), _starts(w, tw, tile_overlap)
+    if len(ys) == 1 and len(xs) == 1:
+        return fn(_pad_to(x, ph, pw))[..., :h, :w]
+
+    out: torch.Tensor | None = None
+    weight_sum = torch.zeros(1, 1, h, w, device=x.device)
+    boxes = [(y, xx) for y in ys for xx in xs]
+    for i in range(0, len(boxes) * b, tile_batch):
+        chunk = [(k // len(boxes), boxes[k % len(boxes)])
+                 for k in range(i, min(i + tile_batch, len(boxes) * b))]
+        tiles = torch.stack([x[n, :, y:y + th, xx:xx + tw] for n, (y, xx) in chunk])
+        result = fn(_pad_to(tiles, ph, pw))[..., :th, :tw].float()
+        if out is None:
+            out = torch.zeros(b, result.shape[1], h, w, device=x.device)
+        for (n, (y, xx)), tile_out in zip(chunk, result, strict=True):
+            wy = _ramp(th, tile_overlap, y == 0, y + th >= h).to(x.device)
+            wx = _ramp(tw, tile_overlap, xx == 0, xx + tw >= w).to(x.device)
+            weight = wy[:, None] * wx[None, :]
+            out[n, :, y:y + th, xx:xx + tw] += tile_out * weight
+            if n == 0:
+                weight_sum[0, 0, y:y + th, xx:xx + tw] += weight
+    assert out is not None
+    return out / weight_sum
+
+
+class NetworkDenoiser(Denoiser):
+    """A learned denoiser: an ``nn.Module`` on [0, 1]-scaled HU, tiled and batched.
+
+    Subclasses set ``name``, ``arch_class`` (the network), ``default_arch`` (its keyword
+    arguments), ``multiple`` (the size the network needs inputs padded to) and ``shipped``
+    (the stem of the weights shipped in ``lowdose/weights``). Constructed with no network, a
+    subclass loads its shipped weights; :meth:`untrained` builds a freshly initialised one.
+
+    Args:
+        net: the network; ``None`` loads the shipped weights.
+        arch: keyword arguments that rebuild ``net`` (written in the config).
+        hu_range: HU interval mapped to [0, 1] before the network (outputs are clipped to it).
+        tile_size, tile_overlap, tile_batch: tiling (see :func:`tiled_apply`).
+        device: where the network runs (``None``: its current device).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast on CUDA only).
+        metadata: free-form facts about the weights (training data, dose, steps).
+    """
+
+    arch_class: ClassVar[type[nn.Module] | None] = None
+    default_arch: ClassVar[dict[str, Any]] = {}
+    multiple: ClassVar[int] = 1
+    shipped: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        net: nn.Module | None = None,
+        *,
+        arch: dict[str, Any] | None = None,
+        hu_range: tuple[float, float] = (HU_MIN, HU_MAX),
+        tile_size: int = 512,
+        tile_overlap: int = 64,
+        tile_batch: int = 4,
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if net is None:
+            from lowdose.models.loading import load_shipped
+
+            loaded = load_shipped(type(self), device=device)
+            net, arch, hu_range = loaded.net, loaded.arch, loaded.hu_range
+            metadata = {**loaded.metadata, **(metadata or {})}
+        self.arch = dict(self.default_arch if arch is None else arch)
+        self.hu_range = (float(hu_range[0]), float(hu_range[1]))
+        if not self.hu_range[1] > self.hu_range[0]:
+            raise ValueError(f"hu_range {self.hu_range} is empty")
+        self.tile_size, self.tile_overlap, self.tile_batch = tile_size, tile_overlap, tile_batch
+        self.precision = precision
+        self.metadata = dict(metadata or {})
+        self.net = net.eval()
+        if device is not None:
+            self.net.to(torch.device(device))
+
+    @classmethod
+    def build_network(cls, arch: dict[str, Any] | None = None) -> nn.Module:
+        """A freshly initialised network with ``arch`` (default: ``default_arch``)."""
+        if cls.arch_class is None:
+            raise TypeError(f"{cls.__name__} sets no arch_class")
+        kwargs = {**cls.default_arch, **(arch or {})}
+        try:
+            return cls.arch_class(**kwargs)
+        except TypeError as exc:
+            raise LowdoseError(f"{cls.name}: bad architecture settings {kwargs}: {exc}") from None
+
+    @classmethod
+    def untrained(cls, arch: dict[str, Any] | None = None, **kwargs: Any) -> NetworkDenoiser:
+        """A denoiser around a freshly initialised network (for training and tests)."""
+        arch = {**cls.default_arch, **(arch or {})}
+        return cls(cls.build_network(arch), arch=arch, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.net.parameters())).device
+
+    def to_unit(self, hu: torch.Tensor) -> torch.Tensor:
+        """HU -> the network's [0, 1] range (clipped)."""
+        lo, hi = self.hu_range
+        return ((hu - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+    def from_unit(self, unit: torch.Tensor) -> torch.Tensor:
+        """The network's [0, 1] range -> HU."""
+        lo, hi = self.hu_range
+        return unit * (hi - lo) + lo
+
+    def config(self) -> dict[str, Any]:
+        """The JSON config saved with the weights (enough to rebuild the network)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": self.name,
+            "arch": self.arch,
+            "hu_range": list(self.hu_range),
+            "input_scaling": "HU clipped to hu_range, scaled to [0, 1]",
+            "scale": 1,
+            "metadata": self.metadata,
+        }
+
+    def _run(self, unit: torch.Tensor) -> torch.Tensor:
+        if self.precision == "bf16" and unit.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.net(unit).float()
+        return self.net(unit)
+
+    def denoise(self, hu: torch.Tensor) -> torch.Tensor:
+        if hu.ndim != 4 or hu.shape[1] != 1:
+            raise ValueError(f"expected a (B, 1, H, W) HU tensor, got shape {tuple(hu.shape)}")
+        device = self.device
+        with torch.inference_mode():
+            unit = self.to_unit(hu.to(device, torch.float32))
+            out = tiled_apply(
+                self._run, unit, self.tile_size, self.tile_overlap, self.multiple, self.tile_batch
+            )
+            return self.from_unit(out.clamp(0.0, 1.0)).to(hu.device)
