@@ -1,0 +1,886 @@
+"""DICOM through pydicom: single files, series folders (grouped, sorted), derived-series writing.
+
+Slice order: slices are sorted by ImagePositionPatient projected on the slice normal
+(row cosines x column cosines of ImageOrientationPatient), ascending, then InstanceNumber. For an
+axial series that is z ascending: the first slice is the most inferior (feet) one, as in ITK.
+``CTImage.direction[:, 2]`` is that normal, and ``origin`` is the first slice's position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lowdose.errors import LowdoseError
+from lowdose.image import CTImage
+from lowdose.io.atomic import atomic_path
+from lowdose.io.base import Reader, Writer, readers, writers
+from lowdose.io.formats.common import (
+    ReadOptions,
+    WriteOptions,
+    check_finite,
+    is_close,
+    refuse_input_overwrite,
+    sniff,
+)
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+# Tags whose values describe stored pixel values we re-encode, so they cannot be copied over.
+STALE_PIXEL_TAGS = (
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "SmallestPixelValueInSeries",
+    "LargestPixelValueInSeries",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "ModalityLUTSequence",
+    "NumberOfFrames",
+    "PerFrameFunctionalGroupsSequence",
+    "SharedFunctionalGroupsSequence",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+    "PlanarConfiguration",
+    "PixelAspectRatio",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+)
+
+
+def _pydicom():
+    """Import pydicom, configured so a malformed element cannot crash reading or writing."""
+    import pydicom
+
+    # Malformed elements (e.g. the private (01F1,1026) of the itkelastix set) become UN
+    # instead of raising when a dataset is walked (str(), iteration, writing).
+    pydicom.config.convert_wrong_length_to_UN = True
+    return pydicom
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence pydicom's per-element warnings; what matters is reported in metadata."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*Setting VR to 'UN'")
+        warnings.filterwarnings("ignore", message=r".*[Ii]nvalid value for VR")
+        warnings.filterwarnings("ignore", module=r"pydicom\..*", category=UserWarning)
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# scanning a folder
+
+
+@dataclass
+class SeriesInfo:
+    """One DICOM series found in a folder.
+
+    Attributes:
+        uid: SeriesInstanceUID.
+        description: SeriesDescription ('' when absent).
+        n_slices: images with pixel data in the series (frames for a multi-frame file).
+        modality: Modality ('CT', 'MR', ...).
+        rows, cols: image size.
+        orientation: 'axial', 'coronal', 'sagittal', 'oblique' or 'unknown'.
+        series_number: SeriesNumber, if present.
+        study_uid: StudyInstanceUID.
+        files: the files of the series, in the order they were found.
+    """
+
+    uid: str
+    description: str
+    n_slices: int
+    modality: str
+    rows: int
+    cols: int
+    orientation: str
+    series_number: int | None
+    study_uid: str
+    files: list[Path] = field(default_factory=list, repr=False)
+
+    def summary(self) -> str:
+        desc = f" {self.description!r}" if self.description else ""
+        return (
+            f"{self.uid}{desc} ({self.n_slices} slice{'s' * (self.n_slices != 1)}, "
+            f"{self.rows}x{self.cols}, {self.orientation})"
+        )
+
+
+@dataclass
+class DicomScan:
+    """What a folder holds: series with their header datasets, and files skipped and why."""
+
+    folder: Path
+    series: dict[str, list[tuple[Path, Any]]]
+    skipped: list[tuple[Path, str]]
+    corrupt: list[tuple[Path, str]]
+    n_files: int
+
+    def infos(self) -> list[SeriesInfo]:
+        return [_series_info(uid, items) for uid, items in self.series.items()]
+
+
+def _orientation_label(iop: Any) -> str:
+    try:
+        row, col = np.asarray(iop[:3], float), np.asarray(iop[3:6], float)
+    except (TypeError, ValueError, IndexError):
+        return "unknown"
+    if row.shape != (3,) or col.shape != (3,):
+        return "unknown"
+    normal = np.abs(np.cross(row, col))
+    axis = int(np.argmax(normal))
+    if normal[axis] < 0.8:
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]
+
+
+def _n_frames(ds: Any) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _series_info(uid: str, items: list[tuple[Path, Any]]) -> SeriesInfo:
+    ds = items[0][1]
+    iop = ds.get("ImageOrientationPatient")
+    if iop is None:
+        iop = _shared_item(ds, "PlaneOrientationSequence", "ImageOrientationPatient")
+    number = ds.get("SeriesNumber")
+    return SeriesInfo(
+        uid=uid,
+        description=str(ds.get("SeriesDescription", "") or ""),
+        n_slices=sum(_n_frames(d) for _, d in items),
+        modality=str(ds.get("Modality", "") or ""),
+        rows=int(ds.get("Rows", 0) or 0),
+        cols=int(ds.get("Columns", 0) or 0),
+        orientation=_orientation_label(iop) if iop is not None else "unknown",
+        series_number=int(number) if number not in (None, "") else None,
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        files=[p for p, _ in items],
+    )
+
+
+def _read_header(path: Path) -> tuple[Any | None, str | None, bool]:
+    """(dataset with large values deferred, reason it is not usable, is it corrupt)."""
+    pydicom = _pydicom()
+    from pydicom.errors import InvalidDicomError
+
+    kind = sniff(path)
+    try:
+        with _quiet():
+            ds = pydicom.dcmread(path, defer_size=4096)
+    except InvalidDicomError:
+        if kind is not None or path.suffix.lower() not in (*DICOM_SUFFIXES, ""):
+            return None, f"not DICOM ({kind or 'unknown'} file)", False
+        # DICOM written without the 128-byte preamble: accept only if it parses as an image.
+        try:
+            with _quiet():
+                ds = pydicom.dcmread(path, defer_size=4096, force=True)
+            if "SOPClassUID" not in ds and not any(t in ds for t in PIXEL_TAGS):
+                return None, "not DICOM", False
+        except Exception:
+            return None, "not DICOM", False
+    except Exception as exc:
+        if kind == "dicom":
+            return None, f"corrupt or truncated DICOM ({type(exc).__name__}: {exc})", True
+        return None, f"not DICOM ({type(exc).__name__})", False
+    if not any(t in ds for t in PIXEL_TAGS):
+        what = str(ds.get("Modality", "") or ds.get("SOPClassUID", "") or "no SOP class")
+        return ds, f"DICOM without pixel data ({what})", False
+    return ds, None, False
+
+
+def scan_folder(folder: Path) -> DicomScan:
+    """Read the headers of every file under ``folder`` (recursively) and group them by series.
+
+    Hidden files are skipped, as is anything that is not DICOM with pixel data; copies of
+    one instance (same SOPInstanceUID) are kept once.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    series: dict[str, list[tuple[Path, Any]]] = {}
+    skipped: list[tuple[Path, str]] = []
+    corrupt: list[tuple[Path, str]] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            skipped.append((path, "hidden file"))
+            continue
+        ds, reason, is_corrupt = _read_header(path)
+        if is_corrupt:
+            corrupt.append((path, reason or "corrupt"))
+            continue
+        if reason is not None:
+            skipped.append((path, reason))
+            continue
+        sop = str(ds.get("SOPInstanceUID", "") or "")
+        if sop and sop in seen:
+            skipped.append((path, f"copy of {seen[sop].relative_to(folder)} (same SOPInstanceUID)"))
+            continue
+        if sop:
+            seen[sop] = path
+        uid = str(ds.get("SeriesInstanceUID", "") or "") or "(no SeriesInstanceUID)"
+        series.setdefault(uid, []).append((path, ds))
+    return DicomScan(folder, series, skipped, corrupt, len(files))
+
+
+def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
+    """The DICOM series under ``folder`` (or in one file), largest first.
+
+    Example:
+        >>> [s.n_slices for s in list_series("series/")]  # doctest: +SKIP
+        [72]
+    """
+    path = Path(folder)
+    if not path.exists():
+        raise LowdoseError(f"{path}: no such file or folder")
+    if path.is_file():
+        ds, reason, _ = _read_header(path)
+        if ds is None or reason is not None:
+            return []
+        uid = str(ds.get("SeriesInstanceUID", "") or "") or "(no SeriesInstanceUID)"
+        return [_series_info(uid, [(path, ds)])]
+    infos = scan_folder(path).infos()
+    return sorted(infos, key=lambda s: (-s.n_slices, s.uid))
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding
+
+
+def _shared_item(ds: Any, seq: str, attr: str) -> Any:
+    """``attr`` from the shared functional groups of an enhanced multi-frame dataset."""
+    try:
+        return getattr(ds.SharedFunctionalGroupsSequence[0][seq][0], attr)
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _frame_item(ds: Any, index: int, seq: str, attr: str) -> Any:
+    try:
+        return getattr(ds.PerFrameFunctionalGroupsSequence[index][seq][0], attr)
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return _shared_item(ds, seq, attr)
+
+
+def _decode(path: Path, ds: Any) -> np.ndarray:
+    """Stored pixels through the modality LUT (RescaleSlope/Intercept): float32, HU for CT."""
+    from pydicom.pixels import apply_modality_lut
+
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise LowdoseError(
+            f"{path}: {ds.get('PhotometricInterpretation', 'colour')} DICOM with "
+            f"{ds.SamplesPerPixel} samples per pixel is not a CT image"
+        )
+    try:
+        with _quiet():
+            arr = ds.pixel_array
+    except NotImplementedError as exc:
+        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        name = getattr(syntax, "name", str(syntax))
+        raise LowdoseError(
+            f"{path}: cannot decode transfer syntax {name} ({exc}); install its pydicom plugin"
+        ) from None
+    except LowdoseError:
+        raise
+    except Exception as exc:
+        raise LowdoseError(
+            f"{path}: corrupt or truncated DICOM pixel data ({type(exc).__name__}: {exc})"
+        ) from None
+    if arr.dtype.kind not in "iuf":
+        raise LowdoseError(f"{path}: unsupported pixel dtype {arr.dtype}")
+    frames = _n_frames(ds)
+    if frames > 1 and "PerFrameFunctionalGroupsSequence" in ds:
+        out = np.empty(arr.shape, np.float32)
+        for i in range(frames):
+            slope = _frame_item(ds, i, "PixelValueTransformationSequence", "RescaleSlope")
+            inter = _frame_item(ds, i, "PixelValueTransformationSequence", "RescaleIntercept")
+            out[i] = arr[i] * float(slope if slope is not None else 1.0) + float(inter or 0.0)
+        hu = out
+    elif "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        hu = arr.astype(np.float32)
+    else:
+        hu = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    check_finite(hu, path)
+    return hu
+
+
+def _vec(value: Any, n: int) -> np.ndarray | None:
+    try:
+        v = np.asarray([float(x) for x in value], float)
+    except (TypeError, ValueError):
+        return None
+    return v if v.shape == (n,) else None
+
+
+def _number(value: Any, default: float | None = None) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _json(value: Any) -> Any:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _slice_geometry(path: Path, ds: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    return _vec(ds.get("ImageOrientationPatient"), 6), _vec(ds.get("ImagePositionPatient"), 3)
+
+
+def _pixel_spacing(ds: Any) -> tuple[float, float]:
+    for value in (
+        ds.get("PixelSpacing"),
+        _shared_item(ds, "PixelMeasuresSequence", "PixelSpacing"),
+        ds.get("ImagerPixelSpacing"),
+    ):
+        v = _vec(value, 2) if value is not None else None
+        if v is not None and (v > 0).all():
+            return float(v[0]), float(v[1])
+    return 1.0, 1.0
+
+
+def _direction(iop: np.ndarray | None) -> np.ndarray:
+    if iop is None:
+        return np.eye(3)
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
+    return np.stack([row, col, normal / (np.linalg.norm(normal) or 1.0)], axis=1)
+
+
+def _base_metadata(source: Path, ds: Any) -> dict[str, Any]:
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    return {
+        "format": "dicom",
+        "source": str(source.resolve()),
+        "series_uid": _json(ds.get("SeriesInstanceUID")),
+        "study_uid": _json(ds.get("StudyInstanceUID")),
+        "series_description": _json(ds.get("SeriesDescription")) or "",
+        "series_number": _json(ds.get("SeriesNumber")),
+        "modality": _json(ds.get("Modality")),
+        "manufacturer": _json(ds.get("Manufacturer")),
+        "kvp": _json(ds.get("KVP")),
+        "convolution_kernel": _json(ds.get("ConvolutionKernel")),
+        "slice_thickness": _number(ds.get("SliceThickness")),
+        "transfer_syntax": getattr(syntax, "name", None) if syntax else None,
+        "rescale": [_number(ds.get("RescaleSlope"), 1.0), _number(ds.get("RescaleIntercept"), 0.0)],
+        "units": "HU" if str(ds.get("Modality", "CT")) == "CT" else "modality LUT output",
+    }
+
+
+def _read_multiframe(path: Path, ds: Any, source: Path) -> CTImage:
+    hu = _decode(path, ds)
+    frames = hu.shape[0]
+    iop = _vec(_shared_item(ds, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+    if iop is None:
+        iop = _vec(_frame_item(ds, 0, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+    direction = _direction(iop)
+    positions = [
+        _vec(_frame_item(ds, i, "PlanePositionSequence", "ImagePositionPatient"), 3)
+        for i in range(frames)
+    ]
+    order = np.arange(frames)
+    spacing_k = _number(_shared_item(ds, "PixelMeasuresSequence", "SpacingBetweenSlices"))
+    spacing_k = spacing_k or _number(_shared_item(ds, "PixelMeasuresSequence", "SliceThickness"))
+    origin = None
+    if all(p is not None for p in positions):
+        proj = np.array([p @ direction[:, 2] for p in positions])
+        order = np.argsort(proj, kind="stable")
+        if frames > 1:
+            spacing_k = float(np.median(np.diff(proj[order])))
+        origin = tuple(float(x) for x in positions[order[0]])
+    meta = _base_metadata(source, ds)
+    meta.update(files=[str(path.resolve())], n_files=1, multiframe=True)
+    return CTImage(
+        hu[order],
+        spacing=(abs(spacing_k or 1.0), *_pixel_spacing(ds)),
+        origin=origin,
+        direction=direction,
+        metadata=meta,
+        source_headers=[_strip_pixels(ds)],
+    )
+
+
+def _strip_pixels(ds: Any) -> Any:
+    for tag in PIXEL_TAGS:
+        if tag in ds:
+            delattr(ds, tag)
+    return ds
+
+
+def read_dicom_series(
+    items: list[tuple[Path, Any]], source: Path, skipped: list[tuple[Path, str]] | None = None
+) -> CTImage:
+    """One series (files with their header datasets) as a 2D slice or a ``(D, H, W)`` volume."""
+    uid = str(items[0][1].get("SeriesInstanceUID", "") or "?")
+    if len(items) == 1 and _n_frames(items[0][1]) > 1:
+        return _read_multiframe(items[0][0], items[0][1], source)
+    if any(_n_frames(ds) > 1 for _, ds in items):
+        raise LowdoseError(f"{source}: series {uid} mixes multi-frame and single-frame files")
+    shapes = {(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for _, ds in items}
+    if len(shapes) > 1:
+        raise LowdoseError(
+            f"{source}: series {uid} mixes image sizes {sorted(shapes)}; it is not one volume"
+        )
+    geometry = [_slice_geometry(p, ds) for p, ds in items]
+    iop0 = geometry[0][0]
+    direction = _direction(iop0)
+    have_positions = iop0 is not None and all(
+        iop is not None and pos is not None for iop, pos in geometry
+    )
+    if have_positions and len(items) > 1:
+        for (path, _), (iop, _) in zip(items, geometry, strict=True):
+            if not np.allclose(iop, iop0, atol=1e-3):
+                raise LowdoseError(
+                    f"{path}: orientation {iop.round(4).tolist()} differs from the rest of "
+                    f"series {uid} ({iop0.round(4).tolist()}); it is not one volume"
+                )
+    normal = direction[:, 2]
+    keys = []
+    for (path, ds), (_, pos) in zip(items, geometry, strict=True):
+        proj = float(pos @ normal) if have_positions else 0.0
+        inst = _number(ds.get("InstanceNumber"), 0.0)
+        keys.append((proj, inst, str(path)))
+    order = sorted(range(len(items)), key=lambda i: keys[i])
+    items = [items[i] for i in order]
+    proj = np.array([keys[i][0] for i in order])
+    meta = _base_metadata(source, items[0][1])
+    spacing_k = None
+    if have_positions and len(items) > 1:
+        steps = np.diff(proj)
+        spacing_k = float(np.median(steps))
+        if spacing_k <= 1e-4 or (np.abs(steps) <= 1e-4).any():
+            raise LowdoseError(
+                f"{source}: series {uid} has several slices at one position "
+                "(several acquisitions or phases in one series); it is not one volume"
+            )
+        uniform = bool(np.all(np.abs(steps - spacing_k) <= 0.01 * spacing_k + 1e-3))
+        meta["slice_spacing_uniform"] = uniform
+        if not uniform:
+            meta["slice_spacing_range"] = [float(steps.min()), float(steps.max())]
+            warnings.warn(
+                f"{source}: irregular slice spacing {steps.min():.4g}..{steps.max():.4g} mm in "
+                f"series {uid}; using the median {spacing_k:.4g} mm",
+                stacklevel=3,
+            )
+        meta["slice_order"] = "position along the slice normal, ascending"
+    elif len(items) > 1:
+        meta["slice_order"] = "InstanceNumber (no ImagePositionPatient)"
+        ds0 = items[0][1]
+        spacing_k = abs(
+            _number(ds0.get("SpacingBetweenSlices")) or _number(ds0.get("SliceThickness")) or 1.0
+        )
+        meta["slice_spacing_known"] = False
+    slices = [_decode(path, ds) for path, ds in items]
+    hu = np.stack(slices) if len(slices) > 1 else slices[0]
+    pixel = _pixel_spacing(items[0][1])
+    spacing = (spacing_k, *pixel) if hu.ndim == 3 else pixel
+    pos0 = geometry[order[0]][1]
+    syntaxes = sorted(
+        {
+            getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "?")
+            for _, ds in items
+            if hasattr(ds, "file_meta")
+        }
+    )
+    meta.update(
+        files=[str(p.resolve()) for p, _ in items],
+        n_files=len(items),
+        transfer_syntax=", ".join(syntaxes) or None,
+        orientation=_orientation_label(iop0) if iop0 is not None else "unknown",
+    )
+    if skipped:
+        meta["skipped"] = [{"file": str(p), "reason": r} for p, r in skipped]
+    return CTImage(
+        hu,
+        spacing=spacing,
+        origin=tuple(float(x) for x in pos0) if pos0 is not None else None,
+        direction=direction,
+        metadata=meta,
+        source_headers=[_strip_pixels(ds) for _, ds in items],
+    )
+
+
+class MixedSeriesError(LowdoseError):
+    """A folder holds several series and none (or no unique one) was picked.
+
+    Attributes:
+        series: the series found, largest first.
+    """
+
+    def __init__(self, message: str, series: list[SeriesInfo]) -> None:
+        super().__init__(message)
+        self.series = series
+
+
+def pick_series(scan: DicomScan, wanted: str | None) -> str:
+    """The UID of the series to read: the only one, or the one ``wanted`` names."""
+    uids = sorted(scan.series, key=lambda u: (-len(scan.series[u]), u))
+    infos = {u: _series_info(u, scan.series[u]) for u in uids}
+    listing = "; ".join(infos[u].summary() for u in uids[:8])
+    if len(uids) > 8:
+        listing += f"; and {len(uids) - 8} more (lowdose info lists them)"
+    if wanted:
+        if wanted in scan.series:
+            return wanted
+        hits = [u for u in uids if wanted in u]
+        if len(hits) == 1:
+            return hits[0]
+        reason = "matches several series" if hits else "is not here"
+        raise MixedSeriesError(
+            f"{scan.folder}: series {wanted!r} {reason}; found: {listing}",
+            [infos[u] for u in uids],
+        )
+    if len(uids) > 1:
+        raise MixedSeriesError(
+            f"{scan.folder}: {len(uids)} DICOM series in one folder; pick one with "
+            f"--series UID: {listing}",
+            [infos[u] for u in uids],
+        )
+    return uids[0]
+
+
+@readers.register("dicom")
+class DicomReader(Reader):
+    """One DICOM file (a slice, or a multi-frame volume) or a folder holding a series."""
+
+    suffixes = DICOM_SUFFIXES
+
+    def __init__(self, options: ReadOptions | None = None) -> None:
+        self.options = options or ReadOptions()
+
+    def sniff(self, path: Path) -> bool:
+        return path.is_dir() or sniff(path) == "dicom"
+
+    def can_read(self, path: Path) -> bool:
+        return path.is_dir() or super().can_read(path)
+
+    def read(self, path: Path) -> CTImage:
+        path = Path(path)
+        if path.is_dir():
+            return self.read_folder(path, scan_folder(path))
+        ds, reason, corrupt = _read_header(path)
+        if ds is None or corrupt:
+            if reason and reason.startswith("not DICOM"):
+                reason = "not a DICOM file (no DICM preamble, does not parse)"
+            raise LowdoseError(f"{path}: {reason}")
+        if reason is not None:
+            raise LowdoseError(f"{path}: {reason}")
+        if self.options.series and ds.get("SeriesInstanceUID") != self.options.series:
+            raise LowdoseError(
+                f"{path}: belongs to series {ds.get('SeriesInstanceUID')}, "
+                f"not {self.options.series}"
+            )
+        return read_dicom_series([(path, ds)], path)
+
+    def read_folder(self, folder: Path, scan: DicomScan) -> CTImage:
+        if scan.corrupt:
+            bad, why = scan.corrupt[0]
+            more = f" (and {len(scan.corrupt) - 1} more)" if len(scan.corrupt) > 1 else ""
+            raise LowdoseError(f"{bad}: {why}{more}")
+        if not scan.series:
+            raise LowdoseError(_nothing_readable(folder, scan))
+        uid = pick_series(scan, self.options.series)
+        others = [
+            (p, f"other series {u}")
+            for u, items in scan.series.items()
+            if u != uid
+            for p, _ in items
+        ]
+        skipped = [(p.relative_to(folder), r) for p, r in scan.skipped + others]
+        if scan.skipped:
+            names = ", ".join(f"{p.relative_to(folder)} ({r})" for p, r in scan.skipped[:5])
+            more = f" and {len(scan.skipped) - 5} more" if len(scan.skipped) > 5 else ""
+            warnings.warn(f"{folder}: skipped {names}{more}", stacklevel=3)
+        return read_dicom_series(scan.series[uid], folder, skipped)
+
+
+def _nothing_readable(folder: Path, scan: DicomScan) -> str:
+    if scan.n_files == 0:
+        return f"{folder}: empty folder (no files)"
+    reasons: dict[str, int] = {}
+    for _, r in scan.skipped:
+        reasons[r] = reasons.get(r, 0) + 1
+    summary = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:4])
+    return f"{folder}: no readable image: no DICOM series among {scan.n_files} files ({summary})"
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def _encode(hu: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """int16 stored values with (slope, intercept): HU rounded to 1 HU when the range allows."""
+    lo, hi = float(hu.min()), float(hu.max())
+    if lo >= -32768 and hi <= 32767:
+        return np.round(hu).astype(np.int16), 1.0, 0.0
+    slope = (hi - lo) / 65535.0
+    stored = np.round((hu - lo) / slope) - 32768
+    return np.clip(stored, -32768, 32767).astype(np.int16), slope, lo + 32768 * slope
+
+
+def _ds_string(value: float) -> str:
+    """A DICOM DS string (at most 16 characters)."""
+    text = f"{value:.10g}"
+    if len(text) > 16:
+        text = f"{value:.6g}"
+    return text
+
+
+def _headers_match(image: CTImage) -> bool:
+    headers = image.source_headers
+    if not headers or len(headers) != image.n_slices:
+        return False
+    rows, cols = image.slices().shape[1:]
+    pixel = image.spacing[-2:]
+    for ds in headers:
+        if not hasattr(ds, "get") or "ImagePositionPatient" not in ds:
+            return False
+        if int(ds.get("Rows", -1)) != rows or int(ds.get("Columns", -1)) != cols:
+            return False
+        ps = _vec(ds.get("PixelSpacing"), 2)
+        if ps is None or not (is_close(ps[0], pixel[0]) and is_close(ps[1], pixel[1])):
+            return False
+    return True
+
+
+def _new_dataset(template: Any | None, now: _dt.datetime) -> tuple[Any, str]:
+    """A CT dataset with patient/study tags from ``template`` or, without one, new ones."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    ds = Dataset()
+    if template is not None:
+        for keyword in (
+            "SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+            "PatientAge", "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID",
+            "AccessionNumber", "ReferringPhysicianName", "StudyDescription",
+            "FrameOfReferenceUID", "PositionReferenceIndicator", "Manufacturer", "KVP",
+            "ConvolutionKernel", "BodyPartExamined", "PatientPosition",
+        ):  # fmt: skip
+            if keyword in template:
+                setattr(ds, keyword, copy.deepcopy(template.data_element(keyword).value))
+        note = "patient and study tags copied from the source; geometry from the image"
+    else:
+        note = "not from DICOM: new patient ID and study/frame-of-reference UIDs"
+    defaults = {
+        "PatientName": "lowdose^anonymous",
+        "PatientID": "LOWDOSE-" + generate_uid().rsplit(".", 1)[-1][:12],
+        "PatientBirthDate": "",
+        "PatientSex": "",
+        "StudyInstanceUID": generate_uid(),
+        "StudyDate": now.strftime("%Y%m%d"),
+        "StudyTime": now.strftime("%H%M%S"),
+        "StudyID": "1",
+        "AccessionNumber": "",
+        "ReferringPhysicianName": "",
+        "FrameOfReferenceUID": generate_uid(),
+        "PositionReferenceIndicator": "",
+        "Manufacturer": "lowdose",
+        "KVP": "",
+        "PatientPosition": "HFS",
+    }
+    for keyword, value in defaults.items():
+        if keyword not in ds:
+            setattr(ds, keyword, value)
+    ds.Modality = "CT"
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+    ds.AcquisitionNumber = 1
+    return ds, note
+
+
+def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any], str]:
+    """One dataset per slice, without pixel data, for a derived series."""
+    from pydicom.uid import generate_uid
+
+    now = _dt.datetime.now()
+    series_uid = generate_uid()
+    n = image.n_slices
+    headers = image.source_headers or []
+    template = headers[0] if headers and hasattr(headers[0], "get") else None
+    reuse = _headers_match(image)
+    datasets = []
+    if reuse:
+        note = "original per-slice headers kept (patient, study, geometry); private tags dropped"
+        for src in headers:
+            ds = copy.deepcopy(src)
+            _strip_pixels(ds)
+            ds.remove_private_tags()
+            for tag in STALE_PIXEL_TAGS:
+                if tag in ds:
+                    delattr(ds, tag)
+            if "ReferencedSOPInstanceUID" in ds:
+                del ds.ReferencedSOPInstanceUID
+            image_type = list(src.get("ImageType", []) or [])
+            ds.ImageType = ["DERIVED", "SECONDARY", *(image_type[2:] or ["AXIAL"])]
+            datasets.append(ds)
+        description = str(template.get("SeriesDescription", "") or "")
+        number = _number(template.get("SeriesNumber"))
+    else:
+        base, note = _new_dataset(template, now)
+        description = str(template.get("SeriesDescription", "") or "") if template else ""
+        number = _number(template.get("SeriesNumber")) if template is not None else None
+        direction = np.eye(3) if image.direction is None else np.asarray(image.direction, float)
+        origin = np.zeros(3) if image.origin is None else np.asarray(image.origin, float)
+        pixel = image.spacing[-2:]
+        step = image.spacing[0] if image.is_volume else 1.0
+        thickness = (
+            _number(template.get("SliceThickness")) if template is not None else None
+        ) or step
+        iop = [*direction[:, 0].tolist(), *direction[:, 1].tolist()]
+        for k in range(n):
+            ds = copy.deepcopy(base)
+            pos = origin + k * step * direction[:, 2]
+            ds.ImagePositionPatient = [_ds_string(x) for x in pos]
+            ds.ImageOrientationPatient = [_ds_string(x) for x in iop]
+            ds.PixelSpacing = [_ds_string(pixel[0]), _ds_string(pixel[1])]
+            ds.SliceThickness = _ds_string(thickness)
+            if image.is_volume:
+                ds.SpacingBetweenSlices = _ds_string(step)
+            ds.SliceLocation = _ds_string(float(pos @ direction[:, 2]))
+            ds.InstanceNumber = k + 1
+            datasets.append(ds)
+    suffix = options.description.strip()
+    series_description = f"{description} {suffix}".strip() if suffix else description
+    series_number = int(number) + 1000 if number is not None else 1000
+    for k, ds in enumerate(datasets):
+        src = headers[k] if reuse else None
+        ds.SOPClassUID = ds.get("SOPClassUID", CT_IMAGE_STORAGE)
+        ds.SOPInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesDescription = series_description[:64]
+        ds.SeriesNumber = series_number
+        ds.SeriesDate = now.strftime("%Y%m%d")
+        ds.SeriesTime = now.strftime("%H%M%S")
+        ds.ContentDate = now.strftime("%Y%m%d")
+        ds.ContentTime = now.strftime("%H%M%S")
+        ds.DerivationDescription = f"lowdose {suffix or 'derived'}; {note}"[:1024]
+        if src is not None and "SOPInstanceUID" in src:
+            from pydicom.dataset import Dataset
+
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = src.get("SOPClassUID", CT_IMAGE_STORAGE)
+            ref.ReferencedSOPInstanceUID = src.SOPInstanceUID
+            ds.SourceImageSequence = [ref]
+        if "InstanceNumber" not in ds:
+            ds.InstanceNumber = k + 1
+    return datasets, note
+
+
+def _set_pixels(ds: Any, hu: np.ndarray, options: WriteOptions) -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+    stored, slope, intercept = _encode(hu)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(hu.shape[0]), int(hu.shape[1])
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope = _ds_string(slope)
+    ds.RescaleIntercept = _ds_string(intercept)
+    ds.RescaleType = "HU"
+    if options.window is not None:
+        ds.WindowCenter = _ds_string((options.window.lo + options.window.hi) / 2)
+        ds.WindowWidth = _ds_string(options.window.width)
+    ds.PixelData = stored.astype("<i2").tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+
+
+def _save(ds: Any, path: Path) -> None:
+    pydicom = _pydicom()
+    with _quiet():
+        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+
+
+@contextlib.contextmanager
+def _atomic_folder(target: Path) -> Iterator[Path]:
+    """A temporary folder beside ``target`` that replaces it on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "series")
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@writers.register("dicom")
+class DicomWriter(Writer):
+    """A derived CT series: a folder of slices (``out/``), or one slice (``out.dcm``).
+
+    New SeriesInstanceUID and SOPInstanceUIDs, ImageType DERIVED\\SECONDARY, the
+    SeriesDescription plus a suffix, the original geometry and patient/study tags, int16 pixels
+    with RescaleSlope/Intercept (HU rounded to 1 HU), explicit VR little endian. Never into the
+    input folder; an existing target folder is replaced only when it holds nothing but ``.dcm``.
+    """
+
+    suffixes = (".dcm",)
+
+    def __init__(self, options: WriteOptions | None = None) -> None:
+        self.options = options or WriteOptions()
+
+    def write(self, image: CTImage, path: Path) -> Path:
+        path = Path(path)
+        check_finite(image.hu, path)
+        one_file = path.suffix.lower() == ".dcm" and not path.is_dir()
+        refuse_input_overwrite(image, path, is_folder=not one_file)
+        datasets, _ = _derived_datasets(image, self.options)
+        slices = image.slices()
+        if one_file:
+            if image.n_slices != 1:
+                raise LowdoseError(
+                    f"{path}: a .dcm file holds one slice, the image has {image.n_slices}; "
+                    "give a folder to write a series"
+                )
+            _set_pixels(datasets[0], slices[0], self.options)
+            with atomic_path(path) as tmp:
+                _save(datasets[0], tmp)
+            return path
+        if path.exists():
+            if not path.is_dir():
+                raise LowdoseError(f"{path}: exists and is not a folder")
+            others = [p for p in path.iterdir() if not p.name.lower().endswith(".dcm")]
+            if others:
+                raise LowdoseError(
+                    f"{path}: folder exists and holds other files ({others[0].name}); "
+                    "choose a new folder for the derived series"
+                )
+        width = max(4, len(str(len(datasets))))
+        with _atomic_folder(path) as tmp:
+            for k, (ds, pixels) in enumerate(zip(datasets, slices, strict=True)):
+                _set_pixels(ds, pixels, self.options)
+                _save(ds, tmp / f"slice{k + 1:0{width}d}.dcm")
+        return path

@@ -1,0 +1,139 @@
+"""8-bit PNG/JPEG display images, mapped to HU through a declared window (default: lung)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lowdose.errors import LowdoseError
+from lowdose.image import CTImage, Window
+from lowdose.io.atomic import atomic_path
+from lowdose.io.base import Reader, Writer, readers, writers
+from lowdose.io.formats.common import (
+    ReadOptions,
+    WriteOptions,
+    check_finite,
+    default_window,
+    describe_window,
+    refuse_input_overwrite,
+    sniff,
+    window_name,
+)
+
+# PNG text key that records the window a lowdose PNG was written with, so it reads back to HU.
+WINDOW_KEY = "lowdose:window"
+
+
+def _grey_8bit(img, path: Path) -> np.ndarray:
+    """Greyscale uint8 pixels of a PIL image (RGBA composited over black, RGB to luma)."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise LowdoseError(
+            f"{path}: unsupported dtype ({mode} pixels); only 8-bit display images map to HU "
+            "through a window; store HU as .npy, NIfTI or DICOM"
+        )
+    if mode == "P":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        # Transparent pixels become black (air), the way viewers show them on a dark canvas.
+        canvas = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(canvas, rgba)
+    if img.mode != "L":
+        img = img.convert("L")
+    return np.asarray(img, dtype=np.uint8)
+
+
+@readers.register("png")
+class PngReader(Reader):
+    """8-bit PNG or JPEG (grey, RGB, RGBA; format sniffed from content, not the name).
+
+    Pixel values v in [0, 255] become HU = lo + v/255 * (hi - lo) for the window [lo, hi]:
+    the ``window`` option, else the window a lowdose PNG recorded, else the lung window.
+    """
+
+    suffixes = (".png", ".jpg", ".jpeg")
+
+    def __init__(self, options: ReadOptions | None = None) -> None:
+        self.options = options or ReadOptions()
+
+    def sniff(self, path: Path) -> bool:
+        return sniff(path) in ("png", "jpeg")
+
+    def read(self, path: Path) -> CTImage:
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(path)
+        try:
+            with Image.open(path) as img:
+                img.load()
+                fmt = img.format
+                mode = img.mode
+                text = dict(getattr(img, "text", {}) or {})
+                grey = _grey_8bit(img, path)
+        except UnidentifiedImageError:
+            raise LowdoseError(f"{path}: not a readable PNG/JPEG image") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise LowdoseError(f"{path}: corrupt or truncated image ({exc})") from None
+        window, window_source = self._window(text, path)
+        hu = window.from_unit(grey.astype(np.float32) / 255.0)
+        return CTImage(
+            hu,
+            spacing=(1.0, 1.0),
+            metadata={
+                "format": (fmt or "image").lower(),
+                "source": str(path.resolve()),
+                "image_mode": mode,
+                "window": [window.lo, window.hi],
+                "window_name": window_name(window),
+                "window_source": window_source,
+                "hu_note": f"8-bit display values mapped to HU through the window "
+                f"{describe_window(window)}; HU outside it were clipped when the image was made",
+                "spacing_known": False,
+            },
+        )
+
+    def _window(self, text: dict, path: Path) -> tuple[Window, str]:
+        if self.options.window is not None:
+            return self.options.window, "given"
+        if WINDOW_KEY in text:
+            try:
+                lo, hi = (float(v) for v in str(text[WINDOW_KEY]).split(","))
+                return Window(lo, hi), "recorded in the PNG by lowdose"
+            except ValueError:
+                pass
+        return default_window(), "default (lung)"
+
+
+@writers.register("png")
+class PngWriter(Writer):
+    """A 2D slice as 8-bit grey PNG through a window (default lung), recorded in the file."""
+
+    suffixes = (".png",)
+
+    def __init__(self, options: WriteOptions | None = None) -> None:
+        self.options = options or WriteOptions()
+
+    def write(self, image: CTImage, path: Path) -> Path:
+        from PIL import Image, PngImagePlugin
+
+        path = Path(path)
+        if image.n_slices != 1:
+            raise LowdoseError(
+                f"{path}: a PNG holds one slice, the image has {image.n_slices}; write a "
+                ".nii.gz or a DICOM folder, or one slice at a time"
+            )
+        refuse_input_overwrite(image, path, is_folder=False)
+        check_finite(image.hu, path)
+        window = self.options.window or default_window()
+        pixels = np.round(window.to_unit(image.slices()[0]) * 255.0).astype(np.uint8)
+        info = PngImagePlugin.PngInfo()
+        info.add_text(WINDOW_KEY, f"{window.lo:g},{window.hi:g}")
+        info.add_text("Description", f"CT slice, HU window {describe_window(window)}")
+        with atomic_path(path) as tmp:
+            Image.fromarray(pixels, mode="L").save(tmp, format="PNG", pnginfo=info)
+        return path

@@ -1,0 +1,261 @@
+"""Read any CT input into a :class:`CTImage`, write one out, and say what a path holds.
+
+The reader is picked by content first (DICOM preamble, PNG/JPEG/npy/NIfTI magic), then by suffix;
+a folder is a DICOM series (or a folder of one NIfTI file). The writer is picked by suffix:
+``.png``, ``.nii``/``.nii.gz``, ``.npy``, ``.dcm`` (one slice) or a folder (a DICOM series).
+
+Example:
+    >>> img = read_ct("series/")                      # doctest: +SKIP
+    >>> write_ct(img, "series-denoised/", description="denoised")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lowdose.errors import LowdoseError
+from lowdose.image import CTImage, Window
+from lowdose.io.base import Reader, Writer, readers, writers
+from lowdose.io.formats.common import ReadOptions, WriteOptions
+from lowdose.io.formats.dicom import SeriesInfo
+
+
+def _pick_reader(path: Path, options) -> Reader:
+    candidates = [readers.get(name)(options) for name in readers.names()]
+    for reader in candidates:
+        sniff = getattr(reader, "sniff", None)
+        if sniff is not None and sniff(path):
+            return reader
+    for reader in candidates:
+        if reader.can_read(path):
+            return reader
+    raise LowdoseError(
+        f"{path}: unsupported file type ({path.suffix or 'no suffix'}); readable: DICOM, "
+        "NIfTI (.nii, .nii.gz), .npy, 8-bit PNG/JPEG"
+    )
+
+
+def read_ct(
+    path: str | os.PathLike[str],
+    *,
+    window: Window | None = None,
+    npy_scale: str | None = None,
+    series: str | None = None,
+) -> CTImage:
+    """Read a CT file or DICOM series folder into float32 HU with geometry and metadata.
+
+    Args:
+        path: a DICOM file, a folder holding a DICOM series (or one NIfTI), a ``.nii``/``.nii.gz``,
+            a ``.npy`` or an 8-bit PNG/JPEG.
+        window: HU window 8-bit images are mapped through (default lung [-1350, 150] HU, stated
+            in ``metadata["window"]``).
+        npy_scale: how ``.npy`` values map to HU: ``"hu"`` (default) or ``"mayo"``
+            (HU = 4096*v - 1024). Values in [0, 1] without a stated scale are refused.
+        series: SeriesInstanceUID (or a unique part) to read from a folder of several series.
+
+    Raises:
+        LowdoseError: one line naming the file and the reason.
+
+    Example:
+        >>> read_ct("L506_86_target.npy", npy_scale="mayo").shape  # doctest: +SKIP
+        (512, 512)
+    """
+    path = Path(path)
+    options = ReadOptions(window=window, npy_scale=npy_scale, series=series)
+    if not path.exists():
+        raise LowdoseError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return _read_folder(path, options)
+    if path.stat().st_size == 0:
+        raise LowdoseError(f"{path}: empty file")
+    return _pick_reader(path, options).read(path)
+
+
+def _read_folder(folder: Path, options) -> CTImage:
+    from lowdose.io.formats.dicom import DicomReader, scan_folder
+
+    scan = scan_folder(folder)
+    if scan.series or scan.corrupt:
+        return DicomReader(options).read_folder(folder, scan)
+    skipped = [p for p, _ in scan.skipped]
+    niftis = [p for p in skipped if p.name.lower().endswith((".nii", ".nii.gz"))]
+    if len(niftis) == 1:
+        return readers.get("nifti")(options).read(niftis[0])
+    if len(niftis) > 1:
+        raise LowdoseError(
+            f"{folder}: {len(niftis)} NIfTI files and no DICOM series; read one file at a time"
+        )
+    images = [p for p in skipped if p.suffix.lower() in (".png", ".jpg", ".jpeg")]
+    if images and len(images) == len(skipped):
+        raise LowdoseError(
+            f"{folder}: holds {len(images)} PNG/JPEG images and no DICOM series; a folder of "
+            "8-bit images is not a volume: read the images one by one"
+        )
+    return DicomReader(options).read_folder(folder, scan)
+
+
+def _writer_name(raw: str, path: Path) -> str:
+    name = path.name.lower()
+    if raw.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
+        return "dicom"
+    for writer in writers.names():
+        if name.endswith(writers.get(writer).suffixes):
+            return writer
+    known = sorted({s for w in writers.names() for s in writers.get(w).suffixes})
+    raise LowdoseError(
+        f"{path}: cannot tell the output format from {path.suffix!r}; use one of "
+        f"{', '.join(known)} or a folder (a DICOM series)"
+    )
+
+
+def write_ct(
+    image: CTImage,
+    path: str | os.PathLike[str],
+    *,
+    window: Window | None = None,
+    description: str = "lowdose",
+) -> Path:
+    """Write ``image`` by the path's suffix; atomic, never over (or into) the input.
+
+    ``.png``: one slice, 8-bit through ``window`` (default lung), window recorded in the file.
+    ``.nii``/``.nii.gz``: float32 HU with the geometry. ``.npy``: float32 HU.
+    A folder (existing, ending in ``/``, or without suffix): a derived DICOM series;
+    ``.dcm``: one derived slice. DICOM pixels are int16 HU (within 0.5 HU).
+
+    Example:
+        >>> write_ct(img, "out.nii.gz")  # doctest: +SKIP
+        PosixPath('out.nii.gz')
+    """
+    raw = os.fspath(path)
+    target = Path(raw)
+    writer_cls = writers.get(_writer_name(raw, target))
+    writer: Writer = writer_cls(WriteOptions(window=window, description=description))
+    return writer.write(image, target)
+
+
+def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
+    """The DICOM series under ``folder`` (searched recursively), largest first.
+
+    Example:
+        >>> [(s.n_slices, s.orientation) for s in list_series("series/")]  # doctest: +SKIP
+        [(72, 'axial')]
+    """
+    from lowdose.io.formats.dicom import list_series as dicom_series
+
+    return dicom_series(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# `lowdose info`
+
+
+@dataclass
+class Inventory:
+    """What a path holds: the image read from it, the DICOM series found, files skipped."""
+
+    path: Path
+    kind: str
+    image: CTImage
+    series: list[SeriesInfo] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def describe(
+    path: str | os.PathLike[str],
+    *,
+    window: Window | None = None,
+    npy_scale: str | None = None,
+    series: str | None = None,
+) -> Inventory:
+    """Read ``path`` and list what it holds (series, skipped files); errors as in read_ct."""
+    path = Path(path)
+    image = read_ct(path, window=window, npy_scale=npy_scale, series=series)
+    fmt = image.metadata.get("format", "?")
+    found = list_series(path) if fmt == "dicom" else []
+    skipped = [(d["file"], d["reason"]) for d in image.metadata.get("skipped", [])]
+    if path.is_dir():
+        kind = f"folder: {fmt.upper()} " + ("series" if fmt == "dicom" else "file")
+    else:
+        kind = {"dicom": "DICOM file", "nifti": "NIfTI file", "npy": "NumPy .npy file"}.get(
+            fmt, f"{fmt.upper()} image file"
+        )
+    return Inventory(path, kind, image, found, skipped)
+
+
+def _fmt_number(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def format_series_table(found: list[SeriesInfo]) -> list[str]:
+    lines = [f"  {'UID':<66} {'slices':>6}  {'size':>9}  {'orientation':<11} description"]
+    for s in found:
+        lines.append(
+            f"  {s.uid:<66} {s.n_slices:>6}  {f'{s.rows}x{s.cols}':>9}  {s.orientation:<11} "
+            f"{s.description}"
+        )
+    return lines
+
+
+def format_inventory(inv: Inventory) -> str:
+    """The human-readable report ``lowdose info`` prints."""
+    img, meta = inv.image, inv.image.metadata
+    axes = "slices x rows x cols" if img.is_volume else "rows x cols"
+    hu = img.hu
+    lines = [
+        f"path:        {inv.path}",
+        f"kind:        {inv.kind}",
+        f"format:      {meta.get('format')}"
+        + (f" ({meta['transfer_syntax']})" if meta.get("transfer_syntax") else ""),
+        f"shape:       {' x '.join(str(n) for n in img.shape)} ({axes})",
+        f"spacing:     {' x '.join(f'{s:.4g}' for s in img.spacing)} mm ({axes})"
+        + ("" if meta.get("spacing_known", True) else " (unknown: not stored in the file)"),
+    ]
+    if img.origin is not None:
+        lines.append(f"origin:      {', '.join(f'{x:.4g}' for x in img.origin)} mm (LPS)")
+    if meta.get("orientation"):
+        order = meta.get("slice_order")
+        lines.append(
+            f"orientation: {meta['orientation']}"
+            + (f"; slice order: {order}" if order and img.is_volume else "")
+        )
+    lines.append(
+        f"HU:          min {_fmt_number(float(hu.min()))}  mean {_fmt_number(float(hu.mean()))}"
+        f"  max {_fmt_number(float(hu.max()))}"
+        + (f"  ({meta['units']})" if meta.get("units") and meta["units"] != "HU" else "")
+    )
+    if "window" in meta:
+        lo, hi = meta["window"]
+        name = f"{meta['window_name']} " if meta.get("window_name") else ""
+        lines.append(
+            f"window:      {name}[{lo:g}, {hi:g}] HU ({meta.get('window_source', 'given')}): "
+            "8-bit values mapped to HU through it"
+        )
+    if "npy_scale" in meta:
+        lines.append(f"npy scale:   {meta['npy_scale']}: {meta.get('npy_scale_rule', '')}")
+    if meta.get("format") == "dicom":
+        desc = meta.get("series_description") or ""
+        lines.append(
+            f"series read: {meta.get('series_uid')}"
+            + (f" {desc!r}" if desc else "")
+            + f", {meta.get('n_files', 1)} file(s), modality {meta.get('modality')}"
+        )
+    if inv.series:
+        lines.append(f"series found: {len(inv.series)}")
+        lines.extend(format_series_table(inv.series))
+    lines.append(f"skipped:     {len(inv.skipped)} file(s)")
+    lines.extend(f"  {f}: {r}" for f, r in inv.skipped)
+    return "\n".join(lines)
+
+
+__all__ = [
+    "Inventory",
+    "SeriesInfo",
+    "describe",
+    "format_inventory",
+    "format_series_table",
+    "list_series",
+    "read_ct",
+    "write_ct",
+]
