@@ -65,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        import click
+        try:
+            from click import ClickException
+        except ImportError:  # typer >= 0.26 vendors click instead of depending on it
+            from typer._click import ClickException
 
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, ClickException):
             exc.show()
             return exc.exit_code
         if debug:
