@@ -1,0 +1,53 @@
+"""CycleGAN networks for one-channel CT: shapes, output range, the denoiser wrapper."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lowdose.models.base import denoisers
+from lowdose.models.cyclegan import (
+    CycleGanDenoiser,
+    PatchDiscriminator,
+    ResnetGenerator,
+    hu_to_signed,
+    signed_to_hu,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_generator_shape_and_tanh_range(size: int) -> None:
+    g = ResnetGenerator(ngf=8, n_blocks=2)
+    out = g(torch.randn(2, 1, size, size) * 5)
+    assert out.shape == (2, 1, size, size)
+    assert float(out.detach().abs().max()) <= 1.0
+
+
+def test_reference_layout() -> None:
+    g = ResnetGenerator()
+    convs = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].kernel_size == (7, 7) and convs[0].out_channels == 64
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules()) == 2
+    # 1 + 2 downsampling + 9 blocks x 2 + output conv
+    assert len(convs) == 1 + 2 + 18 + 1
+
+
+def test_patchgan_map_size() -> None:
+    assert PatchDiscriminator(ndf=8)(torch.rand(1, 1, 64, 64)).shape == (1, 1, 6, 6)
+    assert PatchDiscriminator(ndf=8)(torch.rand(1, 1, 256, 256)).shape == (1, 1, 30, 30)
+
+
+def test_signed_scaling() -> None:
+    hu = torch.tensor([-1024.0, 1024.0, 3072.0])
+    assert torch.allclose(hu_to_signed(hu), torch.tensor([-1.0, 0.0, 1.0]))
+    assert torch.allclose(signed_to_hu(hu_to_signed(hu)), hu)
+
+
+def test_registered_and_wrapper_runs() -> None:
+    assert "cyclegan" in denoisers.names() and "gan-circle" in denoisers.names()
+    d = CycleGanDenoiser.untrained({"ngf": 8, "n_blocks": 1})
+    out = d.denoise(torch.full((1, 1, 30, 42), 40.0))
+    assert out.shape == (1, 1, 30, 42)
+    assert float(out.min()) >= -1024 and float(out.max()) <= 3072
