@@ -225,7 +225,9 @@ class GanCircleConfig:
     (charlesyou999648/GAN-CIRCLE): Adam(lr 1e-5, betas 0.5/0.999) for both players, one critic
     step per generator step, history pool 50, JST tau 0.1. ``gp_weight`` (code: 1, with a broken
     norm; WGAN-GP paper: 10) and ``f0`` (paper-likely 64, released 128) are the disputed values.
-    ``paired_fraction`` > 0 turns on the supervised term (semi-supervised mode).
+    ``paired_fraction`` > 0 turns on the supervised term (semi-supervised mode). ``l1_only``
+    trains ``G`` alone with the L1 term on aligned pairs (the ablation baseline of the benchmarks:
+    the same network without the GAN ensemble).
     """
 
     scale: int = 1
@@ -246,10 +248,13 @@ class GanCircleConfig:
     paired_fraction: float = 0.0
     pool_size: int = 50
     ema_decay: float = 0.0
+    l1_only: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.l1_only:
+            self.paired_fraction = 1.0
         if not 0.0 <= self.paired_fraction <= 1.0:
             raise ValueError(f"paired_fraction must be in [0, 1], got {self.paired_fraction}")
 
@@ -276,12 +281,11 @@ class GanCircleFamily(TrainingFamily):
         torch.manual_seed(cfg.seed)
         arch = {"scale": cfg.scale, "f0": cfg.f0, "stride": cfg.stride, "upsampler": cfg.upsampler}
         self.arch = arch
-        self.modules: dict[str, nn.Module] = {
-            "g_lh": CircleGenerator(**arch),
-            "g_hl": CircleGenerator(**arch),
-            "d_high": PatchCritic(base=cfg.critic_base),
-            "d_low": PatchCritic(base=cfg.critic_base),
-        }
+        self.modules: dict[str, nn.Module] = {"g_lh": CircleGenerator(**arch)}
+        if not cfg.l1_only:
+            self.modules["g_hl"] = CircleGenerator(**arch)
+            self.modules["d_high"] = PatchCritic(base=cfg.critic_base)
+            self.modules["d_low"] = PatchCritic(base=cfg.critic_base)
         if cfg.ema_decay > 0:
             self.modules["g_lh_ema"] = EMA(self.modules["g_lh"], cfg.ema_decay)
         self.pool_high = HistoryPool(cfg.pool_size, cfg.seed)
@@ -292,6 +296,9 @@ class GanCircleFamily(TrainingFamily):
     # The trainer calls this once; the modules are on their device by then.
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         m, cfg = self.modules, self.cfg
+        if cfg.l1_only:
+            opt = torch.optim.Adam(m["g_lh"].parameters(), lr=cfg.lr_generator, betas=cfg.betas)
+            return {"generator": opt}
         gen = [*m["g_lh"].parameters(), *m["g_hl"].parameters()]
         crit = [*m["d_high"].parameters(), *m["d_low"].parameters()]
         return {
@@ -315,6 +322,8 @@ class GanCircleFamily(TrainingFamily):
     def _generator_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         m, cfg, px = self.modules, self.cfg, REFERENCE_PIXELS
         x, y = self._to_net(batch["low"]), self._to_net(batch["high"])
+        if cfg.l1_only:
+            return {"loss": cycle_loss(y, m["g_lh"](x), px)}
         g, f = m["g_lh"], m["g_hl"]
         for d in (m["d_high"], m["d_low"]):
             d.requires_grad_(False)
