@@ -144,6 +144,12 @@ def refuse_input_overwrite(image: CTImage, target: Path, *, is_folder: bool) -> 
         raise LowdoseError(f"{target}: holds the input files; choose a new folder next to it")
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its first line, cut at 200 characters."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def fmt_spacing(spacing: tuple[float, ...]) -> str:
     return " x ".join(f"{s:.4g}" for s in spacing) + " mm"
 

@@ -31,6 +31,7 @@ from lowdose.io.formats.common import (
     WriteOptions,
     check_finite,
     is_close,
+    one_line,
     refuse_input_overwrite,
     sniff,
 )
@@ -196,10 +197,14 @@ def _read_header(path: Path) -> tuple[Any | None, str | None, bool]:
             return None, "not DICOM", False
     except Exception as exc:
         if kind == "dicom":
-            return None, f"corrupt or truncated DICOM ({type(exc).__name__}: {exc})", True
+            return None, f"corrupt or truncated DICOM ({one_line(exc)})", True
         return None, f"not DICOM ({type(exc).__name__})", False
+    if "SOPClassUID" not in ds and "Modality" not in ds:
+        # Every DICOM object has a SOP class; a file cut short after the preamble has none.
+        return None, "corrupt or truncated DICOM (no SOPClassUID or Modality)", True
     if not any(t in ds for t in PIXEL_TAGS):
-        what = str(ds.get("Modality", "") or ds.get("SOPClassUID", "") or "no SOP class")
+        sop = ds.get("SOPClassUID")
+        what = getattr(sop, "name", None) or str(ds.get("Modality", "") or sop)
         return ds, f"DICOM without pixel data ({what})", False
     return ds, None, False
 
@@ -293,14 +298,14 @@ def _decode(path: Path, ds: Any) -> np.ndarray:
         syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
         name = getattr(syntax, "name", str(syntax))
         raise LowdoseError(
-            f"{path}: cannot decode transfer syntax {name} ({exc}); install its pydicom plugin"
+            f"{path}: cannot decode transfer syntax {name} ({one_line(exc)}); "
+            "install its pydicom plugin"
         ) from None
     except LowdoseError:
         raise
     except Exception as exc:
-        raise LowdoseError(
-            f"{path}: corrupt or truncated DICOM pixel data ({type(exc).__name__}: {exc})"
-        ) from None
+        reason = one_line(exc).split(" - ")[0]
+        raise LowdoseError(f"{path}: corrupt or truncated DICOM pixel data ({reason})") from None
     if arr.dtype.kind not in "iuf":
         raise LowdoseError(f"{path}: unsupported pixel dtype {arr.dtype}")
     frames = _n_frames(ds)
@@ -419,9 +424,13 @@ def _read_multiframe(path: Path, ds: Any, source: Path) -> CTImage:
 
 
 def _strip_pixels(ds: Any) -> Any:
+    """``ds`` without pixel data, every element parsed (malformed ones become UN here, quietly)."""
     for tag in PIXEL_TAGS:
         if tag in ds:
             delattr(ds, tag)
+    with _quiet():
+        for _ in ds:
+            pass
     return ds
 
 
@@ -803,7 +812,7 @@ def _set_pixels(ds: Any, hu: np.ndarray, options: WriteOptions) -> None:
     if options.window is not None:
         ds.WindowCenter = _ds_string((options.window.lo + options.window.hi) / 2)
         ds.WindowWidth = _ds_string(options.window.width)
-    ds.PixelData = stored.astype("<i2").tobytes()
+    ds.add_new(0x7FE00010, "OW", stored.astype("<i2").tobytes())  # PixelData, 16-bit words
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

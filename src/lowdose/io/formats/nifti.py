@@ -15,6 +15,7 @@ from lowdose.io.formats.common import (
     WriteOptions,
     check_finite,
     check_real_dtype,
+    one_line,
     refuse_input_overwrite,
     sniff,
 )
@@ -85,7 +86,7 @@ class NiftiReader(Reader):
         except LowdoseError:
             raise
         except Exception as exc:
-            raise LowdoseError(f"{path}: corrupt or unreadable NIfTI ({exc})") from None
+            raise LowdoseError(f"{path}: corrupt or unreadable NIfTI ({one_line(exc)})") from None
         while data.ndim > 3 and data.shape[-1] == 1:
             data = data[..., 0]
         if data.ndim > 3:

@@ -16,6 +16,7 @@ from lowdose.io.formats.common import (
     WriteOptions,
     check_finite,
     check_real_dtype,
+    one_line,
     refuse_input_overwrite,
     sniff,
 )
@@ -70,9 +71,14 @@ class NpyReader(Reader):
         try:
             values = np.load(path, allow_pickle=False, mmap_mode=None)
         except ValueError as exc:
-            raise LowdoseError(f"{path}: not a plain numeric .npy array ({exc})") from None
+            if "allow_pickle" in str(exc):
+                reason = "unsupported dtype object (pickled arrays are never loaded)"
+            else:
+                reason = f"corrupt or truncated .npy file ({one_line(exc)})"
+            raise LowdoseError(f"{path}: {reason}") from None
         except (OSError, EOFError) as exc:
-            raise LowdoseError(f"{path}: corrupt or truncated .npy file ({exc})") from None
+            reason = f"corrupt or truncated .npy file ({one_line(exc)})"
+            raise LowdoseError(f"{path}: {reason}") from None
         if not isinstance(values, np.ndarray):
             raise LowdoseError(f"{path}: holds an archive, not one array")
         check_real_dtype(values.dtype, path)

@@ -16,6 +16,7 @@ from lowdose.io.formats.common import (
     check_finite,
     default_window,
     describe_window,
+    one_line,
     refuse_input_overwrite,
     sniff,
     window_name,
@@ -78,7 +79,7 @@ class PngReader(Reader):
         except UnidentifiedImageError:
             raise LowdoseError(f"{path}: not a readable PNG/JPEG image") from None
         except (OSError, SyntaxError, ValueError) as exc:
-            raise LowdoseError(f"{path}: corrupt or truncated image ({exc})") from None
+            raise LowdoseError(f"{path}: corrupt or truncated image ({one_line(exc)})") from None
         window, window_source = self._window(text, path)
         hu = window.from_unit(grey.astype(np.float32) / 255.0)
         return CTImage(

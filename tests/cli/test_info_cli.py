@@ -1,0 +1,122 @@
+"""``lowdose info``: what a path holds on stdout; bad input is one ``error:`` line on stderr."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lowdose import LowdoseError
+from lowdose.cli.main import main
+from tests.io.test_dicom import ct_slice, make_series, phantom_volume
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_error_line(rc: int, err: str, *needles: str) -> None:
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_info_on_a_64_slice_series_folder(tmp_path, capsys):
+    folder = make_series(tmp_path / "series", phantom_volume(64), reverse_files=True)
+    (folder / "info").mkdir()
+    (folder / "info" / "capture.png").write_bytes(b"\x89PNG\r\n\x1a\n....")
+    rc, out, err = run(["info", str(folder)], capsys)
+    assert rc == 0 and err == ""
+    assert "shape:       64 x 16 x 16 (slices x rows x cols)" in out
+    assert "spacing:     2 x 0.8 x 0.7 mm" in out
+    assert "kind:        folder: DICOM series" in out
+    assert "series found: 1" in out and "1.2.826.0.1.3680043.8.498.2" in out
+    assert "TEST SERIES" in out
+    assert "skipped:     1 file(s)" in out and "info/capture.png: not DICOM (png file)" in out
+    hu = phantom_volume(64)
+    assert f"min {hu.min():.1f}" in out and f"max {hu.max():.1f}" in out
+    assert f"mean {hu.mean():.1f}" in out
+
+
+def test_info_on_single_files(tmp_path, capsys):
+    ct_slice(tmp_path / "one.dcm", phantom_volume(1)[0])
+    rc, out, _ = run(["info", str(tmp_path / "one.dcm")], capsys)
+    assert rc == 0 and "kind:        DICOM file" in out and "shape:       16 x 16" in out
+    Image.fromarray(np.full((6, 8), 255, np.uint8)).save(tmp_path / "a.png")
+    rc, out, _ = run(["info", str(tmp_path / "a.png")], capsys)
+    assert rc == 0 and "window:      lung [-1350, 150] HU" in out and "max 150.0" in out
+    rc, out, _ = run(["info", str(tmp_path / "a.png"), "--window", "-160,240"], capsys)
+    assert rc == 0 and "window:      abdomen [-160, 240] HU (given)" in out
+    rc, out, _ = run(["info", str(tmp_path / "a.png"), "--window=bone"], capsys)
+    assert rc == 0 and "max 1050.0" in out
+    np.save(tmp_path / "m.npy", np.full((4, 4), 0.25))
+    rc, out, _ = run(["info", str(tmp_path / "m.npy"), "--npy-scale", "mayo"], capsys)
+    assert rc == 0 and "min 0.0" in out and "npy scale:   mayo" in out
+
+
+def test_info_mixed_series_lists_them_then_one_error_and_series_picks(tmp_path, capsys):
+    make_series(tmp_path / "m" / "a", phantom_volume(3), series_uid="1.2.3.111")
+    make_series(tmp_path / "m" / "b", phantom_volume(2), series_uid="1.2.3.222")
+    rc, out, err = run(["info", str(tmp_path / "m")], capsys)
+    assert_one_error_line(rc, err, "2 DICOM series", "--series", "1.2.3.111", "1.2.3.222")
+    assert "series found: 2" in out and "1.2.3.222" in out
+    rc, out, err = run(["info", str(tmp_path / "m"), "--series", "1.2.3.222"], capsys)
+    assert rc == 0 and "shape:       2 x 16 x 16" in out
+    assert "other series 1.2.3.111" in out
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda d: d / "missing", "no such file or folder"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "empty folder"),
+        (
+            lambda d: (d / "x.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\1" * 50) and d / "x.dcm",
+            "corrupt or truncated DICOM",
+        ),
+        (lambda d: np.save(d / "n.npy", np.full((3, 3), np.nan)) or d / "n.npy", "NaN"),
+        (lambda d: ct_slice(d / "np.dcm", phantom_volume(1)[0], pixels=False), "without pixel"),
+    ],
+    ids=["missing", "empty-folder", "corrupt-dicom", "nan", "no-pixels"],
+)
+def test_info_bad_input_is_one_error_line(tmp_path, capsys, make, needle):
+    path = make(tmp_path)
+    rc, _, err = run(["info", str(path)], capsys)
+    assert_one_error_line(rc, err, str(path.name), needle)
+
+
+def test_info_bad_window_and_debug_traceback(tmp_path, capsys):
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
+    rc, _, err = run(["info", str(tmp_path / "a.png"), "--window", "wide"], capsys)
+    assert_one_error_line(rc, err, "--window 'wide'")
+    with pytest.raises(LowdoseError, match="no such file"):
+        main(["--debug", "info", str(tmp_path / "missing.dcm")])
+
+
+def test_console_script_end_to_end(tmp_path):
+    folder = make_series(tmp_path / "s", phantom_volume(3))
+    script = [
+        sys.executable,
+        "-c",
+        "import sys; from lowdose.cli.main import main; sys.exit(main())",
+    ]
+    ok = subprocess.run([*script, "info", str(folder)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "shape:       3 x 16 x 16" in ok.stdout
+    bad = subprocess.run([*script, "info", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert_one_error_line(bad.returncode, bad.stderr, "nope: no such file or folder")
+
+
+@pytest.mark.integration
+def test_info_on_the_itkelastix_series(shared_data, capsys):
+    rc, out, err = run(["info", str(shared_data / "ct-series-itkelastix-chest")], capsys)
+    assert rc == 0 and err == ""
+    assert "shape:       72 x 512 x 512" in out and "spacing:     2 x 0.9766 x 0.9766" in out
+    assert "min -1024.0" in out and "max 1317.0" in out

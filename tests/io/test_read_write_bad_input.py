@@ -1,0 +1,241 @@
+"""Bad input: each case is one LowdoseError line naming the file and the reason, and the input
+folder is left byte-for-byte as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from lowdose import CTImage, LowdoseError
+from lowdose.io import read_ct, write_ct
+from tests.io.test_dicom import ct_slice, make_series, phantom_volume
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _dicom_bytes(tmp: Path) -> bytes:
+    return ct_slice(tmp / "src.dcm", phantom_volume(1, size=32)[0]).read_bytes()
+
+
+def missing(d: Path) -> Path:
+    return d / "nope.dcm"
+
+
+def empty_folder(d: Path) -> Path:
+    (d / "empty").mkdir()
+    return d / "empty"
+
+
+def empty_file(d: Path) -> Path:
+    (d / "zero.dcm").write_bytes(b"")
+    return d / "zero.dcm"
+
+
+def no_readable_image(d: Path) -> Path:
+    (d / "notes").mkdir()
+    (d / "notes" / "a.txt").write_text("hello")
+    (d / "notes" / "b.csv").write_text("1,2")
+    return d / "notes"
+
+
+def unknown_file(d: Path) -> Path:
+    (d / "a.txt").write_text("hello")
+    return d / "a.txt"
+
+
+def folder_of_pngs(d: Path) -> Path:
+    (d / "pngs").mkdir()
+    for i in range(2):
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(d / "pngs" / f"{i}.png")
+    return d / "pngs"
+
+
+def truncated_dicom(d: Path) -> Path:
+    (d / "cut.dcm").write_bytes(_dicom_bytes(d)[:-700])
+    (d / "src.dcm").unlink()
+    return d / "cut.dcm"
+
+
+def truncated_dicom_header(d: Path) -> Path:
+    (d / "cut.dcm").write_bytes(_dicom_bytes(d)[:200])
+    (d / "src.dcm").unlink()
+    return d / "cut.dcm"
+
+
+def corrupt_slice_in_series(d: Path) -> Path:
+    folder = make_series(d / "series", phantom_volume(3))
+    data = (folder / "IM002.dcm").read_bytes()
+    (folder / "IM002.dcm").write_bytes(data[:-100])
+    return folder
+
+
+def dicom_without_pixels(d: Path) -> Path:
+    return ct_slice(d / "nopix.dcm", phantom_volume(1)[0], pixels=False)
+
+
+def folder_of_dicom_without_pixels(d: Path) -> Path:
+    (d / "sr").mkdir()
+    ct_slice(d / "sr" / "nopix.dcm", phantom_volume(1)[0], pixels=False)
+    return d / "sr"
+
+
+def mixed_series(d: Path) -> Path:
+    make_series(d / "mixed" / "a", phantom_volume(2), series_uid="1.2.3.4")
+    make_series(d / "mixed" / "b", phantom_volume(2), series_uid="1.2.3.5")
+    return d / "mixed"
+
+
+def npy_complex(d: Path) -> Path:
+    np.save(d / "c.npy", np.ones((4, 4), np.complex64))
+    return d / "c.npy"
+
+
+def npy_bool(d: Path) -> Path:
+    np.save(d / "b.npy", np.ones((4, 4), bool))
+    return d / "b.npy"
+
+
+def npy_object(d: Path) -> Path:
+    np.save(d / "o.npy", np.array([[{"a": 1}, None]], dtype=object), allow_pickle=True)
+    return d / "o.npy"
+
+
+def npy_1d(d: Path) -> Path:
+    np.save(d / "line.npy", np.arange(10.0))
+    return d / "line.npy"
+
+
+def npy_truncated(d: Path) -> Path:
+    np.save(d / "t.npy", np.full((64, 64), 5.0))
+    (d / "t.npy").write_bytes((d / "t.npy").read_bytes()[:-100])
+    return d / "t.npy"
+
+
+def png_16bit(d: Path) -> Path:
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(d / "deep.png")
+    return d / "deep.png"
+
+
+def png_truncated(d: Path) -> Path:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(d / "cut.png")
+    (d / "cut.png").write_bytes((d / "cut.png").read_bytes()[:200])
+    return d / "cut.png"
+
+
+def nifti_complex(d: Path) -> Path:
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 2), np.complex64), np.eye(4)), d / "c.nii.gz")
+    return d / "c.nii.gz"
+
+
+def npy_nan(d: Path) -> Path:
+    a = np.zeros((4, 4))
+    a[1, 2] = np.nan
+    np.save(d / "nan.npy", a)
+    return d / "nan.npy"
+
+
+def nifti_inf(d: Path) -> Path:
+    a = np.zeros((4, 4, 3), np.float32)
+    a[0, 0, 0] = np.inf
+    nib.save(nib.Nifti1Image(a, np.eye(4)), d / "inf.nii")
+    return d / "inf.nii"
+
+
+CASES: dict[str, tuple[Callable[[Path], Path], str, str]] = {
+    # name: (make input, file named in the message, reason pattern)
+    "missing path": (missing, "nope.dcm", "no such file or folder"),
+    "empty folder": (empty_folder, "empty", "empty folder"),
+    "empty file": (empty_file, "zero.dcm", "empty file"),
+    "no readable image": (no_readable_image, "notes", "no readable image"),
+    "unknown file type": (unknown_file, "a.txt", "unsupported file type"),
+    "folder of pngs": (folder_of_pngs, "pngs", "not a volume"),
+    "truncated DICOM": (truncated_dicom, "cut.dcm", "truncated DICOM pixel data"),
+    "truncated DICOM header": (truncated_dicom_header, "cut.dcm", "corrupt or truncated DICOM"),
+    "corrupt slice in series": (corrupt_slice_in_series, "IM002.dcm", "truncated DICOM"),
+    "DICOM without pixel data": (dicom_without_pixels, "nopix.dcm", "DICOM without pixel data"),
+    "folder of DICOM without pixels": (folder_of_dicom_without_pixels, "sr", "without pixel"),
+    "mixed series": (mixed_series, "mixed", r"2 DICOM series.*--series.*1\.2\.3\.4"),
+    "npy complex": (npy_complex, "c.npy", "unsupported dtype complex64"),
+    "npy bool": (npy_bool, "b.npy", "unsupported dtype bool"),
+    "npy object": (npy_object, "o.npy", "unsupported dtype object"),
+    "npy 1d": (npy_1d, "line.npy", "not a 2D slice or 3D volume"),
+    "npy truncated": (npy_truncated, "t.npy", "corrupt or truncated"),
+    "png 16-bit": (png_16bit, "deep.png", "unsupported dtype"),
+    "png truncated": (png_truncated, "cut.png", "corrupt or truncated image"),
+    "nifti complex": (nifti_complex, "c.nii.gz", "unsupported dtype complex64"),
+    "npy NaN": (npy_nan, "nan.npy", "1 of 16 values are NaN or infinite"),
+    "nifti inf": (nifti_inf, "inf.nii", "1 of 48 values are NaN or infinite"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_naming_file_and_reason(tmp_path, case):
+    make, name, reason = CASES[case]
+    data = tmp_path / "in"
+    data.mkdir()
+    path = make(data)
+    before = folder_digest(data)
+    with pytest.raises(LowdoseError) as info:
+        read_ct(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert name in message
+    assert re.search(reason, message), message
+    assert folder_digest(data) == before
+
+
+def test_reading_never_modifies_the_input_folder(tmp_path):
+    folder = make_series(tmp_path / "series", phantom_volume(4), reverse_files=True)
+    (folder / "info").mkdir()
+    (folder / "info" / "capture.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    before = folder_digest(folder)
+    mtimes = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    with pytest.warns(UserWarning):
+        img = read_ct(folder)
+    write_ct(img, tmp_path / "derived")
+    write_ct(img, tmp_path / "v.nii.gz")
+    assert folder_digest(folder) == before
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == mtimes
+    assert sorted(p.name for p in folder.iterdir()) == [
+        *sorted(f"IM00{i}.dcm" for i in range(1, 5)),
+        "info",
+    ]
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".nii.gz", ".png", "/"])
+def test_writing_nan_or_inf_is_refused(tmp_path, suffix):
+    hu = np.zeros((4, 4), np.float32)
+    hu[0, 0] = np.nan
+    target = str(tmp_path / "out") + suffix
+    with pytest.raises(LowdoseError, match="NaN or infinite"):
+        write_ct(CTImage(hu, spacing=(1, 1)), target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dicom_colour_image_is_refused(tmp_path):
+    path = ct_slice(tmp_path / "rgb.dcm", phantom_volume(1)[0])
+    ds = pydicom.dcmread(path)
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelData = np.zeros((16, 16, 3), np.uint8).tobytes()
+    ds.save_as(path)
+    with pytest.raises(LowdoseError, match=r"rgb\.dcm: RGB DICOM .* not a CT image"):
+        read_ct(path)
