@@ -118,17 +118,6 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
-class _SignedToUnit(nn.Module):
-    """Wraps the generator so the shared wrapper's [0, 1] range maps to CycleGAN's [-1, 1]."""
-
-    def __init__(self, ngf: int = 64, n_blocks: int = 9) -> None:
-        super().__init__()
-        self.generator = ResnetGenerator(ngf, n_blocks)
-
-    def forward(self, unit: torch.Tensor) -> torch.Tensor:
-        return (self.generator(unit * 2 - 1) + 1) / 2
-
-
 @denoisers.register("cyclegan")
 class CycleGanDenoiser(NetworkDenoiser):
     """The CycleGAN low->high-dose generator as a :class:`Denoiser` (tiled, HU in and out).
@@ -140,7 +129,11 @@ class CycleGanDenoiser(NetworkDenoiser):
     """
 
     name = "cyclegan"
-    arch_class: ClassVar[type[nn.Module] | None] = _SignedToUnit
+    arch_class: ClassVar[type[nn.Module] | None] = ResnetGenerator
     default_arch: ClassVar[dict[str, Any]] = {"ngf": 64, "n_blocks": 9}
     multiple: ClassVar[int] = 4
     shipped: ClassVar[str | None] = "cyclegan"
+
+    def _run(self, unit: torch.Tensor) -> torch.Tensor:
+        # The shared wrapper works in [0, 1] (HU -1024..3072); the tanh generator in [-1, 1].
+        return (super()._run(unit * 2 - 1) + 1) / 2

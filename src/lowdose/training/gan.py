@@ -290,7 +290,6 @@ class GanCircleFamily(TrainingFamily):
             self.modules["g_lh_ema"] = EMA(self.modules["g_lh"], cfg.ema_decay)
         self.pool_high = HistoryPool(cfg.pool_size, cfg.seed)
         self.pool_low = HistoryPool(cfg.pool_size, cfg.seed + 1)
-        self._gp_generator = torch.Generator().manual_seed(cfg.seed + 2)
         self._cache: dict[str, torch.Tensor] = {}
 
     # The trainer calls this once; the modules are on their device by then.
@@ -354,8 +353,6 @@ class GanCircleFamily(TrainingFamily):
 
     def _critic_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         m, cfg = self.modules, self.cfg
-        if "g_lh_ema" in m:  # G has just been stepped
-            m["g_lh_ema"].update(m["g_lh"])
         x, y = self._to_net(batch["low"]), self._to_net(batch["high"])
         if not self._cache:
             with torch.no_grad():
@@ -366,12 +363,16 @@ class GanCircleFamily(TrainingFamily):
         d_y, d_x = m["d_high"], m["d_low"]
         w_y = wgan_critic_loss(d_y(y), d_y(fake_y))
         w_x = wgan_critic_loss(d_x(x), d_x(fake_x))
-        gp = gradient_penalty(d_y, y, fake_y, self._gp_generator) + gradient_penalty(
-            d_x, x, fake_x, self._gp_generator
-        )
+        # alpha from the global RNG, which the trainer reseeds every step (exact resume).
+        gp = gradient_penalty(d_y, y, fake_y) + gradient_penalty(d_x, x, fake_x)
         loss = w_y + w_x + cfg.gp_weight * gp
         # -(w) is the critic's estimate of the Wasserstein distance: logged as a progress signal.
         return {"loss": loss, "wdist_high": -w_y, "wdist_low": -w_x, "gp": gp}
+
+    def on_step_end(self, step: int) -> None:
+        """Called by the trainer after every optimiser of a step: update the EMA of ``G``."""
+        if "g_lh_ema" in self.modules:
+            self.modules["g_lh_ema"].update(self.modules["g_lh"])
 
     def validation_step(self, batch: Any) -> dict[str, float]:
         """PSNR (full range) of ``G(low)`` against ``high`` where the pair is aligned."""
@@ -400,10 +401,20 @@ class GanCircleFamily(TrainingFamily):
         self.pool_low.load_state_dict(state.get("pool_low", {}))
 
     def config(self) -> dict[str, Any]:
+        """A denoiser config (loadable by ``load_denoiser`` / ``load_upscaler``) plus training."""
+        from lowdose.models.network import FORMAT, FORMAT_VERSION
+
+        ema = "g_lh_ema" in self.modules
         return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
             "family": "gan-circle",
             "model": "gan-circle",
-            "arch": _unwrap(self.modules["g_lh"]).config.__dict__.copy(),
+            "scale": self.cfg.scale,
+            "arch": dict(self.arch),
+            "hu_range": [-1024.0, 3072.0],
+            "input_scaling": "HU clipped to hu_range, scaled to [0, 1]",
+            "module_prefix": "g_lh_ema.module." if ema else "g_lh.",
             "training": asdict(self.cfg),
         }
 
@@ -545,10 +556,19 @@ class CycleGanFamily(TrainingFamily):
         self.pool_low.load_state_dict(state.get("pool_low", {}))
 
     def config(self) -> dict[str, Any]:
+        """A denoiser config (loadable by ``load_denoiser``) plus the training settings."""
+        from lowdose.models.network import FORMAT, FORMAT_VERSION
+
         return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
             "family": "cyclegan",
             "model": "cyclegan",
+            "scale": 1,
             "arch": dict(self.arch),
+            "hu_range": [-1024.0, 3072.0],
+            "input_scaling": "HU clipped to hu_range, scaled to [-1, 1] inside the model",
+            "module_prefix": "g_lh.",
             "training": asdict(self.cfg),
         }
 
@@ -697,7 +717,8 @@ def build_slice_pool(
 ) -> SlicePool:
     """Read the real full-dose training sets, split them, and degrade the low half.
 
-    Slices other than ``size`` x ``size`` are centre-cropped or padded with -1024 HU. Groups
+    Slices other than ``size`` x ``size`` are centre-cropped or padded with -1024 HU, and values
+    below -1024 HU (the padding outside the reconstruction circle) are set to -1024. Groups
     (patients; for the single-patient series, its upper and lower halves; for the three Mayo
     L067 slices, the slices) alternate between the low and the high half.
     """
@@ -706,18 +727,18 @@ def build_slice_pool(
     if "mayo-l506-pairs" in sets:
         raise ValueError("mayo-l506-pairs is the test set; never train on it")
     by_group: dict[str, list[np.ndarray]] = {}
-    spacing: dict[str, float] = {}
+    spacing: dict[str, list[float]] = {}
     for name in sets:
         for group, image in _axial_slices(data_root, name):
             for hu in image.slices():
                 by_group.setdefault(f"{name}/{group}", []).append(_fit(hu, size))
-            spacing[f"{name}/{group}"] = float(image.spacing[-1])
+                spacing.setdefault(f"{name}/{group}", []).append(float(image.spacing[-1]))
     names = sorted(by_group)
     low_groups = names[0::2]
     high_groups = names[1::2]
     low = torch.from_numpy(np.stack([s for g in low_groups for s in by_group[g]]))
     high = torch.from_numpy(np.stack([s for g in high_groups for s in by_group[g]]))
-    pixel = float(np.median([spacing[g] for g in low_groups]))
+    pixels = [p for g in low_groups for p in spacing[g]]
     degraded = []
     steps = range(len(low))
     if progress:
@@ -725,9 +746,8 @@ def build_slice_pool(
 
         steps = tqdm(steps, desc=f"degrade (dose {dose}, x{scale}, {method})")
     for i in steps:
-        degraded.append(
-            degrade(low[i][None, None], dose, scale, method, seed + i, pixel_size_mm=pixel)[0, 0]
-        )
+        one = degrade(low[i][None, None], dose, scale, method, seed + i, pixel_size_mm=pixels[i])
+        degraded.append(one[0, 0])
     info = {
         "sets": list(sets), "dose": dose, "scale": scale, "method": method, "seed": seed,
         "low_groups": low_groups, "high_groups": high_groups, "size": size,
@@ -745,7 +765,8 @@ def _fit(hu: Any, size: int) -> Any:
     ch, cw = min(h, size), min(w, size)
     y0, x0 = (h - ch) // 2, (w - cw) // 2
     oy, ox = (size - ch) // 2, (size - cw) // 2
-    out[oy : oy + ch, ox : ox + cw] = hu[y0 : y0 + ch, x0 : x0 + cw]
+    # Outside the reconstruction circle scanners store -3024 or -2048: that is air here.
+    out[oy : oy + ch, ox : ox + cw] = np.maximum(hu[y0 : y0 + ch, x0 : x0 + cw], -1024.0)
     return out
 
 
@@ -816,3 +837,129 @@ class UnpairedPatches(torch.utils.data.Dataset):
             low, high = self._flip(rng, low), self._flip(rng, high)
         return {"low": low[None].clone(), "high": high[None].clone(),
                 "paired": torch.tensor(paired)}
+
+
+# ---------------------------------------------------------------- presets and the entry point
+
+GAN_MODELS = ("gan-circle", "cyclegan")
+
+
+def preset_path(name: str) -> Any:
+    """The YAML preset ``name`` from ``lowdose/configs`` (``gan-circle``, ``cyclegan-cpu``, ...)."""
+    from pathlib import Path
+
+    from lowdose.errors import LowdoseError
+
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    shipped = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    if not shipped.is_file():
+        known = sorted(p.stem for p in shipped.parent.glob("gan*.yaml")) + sorted(
+            p.stem for p in shipped.parent.glob("cyclegan*.yaml")
+        )
+        raise LowdoseError(f"{name}: no such GAN preset; known: {', '.join(known)}")
+    return shipped
+
+
+def load_preset(name: str, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A preset as a dict with ``family``, ``model``, ``data`` and ``trainer`` sections.
+
+    ``overrides`` maps section -> {key: value}, applied on top (e.g. from CLI options).
+
+    Example:
+        >>> load_preset("gan-circle")["family"]
+        'gan-circle'
+    """
+    import yaml
+
+    from lowdose.errors import LowdoseError
+
+    path = preset_path(name)
+    data = yaml.safe_load(path.read_text()) or {}
+    if data.get("family") not in GAN_MODELS:
+        raise LowdoseError(f"{path}: family must be one of {GAN_MODELS}")
+    for section in ("model", "data", "trainer"):
+        data[section] = {**(data.get(section) or {}), **((overrides or {}).get(section) or {})}
+    return data
+
+
+@dataclass
+class GanDataConfig:
+    """Where the training patches come from (see :func:`build_slice_pool`)."""
+
+    data_root: str | None = None
+    sets: tuple[str, ...] = TRAIN_SETS
+    dose: float = 0.25
+    method: str = "projection"
+    slice_size: int = 512
+    patch: int = 64
+    length: int = 100_000
+    val_length: int = 32
+    min_mean_hu: float = -800.0
+    cache: str | None = None
+
+
+def build_family(family: str, model: dict[str, Any]) -> TrainingFamily:
+    """The GAN family named ``family`` with the ``model`` settings of a preset."""
+    from lowdose.errors import LowdoseError
+
+    try:
+        if family == "gan-circle":
+            return GanCircleFamily(GanCircleConfig(**model))
+        if family == "cyclegan":
+            return CycleGanFamily(CycleGanConfig(**model))
+    except TypeError as exc:
+        raise LowdoseError(f"{family}: bad model settings {sorted(model)}: {exc}") from None
+    raise LowdoseError(f"unknown GAN family {family!r}; known: {', '.join(GAN_MODELS)}")
+
+
+def train_gan(
+    preset: str,
+    out: Any,
+    resume: bool = False,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Any:
+    """Train a GAN preset through the one trainer; returns its :class:`TrainResult`.
+
+    Builds (or reuses the cached) slice pool from the real full-dose sets, the unpaired patch
+    stream (with ``model.paired_fraction`` aligned pairs for the semi-supervised mode) and a
+    small aligned validation set, then runs :class:`lowdose.training.trainer.Trainer`.
+
+    Example:
+        >>> train_gan("gan-circle-cpu", "runs/gan-circle", resume=True)  # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from lowdose.errors import LowdoseError
+    from lowdose.training.trainer import Trainer, TrainerConfig
+
+    cfg = load_preset(preset, overrides)
+    model = dict(cfg["model"])
+    data = GanDataConfig(**cfg["data"])
+    trainer_cfg = TrainerConfig.from_dict(cfg["trainer"])
+    family = build_family(cfg["family"], model)
+    scale = int(model.get("scale", 1))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(data.cache) if data.cache else out / f"pool-x{scale}.safetensors"
+    if cache.is_file():
+        pool = SlicePool.load(cache)
+        if pool.info.get("scale") != scale or pool.info.get("dose") != data.dose:
+            raise LowdoseError(f"{cache}: cached pool is for another scale or dose; delete it")
+    else:
+        root = data.data_root
+        if root is None:
+            root = str(Path(__file__).resolve().parents[3].parent / "shared" / "data")
+        if not Path(root).is_dir():
+            raise LowdoseError(f"{root}: training data folder not found (set data.data_root)")
+        pool = build_slice_pool(root, tuple(data.sets), data.dose, scale, data.method,
+                                data.slice_size, trainer_cfg.seed)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        pool.save(cache)
+    paired = float(model.get("paired_fraction", 0.0)) if not model.get("l1_only") else 1.0
+    train = UnpairedPatches(pool, data.patch, data.length, paired, trainer_cfg.seed,
+                            data.min_mean_hu)
+    val = UnpairedPatches(pool, data.patch, data.val_length, 1.0, trainer_cfg.seed + 7919,
+                          data.min_mean_hu)
+    return Trainer(family, train, trainer_cfg, out, val_dataset=val, resume=resume).fit()
