@@ -9,11 +9,13 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGLosslessSV1,
     RLELossless,
     generate_uid,
 )
@@ -21,6 +23,59 @@ from pydicom.uid import (
 from lowdose import CTImage, LowdoseError
 from lowdose.io import list_series, read_ct, write_ct
 from lowdose.io.formats.dicom import MixedSeriesError
+
+COMPRESSED = (RLELossless, JPEG2000Lossless, JPEGLosslessSV1)
+
+
+def jpeg_lossless_sv1(img: np.ndarray, precision: int) -> bytes:
+    """A greyscale frame as JPEG Lossless, first-order prediction (ITU-T T.81 annex H, SV1).
+
+    One Huffman table gives every difference category (SSSS 0..16) a 5-bit code.
+    """
+    h, w = img.shape
+    x = img.astype(np.int64)
+    out = bytearray()
+    acc, nbits = 0, 0
+
+    def put(value: int, n: int) -> None:
+        nonlocal acc, nbits
+        acc = (acc << n) | (value & ((1 << n) - 1))
+        nbits += n
+        while nbits >= 8:
+            nbits -= 8
+            byte = (acc >> nbits) & 0xFF
+            out.append(byte)
+            if byte == 0xFF:
+                out.append(0x00)  # byte stuffing
+        acc &= (1 << nbits) - 1
+
+    for r in range(h):
+        for c in range(w):
+            if r == 0 and c == 0:
+                pred = 1 << (precision - 1)
+            elif c == 0:
+                pred = int(x[r - 1, 0])
+            else:
+                pred = int(x[r, c - 1])
+            d = (int(x[r, c]) - pred) & 0xFFFF
+            if d >= 0x8000:
+                d -= 0x10000
+            ssss = 16 if d == -0x8000 else abs(d).bit_length()
+            put(ssss, 5)
+            if 0 < ssss < 16:
+                put(d if d > 0 else d - 1, ssss)
+    if nbits:
+        put(0x7F, 8 - nbits)  # pad with 1-bits
+    bits = [0] * 16
+    bits[4] = 17
+
+    def seg(marker: int, payload: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+    sof = bytes([precision]) + h.to_bytes(2, "big") + w.to_bytes(2, "big") + bytes([1, 1, 0x11, 0])
+    dht = bytes([0x00, *bits, *range(17)])
+    sos = bytes([1, 1, 0x00, 1, 0, 0])
+    return b"\xff\xd8" + seg(0xC3, sof) + seg(0xC4, dht) + seg(0xDA, sos) + bytes(out) + b"\xff\xd9"
 
 
 def ct_slice(
@@ -49,9 +104,7 @@ def ct_slice(
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = (
-        ExplicitVRLittleEndian if syntax in (RLELossless, JPEG2000Lossless) else syntax
-    )
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if syntax in COMPRESSED else syntax
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.Modality = "CT"
@@ -86,7 +139,11 @@ def ct_slice(
         # 4 bytes "0.15"; stored implicit VR, so a reader takes the dictionary's FD and fails.
         ds.add_new(0x01F10010, "LO", "ELSCINT1")
         ds.add_new(0x01F11026, "UN", b"0.15")
-    if syntax in (RLELossless, JPEG2000Lossless):
+    if syntax == JPEGLosslessSV1:  # pydicom has no encoder for it: ours, above
+        ds.file_meta.TransferSyntaxUID = syntax
+        frame = jpeg_lossless_sv1(stored.astype(np.uint16), int(ds.BitsStored))
+        ds.add_new(0x7FE00010, "OB", encapsulate([frame]))
+    elif syntax in COMPRESSED:
         ds.compress(syntax)
     ds.save_as(path, enforce_file_format=True)
     return path
@@ -163,7 +220,7 @@ def test_single_file_is_2d_with_rescale_applied(tmp_path):
     assert img.metadata["rescale"] == [0.5, -1000.0]
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless], ids=["rle", "jpeg2000"])
+@pytest.mark.parametrize("syntax", COMPRESSED, ids=["rle", "jpeg2000", "jpeg-lossless"])
 def test_compressed_transfer_syntaxes_decode_through_plugins(tmp_path, syntax):
     hu = phantom_volume(1, size=64)[0]
     path = ct_slice(tmp_path / "c.dcm", hu, syntax=syntax)
@@ -287,6 +344,10 @@ def test_existing_output_folder_replaced_only_when_it_holds_a_series(tmp_path):
     with pytest.raises(LowdoseError, match="holds other files"):
         write_ct(img, other)
     assert (other / "notes.txt").read_text() == "keep me"
+    foreign = make_series(tmp_path / "foreign", phantom_volume(2))
+    with pytest.raises(LowdoseError, match="lowdose did not write"):
+        write_ct(img, foreign)
+    assert len(list(foreign.iterdir())) == 2
 
 
 def test_one_slice_dcm_and_non_dicom_source_make_a_minimal_valid_series(tmp_path):

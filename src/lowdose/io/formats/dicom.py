@@ -846,6 +846,26 @@ def _atomic_folder(target: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_replaceable(path: Path) -> None:
+    """An existing output folder may be replaced only when it holds a series lowdose wrote."""
+    if not path.is_dir():
+        raise LowdoseError(f"{path}: exists and is not a folder")
+    entries = list(path.iterdir())
+    others = [p for p in entries if not (p.is_file() and p.name.lower().endswith(".dcm"))]
+    if others:
+        raise LowdoseError(
+            f"{path}: folder exists and holds other files ({others[0].name}); "
+            "choose a new folder for the derived series"
+        )
+    for entry in entries:
+        ds, _, _ = _read_header(entry)
+        if ds is None or not str(ds.get("DerivationDescription", "")).startswith("lowdose"):
+            raise LowdoseError(
+                f"{path}: folder holds DICOM files lowdose did not write ({entry.name}); "
+                "choose a new folder for the derived series"
+            )
+
+
 @writers.register("dicom")
 class DicomWriter(Writer):
     """A derived CT series: a folder of slices (``out/``), or one slice (``out.dcm``).
@@ -853,7 +873,7 @@ class DicomWriter(Writer):
     New SeriesInstanceUID and SOPInstanceUIDs, ImageType DERIVED\\SECONDARY, the
     SeriesDescription plus a suffix, the original geometry and patient/study tags, int16 pixels
     with RescaleSlope/Intercept (HU rounded to 1 HU), explicit VR little endian. Never into the
-    input folder; an existing target folder is replaced only when it holds nothing but ``.dcm``.
+    input folder; an existing target folder is replaced only when it holds a series lowdose wrote.
     """
 
     suffixes = (".dcm",)
@@ -879,14 +899,7 @@ class DicomWriter(Writer):
                 _save(datasets[0], tmp)
             return path
         if path.exists():
-            if not path.is_dir():
-                raise LowdoseError(f"{path}: exists and is not a folder")
-            others = [p for p in path.iterdir() if not p.name.lower().endswith(".dcm")]
-            if others:
-                raise LowdoseError(
-                    f"{path}: folder exists and holds other files ({others[0].name}); "
-                    "choose a new folder for the derived series"
-                )
+            _check_replaceable(path)
         width = max(4, len(str(len(datasets))))
         with _atomic_folder(path) as tmp:
             for k, (ds, pixels) in enumerate(zip(datasets, slices, strict=True)):
