@@ -1,9 +1,43 @@
-"""Commands of this group are added by the issue that builds them."""
+"""``lowdose train denoiser``: supervised training of a learned denoiser (simulated/real pairs)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to app."""
+    """Add ``denoiser`` to the ``train`` group."""
+
+    @app.command("denoiser")
+    def denoiser(
+        model: str = typer.Option("unet", "--model", "-m", help="Learned denoiser to train."),
+        data: list[str] | None = typer.Option(
+            None, "--data", help="Full-dose CT: file, folder or glob (repeatable)."),
+        pairs: Path | None = typer.Option(
+            None, "--pairs", help="Real pairs instead: low/ + full/ folders, or *_input.npy "
+            "+ *_target.npy."),
+        dose: float | None = typer.Option(None, help="Simulated dose fraction (e.g. 0.25)."),
+        method: str | None = typer.Option(
+            None, help="Low-dose simulator: projection (calibrated) or image-poisson."),
+        preset: str = typer.Option("cpu", help="Preset name (cpu, gpu) or a YAML file."),
+        out: Path = typer.Option(Path("runs/denoiser"), "--out", help="Output folder."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from --out's checkpoint."),
+        steps: int | None = typer.Option(None, help="Override the preset's max_steps."),
+        batch_size: int | None = typer.Option(None, help="Override the batch size."),
+        seed: int | None = typer.Option(None, help="Override the seed."),
+        device: str | None = typer.Option(None, help="cpu, cuda, ... (default: best)."),
+    ) -> None:
+        """Train a denoiser (one command on CPU, one GPU, or `torchrun --nproc-per-node N`).
+
+        Example: lowdose train denoiser --model unet --data ct/ --dose 0.25 --out runs/u
+        """
+        from lowdose.training.denoising import load_preset, train_denoiser
+
+        trainer = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size,
+                                     "seed": seed, "device": device}.items() if v is not None}
+        data_over = {k: v for k, v in {"dose": dose, "method": method}.items() if v is not None}
+        cfg = load_preset(preset, model=model, trainer=trainer or None, data=data_over or None)
+        result = train_denoiser(cfg, data, out, pairs=pairs, resume=resume)
+        typer.echo(f"trained {cfg.model} to step {result.step}: {result.out_dir}")
