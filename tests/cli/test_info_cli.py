@@ -37,7 +37,7 @@ def test_info_on_a_64_slice_series_folder(tmp_path, capsys):
     assert rc == 0 and err == ""
     assert "shape:       64 x 16 x 16 (slices x rows x cols)" in out
     assert "spacing:     2 x 0.8 x 0.7 mm" in out
-    assert "kind:        folder: DICOM series" in out
+    assert "kind:        folder: DICOM series (64 files read)" in out
     assert "series found: 1" in out and "1.2.826.0.1.3680043.8.498.2" in out
     assert "TEST SERIES" in out
     assert "skipped:     1 file(s)" in out and "info/capture.png: not DICOM (png file)" in out

@@ -357,6 +357,7 @@ def test_one_slice_dcm_and_non_dicom_source_make_a_minimal_valid_series(tmp_path
     ds = pydicom.dcmread(path)
     assert ds.Modality == "CT" and ds.SOPClassUID == CTImageStorage
     assert ds.PatientID.startswith("LOWDOSE-") and "new patient ID" in ds.DerivationDescription
+    assert "spacing" not in ds.DerivationDescription  # this image states its spacing
     assert [float(v) for v in ds.PixelSpacing] == [0.5, 0.6]
     back = read_ct(path)
     assert back.shape == hu.shape and np.abs(back.hu - hu).max() <= 0.5

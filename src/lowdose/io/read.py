@@ -175,8 +175,10 @@ def describe(
     fmt = image.metadata.get("format", "?")
     found = list_series(path) if fmt == "dicom" else []
     skipped = [(d["file"], d["reason"]) for d in image.metadata.get("skipped", [])]
-    if path.is_dir():
-        kind = f"folder: {fmt.upper()} " + ("series" if fmt == "dicom" else "file")
+    if path.is_dir() and fmt == "dicom":
+        kind = f"folder: DICOM series ({image.metadata.get('n_files', '?')} files read)"
+    elif path.is_dir():
+        kind = f"folder holding one {fmt} file: {Path(image.metadata['source']).name}"
     else:
         kind = {"dicom": "DICOM file", "nifti": "NIfTI file", "npy": "NumPy .npy file"}.get(
             fmt, f"{fmt.upper()} image file"
@@ -223,8 +225,9 @@ def format_inventory(inv: Inventory) -> str:
     lines.append(
         f"HU:          min {_fmt_number(float(hu.min()))}  mean {_fmt_number(float(hu.mean()))}"
         f"  max {_fmt_number(float(hu.max()))}"
-        + (f"  ({meta['units']})" if meta.get("units") and meta["units"] != "HU" else "")
     )
+    if meta.get("units") and meta["units"] != "HU":
+        lines.append(f"units:       {meta['units']}")
     if "window" in meta:
         lo, hi = meta["window"]
         name = f"{meta['window_name']} " if meta.get("window_name") else ""

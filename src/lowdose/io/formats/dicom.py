@@ -745,6 +745,8 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
         number = _number(template.get("SeriesNumber"))
     else:
         base, note = _new_dataset(template, now)
+        if image.metadata.get("spacing_known") is False:
+            note += "; source pixel spacing unknown, written as stored in the image (1 mm)"
         description = str(template.get("SeriesDescription", "") or "") if template else ""
         number = _number(template.get("SeriesNumber")) if template is not None else None
         direction = np.eye(3) if image.direction is None else np.asarray(image.direction, float)
@@ -770,6 +772,8 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
     suffix = options.description.strip()
     series_description = f"{description} {suffix}".strip() if suffix else description
     series_number = int(number) + 1000 if number is not None else 1000
+    what = suffix.removeprefix("lowdose").strip()
+    derivation = f"lowdose {what}" if what else "lowdose"
     for k, ds in enumerate(datasets):
         src = headers[k] if reuse else None
         ds.SOPClassUID = ds.get("SOPClassUID", CT_IMAGE_STORAGE)
@@ -781,7 +785,7 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
         ds.SeriesTime = now.strftime("%H%M%S")
         ds.ContentDate = now.strftime("%Y%m%d")
         ds.ContentTime = now.strftime("%H%M%S")
-        ds.DerivationDescription = f"lowdose {suffix or 'derived'}; {note}"[:1024]
+        ds.DerivationDescription = f"{derivation}; {note}"[:1024]
         if src is not None and "SOPInstanceUID" in src:
             from pydicom.dataset import Dataset
 

@@ -111,7 +111,7 @@ class NiftiReader(Reader):
                 "format": "nifti",
                 "source": str(path.resolve()),
                 "stored_dtype": str(stored),
-                "units": "HU (NIfTI values taken as HU)",
+                "units": "values taken as HU (NIfTI stores no units)",
             },
         )
 
