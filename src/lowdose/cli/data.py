@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
 from lowdose.errors import LowdoseError
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Show library warnings as ``warning: ...`` lines on stderr, not Python's format."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
 
 
 def _window(text: str):
@@ -51,10 +67,11 @@ def phantom(
         raise LowdoseError(
             f"--splits {splits!r}: expected three fractions like 0.7,0.1,0.2"
         ) from None
-    meta_path = write_phantom_dataset(
-        out, n=n, size=size, seed=seed, splits=fractions, fmt=fmt.lower(), window=_window(window),
-        overwrite=overwrite, progress=True,
-    )
+    with _warnings_as_lines():
+        meta_path = write_phantom_dataset(
+            out, n=n, size=size, seed=seed, splits=fractions, fmt=fmt.lower(),
+            window=_window(window), overwrite=overwrite, progress=True,
+        )
     import json
 
     meta = json.loads(meta_path.read_text())
@@ -67,9 +84,57 @@ def phantom(
     typer.echo(f"metadata: {meta_path}")
 
 
+def _outside(path: Path | None, folder: Path, option: str) -> None:
+    if path is None:
+        return
+    target, base = path.resolve(), folder.resolve()
+    if target == base or base in target.parents:
+        raise LowdoseError(f"{option} {path}: inside the audited folder {folder}; the input "
+                           "is never modified, write it elsewhere")
+    if target.is_dir():
+        raise LowdoseError(f"{option} {path}: is a folder; give a file name")
+
+
+def audit(
+    folder: Path = typer.Argument(..., help="Dataset folder: {train,valid,test}/<class>/ images."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON."),
+    manifest: Path | None = typer.Option(
+        None, "--write-manifest", help="Write the de-duplicated split as CSV path,label,split."
+    ),
+    phash_max: int = typer.Option(12, "--phash-max", min=0, max=64,
+                                  help="Near duplicates: largest pHash distance (bits)."),
+    detail_corr_min: float = typer.Option(0.80, "--detail-corr-min",
+                                          help="Near duplicates: least detail correlation."),
+    mad_max: float = typer.Option(4.0, "--mad-max",
+                                  help="Near duplicates: largest mean grey difference (0-255)."),
+) -> None:
+    """Find exact and near-duplicate images within and across splits and classes.
+
+    Prints a summary; --json writes every group, --write-manifest a de-duplicated split (a
+    test image seen in train leaves test; images filed under two classes are dropped).
+
+    Example: lowdose data audit ../shared/data/chest-ctscan-images --json audit.json
+    --write-manifest manifest.csv
+    """
+    from lowdose.io.audit import NearDuplicateRule, audit_dataset
+
+    _outside(json_out, folder, "--json")
+    _outside(manifest, folder, "--write-manifest")
+    rule = NearDuplicateRule(phash_max=phash_max, detail_corr_min=detail_corr_min,
+                             mad_max=mad_max)
+    with _warnings_as_lines():
+        result = audit_dataset(folder, rule=rule, progress=True)
+    typer.echo(result.summary())
+    if json_out is not None:
+        typer.echo(f"report: {result.write_json(json_out)}")
+    if manifest is not None:
+        typer.echo(f"manifest: {result.write_manifest(manifest)} ({len(result.kept)} rows)")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``data`` group (``phantom``, ``audit``) to app."""
     group = typer.Typer(help="Datasets: built-in phantom data, duplicate audit and manifests.",
                         no_args_is_help=True)
     group.command("phantom")(phantom)
+    group.command("audit")(audit)
     app.add_typer(group, name="data")
