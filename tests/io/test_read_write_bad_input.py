@@ -13,6 +13,8 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
+from pydicom.encaps import encapsulate
+from pydicom.uid import RLELossless
 
 from lowdose import CTImage, LowdoseError
 from lowdose.io import read_ct, write_ct
@@ -74,6 +76,20 @@ def truncated_dicom_header(d: Path) -> Path:
     (d / "cut.dcm").write_bytes(_dicom_bytes(d)[:200])
     (d / "src.dcm").unlink()
     return d / "cut.dcm"
+
+
+def truncated_compressed_dicom(d: Path) -> Path:
+    path = ct_slice(d / "rle.dcm", phantom_volume(1, size=32)[0], syntax=RLELossless)
+    path.write_bytes(path.read_bytes()[:-60])
+    return path
+
+
+def undecodable_compressed_dicom(d: Path) -> Path:
+    path = ct_slice(d / "rle.dcm", phantom_volume(1, size=32)[0], syntax=RLELossless)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = encapsulate([b"\x07" + b"\x00" * 63 + b"not rle data"])  # 7 empty segments
+    ds.save_as(path)
+    return path
 
 
 def corrupt_slice_in_series(d: Path) -> Path:
@@ -166,6 +182,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], str, str]] = {
     "folder of pngs": (folder_of_pngs, "pngs", "not a volume"),
     "truncated DICOM": (truncated_dicom, "cut.dcm", "truncated DICOM pixel data"),
     "truncated DICOM header": (truncated_dicom_header, "cut.dcm", "corrupt or truncated DICOM"),
+    "truncated compressed": (truncated_compressed_dicom, "rle.dcm", "corrupt or truncated DICOM"),
+    "undecodable compressed": (undecodable_compressed_dicom, "rle.dcm", "cannot decode RLE"),
     "corrupt slice in series": (corrupt_slice_in_series, "IM002.dcm", "truncated DICOM"),
     "DICOM without pixel data": (dicom_without_pixels, "nopix.dcm", "DICOM without pixel data"),
     "folder of DICOM without pixels": (folder_of_dicom_without_pixels, "sr", "without pixel"),

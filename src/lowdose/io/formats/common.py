@@ -145,9 +145,10 @@ def refuse_input_overwrite(image: CTImage, target: Path, *, is_folder: bool) -> 
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception as one short line: its first line, cut at 200 characters."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    """An exception as one line (its lines joined), cut at 300 characters."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    text = text or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def fmt_spacing(spacing: tuple[float, ...]) -> str:

@@ -305,7 +305,12 @@ def _decode(path: Path, ds: Any) -> np.ndarray:
         raise
     except Exception as exc:
         reason = one_line(exc).split(" - ")[0]
-        raise LowdoseError(f"{path}: corrupt or truncated DICOM pixel data ({reason})") from None
+        syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        if syntax is not None and getattr(syntax, "is_compressed", False):
+            what = f"cannot decode {syntax.name} pixel data (corrupt, or no plugin handles it)"
+        else:
+            what = "corrupt or truncated DICOM pixel data"
+        raise LowdoseError(f"{path}: {what} ({reason})") from None
     if arr.dtype.kind not in "iuf":
         raise LowdoseError(f"{path}: unsupported pixel dtype {arr.dtype}")
     frames = _n_frames(ds)
