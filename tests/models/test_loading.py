@@ -62,7 +62,8 @@ def test_config_from_sidecar_json(tmp_path: Path, tiny: type[_Tiny]) -> None:
     from safetensors.torch import save_file
 
     d = tiny.untrained()
-    save_file(d.net.state_dict(), str(tmp_path / "m.safetensors"))  # no metadata
+    state = {k: v.contiguous() for k, v in d.net.state_dict().items()}
+    save_file(state, str(tmp_path / "m.safetensors"))  # no metadata
     (tmp_path / "m.json").write_text(json.dumps(d.config()))
     assert isinstance(load_denoiser(str(tmp_path / "m.safetensors")), _Tiny)
 

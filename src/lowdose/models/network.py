@@ -4,10 +4,10 @@ It owns what every learned denoiser needs and nothing model-specific:
 
 - **HU scaling**: the network sees HU clipped to ``hu_range`` and scaled to [0, 1] (the range is
   written in the model's config); its output is mapped back to HU. Nothing outside knows the range.
-- **Tiling**: slices larger than ``tile_size`` are cut into overlapping tiles whose outputs are
-  blended with a linear ramp over the overlap, so a 512x512 slice or a whole volume runs in
-  bounded memory; tiled and whole results agree within a fraction of a HU when the overlap
-  covers the receptive field.
+- **Tiling**: slices larger than ``tile_size`` are cut into overlapping tiles; each tile's outer
+  border inside the overlap is discarded and the rest blended with a short linear ramp, so a
+  512x512 slice or a whole volume runs in bounded memory; tiled and whole results agree
+  within a fraction of a HU when half the overlap covers the network's receptive field.
 - **Batching**: tiles of several slices run ``tile_batch`` at a time.
 - **Weights**: a config dict (``FORMAT``) that names the model, its architecture and the range,
   saved as JSON beside a safetensors file (see :mod:`lowdose.models.loading`).
@@ -38,14 +38,21 @@ FORMAT_VERSION = 1
 
 
 def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
-    """1D blending weights: a linear ramp over ``overlap`` pixels at inner tile edges."""
+    """1D blending weights of a tile: a partition of unity across overlapping tiles.
+
+    At an inner edge the weight is 0 for the outer ``overlap/2 - overlap/8`` pixels (where a
+    network sees the tile's artificial border), rises linearly over the next ``overlap/4`` and is
+    1 beyond; two tiles overlapping by ``overlap`` sum to 1 everywhere.
+    """
     w = torch.ones(length)
     if overlap > 0:
-        ramp = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap
+        width = max(1.0, overlap / 4)
+        i = torch.arange(length, dtype=torch.float32) + 0.5
+        rise = ((i - (overlap / 2 - width / 2)) / width).clamp(1e-6, 1.0)
         if not at_start:
-            w[:overlap] = ramp
+            w = torch.minimum(w, rise)
         if not at_end:
-            w[-overlap:] = torch.minimum(w[-overlap:], ramp.flip(0))
+            w = torch.minimum(w, rise.flip(0))
     return w
 
 
@@ -70,7 +77,7 @@ def tiled_apply(
     fn: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     tile_size: int = 512,
-    tile_overlap: int = 64,
+    tile_overlap: int = 128,
     multiple: int = 1,
     tile_batch: int = 4,
 ) -> torch.Tensor:
@@ -146,7 +153,7 @@ class NetworkDenoiser(Denoiser):
         arch: dict[str, Any] | None = None,
         hu_range: tuple[float, float] = (HU_MIN, HU_MAX),
         tile_size: int = 512,
-        tile_overlap: int = 64,
+        tile_overlap: int = 128,
         tile_batch: int = 4,
         device: str | torch.device | None = None,
         precision: str = "fp32",
@@ -165,7 +172,8 @@ class NetworkDenoiser(Denoiser):
         self.tile_size, self.tile_overlap, self.tile_batch = tile_size, tile_overlap, tile_batch
         self.precision = precision
         self.metadata = dict(metadata or {})
-        self.net = net.eval()
+        # channels-last: about 3x faster convolutions on CPU (oneDNN) and on tensor cores
+        self.net = net.eval().to(memory_format=torch.channels_last)
         if device is not None:
             self.net.to(torch.device(device))
 
@@ -214,6 +222,7 @@ class NetworkDenoiser(Denoiser):
         }
 
     def _run(self, unit: torch.Tensor) -> torch.Tensor:
+        unit = unit.contiguous(memory_format=torch.channels_last)
         if self.precision == "bf16" and unit.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 return self.net(unit).float()

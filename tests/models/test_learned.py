@@ -1,0 +1,105 @@
+"""RED-CNN and the residual U-Net: shapes, HU in/out, tiling, a few steps that lower the loss,
+and the registry as a whole."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lowdose.models.base import Denoiser, denoisers
+from lowdose.models.network import NetworkDenoiser, tiled_apply
+from lowdose.models.redcnn import RedCNN, RedCNNDenoiser
+from lowdose.models.unet import ResUNet, ResUNetDenoiser
+
+SMALL = {"red-cnn": {"filters": 8}, "unet": {"channels": [4, 8, 16]}}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("net", [RedCNN(filters=8), ResUNet(channels=(4, 8, 16))])
+@pytest.mark.parametrize("size", [(32, 32), (40, 56)])
+def test_network_shapes(net: torch.nn.Module, size: tuple[int, int]) -> None:
+    if isinstance(net, ResUNet) and size[0] % 4:
+        pytest.skip("the U-Net needs multiples of 4; the wrapper pads")
+    assert net(torch.rand(2, 1, *size)).shape == (2, 1, *size)
+
+
+def test_paper_sizes() -> None:
+    net = RedCNN()
+    assert len(net.convs) == 5 and len(net.tconvs) == 5
+    assert net.convs[1].weight.shape == (96, 96, 5, 5)
+
+
+@pytest.mark.parametrize("cls", [RedCNNDenoiser, ResUNetDenoiser])
+def test_denoiser_hu_in_hu_out_any_size(cls: type[NetworkDenoiser]) -> None:
+    d = cls.untrained(SMALL[cls.name])
+    hu = torch.full((2, 1, 37, 45), 40.0)
+    out = d.denoise(hu)
+    assert out.shape == hu.shape
+    assert ((out >= -1024) & (out <= 3072)).all()
+    assert d.config()["hu_range"] == [-1024.0, 3072.0]
+
+
+@pytest.mark.parametrize("cls", [RedCNNDenoiser, ResUNetDenoiser])
+def test_tiled_equals_whole(cls: type[NetworkDenoiser]) -> None:
+    torch.manual_seed(0)
+    whole = cls.untrained(SMALL[cls.name], tile_size=512)
+    tiled = cls(whole.net, arch=whole.arch, tile_size=192, tile_overlap=128, tile_batch=3)
+    hu = torch.randn(2, 1, 300, 280) * 200
+    a, b = whole.denoise(hu), tiled.denoise(hu)
+    assert (a - b).abs().max() < 1.0  # HU; the overlap covers the receptive field
+
+
+def test_tiled_apply_exact_for_pointwise() -> None:
+    x = torch.rand(3, 1, 70, 130)
+    y = tiled_apply(lambda t: t * 3 + 1, x, tile_size=32, tile_overlap=8, multiple=4)
+    assert torch.allclose(y, x * 3 + 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [RedCNNDenoiser, ResUNetDenoiser])
+def test_few_steps_lower_the_loss(cls: type[NetworkDenoiser]) -> None:
+    from lowdose.training.denoising import OptimConfig, SupervisedDenoiserFamily
+
+    torch.manual_seed(0)
+    d = cls.untrained(SMALL[cls.name])
+    fam = SupervisedDenoiserFamily(d, OptimConfig(lr=1e-3, warmup_steps=1), max_steps=40)
+    opt = fam.configure_optimizers()["net"]
+    g = torch.Generator().manual_seed(1)
+    clean = torch.zeros(8, 1, 32, 32)
+    clean[:, :, 8:24, 8:24] = 300.0
+    batch = {"full": clean, "low": clean + 60 * torch.randn(clean.shape, generator=g)}
+    losses = []
+    for step in range(40):
+        opt.zero_grad()
+        loss = fam.training_step(batch, "net", step)["loss"]
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("name", denoisers.names())
+def test_every_registered_denoiser_restores_hu(name: str) -> None:
+    cls = denoisers.get(name)
+    if isinstance(cls, type) and issubclass(cls, NetworkDenoiser):
+        d: Denoiser = cls.untrained(SMALL.get(name))
+    else:
+        d = cls()
+    hu = torch.full((1, 1, 32, 32), -1000.0)
+    hu[..., 8:24, 8:24] = 40.0
+    out = d.denoise(hu)
+    assert out.shape == hu.shape and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_shipped_weights_load_when_present() -> None:
+    from lowdose.models.loading import WEIGHTS_DIR, load_denoiser
+
+    for cls in (RedCNNDenoiser, ResUNetDenoiser):
+        if not (WEIGHTS_DIR / f"{cls.shipped}.safetensors").is_file():
+            pytest.skip(f"{cls.shipped} weights not shipped yet")
+        d = load_denoiser(cls.name, device="cpu")
+        assert isinstance(d, cls) and d.metadata.get("dose") == 0.25
