@@ -138,3 +138,23 @@ def test_presets_load_and_build() -> None:
     assert fam.config()["arch"]["f0"] == 8
     with pytest.raises(Exception, match="bad model settings"):
         build_family("gan-circle", {"nonsense": 1})
+
+
+def test_export_generator_loads_as_denoiser_and_upscaler(tmp_path: Path) -> None:
+    from lowdose.models.gan_circle import load_upscaler
+    from lowdose.models.loading import load_denoiser
+    from lowdose.training.gan import export_generator
+
+    data = UnpairedPatches(_pool(), patch=32, length=100, min_mean_hu=-2000)
+    Trainer(_circle(ema_decay=0.9), data, _trainer_cfg(max_steps=2), tmp_path / "r1").fit()
+    path = export_generator(tmp_path / "r1", tmp_path / "w" / "gc", card="# card\n")
+    assert (tmp_path / "w" / "gc.md").read_text() == "# card\n"
+    d = load_denoiser(str(path), device="cpu")
+    assert d.name == "gan-circle" and "training" in d.metadata
+    pool2 = _pool(scale=2)
+    data2 = UnpairedPatches(pool2, patch=32, length=100, min_mean_hu=-2000)
+    Trainer(_circle(scale=2), data2, _trainer_cfg(max_steps=2), tmp_path / "r2").fit()
+    up = load_upscaler(str(export_generator(tmp_path / "r2", tmp_path / "w" / "x2")), scale=2)
+    assert up.upscale(torch.zeros(1, 1, 16, 16)).shape == (1, 1, 32, 32)
+    with pytest.raises(Exception, match="x2"):
+        load_denoiser(str(tmp_path / "w" / "x2.safetensors"), device="cpu")

@@ -963,3 +963,41 @@ def train_gan(
     val = UnpairedPatches(pool, data.patch, data.val_length, 1.0, trainer_cfg.seed + 7919,
                           data.min_mean_hu)
     return Trainer(family, train, trainer_cfg, out, val_dataset=val, resume=resume).fit()
+
+
+def export_generator(run_dir: Any, dest: Any, card: str = "") -> Any:
+    """Write a finished run's low->high generator as shipped weights: safetensors + JSON + card.
+
+    Keeps only ``G`` (its EMA copy when the run kept one), stores the denoiser config (model,
+    scale, architecture, HU range) with the training settings and final metrics in its
+    metadata, and writes ``card`` as ``<dest>.md``. Returns the safetensors path.
+
+    Example:
+        >>> export_generator("runs/gan-circle-x1", "weights/gan-circle")  # doctest: +SKIP
+    """
+    import json
+    from pathlib import Path
+
+    from lowdose.errors import LowdoseError
+    from lowdose.io.atomic import atomic_write_text
+    from lowdose.models.loading import read_weights, save_weights
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    state, config = read_weights(run_dir)
+    prefix = config.get("module_prefix", "")
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not state:
+        raise LowdoseError(f"{run_dir}: no {prefix!r} weights in the run")
+    summary_path = run_dir / "config.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    shipped = {k: v for k, v in config.items() if k not in ("module_prefix", "training")}
+    shipped["metadata"] = {
+        "training": config.get("training", {}),
+        "trainer": summary.get("trainer", {}),
+        "final_metrics": summary.get("metrics", {}),
+        "card": dest.with_suffix(".md").name,
+    }
+    path = save_weights(state, shipped, dest.with_suffix(".safetensors"))
+    if card:
+        atomic_write_text(dest.with_suffix(".md"), card)
+    return path
