@@ -1,0 +1,148 @@
+"""Denoising speed: seconds per 512x512 slice (and slices/s) for every denoiser.
+
+CPU with the threads given (target for the shipped default: <= 0.25 s per slice on 2 cores);
+CUDA in bf16 when a GPU is present (target: >= 2,000 slices/s on one H100), with a large batch.
+Learned models run with their shipped weights (random weights of the same architecture when
+none are shipped: the speed is the same). Times are the median of ``--repeats`` runs after a
+warm-up.
+
+Writes ``benchmarks/results/denoise_speed.json`` and ``denoise_speed.md``.
+
+Example:
+    .venv/bin/python benchmarks/denoise_speed.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+CLASSICAL_REPEATS = 1  # BM3D takes seconds per slice: one timed run is enough
+
+
+def _slice(batch: int, device: Any) -> Any:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    hu = torch.full((batch, 1, 512, 512), -1000.0)
+    yy, xx = torch.meshgrid(torch.arange(512), torch.arange(512), indexing="ij")
+    body = ((yy - 256) / 200) ** 2 + ((xx - 256) / 240) ** 2 < 1
+    hu[:, :, body] = 40.0
+    return (hu + 30 * torch.randn(hu.shape, generator=g)).to(device)
+
+
+def _time(fn: Any, repeats: int, sync: Any = None) -> float:
+    fn()  # warm-up
+    if sync:
+        sync()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--gpu-batch", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--skip-classical", action="store_true")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from lowdose.models.base import denoisers
+    from lowdose.models.loading import DEFAULT_DENOISER, load_denoiser
+    from lowdose.models.network import NetworkDenoiser
+
+    torch.set_num_threads(args.threads)
+    rows: list[dict[str, Any]] = []
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for name in denoisers.names():
+        cls = denoisers.get(name)
+        learned = isinstance(cls, type) and issubclass(cls, NetworkDenoiser)
+        if not learned and args.skip_classical:
+            continue
+        for device in devices:
+            if not learned and device != "cpu":
+                continue
+            try:
+                d = load_denoiser(name, device=device)
+                weights = "shipped"
+            except Exception:
+                if not learned:
+                    raise
+                if not hasattr(cls, "untrained"):
+                    continue
+                d = cls.untrained()
+                d.net.to(device)
+                weights = "untrained (same architecture)"
+            batch = 1 if device == "cpu" else args.gpu_batch
+            if device == "cuda":
+                d.precision = "bf16"
+                d.tile_batch = batch
+            x = _slice(batch, device)
+            sync = torch.cuda.synchronize if device == "cuda" else None
+            repeats = args.repeats if learned else CLASSICAL_REPEATS
+            with torch.inference_mode():
+                seconds = _time(lambda d=d, x=x: d.denoise(x), repeats, sync) / batch
+            row = {
+                "model": name, "device": device, "precision": d.precision if learned else "fp64",
+                "batch": batch, "seconds_per_slice": seconds, "slices_per_second": 1 / seconds,
+                "weights": weights, "default": name == DEFAULT_DENOISER,
+            }
+            if device == "cpu":
+                row["threads"] = args.threads
+                if name == DEFAULT_DENOISER:
+                    row["target_seconds_per_slice"] = 0.25
+                    row["meets_target"] = seconds <= 0.25
+            else:
+                row["gpu"] = torch.cuda.get_device_name()
+                if name == DEFAULT_DENOISER:
+                    row["target_slices_per_second"] = 2000
+                    row["meets_target"] = 1 / seconds >= 2000
+            rows.append(row)
+            print(f"{name:10s} {device:5s} {seconds:8.4f} s/slice {1 / seconds:9.1f} slices/s",
+                  flush=True)
+    result = {
+        "benchmark": "denoise_speed", "size": [512, 512], "rows": rows,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"torch {torch.__version__}",
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "denoise_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# Denoising speed, 512x512 slices", "",
+        f"Machine: {result['machine']}; GPU: {result['gpu'] or 'none in this run'}.", "",
+        "| model | device | precision | batch | s/slice | slices/s | weights |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mark = " (default)" if r["default"] else ""
+        lines.append(f"| {r['model']}{mark} | {r['device']}"
+                     f"{' x' + str(r.get('threads')) + ' threads' if r['device'] == 'cpu' else ''}"
+                     f" | {r['precision']} | {r['batch']} | {r['seconds_per_slice']:.4f} "
+                     f"| {r['slices_per_second']:.1f} | {r['weights']} |")
+    lines += ["", "Written by benchmarks/denoise_speed.py.", ""]
+    (args.out / "denoise_speed.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

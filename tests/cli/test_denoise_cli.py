@@ -1,0 +1,99 @@
+"""``lowdose denoise``: --list, a DICOM series in and a derived series out, NIfTI, folders of
+images, weight files, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lowdose.cli.main import main
+from lowdose.image import CTImage
+from lowdose.io import read_ct, write_ct
+
+
+def _volume(n: int = 3, size: int = 48, seed: int = 0) -> CTImage:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    body = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size * 0.4) ** 2
+    hu = np.where(body, 40.0, -1000.0)[None].repeat(n, 0)
+    hu = hu + rng.normal(0, 40, hu.shape)
+    return CTImage(hu.astype(np.float32), spacing=(2.0, 0.8, 0.8), origin=(0.0, 0.0, 0.0),
+                   direction=np.eye(3))
+
+
+def test_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["denoise", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("bm3d", "tv", "red-cnn", "unet (default)"):
+        assert name in out
+
+
+def test_dicom_series_in_derived_series_out(tmp_path: Path) -> None:
+    src = write_ct(_volume(), tmp_path / "series")  # a DICOM series folder
+    assert main(["denoise", str(src), str(tmp_path / "restored"), "--model", "tv"]) == 0
+    before, after = read_ct(src), read_ct(tmp_path / "restored")
+    assert after.shape == before.shape == (3, 48, 48)
+    assert after.spacing == pytest.approx(before.spacing)
+    # noise went down inside the body, HU level kept
+    inside = slice(18, 30)
+    assert after.hu[:, inside, inside].std() < 0.6 * before.hu[:, inside, inside].std()
+    assert abs(after.hu[:, inside, inside].mean() - 40) < 15
+    sources = {getattr(h, "SeriesInstanceUID", None) for h in before.source_headers or []}
+    derived = {getattr(h, "SeriesInstanceUID", None) for h in after.source_headers or []}
+    assert derived and not (derived & sources)  # a new series, not a copy of the input
+
+
+def test_nifti_and_folder_of_images(tmp_path: Path) -> None:
+    nii = write_ct(_volume(2), tmp_path / "qd.nii.gz")
+    assert main(["denoise", str(nii), str(tmp_path / "out.nii.gz"), "-m", "bm3d"]) == 0
+    assert read_ct(tmp_path / "out.nii.gz").shape == (2, 48, 48)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        np.save(folder / f"s{i}.npy", _volume(1, seed=i).hu[0])
+    assert main(["denoise", str(folder), str(tmp_path / "imgs-out"), "-m", "tv"]) == 0
+    assert sorted(p.name for p in (tmp_path / "imgs-out").iterdir()) == ["s0.npy", "s1.npy"]
+
+
+def test_weight_file_model(tmp_path: Path) -> None:
+    from lowdose.models.loading import save_weights
+    from lowdose.models.unet import ResUNetDenoiser
+
+    d = ResUNetDenoiser.untrained({"channels": [4, 8, 16]})
+    weights = save_weights(d.net.state_dict(), d.config(), tmp_path / "u.safetensors")
+    nii = write_ct(_volume(1), tmp_path / "qd.nii.gz")
+    assert main(["denoise", str(nii), str(tmp_path / "o.nii.gz"), "-m", str(weights)]) == 0
+    assert read_ct(tmp_path / "o.nii.gz").shape == (48, 48)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{nii}", "{nii}", "-m", "tv"], "overwrite the input"),
+        (["{tmp}/missing.nii.gz", "{tmp}/o.nii.gz", "-m", "tv"], "no such file"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "nonsense"], "neither a known denoiser"),
+        (["{txt}", "{tmp}/o.nii.gz", "-m", "tv"], "notes.txt"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "{pt}"], "pickle checkpoint refused"),
+        (["{nii}"], "give an INPUT and an OUTPUT"),
+    ],
+)
+def test_bad_input_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    nii = write_ct(_volume(1), tmp_path / "qd.nii.gz")
+    (tmp_path / "notes.txt").write_text("not a CT image")
+    (tmp_path / "m.pt").write_bytes(b"\x80\x04not really")
+    fmt = {"nii": nii, "tmp": tmp_path, "txt": tmp_path / "notes.txt", "pt": tmp_path / "m.pt"}
+    assert main(["denoise", *[a.format(**fmt) for a in args]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+
+
+@pytest.mark.integration
+def test_real_mayo_dicom(shared_data: Path, tmp_path: Path) -> None:
+    qd = sorted((shared_data / "mayo-l506-pairs" / "dicom").glob("*_QD_*"))[0]
+    assert main(["denoise", str(qd), str(tmp_path / "out.nii.gz"), "-m", "tv"]) == 0
+    out = read_ct(tmp_path / "out.nii.gz")
+    assert out.shape == (512, 512)
