@@ -46,7 +46,9 @@ class DataConfig:
         patch_size: side of the square training patches.
         samples_per_epoch: distinct (slice, draw, position) samples in one pass.
         min_body_fraction: reject patches with less than this fraction above -900 HU (air).
-        val_slices: full-dose slices held out for validation (every k-th slice).
+        val_slices: full-dose slices held out for validation (spread over the data).
+        slice_stride: keep every k-th slice of each ``--data`` source (contiguous series are
+            redundant; simulating fewer slices saves time).
         cache_dir: where simulated realisations are cached (default ``<out>/cache``).
     """
 
@@ -57,6 +59,7 @@ class DataConfig:
     samples_per_epoch: int = 100_000
     min_body_fraction: float = 0.3
     val_slices: int = 4
+    slice_stride: int = 1
     cache_dir: str | None = None
 
 
@@ -169,48 +172,75 @@ def find_ct_files(specs: list[str | Path]) -> list[Path]:
     return files
 
 
-def load_slices(specs: list[str | Path], min_size: int = 64) -> tuple[list[np.ndarray], list[str]]:
-    """Every 2D slice (HU, float32) in ``specs``, with a name for each."""
+def load_slices(
+    specs: list[str | Path], min_size: int = 64, stride: int = 1
+) -> tuple[list[np.ndarray], list[str], list[float]]:
+    """Every ``stride``-th 2D slice (HU, float32) of each spec, with a name and the in-plane
+    pixel size (mm) of each."""
     from lowdose.io import read_ct
 
-    slices, names = [], []
-    for path in find_ct_files(specs):
-        image = read_ct(path)
-        for i, s in enumerate(image.slices()):
-            if min(s.shape) >= min_size:
-                slices.append(np.ascontiguousarray(s, np.float32))
-                names.append(f"{path}#{i}" if image.is_volume else str(path))
+    slices, names, pixels = [], [], []
+    for spec in specs:
+        taken = 0
+        for path in find_ct_files([spec]):
+            image = read_ct(path)
+            for i, s in enumerate(image.slices()):
+                if min(s.shape) < min_size:
+                    continue
+                if taken % max(1, stride) == 0:
+                    slices.append(np.ascontiguousarray(s, np.float32))
+                    names.append(f"{path}#{i}" if image.is_volume else str(path))
+                    pixels.append(float(image.spacing[-1]))
+                taken += 1
     if not slices:
         raise LowdoseError(f"{specs}: no slice of at least {min_size}x{min_size} pixels")
-    return slices, names
+    return slices, names, pixels
+
+
+def _simulator_identity(method: str) -> str:
+    """What identifies the simulator's output besides the seed (its calibration, if any)."""
+    from lowdose.physics import build_simulator
+
+    sim = build_simulator(method)
+    cal = getattr(sim, "calibration", None)
+    return f"{method}|{cal!r}"
 
 
 def simulate_realisations(
     slices: list[np.ndarray], names: list[str], cfg: DataConfig, seed: int, cache_dir: Path | None,
-    progress: bool = True,
+    progress: bool = True, pixels: list[float] | None = None,
 ) -> list[np.ndarray]:
-    """``(realisations, H, W)`` simulated low-dose HU per slice, cached on disk by content key."""
+    """``(realisations, H, W)`` simulated low-dose HU per slice, cached on disk.
+
+    The projection simulator gets each slice's own pixel size, so the simulated photon
+    statistics follow the real object size. The cache key covers the slice, the simulator and
+    its calibration, the dose and the seed.
+    """
     from lowdose.physics import simulate_low_dose
 
+    identity = _simulator_identity(cfg.method)
     out = []
-    items = list(zip(slices, names, strict=True))
+    items = list(enumerate(zip(slices, names, strict=True)))
     if progress:
         from tqdm import tqdm
 
         items = tqdm(items, desc=f"simulate {cfg.method} dose {cfg.dose}", unit="slice")
-    for index, (hu, name) in enumerate(items):
+    for index, (hu, name) in items:
+        options = {}
+        if cfg.method == "projection" and pixels is not None:
+            options["pixel_size_mm"] = pixels[index]
         key = hashlib.sha1(
-            f"{name}|{hu.shape}|{float(hu.mean()):.4f}|{cfg.method}|{cfg.dose}|{seed}|{index}"
+            f"{name}|{hu.shape}|{float(hu.mean()):.4f}|{identity}|{options}|{cfg.dose}|{seed}"
             .encode()
         ).hexdigest()[:16]
         cached = cache_dir / f"{key}-{cfg.realisations}.npy" if cache_dir else None
         if cached is not None and cached.is_file():
             out.append(np.load(cached))
             continue
-        draws = np.stack([
-            simulate_low_dose(hu, cfg.dose, method=cfg.method, seed=seed * 7919 + index * 131 + r)
-            for r in range(cfg.realisations)
-        ]).astype(np.float32)
+        draws = simulate_low_dose(
+            np.repeat(hu[None], cfg.realisations, axis=0), cfg.dose, method=cfg.method,
+            seed=seed * 7919 + index, batch_size=cfg.realisations, **options,
+        ).astype(np.float32)
         if cached is not None:
             from lowdose.io.atomic import atomic_path
 
@@ -420,9 +450,9 @@ def train_denoiser(
         full, low = load_real_pairs(pairs)
         source = {"pairs": str(pairs)}
     elif data:
-        full, names = load_slices(data, min_size=dc.patch_size)
+        full, names, pixels = load_slices(data, min_size=dc.patch_size, stride=dc.slice_stride)
         cache = Path(dc.cache_dir) if dc.cache_dir else out_dir / "cache"
-        low = simulate_realisations(full, names, dc, tc.seed, cache, progress)
+        low = simulate_realisations(full, names, dc, tc.seed, cache, progress, pixels)
         source = {"data": [str(d) for d in data], "simulated": dc.method, "dose": dc.dose,
                   "realisations": dc.realisations}
     else:
@@ -447,3 +477,80 @@ def train_denoiser(
             {"step": result.step, "metrics": result.metrics, "config": cfg.to_dict(),
              **source}, indent=2, default=str) + "\n")
     return result
+
+
+# ---------------------------------------------------------------- shipping weights
+
+
+def export_denoiser(
+    run_dir: str | Path,
+    dest: str | Path,
+    benchmark: dict[str, Any] | None = None,
+    notes: str = "",
+) -> Path:
+    """Export a finished run's network as ``<dest>.safetensors`` + ``.json`` + model card ``.md``.
+
+    Args:
+        run_dir: the ``--out`` folder of a finished ``lowdose train denoiser`` run.
+        dest: path without suffix (e.g. ``src/lowdose/weights/unet``).
+        benchmark: measured metrics to quote in the card (e.g. from ``denoise_mayo.json``).
+        notes: extra Markdown for the card.
+
+    Example:
+        >>> export_denoiser("runs/unet", "src/lowdose/weights/unet")  # doctest: +SKIP
+    """
+    from lowdose.io.atomic import atomic_write_text
+    from lowdose.models.base import denoisers
+    from lowdose.models.loading import build_from_weights, read_weights, save_weights
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    summary_path = run_dir / "train_summary.json"
+    if not summary_path.is_file():
+        raise LowdoseError(f"{run_dir}: no train_summary.json (the run has not finished)")
+    summary = json.loads(summary_path.read_text())
+    state, config = read_weights(run_dir / "model.safetensors")
+    cls = denoisers.get(config["model"])
+    loaded = build_from_weights(cls, state, config, run_dir)  # checks the weights fit
+    net_state = {k: v.contiguous() for k, v in loaded.net.state_dict().items()}
+    meta = dict(config.get("metadata", {}))
+    preset = meta.pop("preset", summary.get("config", {}))
+    meta.update({"steps": summary["step"], "train_metrics": summary.get("metrics", {})})
+    if benchmark:
+        meta["benchmark"] = benchmark
+    clean = {k: v for k, v in config.items() if k not in ("module_prefix", "metadata")}
+    clean["metadata"] = {**meta, "preset": preset}
+    path = save_weights(net_state, clean, dest.with_suffix(".safetensors"))
+    atomic_write_text(dest.with_suffix(".md"), model_card(clean, notes))
+    return path
+
+
+def model_card(config: dict[str, Any], notes: str = "") -> str:
+    """A Markdown model card from a weight config (data, dose, preset, steps, metrics)."""
+    meta = config.get("metadata", {})
+    preset = meta.get("preset", {})
+    trainer, data, optim = (preset.get(k, {}) for k in ("trainer", "data", "optim"))
+    lines = [
+        f"# {config['model']} (lowdose shipped weights)",
+        "",
+        f"- **Architecture**: `{config['model']}` {json.dumps(config.get('arch', {}))}",
+        f"- **Input scaling**: {config.get('input_scaling')} with hu_range "
+        f"{config.get('hu_range')}; output clipped to the same range, returned in HU.",
+        f"- **Training data**: {', '.join(meta.get('data', [])) or meta.get('pairs')} "
+        f"({meta.get('train_slices')} train / {meta.get('val_slices')} validation slices, "
+        "real full-dose CT; no AAPM-Mayo L506 test pairs).",
+        f"- **Low dose**: simulated with `{meta.get('simulated')}` at dose {meta.get('dose')}, "
+        f"{meta.get('realisations')} seeded realisations per slice.",
+        f"- **Preset**: patch {data.get('patch_size')}, batch {trainer.get('batch_size')}, "
+        f"{trainer.get('max_steps')} steps, Adam lr {optim.get('lr')} (warm-up "
+        f"{optim.get('warmup_steps')}, cosine), loss {optim.get('loss')}, seed "
+        f"{trainer.get('seed')}.",
+        f"- **Steps trained**: {meta.get('steps')}",
+        f"- **Training-end metrics** (simulated pairs): "
+        f"{json.dumps({k: round(v, 3) for k, v in meta.get('train_metrics', {}).items()})}",
+    ]
+    bench = meta.get("benchmark")
+    if bench:
+        lines.append(f"- **Real Mayo L506 pairs** (benchmarks/denoise_mayo.py): "
+                     f"{json.dumps(bench)}")
+    lines += ["", notes, ""] if notes else [""]
+    return "\n".join(lines)
