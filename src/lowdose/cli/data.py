@@ -105,7 +105,7 @@ def audit(
                                   help="Near duplicates: largest pHash distance (bits)."),
     detail_corr_min: float = typer.Option(0.80, "--detail-corr-min",
                                           help="Near duplicates: least detail correlation."),
-    mad_max: float = typer.Option(4.0, "--mad-max",
+    mad_max: float = typer.Option(3.0, "--mad-max",
                                   help="Near duplicates: largest mean grey difference (0-255)."),
 ) -> None:
     """Find exact and near-duplicate images within and across splits and classes.

@@ -637,7 +637,7 @@ def write_phantom_dataset(
     Args:
         out: a new or empty folder, or a phantom dataset written before (with ``overwrite``).
         overwrite: replace a phantom dataset already in ``out``; other content is never touched.
-        progress: show a progress bar on stderr.
+        progress: show a progress bar on stderr (when it is a terminal).
 
     Returns:
         The path of ``phantom.json``.
@@ -690,8 +690,10 @@ def write_phantom_dataset(
 
     suffix = ".png" if fmt == "png" else ".npy"
     spacing = pixel_spacing(size)
-    for i in tqdm(range(len(labels)), desc="phantom", unit="slice", disable=not progress,
-                  leave=False):
+    # disable=None: a bar on a terminal only, none in logs.
+    bar = tqdm(range(len(labels)), desc="phantom", unit="slice", leave=False,
+               disable=None if progress else True)
+    for i in bar:
         image = CTImage(phantom_slice(labels[i], size, seeds[i]), spacing=(spacing, spacing),
                         metadata={"source": "lowdose phantom", "label": labels[i],
                                   "seed": seeds[i]})
