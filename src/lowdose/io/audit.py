@@ -43,7 +43,13 @@ from pathlib import Path
 import numpy as np
 
 from lowdose.errors import LowdoseError
-from lowdose.io.datasets import SPLITS, DatasetItem, scan_class_folders, write_manifest
+from lowdose.io.datasets import (
+    SPLITS,
+    DatasetItem,
+    absolute,
+    scan_class_folders,
+    write_manifest,
+)
 
 THUMB = 64
 DETAIL = 128
@@ -501,7 +507,7 @@ def audit_dataset(
     rule = rule or NearDuplicateRule()
     root = Path(root)
     items = scan_class_folders(root)
-    base = root.resolve()
+    base = absolute(root)
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm

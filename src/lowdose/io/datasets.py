@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import warnings
 from collections.abc import Iterable
@@ -39,6 +40,12 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".ti
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "split")
 
 _SEPARATORS = re.compile(r"[\s_\-]+")
+
+
+def absolute(path: str | os.PathLike[str]) -> Path:
+    """An absolute, normalised path that keeps symbolic links (unlike ``Path.resolve``), so
+    a linked image stays inside the dataset folder it was found in."""
+    return Path(os.path.abspath(path))
 
 
 def _normalise(name: str) -> str:
@@ -181,7 +188,7 @@ def scan_class_folders(
                 if skipped:
                     warnings.warn(f"{class_dir}: {len(skipped)} non-image file(s) skipped "
                                   f"(e.g. {skipped[0].name})", stacklevel=2)
-                items.extend(DatasetItem(p.resolve(), label, split) for p in images)
+                items.extend(DatasetItem(absolute(p), label, split) for p in images)
         if not items:
             raise LowdoseError(f"{root}: no images in {{train,valid,test}}/<class>/ folders "
                                f"(looked for {', '.join(IMAGE_SUFFIXES)})")
@@ -287,12 +294,12 @@ def write_manifest(items: Iterable[DatasetItem], path: str | Path,
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
-    base = Path(root).resolve() if root is not None else None
+    base = absolute(root) if root is not None else None
     for item in items:
         p = Path(item.path)
         if base is not None and p.is_absolute():
             try:
-                p = p.resolve().relative_to(base)
+                p = absolute(p).relative_to(base)
             except ValueError:
                 raise LowdoseError(f"{item.path}: not inside the dataset folder {root}") from None
         if item.label not in CLASSES:
