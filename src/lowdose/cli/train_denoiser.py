@@ -28,6 +28,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int | None = typer.Option(None, help="Override the batch size."),
         seed: int | None = typer.Option(None, help="Override the seed."),
         device: str | None = typer.Option(None, help="cpu, cuda, ... (default: best)."),
+        cache: Path | None = typer.Option(
+            None, help="Folder caching simulated low-dose realisations (default: OUT/cache); "
+            "runs on the same data may share it."),
     ) -> None:
         """Train a denoiser (one command on CPU, one GPU, or `torchrun --nproc-per-node N`).
 
@@ -37,7 +40,9 @@ def register(app: typer.Typer) -> None:
 
         trainer = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size,
                                      "seed": seed, "device": device}.items() if v is not None}
-        data_over = {k: v for k, v in {"dose": dose, "method": method}.items() if v is not None}
+        data_over = {k: v for k, v in {"dose": dose, "method": method,
+                                       "cache_dir": str(cache) if cache else None}.items()
+                     if v is not None}
         cfg = load_preset(preset, model=model, trainer=trainer or None, data=data_over or None)
         result = train_denoiser(cfg, data, out, pairs=pairs, resume=resume)
         typer.echo(f"trained {cfg.model} to step {result.step}: {result.out_dir}")

@@ -188,7 +188,8 @@ def load_slices(
                 if min(s.shape) < min_size:
                     continue
                 if taken % max(1, stride) == 0:
-                    slices.append(np.ascontiguousarray(s, np.float32))
+                    # below -1024 HU is padding outside the reconstruction circle (-2048, -3024)
+                    slices.append(np.ascontiguousarray(np.maximum(s, -1024.0), np.float32))
                     names.append(f"{path}#{i}" if image.is_volume else str(path))
                     pixels.append(float(image.spacing[-1]))
                 taken += 1
@@ -454,7 +455,7 @@ def train_denoiser(
         cache = Path(dc.cache_dir) if dc.cache_dir else out_dir / "cache"
         low = simulate_realisations(full, names, dc, tc.seed, cache, progress, pixels)
         source = {"data": [str(d) for d in data], "simulated": dc.method, "dose": dc.dose,
-                  "realisations": dc.realisations}
+                  "realisations": dc.realisations, "simulator": _simulator_identity(dc.method)}
     else:
         raise LowdoseError("train denoiser: give --data (full-dose CT) or --pairs")
     n_val = min(dc.val_slices, max(0, len(full) - 1))
