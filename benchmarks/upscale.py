@@ -13,8 +13,18 @@ pairs, no GAN ensemble). Weights: ``--model NAME:SCALE=PATH`` (defaults below).
 
 Writes ``benchmarks/results/upscale.json`` and ``upscale.md``.
 
+With ``--denoise-nps`` it also writes the no-hallucination check of the GAN denoisers beside the
+supervised model on the real L506 quarter/full-dose pairs: the noise power spectrum of the
+residual ``output - full dose`` in soft-tissue ROIs (32 x 32 px, half overlapping, whose
+full-dose pixels all lie in [-150, 250] HU), radially averaged, and a figure of the difference
+images (``output - full dose`` and ``output - low-dose input``, what the model removed) of one
+slice:
+``upscale_nps_denoise.json``, ``.md`` and ``.png``.
+
 Example:
     .venv/bin/python benchmarks/upscale.py --scales 2 4
+    .venv/bin/python benchmarks/upscale.py --scales --denoise-nps --denoiser gan-circle \
+        --denoiser cyclegan --denoiser unet
 """
 
 from __future__ import annotations
@@ -115,6 +125,124 @@ def run(scales: list[int], models: dict[str, str]) -> dict:
     }
 
 
+def _rois(full: np.ndarray, size: int = 32, step: int = 16) -> list[tuple[int, int, int]]:
+    """(slice, y, x) of soft-tissue ROIs: every full-dose pixel in [-150, 250] HU."""
+    out = []
+    for k, hu in enumerate(full):
+        for y in range(0, hu.shape[0] - size + 1, step):
+            for x in range(0, hu.shape[1] - size + 1, step):
+                roi = hu[y : y + size, x : x + size]
+                if roi.min() >= -150 and roi.max() <= 250:
+                    out.append((k, y, x))
+    return out
+
+
+def nps(residual: np.ndarray, rois: list[tuple[int, int, int]], pixel_mm: float,
+        size: int = 32) -> tuple[np.ndarray, np.ndarray, float]:
+    """Radially averaged NPS (HU^2 mm^2) of ``residual`` over ``rois``; (freq, nps, std HU).
+
+    Each ROI has its mean (and a plane fit) removed before the 2D periodogram,
+    ``NPS = |FFT|^2 * dx * dy / (Nx * Ny)``, averaged over ROIs and binned by radial frequency.
+    """
+    yy, xx = np.mgrid[:size, :size].astype(np.float64)
+    design = np.stack([np.ones(size * size), yy.ravel(), xx.ravel()], axis=1)
+    acc = np.zeros((size, size))
+    stds = []
+    for k, y, x in rois:
+        roi = residual[k, y : y + size, x : x + size].astype(np.float64)
+        coef, *_ = np.linalg.lstsq(design, roi.ravel(), rcond=None)
+        roi = roi - (design @ coef).reshape(size, size)
+        stds.append(roi.std())
+        acc += np.abs(np.fft.fft2(roi)) ** 2
+    acc *= pixel_mm * pixel_mm / (size * size) / max(1, len(rois))
+    freq = np.fft.fftfreq(size, d=pixel_mm)
+    fr = np.sqrt(freq[:, None] ** 2 + freq[None, :] ** 2)
+    bins = np.linspace(0, fr.max(), size // 2 + 1)
+    idx = np.digitize(fr.ravel(), bins) - 1
+    radial = np.array([acc.ravel()[idx == i].mean() if (idx == i).any() else 0.0
+                       for i in range(len(bins) - 1)])
+    centres = 0.5 * (bins[1:] + bins[:-1])
+    return centres, radial, float(np.sqrt(np.mean(np.square(stds))))
+
+
+def denoise_nps(denoisers: list[str], out: Path) -> dict:
+    """NPS of ``output - full dose`` and the difference-image figure on the real L506 pairs."""
+    import importlib.util
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lowdose.models.loading import load_denoiser
+
+    spec = importlib.util.spec_from_file_location("denoise_mayo", REPO / "benchmarks" /
+                                                  "denoise_mayo.py")
+    assert spec is not None and spec.loader is not None
+    mayo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mayo)
+    pairs = mayo.load_pairs(DATA)
+    low = np.stack([p[1] for p in pairs])
+    full = np.stack([p[2] for p in pairs])
+    rois = _rois(full)
+    outputs = {"low-dose input": low}
+    for name in denoisers:
+        d = load_denoiser(name, device="cpu")
+        with torch.inference_mode():
+            outputs[name] = np.stack([
+                d.denoise(torch.from_numpy(x)[None, None])[0, 0].numpy() for x in low
+            ])
+    curves = {}
+    for name, pred in outputs.items():
+        f, p, std = nps(pred - full, rois, PIXEL_MM)
+        mean_f = float((f * p).sum() / max(p.sum(), 1e-12))
+        curves[name] = {"freq_per_mm": f.tolist(), "nps_hu2_mm2": p.tolist(),
+                        "residual_std_hu": std, "mean_frequency_per_mm": mean_f}
+    k = 1  # one slice for the figure
+    cols = len(outputs)
+    fig, axes = plt.subplots(3, cols, figsize=(3 * cols, 9.4))
+    crop = (slice(96, 416), slice(96, 416))
+    for j, (name, pred) in enumerate(outputs.items()):
+        axes[0, j].imshow(pred[k][crop], cmap="gray", vmin=-160, vmax=240)
+        axes[0, j].set_title(name, fontsize=9)
+        axes[1, j].imshow((pred - full)[k][crop], cmap="RdBu_r", vmin=-100, vmax=100)
+        axes[1, j].set_title("output - full dose", fontsize=8)
+        axes[2, j].imshow((pred - low)[k][crop], cmap="RdBu_r", vmin=-100, vmax=100)
+        axes[2, j].set_title("output - low dose (removed)", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    fig.suptitle(f"L506 pair {pairs[k][0]}: window [-160, 240] HU; differences +-100 HU")
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "upscale_nps_denoise.png", dpi=80)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, c in curves.items():
+        ax.semilogy(c["freq_per_mm"], np.maximum(c["nps_hu2_mm2"], 1e-3), label=name)
+    ax.set_xlabel("spatial frequency (1/mm)")
+    ax.set_ylabel("NPS of output - full dose (HU^2 mm^2)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "upscale_nps_denoise_curves.png", dpi=80)
+    plt.close(fig)
+    result = {"benchmark": "denoise NPS and difference images (GAN vs supervised)",
+              "pairs": [p[0] for p in pairs], "n_rois": len(rois), "roi": "32x32 px, half "
+              "overlapping, full-dose pixels all in [-150, 250] HU", "pixel_mm": PIXEL_MM,
+              "curves": curves}
+    lines = ["| method | residual std in soft tissue (HU) | NPS mean frequency (1/mm) |",
+             "|---|---|---|"]
+    for name, c in curves.items():
+        lines.append(f"| {name} | {c['residual_std_hu']:.1f} | "
+                     f"{c['mean_frequency_per_mm']:.3f} |")
+    (out / "upscale_nps_denoise.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "upscale_nps_denoise.md").write_text(
+        f"Residual (output - full dose) on {len(rois)} soft-tissue ROIs (32x32 px) of the "
+        "real L506 pairs; figures: upscale_nps_denoise.png (difference images), "
+        "upscale_nps_denoise_curves.png (NPS).\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return result
+
+
 def markdown(result: dict) -> str:
     lines = [
         "| scale | method | PSNR full | SSIM full | PSNR window | SSIM window |",
@@ -136,7 +264,11 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--scales", type=int, nargs="*", default=[2, 4])
+    parser.add_argument("--denoise-nps", action="store_true",
+                        help="also write the NPS / difference-image check of the denoisers")
+    parser.add_argument("--denoiser", action="append", default=[],
+                        help="denoiser name or weight file for --denoise-nps (repeatable)")
     parser.add_argument("--model", action="append", default=[],
                         help="METHOD:SCALE=PATH, e.g. l1-only:2=runs/gan-circle-l1-x2")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -147,11 +279,14 @@ def main() -> None:
     for spec in args.model:
         key, path = spec.split("=", 1)
         models[key] = path
-    result = run(args.scales, models)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "upscale.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "upscale.md").write_text(markdown(result))
-    print(markdown(result))
+    if args.scales:
+        result = run(args.scales, models)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "upscale.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / "upscale.md").write_text(markdown(result))
+        print(markdown(result))
+    if args.denoise_nps:
+        denoise_nps(args.denoiser or ["gan-circle", "cyclegan", "unet"], args.out)
 
 
 if __name__ == "__main__":
