@@ -1,9 +1,125 @@
-"""Commands of this group are added by the issue that builds them."""
+"""``lowdose simulate IN OUT --dose D`` and ``lowdose calibrate PAIRS``: low-dose physics."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from lowdose.errors import LowdoseError
+
+
+def _parse_doses(dose: float | None, doses: str | None) -> list[float]:
+    if doses is not None:
+        if dose is not None:
+            raise LowdoseError("--dose and --doses: give one of them")
+        try:
+            return [float(d) for d in doses.split(",") if d.strip()]
+        except ValueError:
+            raise LowdoseError(f"--doses {doses!r}: expected numbers like 1,0.5,0.25") from None
+    return [0.25 if dose is None else dose]
+
+
+def simulate(
+    input: Path = typer.Argument(
+        ..., help="Full-dose CT: a file (DICOM, NIfTI, .npy, PNG), a DICOM series folder, or a "
+        "folder tree of images (class folders keep their layout)."
+    ),
+    output: Path = typer.Argument(
+        ..., help="Output file, series folder or dataset folder (with --doses: a folder holding "
+        "dose-<d>/ per dose). Never the input."
+    ),
+    dose: float | None = typer.Option(
+        None, "--dose", help="Fraction of the full dose in (0, 1] (default 0.25)."
+    ),
+    doses: str | None = typer.Option(
+        None, "--doses", help="Several doses, e.g. 1,0.5,0.25,0.1,0.05: one tree per dose."
+    ),
+    method: str = typer.Option(
+        "projection", "--method",
+        help="projection (calibrated projection-domain physics) or image-poisson (the study's "
+        "12-bit + Poisson method).",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Noise seed: the same seed gives the same output."),
+    calibration: Path | None = typer.Option(
+        None, "--calibration",
+        help="Calibration JSON from 'lowdose calibrate' (default: the shipped Mayo fit).",
+    ),
+    window: str | None = typer.Option(
+        None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name (lung)."
+    ),
+    npy_scale: str | None = typer.Option(
+        None, "--npy-scale", help="How .npy values map to HU: 'hu' or 'mayo' (4096*v - 1024)."
+    ),
+    pixel_size: float | None = typer.Option(
+        None, "--pixel-size", help="Pixel size (mm) for inputs without one (npy, PNG); "
+        "default 0.742."
+    ),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: best)."),
+) -> None:
+    """Simulate a lower-dose scan from a full-dose one; writes HU in the input's format.
+
+    Example: lowdose simulate FD.nii.gz LD.nii.gz --dose 0.25 --seed 0
+    """
+    from lowdose.cli.info import parse_window
+    from lowdose.physics.batch import simulate_path
+
+    written = simulate_path(
+        input, output, _parse_doses(dose, doses), method=method, seed=seed,
+        calibration=calibration, window=parse_window(window), npy_scale=npy_scale,
+        pixel_size_mm=pixel_size, device=device, progress=True,
+    )
+    typer.echo(f"wrote {len(written)} output(s) under {output}")
+
+
+def calibrate(
+    pairs: Path = typer.Argument(
+        ..., help="Folder of real full-dose/low-dose pairs (*_target/*_input.npy, *_FD_*/*_QD_*,"
+        " or full/ and low/ folders with the same names)."
+    ),
+    output: Path = typer.Option(
+        Path("calibration.json"), "--out", "-o", help="Calibration JSON to write."
+    ),
+    dose: float = typer.Option(0.25, "--dose", help="Dose fraction of the real low-dose images."),
+    npy_scale: str = typer.Option("mayo", "--npy-scale", help="How .npy values map to HU."),
+    pixel_size: float | None = typer.Option(
+        None, "--pixel-size", help="Pixel size (mm) when the files carry none (npy)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Noise seed of the fit."),
+) -> None:
+    """Fit I0 and the FBP window so simulated low dose matches your real low-dose scans.
+
+    Example: lowdose calibrate ../shared/data/mayo-l506-pairs/npy --out mayo.json
+    """
+    from tqdm import tqdm
+
+    from lowdose.physics.calibration import fit_calibration, load_pairs
+
+    loaded = load_pairs(pairs, pixel_size_mm=pixel_size, npy_scale=npy_scale)
+    if output.resolve().is_relative_to(pairs.resolve()):
+        raise LowdoseError(f"{output}: write the calibration outside the pairs folder")
+    typer.echo(f"{len(loaded)} pair(s) from {pairs}")
+    if any(p.pixel_assumed for p in loaded):
+        typer.echo("note: no pixel size in the files; assumed 0.742 mm (give --pixel-size)")
+    with tqdm(desc="calibrate", unit="step") as bar:
+        result = fit_calibration(loaded, dose, seed=seed, progress=lambda _m: bar.update(1))
+    path = result.calibration.save(output)
+    cal, mean = result.calibration, result.mean
+    for row in result.per_pair:
+        typer.echo(
+            f"  {row['name']}: noise std real {row['std_real']:.1f} HU, simulated "
+            f"{row['std_sim']:.1f} HU (ratio {row['std_ratio']:.3f}), NPS error "
+            f"{row['nps_rel_l2']:.3f}"
+        )
+    verdict = "within" if result.passed() else "NOT within"
+    typer.echo(
+        f"pooled: std ratio {mean['std_ratio']:.3f}, NPS error {mean['nps_rel_l2']:.3f} "
+        f"({verdict} 15%); I0 {cal.i0:.4g}, window {cal.filter} cutoff {cal.cutoff:g}"
+    )
+    typer.echo(f"wrote {path}; use it with: lowdose simulate IN OUT --calibration {path}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to app."""
+    """Add ``simulate`` and ``calibrate`` to app."""
+    app.command("simulate")(simulate)
+    app.command("calibrate")(calibrate)

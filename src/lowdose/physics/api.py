@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -39,6 +40,7 @@ def simulate_low_dose(
     device: str | torch.device | None = None,
     batch_size: int = 8,
     simulator: LowDoseSimulator | None = None,
+    progress: Callable[[int], None] | None = None,
     **options: Any,
 ) -> ArrayT:
     """Simulate a lower dose from full-dose HU pixels; returns the same type and shape.
@@ -55,6 +57,7 @@ def simulate_low_dose(
         device: where to compute (default: the tensor's device, CPU for numpy input).
         batch_size: slices per batch.
         simulator: an already built simulator to use instead of ``method`` and ``options``.
+        progress: called with the number of slices finished after each batch.
         **options: keyword options of the simulator (e.g. ``pixel_size_mm`` or ``calibration``
             for ``projection``).
 
@@ -88,6 +91,8 @@ def simulate_low_dose(
         for start in range(0, stack.shape[0], max(1, int(batch_size))):
             batch = stack[start : start + batch_size].to(target, torch.float32)
             outputs.append(sim(batch, dose, generator).to(stack.device))
+            if progress is not None:
+                progress(batch.shape[0])
     out = torch.cat(outputs).reshape(shape).to(torch.float32)
     if is_numpy:
         return out.numpy()

@@ -47,5 +47,6 @@ def check_hu_tensor(hu: torch.Tensor, source: str = "image") -> None:
     if lo < HU_PHYSICAL_MIN or hi > HU_PHYSICAL_MAX:
         raise LowdoseError(
             f"{source}: values {lo:.1f}..{hi:.1f} are outside the physical HU range "
-            f"[{HU_PHYSICAL_MIN:.0f}, {HU_PHYSICAL_MAX:.0f}] (is the image in HU?)"
+            f"[{HU_PHYSICAL_MIN:.0f}, {HU_PHYSICAL_MAX:.0f}] (is the image in HU? 8-bit images "
+            "read through a window reaching below -1024 HU, like lung, need clipping at -1024)"
         )

@@ -82,7 +82,7 @@ class Geometry:
 
     Example:
         >>> g = Geometry()
-        >>> round(g.iso_spacing_mm, 3), g.parallel_views
+        >>> round(g.iso_spacing_mm, 2), g.parallel_views
         (0.7, 576)
     """
 
@@ -148,7 +148,8 @@ class Calibration:
             and ``mu_water``).
         electronic_std: electronic noise standard deviation per ray, in photons.
         filter: FBP window (``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann``).
-        cutoff: window cutoff as a fraction of the detector Nyquist frequency.
+        cutoff: window cutoff as a fraction of the detector Nyquist frequency, in (0, 2] (above 1
+            the window is stretched beyond the Nyquist frequency: a gentler roll-off).
         mu_water: attenuation of water in 1/mm used to turn HU into attenuation.
         geometry: the scanner geometry.
         source: where the numbers come from (free text and fit statistics).
@@ -179,8 +180,8 @@ class Calibration:
             raise LowdoseError(
                 f"calibration: unknown filter {self.filter!r}; known: {', '.join(FILTERS)}"
             )
-        if not 0 < self.cutoff <= 1:
-            raise LowdoseError(f"calibration: cutoff must be in (0, 1], got {self.cutoff}")
+        if not 0 < self.cutoff <= 2:
+            raise LowdoseError(f"calibration: cutoff must be in (0, 2], got {self.cutoff}")
         if not self.mu_water > 0:
             raise LowdoseError(f"calibration: mu_water must be positive, got {self.mu_water}")
 
@@ -299,7 +300,7 @@ class ProjectionSimulator(LowDoseSimulator):
                 f"({fov_mm:.1f} mm) is too small for the scanner geometry (needs at least "
                 f"{MIN_SIZE} pixels and {8 * geometry.iso_spacing_mm:.1f} mm, 8 detector bins)"
             )
-        key = (height, width, str(device))
+        key = (height, width, str(device), self.pixel_size_mm, geometry)
         if key not in self._projectors:
             self._projectors[key] = ParallelProjector(
                 height, width, geometry.parallel_views, det_spacing=det_spacing_px, device=device
@@ -310,41 +311,61 @@ class ProjectionSimulator(LowDoseSimulator):
         s_px = (torch.arange(proj.n_det, device=device) - proj.n_det // 2) * proj.det_spacing
         return self.calibration.geometry.density_gain(s_px * self.pixel_size_mm)
 
+    def noise_sinogram(
+        self, hu: torch.Tensor, dose: float, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, ParallelProjector]:
+        """Full-dose line integrals ``p`` and the post-log noise ``dp`` of the lower dose.
+
+        Both are ``(B, V, D)`` in physical units (line integrals of 1/mm over mm) on the
+        rebinned parallel grid; steps 1-4 of the module docstring.
+        """
+        dose = check_dose(dose)
+        check_hu_tensor(hu)
+        cal = self.calibration
+        proj = self.projector(hu.shape[-2], hu.shape[-1], hu.device)
+        mu = (cal.mu_water * (1.0 + hu[:, 0].float() / 1000.0)).clamp(min=0.0)
+        p = (proj.forward_project(mu) * self.pixel_size_mm).clamp(min=0.0)
+        gain = self._ray_gain(proj, hu.device)
+        counts = (cal.i0 * gain) * torch.exp(-p)  # expected full-dose counts per sample
+        electronic_var = cal.electronic_std**2 * gain
+        low = dose * counts
+        noise = torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+        if self.input_is_noiseless:
+            measured = torch.poisson(low, generator=generator)
+            measured = measured + torch.sqrt(electronic_var) * noise
+        else:
+            extra = dose * (1 - dose) * counts + (1 - dose**2) * electronic_var
+            measured = low + torch.sqrt(extra) * noise
+        dp = -torch.log(measured.clamp(min=1.0) / low)
+        return p, dp, proj
+
+    def sinogram_to_hu(
+        self, sinogram: torch.Tensor, proj: ParallelProjector, filter_name: str | None = None,
+        cutoff: float | None = None,
+    ) -> torch.Tensor:
+        """FBP of physical line integrals to HU *differences* ``(B, H, W)`` (no -1000 offset)."""
+        cal = self.calibration
+        mu = proj.fbp(
+            sinogram / self.pixel_size_mm,
+            filter_name or cal.filter,
+            cal.cutoff if cutoff is None else cutoff,
+        )
+        return mu * (1000.0 / cal.mu_water)
+
     def forward(
         self, hu: torch.Tensor, dose: float, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         dose = check_dose(dose)
         check_hu_tensor(hu)
-        cal = self.calibration
-        H, W = hu.shape[-2:]
-        device = hu.device
-        proj = self.projector(H, W, device)
-        if dose == 1.0 and not (self.input_is_noiseless or self.reconstruct):
-            return hu.float().clone()  # nothing to insert: the full-dose image, bit for bit
         hu = hu.float()
-        mu = (cal.mu_water * (1.0 + hu[:, 0] / 1000.0)).clamp(min=0.0)
-        # Line integrals in mm (projector works in pixel lengths).
-        p = (proj.forward_project(mu) * self.pixel_size_mm).clamp(min=0.0)
-        gain = self._ray_gain(proj, device)
-        counts = (cal.i0 * gain) * torch.exp(-p)  # expected full-dose counts per sample
-        electronic_var = cal.electronic_std**2 * gain
-        low = dose * counts
-        if self.input_is_noiseless:
-            noise = torch.randn(p.shape, generator=generator, device=device, dtype=p.dtype)
-            measured = torch.poisson(low, generator=generator)
-            measured = measured + torch.sqrt(electronic_var) * noise
-        else:
-            noise = torch.randn(p.shape, generator=generator, device=device, dtype=p.dtype)
-            extra = dose * (1 - dose) * counts + (1 - dose**2) * electronic_var
-            measured = low + torch.sqrt(extra) * noise
-        dp = -torch.log(measured.clamp(min=1.0) / low)
-        to_hu = 1000.0 / cal.mu_water
+        self.projector(hu.shape[-2], hu.shape[-1], hu.device)  # size checks first
+        if dose == 1.0 and not (self.input_is_noiseless or self.reconstruct):
+            return hu.clone()  # nothing to insert: the full-dose image, bit for bit
+        p, dp, proj = self.noise_sinogram(hu, dose, generator)
         if self.reconstruct:
-            mu_out = proj.fbp((p + dp) / self.pixel_size_mm, cal.filter, cal.cutoff)
-            out = (mu_out * to_hu - 1000.0)[:, None]
+            out = (self.sinogram_to_hu(p + dp, proj) - 1000.0)[:, None]
         else:
-            delta = proj.fbp(dp / self.pixel_size_mm, cal.filter, cal.cutoff)
-            out = hu + (delta * to_hu)[:, None]
+            out = hu + self.sinogram_to_hu(dp, proj)[:, None]
         if self.clip_min is not None:
             out = out.clamp(min=self.clip_min)
         return out

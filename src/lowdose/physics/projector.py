@@ -66,8 +66,10 @@ def _kernel_transform(kernel, width: int, xi: np.ndarray) -> np.ndarray:
 def filter_response(name: str, freqs: torch.Tensor, cutoff: float = 1.0) -> torch.Tensor:
     """Apodisation window ``A(rho)`` multiplying the ramp; ``freqs`` in units of the Nyquist.
 
-    ``cutoff`` (0, 1] scales the window: it reaches zero (hann, cosine) or its end value at
-    ``cutoff`` x Nyquist, and everything above ``cutoff`` x Nyquist is removed.
+    ``cutoff`` in (0, 2] stretches the window: it reaches zero (hann, cosine) or its end value
+    at ``cutoff`` x Nyquist and removes everything above. A cutoff above 1 puts the window's
+    end beyond the Nyquist frequency (a gentler roll-off); the detector's sampling ends the
+    filter at the Nyquist frequency anyway.
 
     Example:
         >>> [round(v, 3) for v in filter_response("hann", torch.tensor([0.0, 0.5, 1.0])).tolist()]
