@@ -85,6 +85,10 @@ def calibrate(
     pixel_size: float | None = typer.Option(
         None, "--pixel-size", help="Pixel size (mm) when the files carry none (npy)."
     ),
+    slice_thickness: float | None = typer.Option(
+        None, "--slice-thickness", help="Slice thickness (mm) when the files carry none (npy)."
+    ),
+    roi: int = typer.Option(32, "--roi", help="Side (px) of the flat noise ROIs."),
     seed: int = typer.Option(0, "--seed", help="Noise seed of the fit."),
 ) -> None:
     """Fit I0 and the FBP window so simulated low dose matches your real low-dose scans.
@@ -95,14 +99,16 @@ def calibrate(
 
     from lowdose.physics.calibration import fit_calibration, load_pairs
 
-    loaded = load_pairs(pairs, pixel_size_mm=pixel_size, npy_scale=npy_scale)
+    loaded = load_pairs(pairs, pixel_size_mm=pixel_size, npy_scale=npy_scale,
+                        slice_thickness_mm=slice_thickness)
     if output.resolve().is_relative_to(pairs.resolve()):
         raise LowdoseError(f"{output}: write the calibration outside the pairs folder")
     typer.echo(f"{len(loaded)} pair(s) from {pairs}")
     if any(p.pixel_assumed for p in loaded):
         typer.echo("note: no pixel size in the files; assumed 0.742 mm (give --pixel-size)")
     with tqdm(desc="calibrate", unit="step") as bar:
-        result = fit_calibration(loaded, dose, seed=seed, progress=lambda _m: bar.update(1))
+        result = fit_calibration(loaded, dose, seed=seed, roi=roi,
+                                 progress=lambda _m: bar.update(1))
     path = result.calibration.save(output)
     cal, mean = result.calibration, result.mean
     for row in result.per_pair:

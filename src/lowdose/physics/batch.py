@@ -96,6 +96,19 @@ def _pixel_size(image: CTImage) -> float | None:
     return float(np.mean(image.spacing[-2:]))
 
 
+def _slice_thickness(image: CTImage) -> float | None:
+    """Slice thickness from the header (DICOM), else the slice spacing of a volume."""
+    value = image.metadata.get("slice_thickness")
+    try:
+        if value is not None and float(value) > 0:
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    if image.is_volume and image.metadata.get("spacing_known") is not False:
+        return abs(float(image.spacing[0])) or None
+    return None
+
+
 def _window_for(image: CTImage, path: Path, window: Window | None) -> Window | None:
     """The window an 8-bit image was read through; refuse an unstated one."""
     if "window" not in image.metadata:
@@ -187,6 +200,7 @@ def simulate_path(
                 hu = np.maximum(hu, HU_MIN)  # a window's lower end may lie below air
             if method == "projection":
                 simulator.pixel_size_mm = _pixel_size(image) or pixel_size_mm or DEFAULT_PIXEL_MM
+                simulator.slice_thickness_mm = _slice_thickness(image)
             for dose in doses:
                 low = simulate_low_dose(
                     hu, dose, seed=job_seed(seed, job.relative, dose), device=target,

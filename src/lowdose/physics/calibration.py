@@ -63,6 +63,11 @@ class Pair:
     pixel_assumed: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def thickness_mm(self) -> float | None:
+        value = self.metadata.get("slice_thickness")
+        return float(value) if value else None
+
 
 # -- finding pairs -----------------------------------------------------------------------------
 _LOW_TOKENS = ("qd", "ld", "low", "input", "quarter")
@@ -128,12 +133,16 @@ def find_pair_paths(root: str | Path) -> list[tuple[str, Path, Path]]:
 
 
 def load_pairs(
-    root: str | Path, pixel_size_mm: float | None = None, npy_scale: str = "mayo"
+    root: str | Path,
+    pixel_size_mm: float | None = None,
+    npy_scale: str = "mayo",
+    slice_thickness_mm: float | None = None,
 ) -> list[Pair]:
     """Read every pair under ``root`` in HU (2D slices; volumes give one pair per slice).
 
     ``pixel_size_mm`` overrides the pixel size; files without one (npy) get
     :data:`DEFAULT_PIXEL_MM` (0.742 mm, the Mayo L506 DICOM pixel), flagged as assumed.
+    ``slice_thickness_mm`` overrides (or supplies) the slice thickness.
     """
     from lowdose.io.read import read_ct
 
@@ -157,6 +166,8 @@ def load_pairs(
             for k in ("format", "kvp", "convolution_kernel", "slice_thickness")
             if k in full.metadata
         }
+        if slice_thickness_mm is not None:
+            meta["slice_thickness"] = float(slice_thickness_mm)
         full_slices, low_slices = full.slices(), low.slices()
         for i in range(full_slices.shape[0]):
             name = key if full_slices.shape[0] == 1 else f"{key}[{i}]"
@@ -311,7 +322,8 @@ def prepare(pairs: Sequence[Pair], roi: int = 32, max_rois: int = 12) -> list[Pr
 def _simulate(pp: PreparedPair, cal: Calibration, dose: float, seed: int) -> np.ndarray:
     from lowdose.physics.api import simulate_low_dose
 
-    sim = ProjectionSimulator(calibration=cal, pixel_size_mm=pp.pair.pixel_mm)
+    sim = ProjectionSimulator(calibration=cal, pixel_size_mm=pp.pair.pixel_mm,
+                              slice_thickness_mm=pp.pair.thickness_mm)
     return simulate_low_dose(pp.pair.full, dose, seed=seed, simulator=sim)
 
 
@@ -360,6 +372,10 @@ def fit_calibration(
         raise LowdoseError("calibration: no pairs given")
     base = base or Calibration()
     prepared = prepare(pairs, roi, max_rois)
+    thicknesses = {pp.pair.thickness_mm for pp in prepared}
+    if len(thicknesses) == 1:
+        # I0 is fitted for this thickness (None: unknown, then never rescaled).
+        base = Calibration(**{**base.to_dict(), "slice_thickness_mm": thicknesses.pop()})
     say = progress or (lambda message: None)
     i0_ref = base.i0
     # The FBP window does not change the noise sinogram: draw it once per pair and

@@ -151,6 +151,9 @@ class Calibration:
         cutoff: window cutoff as a fraction of the detector Nyquist frequency, in (0, 2] (above 1
             the window is stretched beyond the Nyquist frequency: a gentler roll-off).
         mu_water: attenuation of water in 1/mm used to turn HU into attenuation.
+        slice_thickness_mm: slice thickness of the images the fit was made on, if known. A
+            2D simulation's effective I0 counts the photons of one slice, so it grows with the
+            thickness: images of another known thickness get ``i0 * t / slice_thickness_mm``.
         geometry: the scanner geometry.
         source: where the numbers come from (free text and fit statistics).
 
@@ -164,6 +167,7 @@ class Calibration:
     filter: str = "hann"
     cutoff: float = 1.0
     mu_water: float = MU_WATER_PER_MM
+    slice_thickness_mm: float | None = None
     geometry: Geometry = field(default_factory=Geometry)
     source: dict[str, Any] = field(default_factory=dict)
 
@@ -184,6 +188,10 @@ class Calibration:
             raise LowdoseError(f"calibration: cutoff must be in (0, 2], got {self.cutoff}")
         if not self.mu_water > 0:
             raise LowdoseError(f"calibration: mu_water must be positive, got {self.mu_water}")
+        if self.slice_thickness_mm is not None and not self.slice_thickness_mm > 0:
+            raise LowdoseError(
+                f"calibration: slice_thickness_mm must be positive, got {self.slice_thickness_mm}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,6 +247,8 @@ class ProjectionSimulator(LowDoseSimulator):
             Mayo calibration.
         pixel_size_mm: in-plane pixel size; sets the field of view (default 0.742 mm, the Mayo
             pixel).
+        slice_thickness_mm: the images' slice thickness, if known: scales I0 by
+            ``t / calibration.slice_thickness_mm`` (when the calibration states one).
         input_is_noiseless: the input is a noiseless object (a phantom): simulate the whole
             noise of the lower dose instead of inserting the extra noise into a full-dose scan.
         reconstruct: return ``FBP(p + dp)`` (project and reconstruct the object too) instead
@@ -259,6 +269,7 @@ class ProjectionSimulator(LowDoseSimulator):
         self,
         calibration: Calibration | dict[str, Any] | str | Path | None = None,
         pixel_size_mm: float | None = None,
+        slice_thickness_mm: float | None = None,
         input_is_noiseless: bool = False,
         reconstruct: bool = False,
         clip_min: float | None = HU_MIN,
@@ -284,6 +295,7 @@ class ProjectionSimulator(LowDoseSimulator):
         if not (math.isfinite(pixel) and pixel > 0):
             raise LowdoseError(f"pixel_size_mm: must be positive, got {pixel_size_mm}")
         self.pixel_size_mm = pixel
+        self.slice_thickness_mm = slice_thickness_mm
         self.input_is_noiseless = bool(input_is_noiseless)
         self.reconstruct = bool(reconstruct)
         self.clip_min = clip_min
@@ -307,6 +319,16 @@ class ProjectionSimulator(LowDoseSimulator):
             )
         return self._projectors[key]
 
+    @property
+    def effective_i0(self) -> float:
+        """I0 for these images: the calibration's, scaled by slice thickness when both known."""
+        cal, t = self.calibration, self.slice_thickness_mm
+        if t is None or cal.slice_thickness_mm is None:
+            return cal.i0
+        if not (math.isfinite(t) and t > 0):
+            raise LowdoseError(f"slice_thickness_mm: must be positive, got {t}")
+        return cal.i0 * t / cal.slice_thickness_mm
+
     def _ray_gain(self, proj: ParallelProjector, device: torch.device) -> torch.Tensor:
         s_px = (torch.arange(proj.n_det, device=device) - proj.n_det // 2) * proj.det_spacing
         return self.calibration.geometry.density_gain(s_px * self.pixel_size_mm)
@@ -326,7 +348,7 @@ class ProjectionSimulator(LowDoseSimulator):
         mu = (cal.mu_water * (1.0 + hu[:, 0].float() / 1000.0)).clamp(min=0.0)
         p = (proj.forward_project(mu) * self.pixel_size_mm).clamp(min=0.0)
         gain = self._ray_gain(proj, hu.device)
-        counts = (cal.i0 * gain) * torch.exp(-p)  # expected full-dose counts per sample
+        counts = (self.effective_i0 * gain) * torch.exp(-p)  # expected full-dose counts per sample
         electronic_var = cal.electronic_std**2 * gain
         low = dose * counts
         noise = torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)

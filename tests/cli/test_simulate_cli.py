@@ -1,0 +1,181 @@
+"""``lowdose simulate`` and ``lowdose calibrate``: NIfTI, DICOM series, PNG datasets, errors."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from lowdose.cli.main import main
+from lowdose.image import CTImage, Window
+from lowdose.io import read_ct, write_ct
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_error_line(rc: int, err: str, *needles: str) -> None:
+    assert rc != 0
+    lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def body(n: int = 64) -> np.ndarray:
+    yy, xx = np.mgrid[:n, :n] - n / 2
+    hu = np.where((xx / (0.45 * n)) ** 2 + (yy / (0.35 * n)) ** 2 < 1, 40.0, -1000.0)
+    hu[np.hypot(xx - 5, yy) < 4] = 600.0
+    return hu.astype(np.float32)
+
+
+def write_nifti(path, vol_zyx: np.ndarray, spacing=(3.0, 1.5, 1.5)) -> None:
+    data = np.transpose(vol_zyx, (2, 1, 0))  # NIfTI x, y, z
+    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+    nib.save(nib.Nifti1Image(data, affine), path)
+
+
+def test_nifti_volume_round_trip_default_projection(tmp_path, capsys):
+    fd = tmp_path / "FD.nii.gz"
+    vol = np.stack([body(), body(), body()])
+    write_nifti(fd, vol)
+    before = fd.read_bytes()
+    rc, _, err = run(["simulate", str(fd), str(tmp_path / "OUT.nii.gz"), "--dose", "0.25",
+                        "--seed", "0"], capsys)
+    assert rc == 0, err
+    assert fd.read_bytes() == before  # input untouched
+    original = read_ct(fd)
+    low = read_ct(tmp_path / "OUT.nii.gz")
+    assert low.shape == original.shape == (3, 64, 64)
+    assert low.spacing == pytest.approx(original.spacing)
+    diff = low.hu - original.hu
+    inside = original.hu > -500
+    assert 1.0 < diff[:, inside[0]].std() < 200  # noise in HU, not a rescaled image
+    assert abs(diff[:, inside[0]].mean()) < 5
+    # Same seed, same file; another method, another result.
+    rc, _, _ = run(["simulate", str(fd), str(tmp_path / "again.nii.gz"), "--dose", "0.25",
+                    "--seed", "0"], capsys)
+    assert rc == 0 and np.array_equal(read_ct(tmp_path / "again.nii.gz").hu, low.hu)
+    rc, _, err = run(["simulate", str(fd), str(tmp_path / "ip.nii.gz"), "--dose", "0.25",
+                      "--method", "image-poisson"], capsys)
+    assert rc == 0, err
+    ip = read_ct(tmp_path / "ip.nii.gz").hu - original.hu
+    # The study's method: about 65 HU of noise at 40 HU and 0.25 dose (see image_poisson).
+    assert 50 < ip[:, inside[0]].std() < 80
+
+
+def test_single_slice_nifti_and_several_doses(tmp_path, capsys):
+    fd = tmp_path / "slice.nii.gz"
+    write_nifti(fd, body()[None])
+    rc, _, err = run(["simulate", str(fd), str(tmp_path / "doses"), "--doses", "1,0.25,0.05"],
+                     capsys)
+    assert rc == 0, err
+    original = read_ct(fd).hu
+    stds = {}
+    for dose in ("1", "0.25", "0.05"):
+        low = read_ct(tmp_path / "doses" / f"dose-{dose}" / "slice.nii.gz").hu
+        assert low.shape == original.shape
+        stds[dose] = float(np.std(low - original))
+    assert stds["1"] == 0.0  # dose 1: the full-dose image unchanged
+    assert 0 < stds["0.25"] < stds["0.05"]
+
+
+def test_dicom_series_in_series_out(tmp_path, capsys):
+    from tests.io.test_dicom import make_series
+
+    vol = np.stack([body(32), body(32)]) + 0.0
+    series = make_series(tmp_path / "series", np.round(vol))
+    rc, _, err = run(["simulate", str(series), str(tmp_path / "low"), "--dose", "0.5"], capsys)
+    assert rc == 0, err
+    low = read_ct(tmp_path / "low")
+    assert low.shape == (2, 32, 32)
+    assert low.metadata["format"] == "dicom"
+
+
+def test_png_dataset_keeps_its_layout_and_window(tmp_path, capsys):
+    data = tmp_path / "data"
+    lung = Window.named("lung")
+    for split, label in (("train", "normal"), ("test", "adenocarcinoma")):
+        (data / split / label).mkdir(parents=True)
+        img = CTImage(body(64), spacing=(0.7, 0.7))
+        write_ct(img, data / split / label / "a.png", window=lung)
+    (data / "README.txt").write_text("not an image")
+    rc, _, err = run(["simulate", str(data), str(tmp_path / "low"), "--dose", "0.25"], capsys)
+    assert rc == 0, err
+    outs = sorted(p.relative_to(tmp_path / "low").as_posix()
+                  for p in (tmp_path / "low").rglob("*.png"))
+    assert outs == ["test/adenocarcinoma/a.png", "train/normal/a.png"]
+    low = read_ct(tmp_path / "low" / "train" / "normal" / "a.png")
+    assert tuple(low.metadata["window"]) == (lung.lo, lung.hi)
+
+
+def test_png_without_a_stated_window_needs_one(tmp_path, capsys):
+    from PIL import Image
+
+    grey = np.clip((body(64) + 1350) / 1500 * 255, 0, 255).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "plain.png")
+    rc, _, err = run(["simulate", str(tmp_path / "plain.png"), str(tmp_path / "o.png")], capsys)
+    assert_one_error_line(rc, err, "plain.png", "window")
+    rc, _, err = run(["simulate", str(tmp_path / "plain.png"), str(tmp_path / "o.png"),
+                      "--window", "lung"], capsys)
+    assert rc == 0, err and (tmp_path / "o.png").is_file()
+
+
+def test_bad_input_gives_one_error_line(tmp_path, capsys):
+    fd = tmp_path / "fd.nii.gz"
+    write_nifti(fd, body()[None])
+    for argv, needles in (
+        (["simulate", str(fd), str(tmp_path / "o.nii.gz"), "--dose", "0"], ("--dose", "(0, 1]")),
+        (["simulate", str(fd), str(tmp_path / "o.nii.gz"), "--dose", "2"], ("--dose",)),
+        (["simulate", str(fd), str(fd)], ("must not be the input",)),
+        (["simulate", str(tmp_path / "missing.nii.gz"), str(tmp_path / "o.nii.gz")],
+         ("missing.nii.gz",)),
+        (["simulate", str(fd), str(tmp_path / "o.nii.gz"), "--method", "magic"],
+         ("unknown simulator",)),
+        (["simulate", str(fd), str(tmp_path / "o.nii.gz"), "--method", "image-poisson",
+          "--calibration", str(tmp_path / "c.json")], ("--calibration",)),
+        (["simulate", str(fd), str(tmp_path / "o.nii.gz"), "--calibration",
+          str(tmp_path / "nope.json")], ("nope.json",)),
+    ):
+        rc, _, err = run(argv, capsys)
+        assert_one_error_line(rc, err, *needles)
+    nan = tmp_path / "nan.nii.gz"
+    bad = body()[None].copy()
+    bad[0, 3, 3] = -5000
+    write_nifti(nan, bad)
+    rc, _, err = run(["simulate", str(nan), str(tmp_path / "o2.nii.gz")], capsys)
+    assert_one_error_line(rc, err, "HU")
+
+
+def test_calibrate_then_simulate_with_the_file(tmp_path, capsys):
+    from tests.physics.test_calibration import TRUE, make_pairs
+
+    pairs = make_pairs(tmp_path / "pairs", n_pairs=2, size=96)
+    out = tmp_path / "cal.json"
+    rc, stdout, err = run(["calibrate", str(pairs), "--out", str(out), "--pixel-size", "2",
+                           "--roi", "16"], capsys)
+    assert rc == 0, err
+    cal = json.loads(out.read_text())
+    assert cal["i0"] == pytest.approx(TRUE.i0, rel=0.2)
+    assert "pooled: std ratio" in stdout
+    fd = tmp_path / "fd.nii.gz"
+    write_nifti(fd, body()[None], spacing=(3.0, 2.0, 2.0))
+    rc, _, err = run(["simulate", str(fd), str(tmp_path / "ld.nii.gz"), "--calibration",
+                      str(out)], capsys)
+    assert rc == 0, err
+    rc, _, err = run(["calibrate", str(tmp_path / "fd.nii.gz")], capsys)
+    assert_one_error_line(rc, err, "fd.nii.gz")
