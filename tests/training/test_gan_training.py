@@ -158,3 +158,26 @@ def test_export_generator_loads_as_denoiser_and_upscaler(tmp_path: Path) -> None
     assert up.upscale(torch.zeros(1, 1, 16, 16)).shape == (1, 1, 32, 32)
     with pytest.raises(Exception, match="x2"):
         load_denoiser(str(tmp_path / "w" / "x2.safetensors"), device="cpu")
+
+
+def test_train_gan_on_user_paths_builds_the_pool_and_resumes(tmp_path: Path) -> None:
+    import numpy as np
+
+    from lowdose.training.gan import train_gan
+
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2).astype(np.float32)
+    vol = np.stack([-1000 + 1040 * body + 10 * k for k in range(4)]).astype(np.float32)
+    np.save(tmp_path / "vol.npy", vol)
+    over = {
+        "model": {"f0": 8, "critic_base": 8},
+        "data": {"paths": [str(tmp_path / "vol.npy")], "slice_size": 64, "patch": 32,
+                 "method": "image-poisson", "min_mean_hu": -2000, "val_length": 4},
+        "trainer": {"max_steps": 2, "batch_size": 2, "checkpoint_every": 1},
+    }
+    res = train_gan("gan-circle-cpu", tmp_path / "run", overrides=over)
+    assert res.step == 2 and (tmp_path / "run" / "pool-x1.safetensors").is_file()
+    assert "val/psnr_full" in res.metrics
+    over["trainer"]["max_steps"] = 3
+    res = train_gan("gan-circle-cpu", tmp_path / "run", resume=True, overrides=over)
+    assert res.resumed_from == 2 and res.step == 3

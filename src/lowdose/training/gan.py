@@ -705,6 +705,22 @@ def _axial_slices(root: Any, name: str) -> list[tuple[str, Any]]:
     return groups
 
 
+def _path_groups(paths: list[str]) -> list[tuple[str, Any]]:
+    """(group, CTImage) per user path; one path with several slices is split in two halves."""
+    from pathlib import Path
+
+    from lowdose.io.read import read_ct
+
+    groups = [(f"{i:03d}-{Path(p).name}", read_ct(p)) for i, p in enumerate(paths)]
+    if len(groups) == 1 and groups[0][1].n_slices > 1:
+        name, image = groups[0]
+        stack = image.slices()
+        half = len(stack) // 2
+        groups = [(f"{name}-a", image.with_pixels(stack[:half])),
+                  (f"{name}-b", image.with_pixels(stack[half:]))]
+    return groups
+
+
 def build_slice_pool(
     data_root: Any,
     sets: tuple[str, ...] = TRAIN_SETS,
@@ -714,8 +730,12 @@ def build_slice_pool(
     size: int = 512,
     seed: int = 0,
     progress: bool = True,
+    paths: list[str] | None = None,
 ) -> SlicePool:
     """Read the real full-dose training sets, split them, and degrade the low half.
+
+    ``paths`` (files, DICOM series folders, NIfTI volumes of full-dose CT) replace ``sets``:
+    each path is a group; a single path is split into its upper and lower halves.
 
     Slices other than ``size`` x ``size`` are centre-cropped or padded with -1024 HU, and values
     below -1024 HU (the padding outside the reconstruction circle) are set to -1024. Groups
@@ -724,16 +744,23 @@ def build_slice_pool(
     """
     import numpy as np
 
+    from lowdose.errors import LowdoseError
+
     if "mayo-l506-pairs" in sets:
         raise ValueError("mayo-l506-pairs is the test set; never train on it")
     by_group: dict[str, list[np.ndarray]] = {}
     spacing: dict[str, list[float]] = {}
-    for name in sets:
-        for group, image in _axial_slices(data_root, name):
+    sources = [(name, _axial_slices(data_root, name)) for name in sets] if not paths else [
+        ("data", _path_groups(paths))
+    ]
+    for name, groups in sources:
+        for group, image in groups:
             for hu in image.slices():
                 by_group.setdefault(f"{name}/{group}", []).append(_fit(hu, size))
                 spacing.setdefault(f"{name}/{group}", []).append(float(image.spacing[-1]))
     names = sorted(by_group)
+    if len(names) < 2:
+        raise LowdoseError("GAN training data: need at least two slices (two groups)")
     low_groups = names[0::2]
     high_groups = names[1::2]
     low = torch.from_numpy(np.stack([s for g in low_groups for s in by_group[g]]))
@@ -889,6 +916,7 @@ class GanDataConfig:
     """Where the training patches come from (see :func:`build_slice_pool`)."""
 
     data_root: str | None = None
+    paths: list[str] | None = None
     sets: tuple[str, ...] = TRAIN_SETS
     dose: float = 0.25
     method: str = "projection"
@@ -951,10 +979,10 @@ def train_gan(
         root = data.data_root
         if root is None:
             root = str(Path(__file__).resolve().parents[3].parent / "shared" / "data")
-        if not Path(root).is_dir():
+        if not data.paths and not Path(root).is_dir():
             raise LowdoseError(f"{root}: training data folder not found (set data.data_root)")
         pool = build_slice_pool(root, tuple(data.sets), data.dose, scale, data.method,
-                                data.slice_size, trainer_cfg.seed)
+                                data.slice_size, trainer_cfg.seed, paths=data.paths)
         cache.parent.mkdir(parents=True, exist_ok=True)
         pool.save(cache)
     paired = float(model.get("paired_fraction", 0.0)) if not model.get("l1_only") else 1.0
@@ -1001,3 +1029,42 @@ def export_generator(run_dir: Any, dest: Any, card: str = "") -> Any:
     if card:
         atomic_write_text(dest.with_suffix(".md"), card)
     return path
+
+
+def train_gan_cli(
+    model: str,
+    out: Any,
+    data: list[str] | None = None,
+    preset: str | None = None,
+    resume: bool = False,
+    paired_fraction: float | None = None,
+    scale: int | None = None,
+    dose: float | None = None,
+    method: str | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+) -> Any:
+    """``lowdose train denoiser --model gan-circle|cyclegan``: the CLI options as overrides.
+
+    ``preset`` is a GAN preset name or YAML (default ``<model>-cpu``; ``cpu``/``gpu`` map to
+    ``<model>-cpu`` / ``<model>``). ``data`` lists full-dose CT paths (default: the real
+    full-dose sets of ``../shared/data``).
+
+    Example:
+        >>> train_gan_cli("gan-circle", "runs/gc", paired_fraction=0.5)  # doctest: +SKIP
+    """
+    name = {None: f"{model}-cpu", "cpu": f"{model}-cpu", "gpu": model}.get(preset, preset)
+    assert name is not None
+    model_over: dict[str, Any] = {}
+    if paired_fraction is not None:
+        model_over["paired_fraction"] = paired_fraction
+    if scale is not None:
+        model_over["scale"] = scale
+    data_over = {k: v for k, v in {"paths": data or None, "dose": dose, "method": method}.items()
+                 if v is not None}
+    trainer_over = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size, "seed": seed,
+                                      "device": device}.items() if v is not None}
+    return train_gan(name, out, resume=resume,
+                     overrides={"model": model_over, "data": data_over, "trainer": trainer_over})
