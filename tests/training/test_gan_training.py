@@ -181,3 +181,30 @@ def test_train_gan_on_user_paths_builds_the_pool_and_resumes(tmp_path: Path) -> 
     over["trainer"]["max_steps"] = 3
     res = train_gan("gan-circle-cpu", tmp_path / "run", resume=True, overrides=over)
     assert res.resumed_from == 2 and res.step == 3
+
+
+def test_cli_train_denoiser_routes_gan_models(tmp_path: Path) -> None:
+    import numpy as np
+
+    from lowdose.cli.main import main
+
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2).astype(np.float32)
+    np.save(tmp_path / "vol.npy", np.stack([-1000 + 1040 * body] * 4).astype(np.float32))
+    (tmp_path / "tiny.yaml").write_text(
+        "family: gan-circle\n"
+        "model: {f0: 8, critic_base: 8, pool_size: 2}\n"
+        "data: {slice_size: 64, patch: 32, method: image-poisson, min_mean_hu: -2000, "
+        "val_length: 2}\n"
+        "trainer: {max_steps: 1, batch_size: 2, progress: false, tensorboard: false}\n"
+    )
+    args = ["train", "denoiser", "--model", "gan-circle", "--data", str(tmp_path / "vol.npy"),
+            "--preset", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "run"),
+            "--paired-fraction", "0.5", "--scale", "2", "--steps", "2"]
+    assert main(args) == 0
+    import json
+
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["family"]["scale"] == 2
+    assert config["family"]["training"]["paired_fraction"] == 0.5
+    assert config["trainer"]["max_steps"] == 2

@@ -31,11 +31,23 @@ def register(app: typer.Typer) -> None:
         cache: Path | None = typer.Option(
             None, help="Folder caching simulated low-dose realisations (default: OUT/cache); "
             "runs on the same data may share it."),
+        paired_fraction: float | None = typer.Option(
+            None, "--paired-fraction", help="gan-circle/cyclegan: fraction of aligned pairs "
+            "(semi-supervised mode; default 0 = unpaired)."),
+        scale: int | None = typer.Option(
+            None, "--scale", help="gan-circle: 1 (denoising), 2 or 4 (super-resolution)."),
     ) -> None:
         """Train a denoiser (one command on CPU, one GPU, or `torchrun --nproc-per-node N`).
 
         Example: lowdose train denoiser --model unet --data ct/ --dose 0.25 --out runs/u
         """
+        if model in ("gan-circle", "cyclegan"):  # GAN families: lowdose.training.gan
+            from lowdose.training.gan import train_gan_cli
+
+            result = train_gan_cli(model, out, data, preset, resume, paired_fraction, scale,
+                                   dose, method, steps, batch_size, seed, device)
+            typer.echo(f"trained {model} to step {result.step}: {result.out_dir}")
+            return
         from lowdose.training.denoising import load_preset, train_denoiser
 
         trainer = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size,
