@@ -174,9 +174,10 @@ def find_ct_files(specs: list[str | Path]) -> list[Path]:
 
 def load_slices(
     specs: list[str | Path], min_size: int = 64, stride: int = 1
-) -> tuple[list[np.ndarray], list[str], list[float]]:
-    """Every ``stride``-th 2D slice (HU, float32) of each spec, with a name and the in-plane
-    pixel size (mm) of each."""
+) -> tuple[list[np.ndarray], list[str], list[dict[str, float]]]:
+    """Every ``stride``-th 2D slice (HU, float32) of each spec, with a name and its geometry
+    (``pixel_size_mm`` and, when known, ``slice_thickness_mm``: the projection physics scales
+    the dose's photon count by both)."""
     from lowdose.io import read_ct
 
     slices, names, pixels = [], [], []
@@ -191,7 +192,12 @@ def load_slices(
                     # below -1024 HU is padding outside the reconstruction circle (-2048, -3024)
                     slices.append(np.ascontiguousarray(np.maximum(s, -1024.0), np.float32))
                     names.append(f"{path}#{i}" if image.is_volume else str(path))
-                    pixels.append(float(image.spacing[-1]))
+                    geometry = {"pixel_size_mm": float(image.spacing[-1])}
+                    thickness = image.metadata.get("slice_thickness") or (
+                        image.spacing[0] if image.is_volume else None)
+                    if thickness:
+                        geometry["slice_thickness_mm"] = float(thickness)
+                    pixels.append(geometry)
                 taken += 1
     if not slices:
         raise LowdoseError(f"{specs}: no slice of at least {min_size}x{min_size} pixels")
@@ -209,13 +215,13 @@ def _simulator_identity(method: str) -> str:
 
 def simulate_realisations(
     slices: list[np.ndarray], names: list[str], cfg: DataConfig, seed: int, cache_dir: Path | None,
-    progress: bool = True, pixels: list[float] | None = None,
+    progress: bool = True, pixels: list[dict[str, float]] | None = None,
 ) -> list[np.ndarray]:
     """``(realisations, H, W)`` simulated low-dose HU per slice, cached on disk.
 
-    The projection simulator gets each slice's own pixel size, so the simulated photon
-    statistics follow the real object size. The cache key covers the slice, the simulator and
-    its calibration, the dose and the seed.
+    The projection simulator gets each slice's own pixel size and thickness, so the simulated
+    photon statistics follow the real object and slice. The cache key covers the slice, the
+    simulator and its calibration, the geometry, the dose and the seed.
     """
     from lowdose.physics import simulate_low_dose
 
@@ -229,7 +235,7 @@ def simulate_realisations(
     for index, (hu, name) in items:
         options = {}
         if cfg.method == "projection" and pixels is not None:
-            options["pixel_size_mm"] = pixels[index]
+            options = dict(pixels[index])
         key = hashlib.sha1(
             f"{name}|{hu.shape}|{float(hu.mean()):.4f}|{identity}|{options}|{cfg.dose}|{seed}"
             .encode()
