@@ -155,10 +155,20 @@ def test_bad_input_gives_one_error_line(tmp_path, capsys):
         assert_one_error_line(rc, err, *needles)
     nan = tmp_path / "nan.nii.gz"
     bad = body()[None].copy()
-    bad[0, 3, 3] = -5000
+    bad[0, 3, 3] = np.nan
     write_nifti(nan, bad)
     rc, _, err = run(["simulate", str(nan), str(tmp_path / "o2.nii.gz")], capsys)
-    assert_one_error_line(rc, err, "HU")
+    assert_one_error_line(rc, err, "NaN")
+
+
+def test_padding_below_air_is_read_as_air(tmp_path, capsys):
+    padded = body()[None].copy()
+    padded[0, :4] = -3024  # DICOM padding outside the reconstruction circle
+    fd = tmp_path / "padded.nii.gz"
+    write_nifti(fd, padded)
+    rc, _, err = run(["simulate", str(fd), str(tmp_path / "o.nii.gz")], capsys)
+    assert rc == 0, err
+    assert read_ct(tmp_path / "o.nii.gz").hu.min() >= -1024
 
 
 def test_calibrate_then_simulate_with_the_file(tmp_path, capsys):

@@ -5,6 +5,9 @@ slice with :func:`lowdose.physics.simulate_low_dose`, write in the input's forma
 :func:`lowdose.io.write_ct`. Each output's noise seed comes from the run's seed, the file's
 path relative to the input and the dose, so one seed reproduces a run in any order.
 
+Values below -1024 HU (DICOM padding, a display window's floor) are read as air (-1024);
+NaN or values above 30720 HU are refused.
+
 Example:
     >>> simulate_path("FD.nii.gz", "LD.nii.gz", doses=[0.25], seed=0)  # doctest: +SKIP
     [PosixPath('LD.nii.gz')]
@@ -195,9 +198,9 @@ def simulate_path(
         for job in jobs:
             image = read_ct(job.source, **reads)
             win = _window_for(image, job.source, window)
-            hu = image.slices()
-            if win is not None:
-                hu = np.maximum(hu, HU_MIN)  # a window's lower end may lie below air
+            # Below -1024 HU is never tissue: DICOM padding outside the reconstruction circle
+            # (-2048, -3024) or the floor of a display window (lung: -1350). Both are air.
+            hu = np.maximum(image.slices(), HU_MIN)
             if method == "projection":
                 simulator.pixel_size_mm = _pixel_size(image) or pixel_size_mm or DEFAULT_PIXEL_MM
                 simulator.slice_thickness_mm = _slice_thickness(image)
