@@ -1,9 +1,61 @@
-"""Commands of this group are added by the issue that builds them."""
+"""``lowdose train classifier``: DenseNet-121 / ResNet-18 on a class-folder dataset of CT slices."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to app."""
+    """Add ``classifier`` to the ``train`` group."""
+
+    @app.command("classifier")
+    def classifier(
+        data: Path = typer.Argument(..., help="Class-folder dataset: {train,valid,test}/<class>/."),
+        manifest: Path | None = typer.Option(
+            None, "--manifest", help="CSV path,label,split (e.g. de-duplicated by the audit)."),
+        model: str = typer.Option("densenet121", "--model", "-m",
+                                  help="Registered classifier: densenet121, resnet18."),
+        preset: str = typer.Option("cpu", "--preset", help="cpu (128 px), gpu (256 px), demo."),
+        out: Path = typer.Option(Path("runs/classifier"), "--out", "-o", help="Output folder."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from --out's checkpoint."),
+        weights: Path | None = typer.Option(
+            None, "--weights", help="Local pretrained weights to start from (.safetensors)."),
+        trust_pickle: bool = typer.Option(
+            False, "--trust-pickle", help="Allow --weights to be a pickle (.pt/.pth)."),
+        epochs: int | None = typer.Option(None, help="Override the preset's epochs."),
+        input_size: int | None = typer.Option(None, help="Override the network input size."),
+        seed: int | None = typer.Option(None, help="Override the seed."),
+        device: str | None = typer.Option(None, help="cpu, cuda, ... (default: best)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    ) -> None:
+        """Train a slice classifier on full-dose images; the best validation epoch is kept.
+
+        PNG/JPEG inputs are mapped to HU through the lung window [-1350, 150] HU. Writes
+        OUT/classifier.safetensors (+ .json spec and card) and OUT/train_summary.json.
+
+        Example: lowdose train classifier ../shared/data/chest-ctscan-images
+        --manifest dedup.csv --model densenet121 --preset cpu --out runs/densenet
+        """
+        from lowdose.evaluation.study import StudyConfig, load_study_data
+        from lowdose.training.classifier import preset as make_preset
+        from lowdose.training.classifier import train_classifier
+
+        cfg = make_preset(preset, arch=model, epochs=epochs, input_size=input_size, seed=seed)
+        study = StudyConfig(data=str(data), manifest=str(manifest) if manifest else None,
+                            out=str(out), slice_size=cfg.slice_size, crop_body=cfg.crop_body,
+                            seed=cfg.seed)
+        loaded = load_study_data(study, out / "data-cache", progress=not quiet)
+        for w in loaded.warnings:
+            typer.echo(f"warning: {w}", err=True)
+        if loaded.failures:
+            typer.echo(f"warning: {len(loaded.failures)} image(s) could not be read, skipped "
+                       f"(first: {loaded.failures[0]['path']}: {loaded.failures[0]['reason']})",
+                       err=True)
+        _, summary = train_classifier(
+            loaded.hu["train"], loaded.labels["train"], loaded.hu["valid"], loaded.labels["valid"],
+            cfg, out, resume=resume, device=device, progress=not quiet,
+            init_weights=str(weights) if weights else None, trust_pickle=trust_pickle)
+        typer.echo(f"{model}: best epoch {summary['best_epoch']} (valid balanced accuracy "
+                   f"{summary['best_score']:.3f}); weights {summary['weights']}")

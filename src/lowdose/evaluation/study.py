@@ -1,0 +1,636 @@
+"""The task-based study: does a classifier still work on low-dose and restored CT slices?
+
+Stages (each cached under ``OUT/cache``, keyed by a hash of the configuration it depends on,
+so a rerun continues where an interrupted one stopped):
+
+1. ``data``: full-dose slices (built-in phantoms, or a class-folder dataset read as HU, PNGs
+   through the stated window), prepared to ``slice_size`` (body crop, squared); unreadable
+   files are listed and skipped.
+2. ``classifier``: trained on the full-dose train split (through the one trainer) or loaded.
+3. ``full-dose``: the classifier on the full-dose test split.
+4. ``cells``: for every simulation method x dose, the simulated low-dose test slices, then
+   each denoiser (``none`` = the raw low dose): class probabilities, task metrics with
+   bootstrap 95% intervals, and PSNR/SSIM/RMSE against the full-dose slice in both stated
+   conventions. Each cell is saved in chunks, so even a half-done cell resumes.
+5. ``report``: ``results.json`` and a self-contained ``report.html``.
+
+Every simulation, denoiser and classifier registered joins the study without a change here.
+
+Example:
+    >>> cfg = StudyConfig.from_dict({"doses": [0.25], "denoisers": ["tv"]})
+    >>> cfg.doses, cfg.denoisers
+    ([0.25], ['tv'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import platform
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lowdose.errors import LowdoseError
+from lowdose.io.atomic import atomic_path, atomic_write_text
+from lowdose.io.datasets import CLASSES
+from lowdose.models.classifiers import LUNG_WINDOW
+
+FULL_DOSE = "full-dose"
+RAW = "none"
+"""The denoiser name of the unrestored low-dose images."""
+
+
+@dataclass
+class PhantomData:
+    """The built-in phantom data set used when no data folder is given."""
+
+    n_train: int = 240
+    n_valid: int = 48
+    n_test: int = 48
+    size: int = 128
+    seed: int = 0
+
+
+@dataclass
+class StudyConfig:
+    """One study (see the module doc); YAML presets in ``lowdose/configs/study*.yaml``.
+
+    Attributes:
+        data: a class-folder dataset (Kaggle layout); ``None`` uses the built-in phantoms.
+        manifest: CSV ``path,label,split`` (e.g. the de-duplicated one from the audit).
+        out: output folder (``results.json``, ``report.html``, ``cache/``).
+        doses: dose fractions of the full dose simulated on the test slices.
+        methods: simulation methods; ``None`` = every registered simulator.
+        denoisers: denoisers; ``None`` = every registered one that loads (others are skipped and
+            reported).
+        classifier: a trained classifier (``.safetensors``) to use instead of training one.
+        preset: classifier training preset (``demo``, ``cpu``, ``gpu``).
+        train: overrides of the training preset (e.g. ``{"arch": "resnet18", "epochs": 20}``).
+        slice_size: side of the prepared study slices (simulation and restoration run on them).
+        crop_body: crop slices to the body before squaring them.
+        png_window: HU window 8-bit images are mapped through (lung, [-1350, 150] HU).
+        valid_fraction: share of train held out for validation when the data has no valid split.
+        phantom: the phantom data set (when ``data`` is ``None``).
+        seed: seeds simulation noise, bootstrap and (unless ``train`` says otherwise) training.
+        n_boot: bootstrap resamples per interval.
+        chunk: slices per cached chunk.
+        grid_slices: test slices shown in the report's image grid.
+        grid_window: the display window of that grid.
+        device: ``cpu``, ``cuda``... (default: a GPU when present).
+        max_test: use at most this many test slices (stratified; ``None`` = all).
+    """
+
+    data: str | None = None
+    manifest: str | None = None
+    out: str = "study-output"
+    doses: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25, 0.1])
+    methods: list[str] | None = None
+    denoisers: list[str] | None = None
+    classifier: str | None = None
+    preset: str = "demo"
+    train: dict[str, Any] = field(default_factory=dict)
+    slice_size: int = 128
+    crop_body: bool = True
+    png_window: tuple[float, float] = LUNG_WINDOW
+    valid_fraction: float = 0.15
+    phantom: PhantomData = field(default_factory=PhantomData)
+    seed: int = 0
+    n_boot: int = 1000
+    chunk: int = 32
+    grid_slices: int = 4
+    grid_window: str = "lung"
+    device: str | None = None
+    max_test: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.phantom, dict):
+            self.phantom = PhantomData(**self.phantom)
+        self.png_window = (float(self.png_window[0]), float(self.png_window[1]))
+        self.doses = [float(d) for d in self.doses]
+        bad = [d for d in self.doses if not 0 < d <= 1]
+        if bad:
+            raise LowdoseError(f"study doses {bad}: each must lie in (0, 1]")
+        if not self.doses:
+            raise LowdoseError("study: no doses given")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise LowdoseError(f"study config: unknown keys {sorted(unknown)}; known: "
+                               f"{', '.join(sorted(names))}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> StudyConfig:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            builtin = Path(__file__).resolve().parents[1] / "configs" / f"study-{path}.yaml"
+            if builtin.is_file():
+                path = builtin
+            else:
+                raise LowdoseError(f"{path}: no such config file (built-in presets: "
+                                   f"{', '.join(builtin_presets())})")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise LowdoseError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise LowdoseError(f"{path}: expected a mapping of study settings")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def builtin_presets() -> list[str]:
+    """Names of the YAML study presets shipped in ``lowdose/configs`` (``demo``, ``kaggle``)."""
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    return sorted(p.stem.removeprefix("study-") for p in folder.glob("study-*.yaml"))
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _seed_for(*parts: Any) -> int:
+    return zlib.crc32(json.dumps(parts, default=str).encode()) & 0x7FFFFFFF
+
+
+def _save_npz(path: Path, **arrays: Any) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def _progress(iterable: Any = None, **kwargs: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, dynamic_ncols=True, **kwargs)
+
+
+# ------------------------------------------------------------------------------ data stage
+
+
+@dataclass
+class StudyData:
+    """Prepared full-dose slices ``(N, S, S)`` HU and integer labels per split."""
+
+    hu: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    paths: dict[str, list[str]]
+    failures: list[dict[str, str]]
+    warnings: list[str]
+    audit: dict[str, Any]
+    source: str
+
+
+def _phantom_data(cfg: StudyConfig) -> StudyData:
+    from lowdose.io.phantom import phantom_batch
+    from lowdose.training.classifier import prepare_slice
+
+    ph = cfg.phantom
+    hu, labels, paths = {}, {}, {}
+    for k, (split, n) in enumerate((("train", ph.n_train), ("valid", ph.n_valid),
+                                    ("test", ph.n_test))):
+        # Disjoint seeds per split: no test slice shares anatomy with a train slice.
+        batch, names = phantom_batch(n, size=ph.size, seed=ph.seed * 1000 + 100 * k + 7)
+        if ph.size != cfg.slice_size:
+            batch = np.stack([prepare_slice(s, cfg.slice_size, crop_body=False) for s in batch])
+        hu[split] = batch.astype(np.float32)
+        labels[split] = np.array([CLASSES.index(c) for c in names], np.int64)
+        paths[split] = [f"phantom:{split}:{i}" for i in range(n)]
+    audit = {"source": "built-in phantoms", "n_files": sum(len(v) for v in labels.values()),
+             "n_unique": sum(len(v) for v in labels.values()), "duplicate_groups": 0,
+             "per_split": {s: np.bincount(labels[s], minlength=len(CLASSES)).tolist()
+                           for s in labels}, "classes": list(CLASSES)}
+    return StudyData(hu, labels, paths, [], [], audit, "phantom")
+
+
+def _audit_summary(root: Path) -> dict[str, Any]:
+    try:
+        from lowdose.io.audit import audit_dataset
+    except ImportError:
+        return {"note": "lowdose.io.audit is not available"}
+    try:
+        result = audit_dataset(root)
+    except Exception as exc:  # the audit informs the report; it must not stop the study
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    raw = result.to_json() if hasattr(result, "to_json") else (
+        asdict(result) if hasattr(result, "__dataclass_fields__") else dict(result))
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    summary: dict[str, Any] = {}
+    for key in ("n_files", "n_unique", "duplicate_groups", "cross_split", "cross_class",
+                "unreadable", "per_split", "counts"):
+        if key in raw:
+            value = raw[key]
+            summary[key] = len(value) if key == "duplicate_groups" and isinstance(
+                value, list) else value
+    return summary
+
+
+def _folder_data(cfg: StudyConfig, progress: bool) -> StudyData:
+    from lowdose.image import Window
+    from lowdose.io.datasets import scan_class_folders
+    from lowdose.io.read import read_ct
+    from lowdose.training.classifier import check_split_labels, prepare_slice
+
+    root = Path(cfg.data or "")
+    if not root.is_dir():
+        raise LowdoseError(f"{root}: no such data folder")
+    items = scan_class_folders(root, manifest=Path(cfg.manifest) if cfg.manifest else None)
+    if not items:
+        raise LowdoseError(f"{root}: no images found in class folders")
+    window = Window(*cfg.png_window)
+    hu: dict[str, list[np.ndarray]] = {}
+    labels: dict[str, list[int]] = {}
+    paths: dict[str, list[str]] = {}
+    failures: list[dict[str, str]] = []
+    for item in _progress(items, desc="read images", disable=not progress):
+        label = str(item.label)
+        if label not in CLASSES:
+            raise LowdoseError(f"{item.path}: unknown class {label!r}; known: {list(CLASSES)}")
+        try:
+            img = read_ct(item.path, window=window)
+            sl = img.slices()
+            if sl.shape[0] != 1:
+                raise LowdoseError(f"{item.path}: a volume of {sl.shape[0]} slices, not a slice")
+            prepared = prepare_slice(sl[0], cfg.slice_size, crop_body=cfg.crop_body)
+        except Exception as exc:  # listed, skipped and counted in the report
+            failures.append({"path": str(item.path), "reason": str(exc) or type(exc).__name__})
+            continue
+        split = str(item.split)
+        hu.setdefault(split, []).append(prepared)
+        labels.setdefault(split, []).append(CLASSES.index(label))
+        paths.setdefault(split, []).append(str(item.path))
+    out_hu = {s: np.stack(v).astype(np.float32) for s, v in hu.items()}
+    out_y = {s: np.array(v, np.int64) for s, v in labels.items()}
+    if "train" not in out_y or "test" not in out_y:
+        raise LowdoseError(f"{root}: need a train and a test split, found {sorted(out_y)}")
+    if "valid" not in out_y:  # hold out a stratified share of train
+        rng = np.random.default_rng(cfg.seed)
+        y = out_y["train"]
+        val_idx = np.concatenate([
+            rng.permutation(np.flatnonzero(y == k))[
+                : max(1, int(cfg.valid_fraction * (y == k).sum()))] for k in np.unique(y)])
+        keep = np.setdiff1d(np.arange(len(y)), val_idx)
+        for dst, idx in (("valid", val_idx), ("train", keep)):
+            src_paths = paths["train"]
+            out_hu[dst], out_y[dst] = out_hu["train"][idx], y[idx]
+            paths[dst] = [src_paths[i] for i in idx]
+    warnings = []
+    for split in ("train", "valid", "test"):
+        warnings += check_split_labels(out_y[split], list(CLASSES), split)
+    audit = _audit_summary(root)
+    audit["per_split"] = {s: np.bincount(out_y[s], minlength=len(CLASSES)).tolist()
+                          for s in out_y}
+    audit["classes"] = list(CLASSES)
+    if cfg.manifest:
+        audit["manifest"] = str(cfg.manifest)
+    return StudyData(out_hu, out_y, paths, failures, warnings, audit, str(root))
+
+
+def _limit_test(data: StudyData, max_test: int | None, seed: int) -> None:
+    if not max_test or len(data.labels["test"]) <= max_test:
+        return
+    y = data.labels["test"]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    # Stratified: keep each class's share.
+    keep = []
+    for k in np.unique(y):
+        idx = order[y[order] == k]
+        keep.extend(idx[: max(1, round(max_test * len(idx) / len(y)))].tolist())
+    keep = np.sort(np.array(keep[: max_test] if len(keep) > max_test else keep))
+    data.hu["test"], data.labels["test"] = data.hu["test"][keep], y[keep]
+    data.paths["test"] = [data.paths["test"][i] for i in keep]
+
+
+def load_study_data(cfg: StudyConfig, cache: Path, progress: bool = True) -> StudyData:
+    """The data stage, cached in ``cache/data-<hash>.npz`` (+ ``.json``)."""
+    key = _hash({"data": cfg.data, "manifest": cfg.manifest, "size": cfg.slice_size,
+                 "crop": cfg.crop_body, "window": cfg.png_window, "valid": cfg.valid_fraction,
+                 "phantom": asdict(cfg.phantom) if cfg.data is None else None, "seed": cfg.seed,
+                 "max_test": cfg.max_test, "v": 2})
+    npz, meta_path = cache / f"data-{key}.npz", cache / f"data-{key}.json"
+    if npz.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        arrays = np.load(npz)
+        splits = meta["splits"]
+        return StudyData({s: arrays[f"{s}_hu"] for s in splits},
+                         {s: arrays[f"{s}_y"] for s in splits}, meta["paths"], meta["failures"],
+                         meta["warnings"], meta["audit"], meta["source"])
+    data = _phantom_data(cfg) if cfg.data is None else _folder_data(cfg, progress)
+    _limit_test(data, cfg.max_test, cfg.seed)
+    arrays = {f"{s}_hu": v for s, v in data.hu.items()} | {
+        f"{s}_y": v for s, v in data.labels.items()}
+    _save_npz(npz, **arrays)
+    atomic_write_text(meta_path, json.dumps({
+        "splits": sorted(data.hu), "paths": data.paths, "failures": data.failures,
+        "warnings": data.warnings, "audit": data.audit, "source": data.source}, indent=1))
+    return data
+
+
+# ------------------------------------------------------------------------ classifier stage
+
+
+def get_classifier(cfg: StudyConfig, data: StudyData, cache: Path, resume: bool,
+                   progress: bool = True) -> tuple[Any, dict[str, Any]]:
+    """Load the named classifier or train one on the full-dose train split (cached)."""
+    from lowdose.models.classifiers import load_classifier
+    from lowdose.training.classifier import preset, train_classifier
+
+    if cfg.classifier:
+        model = load_classifier(cfg.classifier, device=cfg.device, expected_classes=CLASSES)
+        return model, {"source": "loaded", "path": str(cfg.classifier),
+                       "spec": asdict(model.spec)}
+    overrides = {"seed": cfg.seed, "slice_size": cfg.slice_size, "crop_body": cfg.crop_body,
+                 **cfg.train}
+    tcfg = preset(cfg.preset, **overrides)
+    key = _hash({"data": cfg.data, "manifest": cfg.manifest, "size": cfg.slice_size,
+                 "phantom": asdict(cfg.phantom) if cfg.data is None else None,
+                 "train": tcfg.to_dict(), "window": cfg.png_window})
+    folder = cache / f"classifier-{key}"
+    final = folder / "classifier.safetensors"
+    summary_path = folder / "summary.json"
+    if final.is_file() and summary_path.is_file():
+        model = load_classifier(final, device=cfg.device, expected_classes=CLASSES)
+        return model, json.loads(summary_path.read_text())
+    model, summary = train_classifier(
+        data.hu["train"], data.labels["train"], data.hu["valid"], data.labels["valid"], tcfg,
+        folder, resume=resume, device=cfg.device, progress=progress)
+    summary = {"source": "trained", "preset": cfg.preset, "config": tcfg.to_dict(), **summary}
+    atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str))
+    return model, summary
+
+
+# ------------------------------------------------------------------------------ cell stage
+
+
+def _image_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    from lowdose.metrics.image import image_quality
+
+    rows = [image_quality(p, t) for p, t in zip(pred, target, strict=True)]
+    return {k: np.array([r[k] for r in rows], np.float64) for k in rows[0]}
+
+
+def _select_grid(labels: np.ndarray, n: int) -> list[int]:
+    """The first slice of each class, then more, up to ``n`` (the same slices in every cell)."""
+    picked: list[int] = []
+    for k in np.unique(labels):
+        picked.append(int(np.flatnonzero(labels == k)[0]))
+    for i in range(len(labels)):
+        if len(picked) >= n:
+            break
+        if i not in picked:
+            picked.append(i)
+    return sorted(picked[:n])
+
+
+def run_cell(
+    *,
+    full: np.ndarray,
+    model: Any,
+    path: Path,
+    low_fn: Callable[[int, int], np.ndarray] | None,
+    denoiser: Any | None,
+    chunk: int,
+    grid: list[int],
+    desc: str,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Probabilities, per-image metrics and grid images of one cell, resumable by chunk.
+
+    ``low_fn(start, stop)`` gives the (low-dose) inputs of slices ``start:stop`` (``None``: the
+    full-dose images themselves); ``denoiser`` restores them (``None``: raw).
+    """
+    import torch
+
+    n = len(full)
+    done: dict[str, np.ndarray] = {}
+    if path.is_file():
+        with np.load(path) as z:
+            done = {k: z[k] for k in z.files}
+        if int(done.get("n_done", 0)) >= n:
+            return done
+    start = int(done.get("n_done", 0))
+    bar = _progress(total=n, initial=start, desc=desc, leave=False, disable=not progress)
+    while start < n:
+        stop = min(n, start + chunk)
+        first = start
+        x = full[start:stop] if low_fn is None else low_fn(start, stop)
+        if denoiser is not None:
+            with torch.no_grad():
+                x = denoiser.denoise(torch.from_numpy(np.ascontiguousarray(x))[:, None].float())
+            x = x[:, 0].detach().cpu().numpy().astype(np.float32)
+        probs = model.predict_proba(torch.from_numpy(np.ascontiguousarray(x))[:, None]).numpy()
+        metrics = _image_metrics(x, full[start:stop])
+        in_chunk = [g for g in grid if start <= g < stop]
+        new = {"probs": probs, **{f"m_{k}": v for k, v in metrics.items()},
+               "grid_idx": np.array(in_chunk, np.int64),
+               "grid_img": x[[g - start for g in in_chunk]].astype(np.float32)}
+        done = {k: np.concatenate([done[k], new[k]]) for k in new} if "probs" in done else new
+        start = stop
+        done["n_done"] = np.array(start)
+        _save_npz(path, **done)
+        bar.update(stop - first)
+    bar.close()
+    return done
+
+
+def _cell_summary(y: np.ndarray, res: dict[str, np.ndarray], n_boot: int, seed: int
+                  ) -> dict[str, Any]:
+    from lowdose.metrics.task import task_metrics
+
+    task = task_metrics(y, res["probs"], class_names=CLASSES, n_boot=n_boot, seed=seed)
+    # Mean over slices; an infinite PSNR (an image identical to its reference, e.g. a
+    # simulator that leaves dose 1 unchanged) is stored as null, JSON having no infinity.
+    image = {k[2:]: float(np.mean(v)) for k, v in res.items() if k.startswith("m_")}
+    image = {k: (v if np.isfinite(v) else None) for k, v in image.items()}
+    return {"accuracy": task["accuracy"], "task": task, "image": image}
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("lowdose", "torch", "monai", "numpy", "scikit-image", "bm3d", "astra-toolbox"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[pkg] = md.version(pkg)
+    return out
+
+
+def _denoiser_list(cfg: StudyConfig) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
+    from lowdose.models.base import denoisers
+    from lowdose.models.loading import load_denoiser
+
+    names = cfg.denoisers if cfg.denoisers is not None else denoisers.names()
+    loaded, skipped = [], []
+    for name in names:
+        if name == RAW:
+            continue
+        try:
+            loaded.append((name, load_denoiser(name, device=cfg.device)))
+        except Exception as exc:  # a denoiser without weights is reported, not fatal
+            skipped.append({"name": name, "reason": str(exc).splitlines()[0] if str(exc)
+                            else type(exc).__name__})
+    return loaded, skipped
+
+
+def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
+              log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Run every stage (see the module doc) and write ``results.json`` and ``report.html``.
+
+    Args:
+        cfg: the study configuration.
+        resume: reuse cached stages and partial cells (``False`` clears the cache first).
+        progress: show progress bars.
+        log: where one-line stage messages go (``None``: silent).
+
+    Returns:
+        The results dict written to ``results.json``.
+    """
+    from lowdose.physics.api import build_simulator, simulate_low_dose
+    from lowdose.physics.base import simulators
+
+    say = log or (lambda _m: None)
+    out = Path(cfg.out)
+    if cfg.data and Path(cfg.data).resolve() in (out.resolve(), *out.resolve().parents):
+        raise LowdoseError(f"{out}: the output folder must not lie inside the data folder")
+    cache = out / "cache"
+    if not resume and cache.exists():
+        import shutil
+
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    data = load_study_data(cfg, cache, progress)
+    timings["data"] = time.perf_counter() - t0
+    for w in data.warnings:
+        say(f"warning: {w}")
+    if data.failures:
+        say(f"warning: {len(data.failures)} image(s) could not be read and were skipped "
+            "(listed in results.json and the report)")
+    say(f"data: {data.source}: " + ", ".join(f"{s} {len(v)}" for s, v in data.labels.items()))
+
+    t0 = time.perf_counter()
+    model, clf_summary = get_classifier(cfg, data, cache, resume, progress)
+    timings["classifier"] = time.perf_counter() - t0
+    clf_key = _hash({"clf": clf_summary.get("config") or clf_summary.get("path"),
+                     "data": data.source, "n_test": len(data.labels["test"]),
+                     "size": cfg.slice_size, "phantom": asdict(cfg.phantom),
+                     "manifest": cfg.manifest, "max_test": cfg.max_test})
+    cells_dir = cache / f"cells-{clf_key}"
+
+    full = data.hu["test"]
+    y = data.labels["test"]
+    grid = _select_grid(y, cfg.grid_slices)
+    t0 = time.perf_counter()
+    ref = run_cell(full=full, model=model, path=cells_dir / "full-dose.npz", low_fn=None,
+                   denoiser=None, chunk=cfg.chunk, grid=grid, desc="full dose", progress=progress)
+    full_summary = _cell_summary(y, ref, cfg.n_boot, cfg.seed)
+    timings["full_dose"] = time.perf_counter() - t0
+    acc = full_summary["accuracy"]
+    say(f"full dose: accuracy {acc['value']:.3f} [{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}]")
+
+    methods = cfg.methods if cfg.methods is not None else simulators.names()
+    for m in methods:
+        simulators.get(m)  # unknown method: one clear error before the long work
+    dens, skipped = _denoiser_list(cfg)
+    for s in skipped:
+        say(f"warning: denoiser {s['name']} skipped: {s['reason']}")
+    den_names = [RAW] + [n for n, _ in dens]
+    cells: list[dict[str, Any]] = []
+    grid_images: dict[str, np.ndarray] = {"full-dose": ref["grid_img"]}
+    t_cells = time.perf_counter()
+    cell_times: dict[str, float] = {}
+    total = len(methods) * len(cfg.doses) * len(den_names)
+    outer = _progress(total=total, desc="study cells", disable=not progress)
+    for method in methods:
+        sim = build_simulator(method)
+        for dose in cfg.doses:
+            sim_seed = _seed_for(cfg.seed, method, dose)
+            cached_low: dict[tuple[int, int], np.ndarray] = {}
+
+            def low_fn(a: int, b: int, _sim: Any = sim, _seed: int = sim_seed,
+                       _dose: float = dose, _cache: dict = cached_low) -> np.ndarray:
+                if (a, b) not in _cache:
+                    # The seed depends on the chunk, so a resumed chunk gets the same noise.
+                    _cache.clear()
+                    _cache[(a, b)] = simulate_low_dose(
+                        full[a:b], _dose, simulator=_sim, seed=_seed + a, device=cfg.device)
+                return _cache[(a, b)]
+
+            for den_name in den_names:
+                den = None if den_name == RAW else dict(dens)[den_name]
+                t1 = time.perf_counter()
+                tag = f"{method}_{dose:g}_{den_name}"
+                res = run_cell(full=full, model=model, path=cells_dir / f"{tag}.npz",
+                               low_fn=low_fn, denoiser=den, chunk=cfg.chunk, grid=grid,
+                               desc=f"{method} dose {dose:g} {den_name}", progress=progress)
+                cell_times[tag] = time.perf_counter() - t1
+                summary = _cell_summary(y, res, cfg.n_boot, cfg.seed)
+                cells.append({"method": method, "dose": dose, "denoiser": den_name, **summary})
+                grid_images[tag] = res["grid_img"]
+                outer.update(1)
+                a = summary["accuracy"]
+                psnr = summary["image"].get("psnr_window")
+                outer.write(f"{tag}: accuracy {a['value']:.3f}, PSNR(window) "
+                            + (f"{psnr:.2f} dB" if psnr is not None else "inf (unchanged)"))
+    outer.close()
+    timings["cells"] = time.perf_counter() - t_cells
+
+    results: dict[str, Any] = {
+        "format": "lowdose-study/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": cfg.to_dict(),
+        "versions": _versions(),
+        "seeds": {"study": cfg.seed, "classifier": clf_summary.get("config", {}).get("seed"),
+                  "simulation": "crc32(seed, method, dose) + first slice index of each chunk",
+                  "bootstrap": cfg.seed},
+        "classes": list(CLASSES),
+        "data": {"source": data.source, "n": {s: len(v) for s, v in data.labels.items()},
+                 "png_window_hu": list(cfg.png_window),
+                 "png_note": "8-bit display images are not HU: grey g in [0, 255] is mapped "
+                             f"linearly to HU = {cfg.png_window[0]:g} + g/255 * "
+                             f"{cfg.png_window[1] - cfg.png_window[0]:g} (the lung window)",
+                 "slice_size": cfg.slice_size, "crop_body": cfg.crop_body,
+                 "warnings": data.warnings},
+        "audit": data.audit,
+        "read_failures": {"count": len(data.failures), "files": data.failures},
+        "classifier": clf_summary,
+        "methods": methods,
+        "doses": cfg.doses,
+        "denoisers": {"used": den_names, "skipped": skipped},
+        "full_dose": full_summary,
+        "cells": cells,
+        "grid": {"indices": grid, "labels": [CLASSES[int(y[i])] for i in grid],
+                 "paths": [data.paths["test"][i] for i in grid], "window": cfg.grid_window},
+        "image_metric_ranges": {"full": "HU clipped to [-1024, 3072] scaled to [0, 1]",
+                                "window": "HU clipped to [-160, 240] scaled to [0, 1]",
+                                "rmse_hu": "RMSE in HU, unclipped",
+                                "reference": "the full-dose test slice"},
+        "timings_s": {**{k: round(v, 2) for k, v in timings.items()},
+                      "cells_each": {k: round(v, 2) for k, v in cell_times.items()}},
+    }
+    t0 = time.perf_counter()
+    _save_npz(out / "grid.npz", **grid_images)
+    from lowdose.reporting.report import write_report
+
+    write_report(results, grid_images, out / "report.html")
+    results["timings_s"]["report"] = round(time.perf_counter() - t0, 2)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=str))
+    say(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+    return results

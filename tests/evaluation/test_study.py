@@ -1,0 +1,156 @@
+"""The study end to end on a tiny phantom set, its cache, resume and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lowdose.errors import LowdoseError
+from lowdose.evaluation.study import StudyConfig, run_study
+from lowdose.models.base import Denoiser
+from lowdose.models.classifiers import ClassifierSpec, build_classifier, save_classifier
+from lowdose.physics.base import simulators
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory) -> str:
+    """An untrained ResNet-18 at 32 px: the study's plumbing, not its accuracy, is under test."""
+    torch.manual_seed(0)
+    net = build_classifier("resnet18", ClassifierSpec(arch="resnet18", input_size=32))
+    return str(save_classifier(net, tmp_path_factory.mktemp("clf") / "clf.safetensors"))
+
+
+def _cfg(out, classifier_file: str, **kw) -> StudyConfig:
+    base = {"out": str(out), "doses": [1.0, 0.25], "denoisers": ["tv"],
+            "classifier": classifier_file, "slice_size": 48,
+            "phantom": {"n_train": 4, "n_valid": 4, "n_test": 10, "size": 48},
+            "n_boot": 50, "chunk": 4, "grid_slices": 3, "methods": ["image-poisson"]}
+    base.update(kw)
+    return StudyConfig.from_dict(base)
+
+
+def test_study_end_to_end_every_cell(tmp_path, classifier_file) -> None:
+    # Every registered method (the default) with TV: results.json and report.html hold every
+    # dose x method x denoiser cell.
+    methods = simulators.names()
+    cfg = _cfg(tmp_path / "out", classifier_file, methods=None)
+    results = run_study(cfg, progress=False, log=None)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["methods"] == methods
+    cells = {(c["method"], c["dose"], c["denoiser"]) for c in saved["cells"]}
+    assert cells == {(m, d, n) for m in methods for d in (1.0, 0.25) for n in ("none", "tv")}
+    for c in saved["cells"]:
+        assert 0.0 <= c["accuracy"]["value"] <= 1.0 and len(c["accuracy"]["ci95"]) == 2
+        for key in ("ssim_full", "ssim_window", "rmse_hu"):
+            assert np.isfinite(c["image"][key])
+        for key in ("psnr_full", "psnr_window"):  # null only for an unchanged image
+            value = c["image"][key]
+            assert (value is None and c["image"]["rmse_hu"] == 0) or np.isfinite(value)
+        assert sum(map(sum, c["task"]["confusion_matrix"])) == 10
+    # Lower dose, noisier image; TV restores part of it.
+    by = {(c["method"], c["dose"], c["denoiser"]): c["image"] for c in saved["cells"]}
+    m = methods[0]
+    assert by[(m, 0.25, "none")]["rmse_hu"] > by[(m, 1.0, "none")]["rmse_hu"]
+    assert by[(m, 0.25, "tv")]["psnr_window"] > by[(m, 0.25, "none")]["psnr_window"]
+    assert saved["data"]["png_window_hu"] == [-1350.0, 150.0]
+    assert saved["read_failures"]["count"] == 0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4
+    for m in methods:
+        assert f"Simulation {m}, display window" in html
+    assert "display window lung [-1350, 150] HU" in html
+    assert results["full_dose"]["task"]["n"] == 10
+
+
+class _CountingTV(Denoiser):
+    """TV that counts its calls and can fail after a number of them (an interrupted run)."""
+
+    calls = 0
+    fail_after: int | None = None
+
+    def denoise(self, hu: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        if self.fail_after is not None and type(self).calls > self.fail_after:
+            raise KeyboardInterrupt
+        from lowdose.models.loading import load_denoiser
+
+        return load_denoiser("tv").denoise(hu)
+
+
+def test_interrupted_study_resumes_from_cache(tmp_path, classifier_file, monkeypatch) -> None:
+    import lowdose.evaluation.study as study
+
+    def fake_list(cfg):
+        return [("tv", _CountingTV())], []
+
+    monkeypatch.setattr(study, "_denoiser_list", fake_list)
+    cfg = _cfg(tmp_path / "out", classifier_file)
+    _CountingTV.calls, _CountingTV.fail_after = 0, 4  # 10 slices / chunk 4 = 3 calls per cell
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, progress=False, log=None)
+    assert not (tmp_path / "out" / "results.json").exists()
+    _CountingTV.calls, _CountingTV.fail_after = 0, None
+    resumed = run_study(cfg, progress=False, log=None)
+    # 2 cells x 3 chunks = 6 calls in all; 4 were done before the interrupt.
+    assert _CountingTV.calls == 2
+    _CountingTV.calls = 0
+    fresh = run_study(_cfg(tmp_path / "fresh", classifier_file), progress=False, log=None)
+    assert _CountingTV.calls == 6
+    strip = lambda r: [(c["method"], c["dose"], c["denoiser"], c["accuracy"], c["image"])  # noqa: E731
+                       for c in r["cells"]]
+    assert strip(resumed) == strip(fresh)  # resumed = uninterrupted, to the last digit
+    _CountingTV.calls = 0
+    run_study(cfg, progress=False, log=None)  # all cached: no denoising at all
+    assert _CountingTV.calls == 0
+
+
+def test_unloadable_denoiser_is_skipped_and_reported(tmp_path, classifier_file, monkeypatch
+                                                     ) -> None:
+    import lowdose.models.loading as loading
+
+    real = loading.load_denoiser
+
+    def load(name, device=None, trust_pickle=False):
+        if name == "broken":
+            raise LowdoseError("broken.safetensors: shipped weights are missing")
+        return real(name, device=device)
+
+    monkeypatch.setattr(loading, "load_denoiser", load)
+    cfg = _cfg(tmp_path / "out", classifier_file, denoisers=["broken", "tv"], doses=[0.5])
+    results = run_study(cfg, progress=False, log=None)
+    assert results["denoisers"]["used"] == ["none", "tv"]
+    assert results["denoisers"]["skipped"][0]["name"] == "broken"
+    assert "broken" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_bad_config_and_classifier_with_other_classes(tmp_path) -> None:
+    with pytest.raises(LowdoseError, match="unknown keys"):
+        StudyConfig.from_dict({"dosez": [1]})
+    with pytest.raises(LowdoseError, match="dose"):
+        StudyConfig.from_dict({"doses": [0.0]})
+    net = build_classifier("resnet18", ClassifierSpec(arch="resnet18", input_size=32,
+                                                      classes=["a", "b"]))
+    path = save_classifier(net, tmp_path / "two.safetensors")
+    with pytest.raises(LowdoseError, match="2 classes"):
+        run_study(_cfg(tmp_path / "o", str(path)), progress=False, log=None)
+
+
+def test_folder_data_with_unreadable_image(tmp_path, classifier_file) -> None:
+    """PNG class folders (mapped to HU through the lung window); a broken file is listed."""
+    from lowdose.io.phantom import write_phantom_dataset
+
+    root = tmp_path / "data"
+    write_phantom_dataset(root, 24, size=48, seed=1)
+    victim = sorted((root / "test").rglob("*.png"))[0]
+    victim.write_bytes(b"not a png")
+    cfg = _cfg(tmp_path / "out", classifier_file, data=str(root), doses=[0.5], denoisers=[])
+    results = run_study(cfg, progress=False, log=None)
+    assert results["read_failures"]["count"] == 1
+    assert results["read_failures"]["files"][0]["path"].endswith(victim.name)
+    assert "Images that failed to read: 1" in (tmp_path / "out" / "report.html").read_text()
+    assert results["data"]["n"]["test"] == len(list((root / "test").rglob("*.png"))) - 1

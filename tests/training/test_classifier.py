@@ -1,0 +1,93 @@
+"""The classifier family: slice preparation, augmentation, and a short training on phantoms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lowdose.errors import LowdoseError
+from lowdose.training.classifier import (
+    ClassifierFamily,
+    augment_hu,
+    check_split_labels,
+    class_weights,
+    prepare_slice,
+    preset,
+    train_classifier,
+)
+
+torch.set_num_threads(1)
+
+
+def test_prepare_slice_crops_body_and_squares() -> None:
+    hu = np.full((100, 160), -1350.0, np.float32)  # wide export, body off-centre
+    hu[30:70, 20:100] = 40.0
+    out = prepare_slice(hu, 64)
+    assert out.shape == (64, 64)
+    # The 40 x 80 body fills the width after cropping (margin 4%): most columns are body.
+    assert (out[32] > -500).mean() > 0.8
+    # Without the crop the body keeps its place in a padded square.
+    assert (prepare_slice(hu, 64, crop_body=False)[32] > -500).mean() < 0.6
+
+
+def test_augmentation_is_seeded_and_keeps_hu_range() -> None:
+    cfg = preset("demo")
+    hu = torch.full((4, 1, 32, 32), -1000.0)
+    hu[:, :, 8:24, 8:24] = 40.0
+    a = augment_hu(hu, cfg, torch.Generator().manual_seed(3))
+    b = augment_hu(hu, cfg, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)
+    assert a.shape == hu.shape
+    assert float(a.min()) >= cfg.window[0] - 1e-3 and float(a.max()) <= cfg.window[1] + 1e-3
+
+
+def test_class_weights_and_missing_classes() -> None:
+    w = class_weights(np.array([0, 0, 0, 1]), 3)
+    np.testing.assert_allclose(w.numpy(), [4 / 3 / 2, 4 / 1 / 2, 0.0])
+    with pytest.raises(LowdoseError, match="train split"):
+        check_split_labels(np.array([0, 1]), ["a", "b", "c"], "train")
+    assert check_split_labels(np.array([0, 1]), ["a", "b", "c"], "test") == [
+        "test split has no images of class c"]
+
+
+def test_family_learning_rate_schedule() -> None:
+    from lowdose.models.classifiers import build_classifier
+
+    cfg = preset("demo", arch="resnet18", input_size=16, epochs=10, lr=1e-3, warmup_epochs=1)
+    fam = ClassifierFamily(build_classifier("resnet18", cfg.spec()), cfg, steps_per_epoch=10)
+    assert fam.lr_at(0) == pytest.approx(1e-4)
+    assert fam.lr_at(9) == pytest.approx(1e-3)
+    assert fam.lr_at(99) == pytest.approx(1e-5, rel=0.05)
+
+
+def _two_class_phantoms(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from lowdose.io.phantom import phantom_batch
+
+    hu, names = phantom_batch(n * 3, 64, seed)
+    keep = [i for i, c in enumerate(names) if c in ("normal", "large.cell.carcinoma")][:n]
+    return hu[keep], np.array([0 if names[i] == "normal" else 1 for i in keep])
+
+
+def test_short_training_beats_chance_on_phantoms(tmp_path) -> None:
+    """Normal vs large-cell carcinoma (a bulky mass) at 64 px: chance is 0.5."""
+    hu, y = _two_class_phantoms(96, seed=1)
+    vh, vy = _two_class_phantoms(32, seed=2)
+    th, ty = _two_class_phantoms(48, seed=3)
+    cfg = preset("demo", arch="resnet18", input_size=64, slice_size=64, epochs=10, lr=2e-3,
+                 crop_body=False, classes=["normal", "large.cell.carcinoma"], rotate_deg=0,
+                 scale=(1.0, 1.0), shift=0.0, flip=False, gamma=(1.0, 1.0), gain=(1.0, 1.0))
+    model, summary = train_classifier(hu, y, vh, vy, cfg, tmp_path / "run", progress=False)
+    probs = model.predict_proba(torch.from_numpy(th)[:, None]).numpy()
+    acc = float((probs.argmax(1) == ty).mean())
+    assert acc >= 0.65, (acc, summary["history"])
+    assert (tmp_path / "run" / "classifier.safetensors").is_file()
+    assert summary["best_epoch"] == max(summary["history"], key=lambda h: (
+        h["balanced_accuracy"], -h["loss"]))["epoch"]
+    # A finished run is returned as it is on resume; a fresh run into the same folder is refused.
+    again, _ = train_classifier(hu, y, vh, vy, cfg, tmp_path / "run", resume=True,
+                                progress=False)
+    torch.testing.assert_close(again.predict_proba(torch.from_numpy(th)[:, None]),
+                               torch.from_numpy(probs))
+    with pytest.raises(LowdoseError, match="resume"):
+        train_classifier(hu, y, vh, vy, cfg, tmp_path / "run", progress=False)
