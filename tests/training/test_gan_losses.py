@@ -72,9 +72,9 @@ class _Scale(nn.Module):
 
 def test_gp_of_a_linear_critic_with_unit_slope_is_zero() -> None:
     real, fake = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
-    assert abs(float(gradient_penalty(_linear_critic(1.0), real, fake))) < 1e-10
+    assert abs(float(gradient_penalty(_linear_critic(1.0), real, fake).detach())) < 1e-10
     # Slope 3 everywhere: penalty (3 - 1)^2 = 4, whatever alpha is drawn.
-    assert abs(float(gradient_penalty(_linear_critic(3.0), real, fake)) - 4.0) < 1e-5
+    assert abs(float(gradient_penalty(_linear_critic(3.0), real, fake).detach()) - 4.0) < 1e-5
 
 
 def test_gp_uses_per_sample_alpha_and_full_norm() -> None:
@@ -83,7 +83,7 @@ def test_gp_uses_per_sample_alpha_and_full_norm() -> None:
     real = torch.ones(64, 1, 4, 4) * 0.25  # ||real|| = 1
     fake = torch.zeros(64, 1, 4, 4)
     g = torch.Generator().manual_seed(0)
-    gp = float(gradient_penalty(critic, real, fake, g))
+    gp = float(gradient_penalty(critic, real, fake, g).detach())
     alpha = torch.rand(64, 1, 1, 1, generator=torch.Generator().manual_seed(0))
     expected = float(((alpha.flatten() - 1) ** 2).mean())
     assert abs(gp - expected) < 1e-6
