@@ -119,6 +119,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {m['psnr_window'] - base['psnr_window']:+.2f} | {m['ssim_window']:.4f} "
             f"| {m['rmse_window']:.4f} | {entry.get('seconds_per_slice', 0):.2f} |"
         )
+    tuning = result.get("tuning", {})
+    for key, param in (("tv", "weight_hu"), ("bm3d", "sigma_hu")):
+        rows = tuning.get(key, [])
+        if rows:
+            lines += ["", f"Tuning {key} ({param}, criterion: mean PSNR full): " + ", ".join(
+                f"{r[param]:g} -> {r['psnr_full']:.2f} dB" for r in rows)]
     lines += ["", f"Machine: {result['machine']}. Written by benchmarks/denoise_mayo.py.", ""]
     return "\n".join(lines)
 
@@ -131,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=[],
                         help="extra weight file or checkpoint folder (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tuning-from", type=Path, action="append", default=[],
+                        help="with --no-tune: JSON tuning rows of an earlier run of this script "
+                        "(a denoise_mayo.json or a list of rows) to report with the result")
     args = parser.parse_args(argv)
 
     import torch
@@ -162,7 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     methods["low-dose input"] = {"mean": mean_of(inputs, names), "per_pair": inputs}
 
     if args.no_tune:
-        sigma, weight, tuning = DEFAULT_BM3D_SIGMA_HU, DEFAULT_TV_WEIGHT_HU, {}
+        sigma, weight = DEFAULT_BM3D_SIGMA_HU, DEFAULT_TV_WEIGHT_HU
+        tuning = {"tv": [], "bm3d": [], "criterion": "mean psnr_full",
+                  "note": "defaults tuned by earlier runs of this script on the same pairs",
+                  "from": [str(p) for p in args.tuning_from]}
+        for path in args.tuning_from:
+            data = json.loads(path.read_text())
+            rows = data.get("tuning", {}) if isinstance(data, dict) else {"bm3d": data}
+            for key in ("tv", "bm3d"):
+                tuning[key] += rows.get(key, [])
+        for key, param in (("tv", "weight_hu"), ("bm3d", "sigma_hu")):
+            tuning[key] = sorted({r[param]: r for r in tuning[key]}.values(),
+                                 key=lambda r, p=param: r[p])
     else:
         print("tuning TV", flush=True)
         weight, tv_rows = tune(TotalVariation, "weight_hu", TV_GRID, pairs)

@@ -89,7 +89,10 @@ def test_killed_training_resumes_cleanly(tmp_path: Path) -> None:
     ck = latest_checkpoint(out)
     assert ck is not None
     json.loads((ck / "trainer_state.json").read_text())  # complete, parseable
-    subprocess.run([*script, "30", "1", "0"], cwd=REPO, env=env, check=True, timeout=120)
+    # resume in this process (same code path as the CLI's --resume)
+    from tests.training._tiny_family import main as run_tiny
+
+    run_tiny(str(out), 30, resume=True)
     final = latest_checkpoint(out)
     assert final is not None and final.name == "step-00000030"
     assert not list((out / "checkpoints").glob(".tmp-*"))
