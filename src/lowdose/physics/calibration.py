@@ -50,6 +50,8 @@ from lowdose.physics.projector import FILTERS
 
 SOFT_TISSUE_HU = (-150.0, 250.0)
 DEFAULT_CUTOFFS = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.4, 1.6, 2.0)
+# The gaussian window's sigma (Nyquist units); its fit is sharp, hence the finer grid.
+GAUSSIAN_SIGMAS = (0.3, 0.34, 0.36, 0.38, 0.4, 0.42, 0.44, 0.46, 0.5, 0.6)
 
 
 @dataclass
@@ -348,7 +350,7 @@ def fit_calibration(
     *,
     base: Calibration | None = None,
     filters: Sequence[str] = FILTERS,
-    cutoffs: Sequence[float] = DEFAULT_CUTOFFS,
+    cutoffs: Sequence[float] | None = None,
     roi: int = 32,
     max_rois: int = 12,
     seed: int = 0,
@@ -360,7 +362,8 @@ def fit_calibration(
         pairs: real pairs of one scanner and protocol.
         dose: the dose fraction of the real low-dose images (0.25 for the Mayo quarter dose).
         base: calibration supplying geometry, mu_water and the electronic noise.
-        filters, cutoffs: the FBP windows searched.
+        filters, cutoffs: the FBP windows searched (default cutoffs: :data:`DEFAULT_CUTOFFS`,
+            :data:`GAUSSIAN_SIGMAS` for the gaussian window).
         roi, max_rois: ROI size (px) and ROIs per slice.
         seed: noise seed of the search (the final check uses ``seed + 1``).
         progress: called with a short message after each step.
@@ -394,7 +397,11 @@ def fit_calibration(
     search = []
     best = None
     for name in filters:
-        for cutoff in [c for c in cutoffs if c <= 1.0] if name == "ramp" else cutoffs:
+        if cutoffs is not None:
+            grid = cutoffs
+        else:
+            grid = GAUSSIAN_SIGMAS if name == "gaussian" else DEFAULT_CUTOFFS
+        for cutoff in [c for c in grid if c <= 1.0] if name == "ramp" else grid:
             sims = []
             with torch.no_grad():
                 for pp, (dp, proj, pixel) in zip(prepared, sinograms, strict=True):

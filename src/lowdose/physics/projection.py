@@ -38,8 +38,8 @@ The physics, step by step (``a`` is the dose fraction, all in float32 torch, bat
    ``dose = 1`` the image is returned unchanged). ``reconstruct=True`` instead returns
    ``FBP(p + dp)``, the full project-then-reconstruct path (its error against the input is
    measured in ``benchmarks/simulate.py``). The FBP filter is a ramp times a window
-   (ramp, shepp-logan, cosine, hamming, hann) with a cutoff; the calibration picks the window
-   that matches the noise texture of the real scans (their kernel, B30f, is smooth).
+   (ramp, shepp-logan, cosine, hamming, hann, gaussian) with a cutoff; the calibration picks
+   the window that matches the noise texture of the real scans (their kernel, B30f, is smooth).
 6. Output HU are clipped below at -1024, as scanners store them.
 
 The projector is :class:`lowdose.physics.projector.ParallelProjector` (Fourier-slice NUFFT,
@@ -149,9 +149,11 @@ class Calibration:
         i0: incident photons per fan ray per view at full dose (effective, for ``geometry``
             and ``mu_water``).
         electronic_std: electronic noise standard deviation per ray, in photons.
-        filter: FBP window (``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann``).
+        filter: FBP window (``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann``,
+            ``gaussian``).
         cutoff: window cutoff as a fraction of the detector Nyquist frequency, in (0, 2] (above 1
-            the window is stretched beyond the Nyquist frequency: a gentler roll-off).
+            the window is stretched beyond the Nyquist frequency: a gentler roll-off); for
+            ``gaussian`` the window's sigma in the same unit.
         mu_water: attenuation of water in 1/mm used to turn HU into attenuation.
         slice_thickness_mm: slice thickness of the images the fit was made on, if known. A
             2D simulation's effective I0 counts the photons of one slice, so it grows with the

@@ -40,7 +40,7 @@ import math
 import numpy as np
 import torch
 
-FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
+FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann", "gaussian")
 
 
 def _kaiser_bessel(width: int, oversampling: float) -> tuple[float, callable]:
@@ -69,7 +69,9 @@ def filter_response(name: str, freqs: torch.Tensor, cutoff: float = 1.0) -> torc
     ``cutoff`` in (0, 2] stretches the window: it reaches zero (hann, cosine) or its end value
     at ``cutoff`` x Nyquist and removes everything above. A cutoff above 1 puts the window's
     end beyond the Nyquist frequency (a gentler roll-off); the detector's sampling ends the
-    filter at the Nyquist frequency anyway.
+    filter at the Nyquist frequency anyway. For ``gaussian``, ``exp(-rho^2 / (2 sigma^2))``,
+    ``cutoff`` is ``sigma`` in units of the Nyquist frequency (no truncation below Nyquist):
+    a smooth kernel whose response, unlike hann's, does not vanish at the Nyquist frequency.
 
     Example:
         >>> [round(v, 3) for v in filter_response("hann", torch.tensor([0.0, 0.5, 1.0])).tolist()]
@@ -77,6 +79,8 @@ def filter_response(name: str, freqs: torch.Tensor, cutoff: float = 1.0) -> torc
     """
     if name not in FILTERS:
         raise ValueError(f"unknown filter {name!r}; known: {', '.join(FILTERS)}")
+    if name == "gaussian":
+        return torch.exp(-0.5 * (freqs / cutoff) ** 2)
     x = freqs.abs() / cutoff
     if name == "ramp":
         window = torch.ones_like(x)
