@@ -151,6 +151,8 @@ def test_export_generator_loads_as_denoiser_and_upscaler(tmp_path: Path) -> None
     assert (tmp_path / "w" / "gc.md").read_text() == "# card\n"
     d = load_denoiser(str(path), device="cpu")
     assert d.name == "gan-circle" and "training" in d.metadata
+    semi = export_generator(tmp_path / "r1", tmp_path / "w" / "semi", model="gan-circle-semi")
+    assert load_denoiser(str(semi), device="cpu").name == "gan-circle-semi"
     pool2 = _pool(scale=2)
     data2 = UnpairedPatches(pool2, patch=32, length=100, min_mean_hu=-2000)
     Trainer(_circle(scale=2), data2, _trainer_cfg(max_steps=2), tmp_path / "r2").fit()

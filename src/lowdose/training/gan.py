@@ -993,12 +993,13 @@ def train_gan(
     return Trainer(family, train, trainer_cfg, out, val_dataset=val, resume=resume).fit()
 
 
-def export_generator(run_dir: Any, dest: Any, card: str = "") -> Any:
+def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None = None) -> Any:
     """Write a finished run's low->high generator as shipped weights: safetensors + JSON + card.
 
     Keeps only ``G`` (its EMA copy when the run kept one), stores the denoiser config (model,
     scale, architecture, HU range) with the training settings and final metrics in its
-    metadata, and writes ``card`` as ``<dest>.md``. Returns the safetensors path.
+    metadata, and writes ``card`` as ``<dest>.md``. ``model`` renames the registered model the
+    weights load as (e.g. ``gan-circle-semi``). Returns the safetensors path.
 
     Example:
         >>> export_generator("runs/gan-circle-x1", "weights/gan-circle")  # doctest: +SKIP
@@ -1019,6 +1020,8 @@ def export_generator(run_dir: Any, dest: Any, card: str = "") -> Any:
     summary_path = run_dir / "config.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     shipped = {k: v for k, v in config.items() if k not in ("module_prefix", "training")}
+    if model:
+        shipped["model"] = model
     shipped["metadata"] = {
         "training": config.get("training", {}),
         "trainer": summary.get("trainer", {}),
