@@ -264,10 +264,13 @@ class ParallelProjector:
         q = q * scale
         q[..., 1:] *= 2.0
         contrib = (q.reshape(B, -1, 1) * self._weight).reshape(B, -1)
-        # Spread real and imaginary parts as float pairs (index_add_ of complex is not
-        # available on every device).
-        grid = torch.zeros(B, M * M, 2, dtype=torch.float32, device=contrib.device)
-        grid.index_add_(1, self._index, torch.view_as_real(contrib))
-        image = torch.fft.ifft2(torch.view_as_complex(grid).reshape(B, M, M)) * (M * M)
+        grid = torch.zeros(B, M * M, dtype=contrib.dtype, device=contrib.device)
+        try:
+            grid.index_add_(1, self._index, contrib)
+        except (RuntimeError, NotImplementedError):  # a device without complex index_add_
+            pairs = torch.zeros(B, M * M, 2, dtype=torch.float32, device=contrib.device)
+            pairs.index_add_(1, self._index, torch.view_as_real(contrib))  # 30x slower on CPU
+            grid = torch.view_as_complex(pairs)
+        image = torch.fft.ifft2(grid.reshape(B, M, M)) * (M * M)
         image = image[:, self._rows[:, None], self._cols[None, :]].real * self._deapod
         return self._crop(image)
