@@ -85,6 +85,11 @@ class StudyConfig:
         grid_window: the display window of that grid.
         device: ``cpu``, ``cuda``... (default: a GPU when present).
         max_test: use at most this many test slices (stratified; ``None`` = all).
+        fov_mm: field of view of a prepared slice in mm; a simulator that takes
+            ``pixel_size_mm`` (the projection physics) gets ``fov_mm / slice_size``. Phantoms
+            are drawn on 350 mm; for body-cropped PNGs (no spacing stored) 350 mm, about a
+            chest's width, is an assumption stated in the report.
+        simulator_options: extra keyword options per simulation method.
     """
 
     data: str | None = None
@@ -108,6 +113,8 @@ class StudyConfig:
     grid_window: str = "lung"
     device: str | None = None
     max_test: int | None = None
+    fov_mm: float = 350.0
+    simulator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.phantom, dict):
@@ -470,6 +477,20 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _simulator_options(cfg: StudyConfig, method: str) -> dict[str, Any]:
+    """Options for ``method``: the pixel size where the simulator takes one, plus the config's."""
+    import inspect
+
+    from lowdose.physics.base import simulators
+
+    params = inspect.signature(simulators.get(method).__init__).parameters
+    opts: dict[str, Any] = {}
+    if "pixel_size_mm" in params:
+        opts["pixel_size_mm"] = round(cfg.fov_mm / cfg.slice_size, 4)
+    opts.update(cfg.simulator_options.get(method, {}))
+    return opts
+
+
 def _denoiser_list(cfg: StudyConfig) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
     from lowdose.models.base import denoisers
     from lowdose.models.loading import load_denoiser
@@ -558,8 +579,10 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
     cell_times: dict[str, float] = {}
     total = len(methods) * len(cfg.doses) * len(den_names)
     outer = _progress(total=total, desc="study cells", disable=not progress)
+    sim_options = {m: _simulator_options(cfg, m) for m in methods}
     for method in methods:
-        sim = build_simulator(method)
+        sim = build_simulator(method, **sim_options[method])
+        sim_key = _hash(sim_options[method])[:6]
         for dose in cfg.doses:
             sim_seed = _seed_for(cfg.seed, method, dose)
             cached_low: dict[tuple[int, int], np.ndarray] = {}
@@ -577,7 +600,8 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                 den = None if den_name == RAW else dict(dens)[den_name]
                 t1 = time.perf_counter()
                 tag = f"{method}_{dose:g}_{den_name}"
-                res = run_cell(full=full, model=model, path=cells_dir / f"{tag}.npz",
+                res = run_cell(full=full, model=model,
+                               path=cells_dir / f"{tag}-{sim_key}.npz",
                                low_fn=low_fn, denoiser=den, chunk=cfg.chunk, grid=grid,
                                desc=f"{method} dose {dose:g} {den_name}", progress=progress)
                 cell_times[tag] = time.perf_counter() - t1
@@ -612,6 +636,7 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
         "read_failures": {"count": len(data.failures), "files": data.failures},
         "classifier": clf_summary,
         "methods": methods,
+        "simulator_options": sim_options,
         "doses": cfg.doses,
         "denoisers": {"used": den_names, "skipped": skipped},
         "full_dose": full_summary,

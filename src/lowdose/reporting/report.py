@@ -30,7 +30,7 @@ h1{font-size:26px;margin-bottom:4px} h2{font-size:20px;border-bottom:2px solid #
 padding-bottom:4px;margin-top:32px} h3{font-size:16px;margin:16px 0 6px}
 table{border-collapse:collapse;font-size:14px;margin:8px 0}
 th,td{border:1px solid #cfd6e0;padding:4px 9px;text-align:right}
-th{background:#eef2f7;text-align:center} td.l{text-align:left}
+th{background:#eef2f7;text-align:center} td.l{text-align:left} td.acc{white-space:nowrap}
 tr.best td{background:#e7f6ea;font-weight:600} tr.ref td{background:#f3f3f3}
 .note{color:#4a5568;font-size:14px} .warn{color:#9b2c2c;font-weight:600}
 img.fig{max-width:100%;border:1px solid #e2e8f0;margin:6px 0}
@@ -196,9 +196,12 @@ def _grid(results: dict[str, Any], grid: dict[str, np.ndarray]) -> str:
 
     from lowdose.image import Window
 
-    win = Window.named(results["grid"]["window"])
     labels = results["grid"]["labels"]
     target = min(results["doses"], key=lambda d: abs(d - 0.25))
+    # The study's display window, then the soft-tissue window where the noise shows.
+    names = [results["grid"]["window"]]
+    if "abdomen" not in names:
+        names.append("abdomen")
     out = []
     for method in results["methods"]:
         cols = [("full dose", grid.get("full-dose"))]
@@ -210,26 +213,28 @@ def _grid(results: dict[str, Any], grid: dict[str, np.ndarray]) -> str:
         if not cols:
             continue
         n = len(cols[0][1])
-        fig, axes = plt.subplots(n, len(cols), figsize=(2.3 * len(cols), 2.4 * n),
-                                 squeeze=False)
-        for j, (name, imgs) in enumerate(cols):
-            for i in range(n):
-                ax = axes[i][j]
-                ax.imshow(imgs[i], cmap="gray", vmin=win.lo, vmax=win.hi,
-                          interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if i == 0:
-                    ax.set_title(name, fontsize=10)
-                if j == 0:
-                    ax.set_ylabel(labels[i].replace(".", " "), fontsize=9)
-        fig.suptitle(f"Simulation {method}, display window {results['grid']['window']} "
-                     f"[{win.lo:g}, {win.hi:g}] HU", fontsize=11)
-        fig.tight_layout()
-        out.append(f"<h3>Simulation {html.escape(method)}, display window "
-                   f"{html.escape(results['grid']['window'])} [{win.lo:g}, {win.hi:g}] HU, "
-                   f"dose {target:g}</h3>")
-        out.append(figure_html(fig, f"image grid {method}"))
+        for wname in names:
+            win = Window.named(wname)
+            shown = "soft tissue" if wname == "abdomen" else wname
+            fig, axes = plt.subplots(n, len(cols), figsize=(2.3 * len(cols), 2.4 * n),
+                                     squeeze=False)
+            for j, (name, imgs) in enumerate(cols):
+                for i in range(n):
+                    ax = axes[i][j]
+                    ax.imshow(imgs[i], cmap="gray", vmin=win.lo, vmax=win.hi,
+                              interpolation="nearest")
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                    if i == 0:
+                        ax.set_title(name, fontsize=10)
+                    if j == 0:
+                        ax.set_ylabel(labels[i].replace(".", " "), fontsize=9)
+            fig.suptitle(f"Simulation {method}, display window {shown} "
+                         f"[{win.lo:g}, {win.hi:g}] HU", fontsize=11)
+            fig.tight_layout()
+            out.append(f"<h3>Simulation {html.escape(method)}, display window "
+                       f"{html.escape(shown)} [{win.lo:g}, {win.hi:g}] HU, dose {target:g}</h3>")
+            out.append(figure_html(fig, f"image grid {method} {shown}"))
     return "\n".join(out)
 
 
@@ -244,7 +249,7 @@ def _table(results: dict[str, Any]) -> str:
     def row(cls: str, method: str, dose: str, den: str, c: dict[str, Any]) -> str:
         t, im = c["task"], c.get("image", {})
         return (f"<tr class='{cls}'><td class='l'>{method}</td><td>{dose}</td>"
-                f"<td class='l'>{den}</td><td>{_acc_text(c['accuracy'])}</td>"
+                f"<td class='l'>{den}</td><td class='acc'>{_acc_text(c['accuracy'])}</td>"
                 f"<td>{_fmt(t['balanced_accuracy']['value'])}</td>"
                 f"<td>{_fmt(t['macro_f1']['value'])}</td>"
                 f"<td>{_fmt(t['macro_auroc']['value'])}</td><td>{_fmt(t['ece']['value'])}</td>"
@@ -337,6 +342,14 @@ def _provenance(results: dict[str, Any]) -> str:
         lines.append(f" Selected epoch {clf['best_epoch']} of {clf.get('epochs_run')} by "
                      f"validation {clf.get('monitor', 'score')} {_fmt(clf.get('best_score'))}.")
     lines.append("</p>")
+    sim = results.get("simulator_options", {})
+    if sim:
+        lines.append("<p>Simulation options: " + "; ".join(
+            f"<b>{html.escape(m)}</b>: {html.escape(json.dumps(o))}" for m, o in sim.items())
+            + f" (pixel size = field of view {results['config'].get('fov_mm', 350):g} mm / "
+            f"{results['data']['slice_size']} px"
+            + ("; PNGs store no spacing, so this field of view is an assumption"
+               if results["data"]["source"] != "phantom" else "") + ").</p>")
     skipped = results["denoisers"].get("skipped", [])
     if skipped:
         lines.append("<p>Denoisers skipped (could not load): " + "; ".join(

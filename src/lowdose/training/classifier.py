@@ -110,7 +110,7 @@ PRESETS: dict[str, ClassifierTrainConfig] = {
     "gpu": ClassifierTrainConfig(input_size=256, slice_size=288, epochs=60, batch_size=32,
                                  lr=1e-3, patience=15),
     # The demo on phantoms: small and short (the whole study runs in minutes on 2 cores).
-    "demo": ClassifierTrainConfig(arch="densenet121", input_size=96, slice_size=96, epochs=20,
+    "demo": ClassifierTrainConfig(arch="densenet121", input_size=96, slice_size=96, epochs=12,
                                   batch_size=16, lr=1e-3, patience=8, warmup_epochs=1.0,
                                   dropout=0.0),
 }

@@ -1,0 +1,72 @@
+"""report.html from a results dict: every cell in the table, figures inline, failures listed."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from lowdose.io.datasets import CLASSES
+from lowdose.metrics.task import task_metrics
+from lowdose.reporting.report import render_report, write_report
+
+
+def _results() -> tuple[dict, dict]:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 5)
+    cells, grid = [], {"full-dose": np.full((2, 16, 16), -800.0, np.float32)}
+
+    def cell(noise: float) -> dict:
+        logits = np.eye(4)[y] * 3 + rng.normal(0, noise, (20, 4))
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        task = task_metrics(y, p, CLASSES, n_boot=20)
+        return {"accuracy": task["accuracy"], "task": task,
+                "image": {"psnr_full": 40.0 - noise, "psnr_window": 30.0 - noise,
+                          "ssim_full": 0.99, "ssim_window": 0.9, "rmse_hu": 10 * noise}}
+
+    for dose in (1.0, 0.25):
+        for den in ("none", "tv"):
+            c = cell(3.0 if den == "none" and dose < 1 else 1.0)
+            cells.append({"method": "image-poisson", "dose": dose, "denoiser": den, **c})
+            grid[f"image-poisson_{dose:g}_{den}"] = np.full((2, 16, 16), -700.0, np.float32)
+    results = {
+        "created": "2026-01-01T00:00:00Z", "classes": list(CLASSES),
+        "methods": ["image-poisson"], "doses": [1.0, 0.25],
+        "denoisers": {"used": ["none", "tv"],
+                      "skipped": [{"name": "red-cnn", "reason": "weights missing"}]},
+        "full_dose": cell(0.5), "cells": cells,
+        "data": {"source": "/data/kaggle", "png_window_hu": [-1350.0, 150.0],
+                 "png_note": "8-bit display images are not HU: mapped through the lung window",
+                 "slice_size": 16, "crop_body": True, "warnings": ["test split has no images "
+                                                                   "of class normal"]},
+        "audit": {"n_files": 1000, "n_unique": 847, "duplicate_groups": 59,
+                  "per_split": {"train": [1, 2, 3, 4], "test": [5, 5, 5, 5]}},
+        "read_failures": {"count": 1, "files": [{"path": "/data/x.png", "reason": "truncated"}]},
+        "classifier": {"source": "trained", "spec": {"arch": "densenet121", "input_size": 16,
+                                                     "window": [-1350, 150],
+                                                     "intensity": "percentile"},
+                       "best_epoch": 3, "epochs_run": 5, "best_score": 0.8},
+        "grid": {"indices": [0, 1], "labels": ["adenocarcinoma", "normal"], "window": "lung"},
+        "image_metric_ranges": {"full": "[-1024, 3072]", "window": "[-160, 240]"},
+        "config": {"fov_mm": 350}, "versions": {}, "seeds": {}, "timings_s": {},
+        "simulator_options": {"image-poisson": {}},
+    }
+    return results, grid
+
+
+def test_report_holds_every_cell_figures_and_failures(tmp_path) -> None:
+    results, grid = _results()
+    html = render_report(results, grid)
+    # Table: the original row plus one row per cell.
+    rows = re.findall(r"<tr class='(?:best|ref|)'>", html)
+    assert len(rows) == 1 + len(results["cells"])
+    # Curves, image curves, confusion matrices, two grids (lung and soft tissue).
+    assert html.count("data:image/png;base64,") == 5
+    assert "display window lung [-1350, 150] HU" in html
+    assert "display window soft tissue [-160, 240] HU" in html
+    assert "Images that failed to read: 1" in html and "/data/x.png" in html
+    assert "red-cnn" in html and "weights missing" in html
+    assert "lung window" in html and "test split has no images of class normal" in html
+    assert "Selected epoch 3 of 5" in html
+    out = write_report(results, grid, tmp_path / "r.html")
+    assert out.read_text() == html
