@@ -234,8 +234,15 @@ def test_one_over_dose_holds_with_the_shipped_calibration_on_a_water_phantom():
     r = np.hypot(xx, yy)
     hu = torch.from_numpy(np.where(r < 121, 0.0, -1000.0).astype(np.float32))[None, None]
     roi = torch.from_numpy(r < 60)
-    sim = ProjectionSimulator(input_is_noiseless=True)
+    sim = ProjectionSimulator(input_is_noiseless=True, pixel_size_mm=0.7421875)
     var = {d: (sim(hu.repeat(2, 1, 1, 1), d, torch.Generator().manual_seed(4)) - hu)[:, 0][:, roi]
            .var().item() for d in (1.0, 0.25, 0.05)}
     for dose in (0.25, 0.05):
         assert var[dose] * dose == pytest.approx(var[1.0], rel=0.10), (dose, var)
+
+
+def test_without_a_pixel_size_the_image_spans_380_mm():
+    sim = ProjectionSimulator()
+    assert sim.pixel_for(512, 512) == pytest.approx(0.7421875)
+    assert sim.pixel_for(874, 1200) == pytest.approx(380 / 1200)
+    assert ProjectionSimulator(pixel_size_mm=0.5).pixel_for(1200, 1200) == 0.5

@@ -53,7 +53,7 @@ def simulate(
     ),
     pixel_size: float | None = typer.Option(
         None, "--pixel-size", help="Pixel size (mm) for inputs without one (npy, PNG); "
-        "default 0.742."
+        "default: the larger side spans 380 mm (0.742 mm at 512 px)."
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: best)."),
 ) -> None:

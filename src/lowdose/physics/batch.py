@@ -27,7 +27,6 @@ import numpy as np
 from lowdose.errors import LowdoseError
 from lowdose.image import HU_MIN, CTImage, Window
 from lowdose.physics.checks import check_dose
-from lowdose.physics.projection import DEFAULT_PIXEL_MM
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", ".nii", ".nii.gz", ".dcm", ".ima")
 EIGHT_BIT = (".png", ".jpg", ".jpeg")
@@ -153,7 +152,8 @@ def simulate_path(
         calibration: a calibration JSON for ``projection`` (default: the shipped Mayo fit).
         window: HU window of 8-bit inputs (else the one a lowdose PNG recorded).
         npy_scale: how ``.npy`` values map to HU (``hu`` or ``mayo``).
-        pixel_size_mm: pixel size for inputs without one (npy, PNG); default 0.742 mm.
+        pixel_size_mm: pixel size for inputs without one (npy, PNG); default: the image's
+            larger side spans 380 mm (0.742 mm for 512 pixels).
         device: torch device (default: a GPU when present).
         progress: show a progress bar.
 
@@ -202,7 +202,7 @@ def simulate_path(
             # (-2048, -3024) or the floor of a display window (lung: -1350). Both are air.
             hu = np.maximum(image.slices(), HU_MIN)
             if method == "projection":
-                simulator.pixel_size_mm = _pixel_size(image) or pixel_size_mm or DEFAULT_PIXEL_MM
+                simulator.pixel_size_mm = _pixel_size(image) or pixel_size_mm
                 simulator.slice_thickness_mm = _slice_thickness(image)
             for dose in doses:
                 low = simulate_low_dose(

@@ -64,6 +64,9 @@ from lowdose.physics.projector import FILTERS, ParallelProjector
 
 MU_WATER_PER_MM = 0.0192
 DEFAULT_PIXEL_MM = 0.7421875  # the Mayo L506 pixel size (DICOM PixelSpacing)
+# Images without a pixel size are assumed to span the Mayo scans' reconstruction diameter
+# (380 mm; 512 px -> 0.742 mm), so an 8-bit screenshot of any size keeps a body-sized object.
+DEFAULT_FOV_MM = 380.0
 DEFAULT_CALIBRATION = Path(__file__).with_name("calibration_default.json")
 GEOMETRY_KINDS = ("fan-equiangular", "fan-flat", "parallel")
 MIN_SIZE = 16
@@ -308,8 +311,8 @@ class ProjectionSimulator(LowDoseSimulator):
     Args:
         calibration: a :class:`Calibration`, a dict, a JSON path, or None for the shipped
             Mayo calibration.
-        pixel_size_mm: in-plane pixel size; sets the field of view (default 0.742 mm, the Mayo
-            pixel).
+        pixel_size_mm: in-plane pixel size; sets the field of view. None: the image's larger
+            side spans 380 mm (the Mayo reconstruction diameter; 0.742 mm for 512 pixels).
         slice_thickness_mm: the images' slice thickness, if known: scales I0 by
             ``t / calibration.slice_thickness_mm`` (when the calibration states one).
         input_is_noiseless: the input is a noiseless object (a phantom): simulate the whole
@@ -354,32 +357,45 @@ class ProjectionSimulator(LowDoseSimulator):
             data.update(overrides)
             cal = Calibration.from_dict(data, source="simulator options")
         self.calibration = cal
-        pixel = DEFAULT_PIXEL_MM if pixel_size_mm is None else float(pixel_size_mm)
-        if not (math.isfinite(pixel) and pixel > 0):
-            raise LowdoseError(f"pixel_size_mm: must be positive, got {pixel_size_mm}")
-        self.pixel_size_mm = pixel
+        if pixel_size_mm is not None:
+            pixel_size_mm = float(pixel_size_mm)
+            if not (math.isfinite(pixel_size_mm) and pixel_size_mm > 0):
+                raise LowdoseError(f"pixel_size_mm: must be positive, got {pixel_size_mm}")
+        self.pixel_size_mm = pixel_size_mm
         self.slice_thickness_mm = slice_thickness_mm
         self.input_is_noiseless = bool(input_is_noiseless)
         self.reconstruct = bool(reconstruct)
         self.clip_min = clip_min
         self._projectors: dict[tuple, ParallelProjector] = {}
 
+    def pixel_for(self, height: int, width: int) -> float:
+        """The pixel size (mm) used for an image of this size."""
+        if self.pixel_size_mm is not None:
+            return self.pixel_size_mm
+        return DEFAULT_FOV_MM / max(height, width)
+
     def projector(self, height: int, width: int, device: torch.device) -> ParallelProjector:
-        """The cached parallel projector for an image size on ``device``."""
+        """The cached parallel projector for an image size on ``device``.
+
+        It carries ``pixel_size_mm``, the pixel size its line integrals are scaled with.
+        """
         geometry = self.calibration.geometry
-        det_spacing_px = geometry.iso_spacing_mm / self.pixel_size_mm
-        fov_mm = min(height, width) * self.pixel_size_mm
+        pixel = self.pixel_for(height, width)
+        det_spacing_px = geometry.iso_spacing_mm / pixel
+        fov_mm = min(height, width) * pixel
         if min(height, width) < MIN_SIZE or fov_mm < 8 * geometry.iso_spacing_mm:
             raise LowdoseError(
-                f"image: {height}x{width} pixels of {self.pixel_size_mm:g} mm "
+                f"image: {height}x{width} pixels of {pixel:g} mm "
                 f"({fov_mm:.1f} mm) is too small for the scanner geometry (needs at least "
                 f"{MIN_SIZE} pixels and {8 * geometry.iso_spacing_mm:.1f} mm, 8 detector bins)"
             )
-        key = (height, width, str(device), self.pixel_size_mm, geometry)
+        key = (height, width, str(device), pixel, geometry)
         if key not in self._projectors:
-            self._projectors[key] = ParallelProjector(
+            proj = ParallelProjector(
                 height, width, geometry.parallel_views, det_spacing=det_spacing_px, device=device
             )
+            proj.pixel_size_mm = pixel
+            self._projectors[key] = proj
         return self._projectors[key]
 
     @property
@@ -394,7 +410,7 @@ class ProjectionSimulator(LowDoseSimulator):
 
     def _ray_gain(self, proj: ParallelProjector, device: torch.device) -> torch.Tensor:
         s_px = (torch.arange(proj.n_det, device=device) - proj.n_det // 2) * proj.det_spacing
-        return self.calibration.geometry.density_gain(s_px * self.pixel_size_mm)
+        return self.calibration.geometry.density_gain(s_px * proj.pixel_size_mm)
 
     def noise_sinogram(
         self, hu: torch.Tensor, dose: float, generator: torch.Generator | None = None
@@ -409,7 +425,7 @@ class ProjectionSimulator(LowDoseSimulator):
         cal = self.calibration
         proj = self.projector(hu.shape[-2], hu.shape[-1], hu.device)
         mu = (cal.mu_water * (1.0 + hu[:, 0].float() / 1000.0)).clamp(min=0.0)
-        p = (proj.forward_project(mu) * self.pixel_size_mm).clamp(min=0.0)
+        p = (proj.forward_project(mu) * proj.pixel_size_mm).clamp(min=0.0)
         gain = self._ray_gain(proj, hu.device)
         counts = (self.effective_i0 * gain) * torch.exp(-p)  # expected full-dose counts per sample
         electronic_var = cal.electronic_std**2 * gain
@@ -431,7 +447,7 @@ class ProjectionSimulator(LowDoseSimulator):
         """FBP of physical line integrals to HU *differences* ``(B, H, W)`` (no -1000 offset)."""
         cal = self.calibration
         mu = proj.fbp(
-            sinogram / self.pixel_size_mm,
+            sinogram / proj.pixel_size_mm,
             filter_name or cal.filter,
             cal.cutoff if cutoff is None else cutoff,
         )

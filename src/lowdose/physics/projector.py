@@ -134,6 +134,7 @@ class ParallelProjector:
         diagonal = math.hypot(self.height, self.width) / self.det_spacing
         self.n_det = int(n_det) if n_det else 2 * math.ceil(diagonal / 2) + 2
         self.device = torch.device(device)
+        self.pixel_size_mm = 1.0  # set by users that work in mm; the projector works in pixels
         self.kernel_width = int(kernel_width)
         self.grid = int(self.oversampling * self.size)
         # Polar sampling length: the periodic copies of a projection (period L * det_spacing)
