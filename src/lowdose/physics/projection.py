@@ -236,9 +236,15 @@ class Calibration:
 
 
 def default_calibration() -> Calibration:
-    """The shipped calibration, or the uncalibrated defaults when the file is missing."""
+    """The shipped calibration, or the uncalibrated defaults (with a warning) when it is missing."""
     if DEFAULT_CALIBRATION.is_file():
         return Calibration.load(DEFAULT_CALIBRATION)
+    import warnings
+
+    warnings.warn(
+        f"{DEFAULT_CALIBRATION} is missing (package data not installed?): using uncalibrated "
+        "defaults, whose noise level is not matched to real scans", stacklevel=2
+    )
     return Calibration(source={"note": "uncalibrated defaults"})
 
 
