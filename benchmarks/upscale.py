@@ -42,7 +42,7 @@ DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_MODELS = {
     "gan-circle:2": "gan-circle",  # the shipped x2 weights
-    "gan-circle:4": str(REPO / "runs" / "gan-circle-x4"),
+    "gan-circle:4": "gan-circle",  # the shipped x4 weights
     "l1-only:2": str(REPO / "runs" / "gan-circle-l1-x2"),
     "l1-only:4": str(REPO / "runs" / "gan-circle-l1-x4"),
 }
