@@ -104,9 +104,9 @@ def main() -> None:
         stats = noise_stats(out - pp.pair.full, pp.rois, pp.roi, pp.pair.pixel_mm)
         study_rows.append({"name": pp.pair.name, "n_rois": len(pp.rois),
                            **compare(stats, pp.real)})
-    from lowdose.physics.calibration import _pooled
+    from lowdose.physics.calibration import pooled_stats
 
-    pooled_sim, pooled_real = _pooled(study_prepared, study_sims)
+    pooled_sim, pooled_real = pooled_stats(study_prepared, study_sims)
     study_pooled = compare(pooled_sim, pooled_real)
 
     results = {

@@ -329,7 +329,7 @@ def _simulate(pp: PreparedPair, cal: Calibration, dose: float, seed: int) -> np.
     return simulate_low_dose(pp.pair.full, dose, seed=seed, simulator=sim)
 
 
-def _pooled(prepared: Sequence[PreparedPair], sims: Sequence[np.ndarray]
+def pooled_stats(prepared: Sequence[PreparedPair], sims: Sequence[np.ndarray]
             ) -> tuple[NoiseStats, NoiseStats]:
     """Pool ROIs of all pairs (same roi size) into one simulated and one real NoiseStats."""
     sim_stats = [noise_stats(s - pp.pair.full, pp.rois, pp.roi, pp.pair.pixel_mm)
@@ -408,7 +408,7 @@ def fit_calibration(
                     ref_sim.pixel_size_mm = pixel
                     noise = ref_sim.sinogram_to_hu(dp, proj, name, cutoff)[0].numpy()
                     sims.append(pp.pair.full + noise)
-            sim, real = _pooled(prepared, sims)
+            sim, real = pooled_stats(prepared, sims)
             # Inserted variance ~ 1 / I0: rescale I0 to match the variance.
             i0 = i0_ref * (sim.std / real.std) ** 2
             scaled = NoiseStats(real.std, sim.freqs, sim.nps * (real.std / sim.std) ** 2)
@@ -424,7 +424,7 @@ def fit_calibration(
     # Refine I0 by simulation (electronic noise makes the variance not exactly 1 / I0).
     for _ in range(2):
         sims = [_simulate(pp, cal, dose, seed) for pp in prepared]
-        sim, real = _pooled(prepared, sims)
+        sim, real = pooled_stats(prepared, sims)
         cal = Calibration(**{**cal.to_dict(), "i0": cal.i0 * (sim.std / real.std) ** 2})
     say(f"fitted i0 {cal.i0:.4g}, filter {cal.filter} cutoff {cal.cutoff}")
     # Final check with a fresh seed: per pair and pooled.
@@ -438,7 +438,7 @@ def fit_calibration(
         per_pair.append(row)
         curves[pp.pair.name] = {"freq_per_mm": stats.freqs.tolist(),
                                 "nps_sim": stats.nps.tolist(), "nps_real": pp.real.nps.tolist()}
-    sim, real = _pooled(prepared, sims)
+    sim, real = pooled_stats(prepared, sims)
     mean = compare(sim, real)
     curves["pooled"] = {"freq_per_mm": sim.freqs.tolist(), "nps_sim": sim.nps.tolist(),
                         "nps_real": real.nps.tolist()}
