@@ -57,6 +57,8 @@ def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path) -> None:
     resumed = TinyFamily()
     result = Trainer(resumed, NoisyPairs(), _cfg(), tmp_path / "b", resume=True).fit()
     assert result.resumed_from == 20
+    rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
+    assert sum(r.startswith("25,train,loss,") for r in rows) == 1  # logged once across runs
     assert torch.allclose(_weights(resumed), _weights(full), atol=1e-6)
     # only the newest two checkpoints are kept
     kept = sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("step-*"))

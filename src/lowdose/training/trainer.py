@@ -490,6 +490,7 @@ class Trainer:
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log = _Log(self.out_dir, cfg.tensorboard, env.is_main)
+        log.truncate_after(start)  # rows a killed run logged after its last checkpoint
         if env.is_main:
             (self.out_dir / "config.json").write_text(json.dumps(
                 {"family": self._family_config(), "trainer": asdict(cfg)}, indent=2) + "\n")
@@ -589,6 +590,18 @@ class _Log:
                 self.tb = SummaryWriter(str(out_dir / "tensorboard"))
             except ImportError:  # tensorboard is a declared dependency; tolerate its absence
                 self.tb = None
+
+    def truncate_after(self, step: int) -> None:
+        """Drop CSV rows past ``step`` (atomically), so a resumed run logs each step once."""
+        if not self.active or not self.path.is_file():
+            return
+        from lowdose.io.atomic import atomic_write_text
+
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = lines[:1] + [r for r in lines[1:] if r.split(",", 1)[0].isdigit()
+                            and int(r.split(",", 1)[0]) <= step]
+        if len(kept) != len(lines):
+            atomic_write_text(self.path, "".join(kept))
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.active or not values:
