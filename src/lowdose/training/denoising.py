@@ -49,6 +49,10 @@ class DataConfig:
         val_slices: full-dose slices held out for validation (spread over the data).
         slice_stride: keep every k-th slice of each ``--data`` source (contiguous series are
             redundant; simulating fewer slices saves time).
+        max_artifact_hu: drop slices whose simulated low dose differs from the full dose by
+            more than this RMS in 15x15 local means: that is structure (streaks from metal, or
+            an object wider than the scan field), not noise, and a few such slices dominate an
+            MSE loss.
         cache_dir: where simulated realisations are cached (default ``<out>/cache``).
     """
 
@@ -60,6 +64,7 @@ class DataConfig:
     min_body_fraction: float = 0.3
     val_slices: int = 4
     slice_stride: int = 1
+    max_artifact_hu: float = 20.0
     cache_dir: str | None = None
 
 
@@ -202,6 +207,15 @@ def load_slices(
     if not slices:
         raise LowdoseError(f"{specs}: no slice of at least {min_size}x{min_size} pixels")
     return slices, names, pixels
+
+
+def artifact_level(low: np.ndarray, full: np.ndarray, size: int = 15) -> float:
+    """RMS (HU) of the ``size`` x ``size`` local means of ``low - full`` (first realisation):
+    near zero for noise, large for streaks and truncation artefacts."""
+    from scipy.ndimage import uniform_filter
+
+    diff = (low[0] if low.ndim == 3 else low) - full
+    return float(np.sqrt(np.mean(uniform_filter(diff.astype(np.float64), size) ** 2)))
 
 
 def _simulator_identity(method: str) -> str:
@@ -460,7 +474,13 @@ def train_denoiser(
         full, names, pixels = load_slices(data, min_size=dc.patch_size, stride=dc.slice_stride)
         cache = Path(dc.cache_dir) if dc.cache_dir else out_dir / "cache"
         low = simulate_realisations(full, names, dc, tc.seed, cache, progress, pixels)
-        source = {"data": [str(d) for d in data], "simulated": dc.method, "dose": dc.dose,
+        levels = [artifact_level(lo, f) for lo, f in zip(low, full, strict=True)]
+        dropped = [n for n, a in zip(names, levels, strict=True) if a > dc.max_artifact_hu]
+        keep = [i for i, a in enumerate(levels) if a <= dc.max_artifact_hu]
+        if not keep:
+            raise LowdoseError(f"{data}: every slice exceeds max_artifact_hu {dc.max_artifact_hu}")
+        full, low = [full[i] for i in keep], [low[i] for i in keep]
+        source = {"dropped_artifact_slices": dropped,"data": [str(d) for d in data], "simulated": dc.method, "dose": dc.dose,
                   "realisations": dc.realisations, "simulator": _simulator_identity(dc.method)}
     else:
         raise LowdoseError("train denoiser: give --data (full-dose CT) or --pairs")
