@@ -478,10 +478,11 @@ def train_denoiser(
         dropped = [n for n, a in zip(names, levels, strict=True) if a > dc.max_artifact_hu]
         keep = [i for i, a in enumerate(levels) if a <= dc.max_artifact_hu]
         if not keep:
-            raise LowdoseError(f"{data}: every slice exceeds max_artifact_hu {dc.max_artifact_hu}")
+            raise LowdoseError(f"{data}: every slice exceeds max_artifact_hu")
         full, low = [full[i] for i in keep], [low[i] for i in keep]
-        source = {"dropped_artifact_slices": dropped,"data": [str(d) for d in data], "simulated": dc.method, "dose": dc.dose,
-                  "realisations": dc.realisations, "simulator": _simulator_identity(dc.method)}
+        source = {"data": [str(d) for d in data], "simulated": dc.method, "dose": dc.dose,
+                  "realisations": dc.realisations, "simulator": _simulator_identity(dc.method),
+                  "dropped_artifact_slices": dropped}
     else:
         raise LowdoseError("train denoiser: give --data (full-dose CT) or --pairs")
     n_val = min(dc.val_slices, max(0, len(full) - 1))
