@@ -186,8 +186,9 @@ def denoise_nps(denoisers: list[str], out: Path) -> dict:
     full = np.stack([p[2] for p in pairs])
     rois = _rois(full)
     outputs = {"low-dose input": low}
-    for name in denoisers:
-        d = load_denoiser(name, device="cpu")
+    for spec in denoisers:
+        name, _, source = spec.partition("=")  # "LABEL=PATH" or a name
+        d = load_denoiser(source or name, device="cpu")
         with torch.inference_mode():
             outputs[name] = np.stack([
                 d.denoise(torch.from_numpy(x)[None, None])[0, 0].numpy() for x in low
@@ -268,7 +269,8 @@ def main() -> None:
     parser.add_argument("--denoise-nps", action="store_true",
                         help="also write the NPS / difference-image check of the denoisers")
     parser.add_argument("--denoiser", action="append", default=[],
-                        help="denoiser name or weight file for --denoise-nps (repeatable)")
+                        help="denoiser name, weight file or LABEL=PATH for --denoise-nps "
+                        "(repeatable)")
     parser.add_argument("--model", action="append", default=[],
                         help="METHOD:SCALE=PATH, e.g. l1-only:2=runs/gan-circle-l1-x2")
     parser.add_argument("--out", type=Path, default=RESULTS)
