@@ -62,6 +62,16 @@ def _acc_text(acc: dict[str, Any]) -> str:
     return f"{_fmt(acc.get('value'))} <span class='note'>[{_fmt(lo)}, {_fmt(hi)}]</span>"
 
 
+def _palette() -> list[str]:
+    """Denoiser colours: tab10 without its green (green marks the full-dose reference)."""
+    import matplotlib.pyplot as plt
+
+    colors = plt.get_cmap("tab10").colors
+    from matplotlib.colors import to_hex
+
+    return [to_hex(c) for i, c in enumerate(colors) if i != 2]
+
+
 def _curves(results: dict[str, Any]) -> str:
     import matplotlib
 
@@ -73,7 +83,7 @@ def _curves(results: dict[str, Any]) -> str:
     full = results["full_dose"]["accuracy"]
     fig, axes = plt.subplots(1, len(methods), figsize=(6.2 * len(methods), 4.4), squeeze=False,
                              sharey=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = _palette()
     for ax, method in zip(axes[0], methods, strict=True):
         for i, den in enumerate(dens):
             cells = sorted((c for c in results["cells"]
@@ -90,8 +100,8 @@ def _curves(results: dict[str, Any]) -> str:
             label = "low dose, no restoration" if den == "none" else den
             ax.plot(d, a, label=label, lw=2, **style)
             ax.fill_between(d, lo, hi, alpha=0.12, color=style["color"])
-        ax.axhline(full["value"], color="green", lw=1.5, label="full dose (original)")
-        ax.axhspan(full["ci95"][0], full["ci95"][1], color="green", alpha=0.08)
+        ax.axhline(full["value"], color="#2ca02c", lw=2.5, ls=":", label="full dose (original)")
+        ax.axhspan(full["ci95"][0], full["ci95"][1], color="#2ca02c", alpha=0.08)
         ax.set_xscale("log")
         doses = sorted(results["doses"])
         ax.set_xticks(doses)
@@ -113,7 +123,7 @@ def _image_curves(results: dict[str, Any]) -> str:
     methods = results["methods"]
     dens = results["denoisers"]["used"]
     fig, axes = plt.subplots(2, len(methods), figsize=(6.2 * len(methods), 7.0), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = _palette()
     for j, method in enumerate(methods):
         for row, (key, name) in enumerate((("psnr_window", "PSNR, window [-160, 240] HU (dB)"),
                                            ("ssim_window", "SSIM, window [-160, 240] HU"))):
