@@ -549,6 +549,8 @@ def export_denoiser(
     clean["metadata"] = {**meta, "preset": preset}
     path = save_weights(net_state, clean, dest.with_suffix(".safetensors"))
     atomic_write_text(dest.with_suffix(".md"), model_card(clean, notes))
+    for suffix in (".safetensors", ".json", ".md"):  # package data: readable by all
+        dest.with_suffix(suffix).chmod(0o644)
     return path
 
 
@@ -574,7 +576,9 @@ def model_card(config: dict[str, Any], notes: str = "") -> str:
         f"{trainer.get('seed')}.",
         f"- **Steps trained**: {meta.get('steps')}",
         f"- **Training-end metrics** (simulated pairs): "
-        f"{json.dumps({k: round(v, 3) for k, v in meta.get('train_metrics', {}).items()})}",
+        f"{json.dumps({k: float(f'{v:.4g}') for k, v in meta.get('train_metrics', {}).items()})}",
+        f"- **Slices dropped** (simulated low dose carried streaks or truncation, not noise): "
+        f"{meta.get('dropped_artifact_slices', [])}",
     ]
     bench = meta.get("benchmark")
     if bench:
