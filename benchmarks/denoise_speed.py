@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from lowdose.models.network import NetworkDenoiser
 
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     rows: list[dict[str, Any]] = []
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for name in denoisers.names():
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 d = load_denoiser(name, device=device)
-                weights = "shipped"
+                weights = "shipped" if learned else "-"
             except Exception:
                 if not learned:
                     raise
@@ -123,12 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"torch {torch.__version__}",
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        # CPU times are only comparable at a similar load (other jobs share the cores)
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "denoise_speed.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# Denoising speed, 512x512 slices", "",
-        f"Machine: {result['machine']}; GPU: {result['gpu'] or 'none in this run'}.", "",
+        f"Machine: {result['machine']}; GPU: {result['gpu'] or 'none in this run'}; "
+        f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
+        "(other jobs shared the CPU).", "",
         "| model | device | precision | batch | s/slice | slices/s | weights |",
         "|---|---|---|---|---|---|---|",
     ]
