@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from lowdose.cli.options import parse_window
 from lowdose.errors import LowdoseError
 
 
@@ -23,22 +24,6 @@ def _warnings_as_lines() -> Iterator[None]:
         finally:
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)
-
-
-def _window(text: str):
-    from lowdose.image import NAMED_WINDOWS, Window
-
-    text = text.strip()
-    if text in NAMED_WINDOWS:
-        return Window.named(text)
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-        return Window(lo, hi)
-    except ValueError:
-        raise LowdoseError(
-            f"--window {text!r}: expected 'lo,hi' in HU (e.g. -1350,150) or one of "
-            f"{', '.join(sorted(NAMED_WINDOWS))}"
-        ) from None
 
 
 def phantom(
@@ -70,7 +55,7 @@ def phantom(
     with _warnings_as_lines():
         meta_path = write_phantom_dataset(
             out, n=n, size=size, seed=seed, splits=fractions, fmt=fmt.lower(),
-            window=_window(window), overwrite=overwrite, progress=True,
+            window=parse_window(window), overwrite=overwrite, progress=True,
         )
     import json
 

@@ -61,7 +61,7 @@ def simulate(
 
     Example: lowdose simulate FD.nii.gz LD.nii.gz --dose 0.25 --seed 0
     """
-    from lowdose.cli.info import parse_window
+    from lowdose.cli.options import parse_window
     from lowdose.physics.batch import simulate_path
 
     written = simulate_path(
