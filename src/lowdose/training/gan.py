@@ -74,7 +74,7 @@ def gradient_penalty(
         >>> lin = nn.Conv2d(1, 1, 4, bias=False)
         >>> _ = nn.init.constant_(lin.weight, 0.25)  # score = sum of 16 pixels / 4: slope 1
         >>> critic = lambda x: lin(x).sum(dim=(1, 2, 3))
-        >>> float(gradient_penalty(critic, torch.rand(3, 1, 4, 4), torch.rand(3, 1, 4, 4)))
+        >>> float(gradient_penalty(critic, torch.rand(3, 1, 4, 4), torch.rand(3, 1, 4, 4)).detach())
         0.0
     """
     fake = fake.detach()

@@ -32,14 +32,14 @@ def affine_to_geometry(
     Example:
         >>> sp, origin, d = affine_to_geometry(np.diag([2.0, 3.0, 4.0, 1.0]))
         >>> sp, origin, d[:, 0].tolist()
-        ((2.0, 3.0, 4.0), (-0.0, -0.0, 0.0), [-1.0, 0.0, 0.0])
+        ((2.0, 3.0, 4.0), (0.0, 0.0, 0.0), [-1.0, 0.0, 0.0])
     """
     lps = RAS_TO_LPS @ np.asarray(affine, np.float64)[:3, :4]
     axes = lps[:, :3]
     spacing = np.linalg.norm(axes, axis=0)
     spacing[spacing == 0] = 1.0
     direction = axes / spacing
-    origin = lps[:, 3]
+    origin = lps[:, 3] + 0.0  # no negative zeros from the LPS flip
     return (
         tuple(float(s) for s in spacing),
         tuple(float(o) for o in origin),
