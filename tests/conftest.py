@@ -21,3 +21,14 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"real data not found at {root}")
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread (the CI machine has two cores, shared by the test run)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

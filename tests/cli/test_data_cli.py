@@ -8,23 +8,8 @@ import shutil
 
 import pytest
 
-from lowdose.cli.main import main
 from lowdose.io.datasets import CLASSES
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_error_line(rc: int, err: str, *needles: str) -> None:
-    assert rc != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+from tests.cli.cli_helpers import assert_one_error_line, run
 
 
 def test_phantom_writes_the_kaggle_layout(tmp_path, capsys):

@@ -11,22 +11,8 @@ from PIL import Image
 
 from lowdose import LowdoseError
 from lowdose.cli.main import main
+from tests.cli.cli_helpers import assert_one_error_line, run
 from tests.io.test_dicom import ct_slice, make_series, phantom_volume
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_error_line(rc: int, err: str, *needles: str) -> None:
-    assert rc != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_info_on_a_64_slice_series_folder(tmp_path, capsys):

@@ -7,19 +7,12 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from lowdose.cli.main import main
 from lowdose.image import CTImage, Window
 from lowdose.io import read_ct, write_ct
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -14,9 +14,7 @@ from lowdose.models.unet import ResUNet, ResUNetDenoiser
 SMALL = {"red-cnn": {"filters": 8}, "unet": {"channels": [4, 8, 16]}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("net", [RedCNN(filters=8), ResUNet(channels=(4, 8, 16))])

@@ -17,13 +17,7 @@ from lowdose.physics.calibration import (
 )
 from lowdose.physics.projection import Calibration, ProjectionSimulator
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def body_slice(n: int = 128, seed: int = 0) -> np.ndarray:

@@ -17,13 +17,7 @@ from lowdose.physics.projection import (
     default_calibration,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _water_cylinder(n: int = 96, radius: float = 40.0) -> tuple[torch.Tensor, torch.Tensor]:

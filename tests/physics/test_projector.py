@@ -19,12 +19,7 @@ def _phantom(n: int) -> np.ndarray:
     return img.astype(np.float32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_agrees_with_scikit_image_radon():
