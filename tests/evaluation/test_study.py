@@ -154,3 +154,24 @@ def test_folder_data_with_unreadable_image(tmp_path, classifier_file) -> None:
     assert results["read_failures"]["files"][0]["path"].endswith(victim.name)
     assert "Images that failed to read: 1" in (tmp_path / "out" / "report.html").read_text()
     assert results["data"]["n"]["test"] == len(list((root / "test").rglob("*.png"))) - 1
+
+
+def test_png_through_the_lung_window_is_clipped_at_hu_min(tmp_path, classifier_file) -> None:
+    """Black in a lung-window PNG is -1350 HU: clipped at -1024 so the physics accepts it."""
+    from PIL import Image
+
+    for split in ("train", "valid", "test"):
+        for k, label in enumerate(("adenocarcinoma", "large.cell.carcinoma", "normal",
+                                   "squamous.cell.carcinoma")):
+            folder = tmp_path / "data" / split / label
+            folder.mkdir(parents=True)
+            for i in range(2):
+                img = np.zeros((64, 80), np.uint8)  # black surround (-1350 HU)
+                img[12:52, 10:70] = 90 + 20 * k + i  # a grey "body"
+                img[25:40, 20:35] = 30  # a dark "lung"
+                Image.fromarray(img).save(folder / f"{i}.png")
+    cfg = _cfg(tmp_path / "out", classifier_file, data=str(tmp_path / "data"), doses=[0.25],
+               denoisers=[], methods=None)
+    results = run_study(cfg, progress=False, log=None)
+    assert len(results["cells"]) == len(simulators.names())
+    assert "clipped at -1024 HU" in results["data"]["png_note"]

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from lowdose.errors import LowdoseError
+from lowdose.image import HU_MIN
 from lowdose.io.atomic import atomic_path, atomic_write_text
 from lowdose.io.datasets import CLASSES
 from lowdose.models.classifiers import LUNG_WINDOW
@@ -272,7 +273,10 @@ def _folder_data(cfg: StudyConfig, progress: bool) -> StudyData:
             sl = img.slices()
             if sl.shape[0] != 1:
                 raise LowdoseError(f"{item.path}: a volume of {sl.shape[0]} slices, not a slice")
-            prepared = prepare_slice(sl[0], cfg.slice_size, crop_body=cfg.crop_body)
+            # A display window reaching below air (lung: -1350 HU for black) gives values
+            # no scanner stores; the simulators refuse them, so clip at the project's floor.
+            prepared = np.maximum(prepare_slice(sl[0], cfg.slice_size, crop_body=cfg.crop_body),
+                                  HU_MIN)
         except Exception as exc:  # listed, skipped and counted in the report
             failures.append({"path": str(item.path), "reason": str(exc) or type(exc).__name__})
             continue
@@ -328,7 +332,7 @@ def load_study_data(cfg: StudyConfig, cache: Path, progress: bool = True) -> Stu
     key = _hash({"data": cfg.data, "manifest": cfg.manifest, "size": cfg.slice_size,
                  "crop": cfg.crop_body, "window": cfg.png_window, "valid": cfg.valid_fraction,
                  "phantom": asdict(cfg.phantom) if cfg.data is None else None, "seed": cfg.seed,
-                 "max_test": cfg.max_test, "v": 2})
+                 "max_test": cfg.max_test, "v": 3})
     npz, meta_path = cache / f"data-{key}.npz", cache / f"data-{key}.json"
     if npz.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
@@ -366,7 +370,7 @@ def get_classifier(cfg: StudyConfig, data: StudyData, cache: Path, resume: bool,
     tcfg = preset(cfg.preset, **overrides)
     key = _hash({"data": cfg.data, "manifest": cfg.manifest, "size": cfg.slice_size,
                  "phantom": asdict(cfg.phantom) if cfg.data is None else None,
-                 "train": tcfg.to_dict(), "window": cfg.png_window})
+                 "train": tcfg.to_dict(), "window": cfg.png_window, "hu_floor": HU_MIN})
     folder = cache / f"classifier-{key}"
     final = folder / "classifier.safetensors"
     summary_path = folder / "summary.json"
@@ -629,7 +633,8 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                  "png_window_hu": list(cfg.png_window),
                  "png_note": "8-bit display images are not HU: grey g in [0, 255] is mapped "
                              f"linearly to HU = {cfg.png_window[0]:g} + g/255 * "
-                             f"{cfg.png_window[1] - cfg.png_window[0]:g} (the lung window)",
+                             f"{cfg.png_window[1] - cfg.png_window[0]:g} (the lung window), "
+                             f"then clipped at {HU_MIN:g} HU (no scanner value lies below)",
                  "slice_size": cfg.slice_size, "crop_body": cfg.crop_body,
                  "warnings": data.warnings},
         "audit": data.audit,
