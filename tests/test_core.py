@@ -52,3 +52,15 @@ def test_cli_version_and_help(capsys):
     assert main(["--version"]) == 0
     assert "lowdose" in capsys.readouterr().out
     assert main(["--help"]) == 0
+
+
+def test_atomic_path_gives_the_umask_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "report.html") as tmp:
+            tmp.write_text("<html></html>")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
