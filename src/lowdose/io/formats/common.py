@@ -10,6 +10,7 @@ import numpy as np
 
 from lowdose.errors import LowdoseError
 from lowdose.image import CTImage, Window
+from lowdose.io.base import Reader, Writer
 
 DEFAULT_WINDOW_NAME = "lung"
 NPY_SCALES = {
@@ -157,3 +158,25 @@ def fmt_spacing(spacing: tuple[float, ...]) -> str:
 
 def is_close(a: float, b: float, tol: float = 1e-3) -> bool:
     return math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+
+
+class FormatReader(Reader):
+    """A reader holding :class:`ReadOptions` that recognises its files by content.
+
+    Subclasses name the :func:`sniff` kinds they accept in ``sniffed_as``.
+    """
+
+    sniffed_as: tuple[str, ...] = ()
+
+    def __init__(self, options: ReadOptions | None = None) -> None:
+        self.options = options or ReadOptions()
+
+    def sniff(self, path: Path) -> bool:
+        return sniff(path) in self.sniffed_as
+
+
+class FormatWriter(Writer):
+    """A writer holding :class:`WriteOptions`."""
+
+    def __init__(self, options: WriteOptions | None = None) -> None:
+        self.options = options or WriteOptions()

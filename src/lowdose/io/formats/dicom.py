@@ -25,9 +25,10 @@ import numpy as np
 from lowdose.errors import LowdoseError
 from lowdose.image import CTImage
 from lowdose.io.atomic import atomic_path
-from lowdose.io.base import Reader, Writer, readers, writers
+from lowdose.io.base import readers, writers
 from lowdose.io.formats.common import (
-    ReadOptions,
+    FormatReader,
+    FormatWriter,
     WriteOptions,
     check_finite,
     is_close,
@@ -572,13 +573,10 @@ def pick_series(scan: DicomScan, wanted: str | None) -> str:
 
 
 @readers.register("dicom")
-class DicomReader(Reader):
+class DicomReader(FormatReader):
     """One DICOM file (a slice, or a multi-frame volume) or a folder holding a series."""
 
     suffixes = DICOM_SUFFIXES
-
-    def __init__(self, options: ReadOptions | None = None) -> None:
-        self.options = options or ReadOptions()
 
     def sniff(self, path: Path) -> bool:
         return path.is_dir() or sniff(path) == "dicom"
@@ -876,7 +874,7 @@ def _check_replaceable(path: Path) -> None:
 
 
 @writers.register("dicom")
-class DicomWriter(Writer):
+class DicomWriter(FormatWriter):
     """A derived CT series: a folder of slices (``out/``), or one slice (``out.dcm``).
 
     New SeriesInstanceUID and SOPInstanceUIDs, ImageType DERIVED\\SECONDARY, the
@@ -886,9 +884,6 @@ class DicomWriter(Writer):
     """
 
     suffixes = (".dcm",)
-
-    def __init__(self, options: WriteOptions | None = None) -> None:
-        self.options = options or WriteOptions()
 
     def write(self, image: CTImage, path: Path) -> Path:
         path = Path(path)

@@ -9,15 +9,14 @@ import numpy as np
 from lowdose.errors import LowdoseError
 from lowdose.image import CTImage
 from lowdose.io.atomic import atomic_path
-from lowdose.io.base import Reader, Writer, readers, writers
+from lowdose.io.base import readers, writers
 from lowdose.io.formats.common import (
-    ReadOptions,
-    WriteOptions,
+    FormatReader,
+    FormatWriter,
     check_finite,
     check_real_dtype,
     one_line,
     refuse_input_overwrite,
-    sniff,
 )
 
 # NIfTI affines map voxels to RAS+; DICOM (and CTImage.origin/direction) use LPS+.
@@ -63,16 +62,11 @@ def geometry_to_affine(image: CTImage) -> np.ndarray:
 
 
 @readers.register("nifti")
-class NiftiReader(Reader):
+class NiftiReader(FormatReader):
     """``.nii``/``.nii.gz``: values taken as HU; volumes become ``(D, H, W)``, 2D stays 2D."""
 
     suffixes = (".nii", ".nii.gz")
-
-    def __init__(self, options: ReadOptions | None = None) -> None:
-        self.options = options or ReadOptions()
-
-    def sniff(self, path: Path) -> bool:
-        return sniff(path) == "nifti"
+    sniffed_as = ("nifti",)
 
     def read(self, path: Path) -> CTImage:
         import nibabel as nib
@@ -117,13 +111,10 @@ class NiftiReader(Reader):
 
 
 @writers.register("nifti")
-class NiftiWriter(Writer):
+class NiftiWriter(FormatWriter):
     """float32 HU with the image's spacing, origin and direction in the qform and sform."""
 
     suffixes = (".nii", ".nii.gz")
-
-    def __init__(self, options: WriteOptions | None = None) -> None:
-        self.options = options or WriteOptions()
 
     def write(self, image: CTImage, path: Path) -> Path:
         import nibabel as nib

@@ -9,16 +9,15 @@ import numpy as np
 from lowdose.errors import LowdoseError
 from lowdose.image import CTImage
 from lowdose.io.atomic import atomic_path
-from lowdose.io.base import Reader, Writer, readers, writers
+from lowdose.io.base import readers, writers
 from lowdose.io.formats.common import (
     NPY_SCALES,
-    ReadOptions,
-    WriteOptions,
+    FormatReader,
+    FormatWriter,
     check_finite,
     check_real_dtype,
     one_line,
     refuse_input_overwrite,
-    sniff,
 )
 
 
@@ -55,16 +54,11 @@ def npy_to_hu(values: np.ndarray, scale: str | None, path: Path | str) -> np.nda
 
 
 @readers.register("npy")
-class NpyReader(Reader):
+class NpyReader(FormatReader):
     """A 2D ``(H, W)`` or 3D ``(D, H, W)`` NumPy array, no pickles; spacing is unknown (1 mm)."""
 
     suffixes = (".npy",)
-
-    def __init__(self, options: ReadOptions | None = None) -> None:
-        self.options = options or ReadOptions()
-
-    def sniff(self, path: Path) -> bool:
-        return sniff(path) == "npy"
+    sniffed_as = ("npy",)
 
     def read(self, path: Path) -> CTImage:
         path = Path(path)
@@ -104,13 +98,10 @@ class NpyReader(Reader):
 
 
 @writers.register("npy")
-class NpyWriter(Writer):
+class NpyWriter(FormatWriter):
     """HU as float32 ``.npy`` (no geometry: use NIfTI or DICOM to keep spacing)."""
 
     suffixes = (".npy",)
-
-    def __init__(self, options: WriteOptions | None = None) -> None:
-        self.options = options or WriteOptions()
 
     def write(self, image: CTImage, path: Path) -> Path:
         path = Path(path)

@@ -9,16 +9,15 @@ import numpy as np
 from lowdose.errors import LowdoseError
 from lowdose.image import CTImage, Window
 from lowdose.io.atomic import atomic_path
-from lowdose.io.base import Reader, Writer, readers, writers
+from lowdose.io.base import readers, writers
 from lowdose.io.formats.common import (
-    ReadOptions,
-    WriteOptions,
+    FormatReader,
+    FormatWriter,
     check_finite,
     default_window,
     describe_window,
     one_line,
     refuse_input_overwrite,
-    sniff,
     window_name,
 )
 
@@ -50,7 +49,7 @@ def _grey_8bit(img, path: Path) -> np.ndarray:
 
 
 @readers.register("png")
-class PngReader(Reader):
+class PngReader(FormatReader):
     """8-bit PNG or JPEG (grey, RGB, RGBA; format sniffed from content, not the name).
 
     Pixel values v in [0, 255] become HU = lo + v/255 * (hi - lo) for the window [lo, hi]:
@@ -58,12 +57,7 @@ class PngReader(Reader):
     """
 
     suffixes = (".png", ".jpg", ".jpeg")
-
-    def __init__(self, options: ReadOptions | None = None) -> None:
-        self.options = options or ReadOptions()
-
-    def sniff(self, path: Path) -> bool:
-        return sniff(path) in ("png", "jpeg")
+    sniffed_as = ("png", "jpeg")
 
     def read(self, path: Path) -> CTImage:
         from PIL import Image, UnidentifiedImageError
@@ -111,13 +105,10 @@ class PngReader(Reader):
 
 
 @writers.register("png")
-class PngWriter(Writer):
+class PngWriter(FormatWriter):
     """A 2D slice as 8-bit grey PNG through a window (default lung), recorded in the file."""
 
     suffixes = (".png",)
-
-    def __init__(self, options: WriteOptions | None = None) -> None:
-        self.options = options or WriteOptions()
 
     def write(self, image: CTImage, path: Path) -> Path:
         from PIL import Image, PngImagePlugin
