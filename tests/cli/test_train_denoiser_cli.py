@@ -71,3 +71,16 @@ def test_bad_arguments(setup: tuple[Path, Path], tmp_path: Path,
     assert "no such file" in capsys.readouterr().err
     assert main([*base, "--model", "unet", "--data", str(data), "--preset", "nonesuch"]) == 2
     assert "preset" in capsys.readouterr().err
+    assert main([*base, "--model", "unet", "--data", str(data), "--dose", "0.2,abc"]) == 2
+    assert "comma-separated" in capsys.readouterr().err
+    assert main([*base, "--model", "gan-circle", "--data", str(data), "--dose", "0.2,0.4"]) == 2
+    assert "one dose" in capsys.readouterr().err
+
+
+def test_several_doses_train_one_model(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    data, preset = setup
+    out = tmp_path / "run"
+    assert main(["train", "denoiser", "--model", "unet", "--data", str(data), "--dose",
+                 "0.15,0.4", "--preset", str(preset), "--out", str(out), "--steps", "2"]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["dose"] == [0.15, 0.4] and summary["config"]["data"]["dose"] == [0.15, 0.4]

@@ -41,3 +41,30 @@ def test_presets_and_per_model_sections() -> None:
     assert gpu.trainer.max_steps == 5 and gpu.data.patch_size == 128
     with pytest.raises(LowdoseError, match="unknown keys"):
         load_preset("cpu", model="unet", trainer={"no_such_key": 1})
+
+
+def test_dose_list_gives_draws_at_every_dose_and_reuses_the_cache(tmp_path) -> None:
+    from lowdose.training.denoising import DataConfig, simulate_realisations
+
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    disc = np.where(xx**2 + yy**2 < 28**2, 40.0, -1000.0).astype(np.float32)
+    cfg = DataConfig(dose=[0.1, 0.5], method="image-poisson", realisations=2)
+    assert cfg.doses == [0.1, 0.5]
+    (draws,) = simulate_realisations([disc], ["disc"], cfg, 0, tmp_path, progress=False)
+    assert draws.shape == (4, 64, 64)
+    inside = xx**2 + yy**2 < 20**2
+    noise_low, noise_high = (draws[:2] - disc)[:, inside].std(), (draws[2:] - disc)[:, inside].std()
+    assert noise_low > 1.8 * noise_high  # std scales as 1/sqrt(dose): sqrt(5) = 2.24
+    assert len(list(tmp_path.glob("*.npy"))) == 2  # one cache file per dose
+    # A single-dose run at 0.5 reuses the 0.5 draws of the two-dose run.
+    (single,) = simulate_realisations([disc], ["disc"], DataConfig(dose=0.5, method="image-poisson",
+                                      realisations=2), 0, tmp_path, progress=False)
+    assert np.array_equal(single, draws[2:]) and len(list(tmp_path.glob("*.npy"))) == 2
+
+
+@pytest.mark.parametrize("dose", [[], [0.25, 0.0], 1.5])
+def test_bad_doses_are_refused(dose) -> None:
+    from lowdose.training.denoising import DataConfig
+
+    with pytest.raises(LowdoseError, match="dose"):
+        DataConfig(dose=dose)

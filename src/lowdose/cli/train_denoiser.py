@@ -6,6 +6,19 @@ from pathlib import Path
 
 import typer
 
+from lowdose.errors import LowdoseError
+
+
+def _parse_doses(text: str) -> list[float]:
+    """``"0.25"`` -> ``[0.25]``; ``"0.15,0.25"`` -> ``[0.15, 0.25]``; bad text: a clear error."""
+    try:
+        doses = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise LowdoseError(f"--dose {text}: give numbers in (0, 1], comma-separated") from None
+    if not doses:
+        raise LowdoseError("--dose: give at least one dose fraction")
+    return doses
+
 
 def register(app: typer.Typer) -> None:
     """Add ``denoiser`` to the ``train`` group."""
@@ -18,7 +31,9 @@ def register(app: typer.Typer) -> None:
         pairs: Path | None = typer.Option(
             None, "--pairs", help="Real pairs instead: low/ + full/ folders, or *_input.npy "
             "+ *_target.npy."),
-        dose: float | None = typer.Option(None, help="Simulated dose fraction (e.g. 0.25)."),
+        dose: str | None = typer.Option(
+            None, help="Simulated dose fraction (e.g. 0.25), or several comma-separated "
+            "(0.15,0.25,0.4: one model for the whole range)."),
         method: str | None = typer.Option(
             None, help="Low-dose simulator: projection (calibrated) or image-poisson."),
         preset: str = typer.Option("cpu", help="Preset name (cpu, gpu) or a YAML file."),
@@ -41,18 +56,23 @@ def register(app: typer.Typer) -> None:
 
         Example: lowdose train denoiser --model unet --data ct/ --dose 0.25 --out runs/u
         """
+        doses = _parse_doses(dose) if dose is not None else None
         if model in ("gan-circle", "cyclegan"):  # GAN families: lowdose.training.gan
+            if doses is not None and len(doses) > 1:
+                raise LowdoseError(f"--dose {dose}: {model} trains at one dose")
             from lowdose.training.gan import train_gan_cli
 
             result = train_gan_cli(model, out, data, preset, resume, paired_fraction, scale,
-                                   dose, method, steps, batch_size, seed, device)
+                                   doses[0] if doses else None, method, steps, batch_size,
+                                   seed, device)
             typer.echo(f"trained {model} to step {result.step}: {result.out_dir}")
             return
         from lowdose.training.denoising import load_preset, train_denoiser
 
         trainer = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size,
                                      "seed": seed, "device": device}.items() if v is not None}
-        data_over = {k: v for k, v in {"dose": dose, "method": method,
+        dose_value = (doses[0] if len(doses) == 1 else doses) if doses else None
+        data_over = {k: v for k, v in {"dose": dose_value, "method": method,
                                        "cache_dir": str(cache) if cache else None}.items()
                      if v is not None}
         cfg = load_preset(preset, model=model, trainer=trainer or None, data=data_over or None)

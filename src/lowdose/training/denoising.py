@@ -40,7 +40,10 @@ class DataConfig:
     """Where training pairs come from and how patches are drawn.
 
     Attributes:
-        dose: simulated dose fraction (ignored for real pairs).
+        dose: simulated dose fraction, or a list of them (ignored for real pairs). With several,
+            every slice gets ``realisations`` draws at each dose, so the model learns the whole
+            range of noise levels instead of one (real scans vary: tube-current modulation and
+            patient size change the noise from slice to slice).
         method: the simulator (``projection``, the calibrated default, or ``image-poisson``).
         realisations: noise draws per full-dose slice, simulated once and cached.
         patch_size: side of the square training patches.
@@ -56,7 +59,7 @@ class DataConfig:
         cache_dir: where simulated realisations are cached (default ``<out>/cache``).
     """
 
-    dose: float = 0.25
+    dose: float | list[float] = 0.25
     method: str = "projection"
     realisations: int = 4
     patch_size: int = 64
@@ -66,6 +69,20 @@ class DataConfig:
     slice_stride: int = 1
     max_artifact_hu: float = 20.0
     cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        from lowdose.physics.checks import check_dose
+
+        doses = self.dose if isinstance(self.dose, list | tuple) else [self.dose]
+        if not doses:
+            raise LowdoseError("data.dose: give at least one dose fraction")
+        checked = [check_dose(float(d), "data.dose") for d in doses]
+        self.dose = checked[0] if len(checked) == 1 else checked
+
+    @property
+    def doses(self) -> list[float]:
+        """The simulated dose fractions as a list (one element for a single dose)."""
+        return list(self.dose) if isinstance(self.dose, list) else [self.dose]
 
 
 @dataclass
@@ -231,45 +248,56 @@ def simulate_realisations(
     slices: list[np.ndarray], names: list[str], cfg: DataConfig, seed: int, cache_dir: Path | None,
     progress: bool = True, pixels: list[dict[str, float]] | None = None,
 ) -> list[np.ndarray]:
-    """``(realisations, H, W)`` simulated low-dose HU per slice, cached on disk.
+    """``(realisations * len(doses), H, W)`` simulated low-dose HU per slice, cached on disk.
 
     The projection simulator gets each slice's own pixel size and thickness, so the simulated
     photon statistics follow the real object and slice. The cache key covers the slice, the
-    simulator and its calibration, the geometry, the dose and the seed.
+    simulator and its calibration, the geometry, the dose and the seed (one cache file per dose,
+    so adding a dose reuses the draws already made).
     """
-    from lowdose.physics import simulate_low_dose
-
     identity = _simulator_identity(cfg.method)
     out = []
     items = list(enumerate(zip(slices, names, strict=True)))
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(items, desc=f"simulate {cfg.method} dose {cfg.dose}", unit="slice")
+        doses = ", ".join(f"{d:g}" for d in cfg.doses)
+        items = tqdm(items, desc=f"simulate {cfg.method} dose {doses}", unit="slice")
     for index, (hu, name) in items:
         options = {}
         if cfg.method == "projection" and pixels is not None:
             options = dict(pixels[index])
-        key = hashlib.sha1(
-            f"{name}|{hu.shape}|{float(hu.mean()):.4f}|{identity}|{options}|{cfg.dose}|{seed}"
-            .encode()
-        ).hexdigest()[:16]
-        cached = cache_dir / f"{key}-{cfg.realisations}.npy" if cache_dir else None
-        if cached is not None and cached.is_file():
-            out.append(np.load(cached))
-            continue
-        draws = simulate_low_dose(
-            np.repeat(hu[None], cfg.realisations, axis=0), cfg.dose, method=cfg.method,
-            seed=seed * 7919 + index, batch_size=cfg.realisations, **options,
-        ).astype(np.float32)
-        if cached is not None:
-            from lowdose.io.atomic import atomic_path
-
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(cached) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, draws)
-        out.append(draws)
+        draws = [_cached_draws(hu, name, index, dose, cfg, seed, identity, options, cache_dir)
+                 for dose in cfg.doses]
+        out.append(np.concatenate(draws) if len(draws) > 1 else draws[0])
     return out
+
+
+def _cached_draws(hu: np.ndarray, name: str, index: int, dose: float, cfg: DataConfig,
+                  seed: int, identity: str, options: dict[str, float],
+                  cache_dir: Path | None) -> np.ndarray:
+    """``(realisations, H, W)`` draws of one slice at one dose, from the cache or simulated."""
+    from lowdose.physics import simulate_low_dose
+
+    # Each (slice, dose) has its own noise stream, whatever other doses the run uses.
+    draw_seed = seed * 7919 + index + 1_000_003 * round(dose * 10_000)
+    key = hashlib.sha1(
+        f"{name}|{hu.shape}|{float(hu.mean()):.4f}|{identity}|{options}|{dose}|{draw_seed}".encode()
+    ).hexdigest()[:16]
+    cached = cache_dir / f"{key}-{cfg.realisations}.npy" if cache_dir else None
+    if cached is not None and cached.is_file():
+        return np.load(cached)
+    draws = simulate_low_dose(
+        np.repeat(hu[None], cfg.realisations, axis=0), dose, method=cfg.method,
+        seed=draw_seed, batch_size=cfg.realisations, **options,
+    ).astype(np.float32)
+    if cached is not None:
+        from lowdose.io.atomic import atomic_path
+
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cached) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, draws)
+    return draws
 
 
 class PairedPatches(torch.utils.data.Dataset):
