@@ -91,3 +91,37 @@ def test_short_training_beats_chance_on_phantoms(tmp_path) -> None:
                                torch.from_numpy(probs))
     with pytest.raises(LowdoseError, match="resume"):
         train_classifier(hu, y, vh, vy, cfg, tmp_path / "run", progress=False)
+
+
+def test_early_stopping_through_the_trainer_hook(tmp_path) -> None:
+    """lr 0 (only batch-norm statistics move): patience 1 stops one epoch after the best."""
+    from lowdose.training.trainer import latest_checkpoint
+
+    hu, y = _two_class_phantoms(16, seed=1)
+    cfg = preset("demo", arch="resnet18", input_size=32, slice_size=64, epochs=6, lr=0.0,
+                 patience=1, batch_size=8, crop_body=False,
+                 classes=["normal", "large.cell.carcinoma"])
+    _, summary = train_classifier(hu, y, hu, y, cfg, tmp_path / "run", progress=False)
+    ran = summary["epochs_run"]
+    assert ran < 6 and ran == summary["best_epoch"] + 1
+    assert summary["early_stop"] == "no better validation score for 1 epochs"
+    ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt is not None and ckpt.name == f"step-{2 * ran:08d}"  # 2 steps per epoch
+    (tmp_path / "run" / "classifier.safetensors").unlink()  # as if killed before the export
+    _, again = train_classifier(hu, y, hu, y, cfg, tmp_path / "run", resume=True, progress=False)
+    assert again["epochs_run"] == ran and again["early_stop"] == summary["early_stop"]
+
+
+def test_equalize_intensity_ignores_monotonic_grey_changes() -> None:
+    """Histogram equalisation: a gamma change of the displayed grey levels gives the same input."""
+    from lowdose.models.classifiers import ClassifierSpec, build_classifier
+
+    net = build_classifier("resnet18", ClassifierSpec(arch="resnet18", input_size=32,
+                                                     intensity="equalize"))
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(2, 1, 32, 32, generator=g)
+    lo, hi = net.spec.window
+    a = net.preprocess(lo + u * (hi - lo))
+    b = net.preprocess(lo + u ** 1.7 * (hi - lo))
+    torch.testing.assert_close(a, b)
+    assert a.mean().abs() < 0.05  # ranks are uniform: mean 0.5 before standardising

@@ -145,3 +145,58 @@ def test_data_parallel_gloo_two_processes(tmp_path: Path) -> None:
     w1 = torch.load(tmp_path / "weights-1.pt")
     assert torch.allclose(w0, w1, atol=1e-6)
     assert latest_checkpoint(tmp_path).name == "step-00000008"  # type: ignore[union-attr]
+
+
+class _StopAt(TinyFamily):
+    """Asks to stop once ``at`` steps are done; counts how often it was asked."""
+
+    def __init__(self, at: int, only_rank0: bool = False) -> None:
+        super().__init__()
+        self.at, self.only_rank0, self.asked = at, only_rank0, 0
+
+    def should_stop(self, step: int) -> str | None:
+        self.asked += 1
+        if self.only_rank0 and os.environ.get("RANK", "0") != "0":
+            return None  # like a family that validates on rank 0 only
+        return f"enough at {step}" if step >= self.at else None
+
+
+def test_should_stop_ends_training_with_a_checkpoint(tmp_path: Path) -> None:
+    family = _StopAt(7)
+    result = Trainer(family, NoisyPairs(), _cfg(checkpoint_every=5), tmp_path).fit()
+    assert result.step == 7 and result.stopped == "enough at 7"
+    assert latest_checkpoint(tmp_path).name == "step-00000007"  # type: ignore[union-attr]
+    # a resumed run asks before its first step and trains no further
+    again = _StopAt(7)
+    resumed = Trainer(again, NoisyPairs(), _cfg(checkpoint_every=5), tmp_path, resume=True).fit()
+    assert resumed.step == 7 and resumed.resumed_from == 7 and again.asked == 1
+    assert resumed.stopped == "enough at 7"
+    # a family without the hook runs to max_steps
+    assert Trainer(TinyFamily(), NoisyPairs(), _cfg(), tmp_path / "plain").fit().stopped is None
+
+
+def _stop_worker(rank: int, out: str, init: str) -> None:
+    os.environ.update({"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": init})
+    torch.set_num_threads(1)
+    result = Trainer(_StopAt(5, only_rank0=True), NoisyPairs(),
+                     _cfg(max_steps=20, checkpoint_every=4), out).fit()
+    (Path(out) / f"result-{rank}.json").write_text(json.dumps([result.step, result.stopped]))
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+def test_stop_decision_of_rank_0_reaches_every_process(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    mp.spawn(_stop_worker, args=(str(tmp_path), port), nprocs=2, join=True)
+    r0 = json.loads((tmp_path / "result-0.json").read_text())
+    r1 = json.loads((tmp_path / "result-1.json").read_text())
+    assert r0 == [5, "enough at 5"] and r1 == [5, "stopped by rank 0"]
+    assert latest_checkpoint(tmp_path).name == "step-00000005"  # type: ignore[union-attr]

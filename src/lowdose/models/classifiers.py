@@ -6,7 +6,9 @@ A :class:`SliceClassifier` takes ``(B, 1, H, W)`` float32 **HU** and returns log
 1. clipped to the **lung window** ``[-1350, 150]`` HU (stated in ``spec.window``) and scaled to
    [0, 1];
 2. with ``intensity="percentile"``, stretched per image so its 1st..99th percentile spans
-   [0, 1] (removes the brightness/contrast differences between scanners and exports);
+   [0, 1] (removes the brightness/contrast differences between scanners and exports); with
+   ``intensity="equalize"``, replaced by its rank in the image (histogram equalisation: any
+   monotonic change of the displayed grey levels, a gamma included, gives the same input);
 3. resized to ``spec.input_size`` (bilinear, antialiased) and standardised to mean 0.5,
    std 0.25.
 
@@ -39,6 +41,25 @@ from lowdose.models.base import classifiers
 LUNG_WINDOW: tuple[float, float] = (-1350.0, 150.0)
 """The HU window the classifiers see by default; the same window maps 8-bit PNGs to HU."""
 
+INTENSITIES = ("window", "percentile", "equalize")
+"""Per-image intensity normalisations a :class:`ClassifierSpec` may name."""
+
+
+def equalize(x: torch.Tensor) -> torch.Tensor:
+    """Per-image histogram equalisation of ``(B, C, H, W)``: each value becomes its mid-rank.
+
+    Tied values (a flat background) share one level, so no noise is invented.
+
+    Example:
+        >>> equalize(torch.tensor([[[[0.0, 0.0], [0.2, 0.9]]]])).flatten().tolist()
+        [0.25, 0.25, 0.625, 0.875]
+    """
+    flat = x.flatten(1).contiguous()
+    ordered = flat.sort(dim=1).values
+    below = torch.searchsorted(ordered, flat, right=False)
+    upto = torch.searchsorted(ordered, flat, right=True)
+    return ((below + upto).float() / (2 * flat.shape[1])).view_as(x)
+
 
 @dataclass
 class ClassifierSpec:
@@ -49,8 +70,9 @@ class ClassifierSpec:
         classes: class names, in logit order.
         input_size: side in pixels the network sees (the input is resized to it).
         window: HU window ``(lo, hi)`` mapped to [0, 1] before the network.
-        intensity: ``"window"`` (fixed window only) or ``"percentile"`` (plus a per-image
-            1..99th percentile stretch).
+        intensity: ``"window"`` (fixed window only), ``"percentile"`` (plus a per-image
+            1..99th percentile stretch) or ``"equalize"`` (plus per-image histogram
+            equalisation).
         dropout: dropout before the last layer.
         slice_size: side of the prepared slice (body crop, squared) the model was trained on;
             ``lowdose classify`` prepares new images the same way.
@@ -69,8 +91,9 @@ class ClassifierSpec:
     def __post_init__(self) -> None:
         self.window = (float(self.window[0]), float(self.window[1]))
         self.classes = list(self.classes)
-        if self.intensity not in ("window", "percentile"):
-            raise LowdoseError(f"classifier intensity {self.intensity!r}: use window|percentile")
+        if self.intensity not in INTENSITIES:
+            raise LowdoseError(f"classifier intensity {self.intensity!r}: use "
+                               f"{'|'.join(INTENSITIES)}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassifierSpec:
@@ -119,6 +142,8 @@ class SliceClassifier(nn.Module):
             q = torch.quantile(flat, torch.tensor([0.01, 0.99], device=x.device), dim=1)
             p1, p99 = q[0].view(-1, 1, 1, 1), q[1].view(-1, 1, 1, 1)
             x = ((x - p1) / (p99 - p1).clamp_min(1e-3)).clamp(0.0, 1.0)
+        elif self.spec.intensity == "equalize":
+            x = equalize(x)
         size = self.spec.input_size
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,

@@ -330,8 +330,11 @@ class ClassifierFamily(TrainingFamily):
 # ------------------------------------------------------------------------------- training
 
 
-class EarlyStop(Exception):
-    """Raised from the family's ``on_step_end`` to end training early (the trainer has no flag)."""
+def _is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` job, or the only process."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _evaluate(model: SliceClassifier, hu: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
@@ -349,9 +352,10 @@ class SelectingClassifierFamily(ClassifierFamily):
 
     After every epoch (``on_step_end``) it evaluates the whole validation split, keeps the
     best weights on disk (``best.safetensors``: highest balanced accuracy, ties broken by lower
-    loss) and raises :class:`EarlyStop` after ``patience`` epochs without improvement. Its
-    selection state travels in the trainer's checkpoints (``state_dict``), so a resumed run
-    selects exactly as an uninterrupted one.
+    loss) and, through the trainer's ``should_stop`` hook, ends training after ``patience``
+    epochs without improvement. Under ``torchrun`` only rank 0 validates and writes; the trainer
+    broadcasts its stop decision. The selection state travels in the trainer's checkpoints
+    (``state_dict``), so a resumed run selects exactly as an uninterrupted one.
     """
 
     def __init__(self, model: SliceClassifier, cfg: ClassifierTrainConfig, steps_per_epoch: int,
@@ -369,7 +373,7 @@ class SelectingClassifierFamily(ClassifierFamily):
         self.bad_epochs = 0
 
     def on_step_end(self, step: int) -> None:
-        if (step + 1) % self.steps_per_epoch:
+        if (step + 1) % self.steps_per_epoch or not _is_main_process():
             return
         from lowdose.models.classifiers import save_classifier
 
@@ -391,8 +395,12 @@ class SelectingClassifierFamily(ClassifierFamily):
             tqdm.write(f"epoch {epoch}: valid balanced acc {scores['balanced_accuracy']:.3f} "
                        f"acc {scores['accuracy']:.3f} loss {scores['loss']:.3f} "
                        f"(best {self.best['balanced_accuracy']:.3f} @ {self.best['epoch']})")
-        if self.bad_epochs >= self.cfg.patience:
-            raise EarlyStop(f"no better validation score for {self.bad_epochs} epochs")
+
+    def should_stop(self, step: int) -> str | None:
+        """The early-stopping decision (asked by the trainer after every step)."""
+        if self.best and self.bad_epochs >= self.cfg.patience:
+            return f"no better validation score for {self.bad_epochs} epochs"
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
@@ -472,13 +480,11 @@ def train_classifier(
     if latest_checkpoint(out) is not None and not resume:
         raise LowdoseError(f"{out}: holds an earlier training run; pass --resume or use "
                            "another output folder")
-    stopped = ""
-    try:
-        Trainer(family, train_ds, tcfg, out, resume=resume).fit()
-    except EarlyStop as exc:
-        stopped = str(exc)
+    stopped = Trainer(family, train_ds, tcfg, out, resume=resume).fit().stopped
     best = family.best
     final = load_classifier(out / "best.safetensors", device=device)
+    if not _is_main_process():  # rank 0 selected, wrote and summarises; the others only load
+        return final.eval(), {"best_epoch": None, "early_stop": stopped, "rank": "not main"}
     save_classifier(final, final_path, card={
         "trained_on": f"{len(train_ds)} slices", "selected_epoch": best.get("epoch"),
         "validation": best, "init_weights": init_weights, "head_reinitialised": kept_init,

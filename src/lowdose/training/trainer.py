@@ -24,6 +24,14 @@ Reproducibility: the data order is a pure function of ``(seed, step, rank)`` (a 
 epoch seeded by the epoch) and the global torch RNG is reseeded from ``(seed, step, rank)`` at
 every step, so a run resumed from a checkpoint continues exactly as an uninterrupted run.
 
+Optional family hooks, found by name like ``on_step_end(step)``, ``state_dict()`` and
+``configure_schedulers(optimizers)``: ``should_stop(step) -> str | None`` ends training early.
+The trainer asks it after every step; on a reason (early stopping on a validation score) it
+writes a checkpoint at that step and ends the run (``TrainResult.stopped``). Under ``torchrun``
+only rank 0's answer counts and is broadcast, so every process stops at the same step (a family
+that validates on rank 0 only, like the classifiers, decides there). A run resumed from a
+stopped checkpoint asks again before its first step and trains no further.
+
 Checkpoints: every ``checkpoint_every`` steps, a folder ``checkpoints/step-NNNNNNNN`` with
 ``model.safetensors`` (every module's weights, keys ``<module>.<param>``, the family config in
 its metadata), ``config.json``, ``trainer_state.json`` and ``training_state.pt`` (optimiser,
@@ -128,6 +136,8 @@ class TrainResult:
     checkpoint: Path | None
     metrics: dict[str, float] = field(default_factory=dict)
     resumed_from: int | None = None
+    stopped: str | None = None
+    """Why the family stopped the run before ``max_steps`` (``None``: it ran to the end)."""
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -167,6 +177,24 @@ def _barrier(env: DistEnv) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def _agree_on_stop(reason: str | None, env: DistEnv) -> str | None:
+    """Rank 0's stop decision on every process (one broadcast; other ranks' answers are ignored).
+
+    Example:
+        >>> _agree_on_stop("no better validation score", DistEnv())
+        'no better validation score'
+    """
+    if env.world_size <= 1:
+        return reason
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if (env.is_main and reason) else 0], dtype=torch.int64)
+    dist.broadcast(flag, src=0)
+    if not int(flag.item()):
+        return None
+    return reason if env.is_main else "stopped by rank 0"
 
 
 def _average_gradients(params: list[nn.Parameter], world_size: int) -> None:
@@ -506,8 +534,15 @@ class Trainer:
         checkpoint = existing
         step = start
         on_step_end = getattr(self.family, "on_step_end", None)
+        should_stop = getattr(self.family, "should_stop", None)
+
+        def stop_reason(at: int) -> str | None:
+            answer = should_stop(at) if should_stop is not None else None
+            return _agree_on_stop(str(answer) if answer else None, env)
+
+        stopped = stop_reason(step) if resumed_from is not None else None
         try:
-            while step < cfg.max_steps:
+            while step < cfg.max_steps and stopped is None:
                 batch = _to_device(next(batches), self.device, cfg.channels_last)
                 torch.manual_seed((cfg.seed * 1_000_003 + step) * 4099 + env.rank)
                 for name in order:
@@ -548,7 +583,8 @@ class Trainer:
                     running = {}
                 if cfg.val_every and step % cfg.val_every == 0 and step < cfg.max_steps:
                     log.write(step, "val", self._validate())
-                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                stopped = stop_reason(step)
+                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped:
                     checkpoint = self.save_checkpoint(step, optimizers, schedulers, last_metrics)
                     _barrier(env)
         finally:
@@ -561,7 +597,7 @@ class Trainer:
         if env.is_main and checkpoint is not None:
             self._export(checkpoint, last_metrics)
         log.close()
-        return TrainResult(step, self.out_dir, checkpoint, last_metrics, resumed_from)
+        return TrainResult(step, self.out_dir, checkpoint, last_metrics, resumed_from, stopped)
 
     def _export(self, checkpoint: Path, metrics: dict[str, float]) -> None:
         """Copy the final weights and config to ``<out>/model.safetensors`` + ``config.json``."""
