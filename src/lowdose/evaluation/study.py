@@ -633,8 +633,11 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                  "png_window_hu": list(cfg.png_window),
                  "png_note": "8-bit display images are not HU: grey g in [0, 255] is mapped "
                              f"linearly to HU = {cfg.png_window[0]:g} + g/255 * "
-                             f"{cfg.png_window[1] - cfg.png_window[0]:g} (the lung window), "
-                             f"then clipped at {HU_MIN:g} HU (no scanner value lies below)",
+                             f"{cfg.png_window[1] - cfg.png_window[0]:g}"
+                             + (" (the lung window)" if tuple(cfg.png_window) == LUNG_WINDOW
+                                else "")
+                             + (f", then clipped at {HU_MIN:g} HU (no scanner value lies below)"
+                                if cfg.png_window[0] < HU_MIN else ""),
                  "slice_size": cfg.slice_size, "crop_body": cfg.crop_body,
                  "warnings": data.warnings},
         "audit": data.audit,
