@@ -70,3 +70,15 @@ def test_report_holds_every_cell_figures_and_failures(tmp_path) -> None:
     assert "Selected epoch 3 of 5" in html
     out = write_report(results, grid, tmp_path / "r.html")
     assert out.read_text() == html
+
+
+def test_report_of_a_full_dose_only_study(tmp_path) -> None:
+    """No simulation method (full-dose evaluation only): the report says so, no empty figure."""
+    results, grid = _results()
+    results["methods"], results["cells"] = [], []
+    results["denoisers"] = {"used": ["none"], "skipped": []}
+    html = render_report(results, {"full-dose": grid["full-dose"]})
+    assert html.count("No low-dose cells") == 2
+    assert "Full-dose test accuracy" in html and "<table" in html  # the original row stays
+    write_report(results, {"full-dose": grid["full-dose"]}, tmp_path / "r.html")
+    assert (tmp_path / "r.html").stat().st_size > 1000

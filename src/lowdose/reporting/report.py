@@ -72,7 +72,13 @@ def _palette() -> list[str]:
     return [to_hex(c) for i, c in enumerate(colors) if i != 2]
 
 
+NO_CELLS = ("<p class='note'>No low-dose cells: this study evaluated the classifier at full "
+            "dose only (no simulation method chosen).</p>")
+
+
 def _curves(results: dict[str, Any]) -> str:
+    if not results["methods"]:
+        return NO_CELLS
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,6 +124,8 @@ def _curves(results: dict[str, Any]) -> str:
 
 
 def _image_curves(results: dict[str, Any]) -> str:
+    if not results["methods"]:
+        return NO_CELLS
     import matplotlib.pyplot as plt
 
     methods = results["methods"]
