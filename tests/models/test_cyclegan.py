@@ -51,3 +51,35 @@ def test_registered_and_wrapper_runs() -> None:
     out = d.denoise(torch.full((1, 1, 30, 42), 40.0))
     assert out.shape == (1, 1, 30, 42)
     assert float(out.min()) >= -1024 and float(out.max()) <= 3072
+
+
+@pytest.mark.parametrize("upsample", ["deconv", "resize"])
+def test_residual_generator_is_identity_at_start_and_learns_a_correction(upsample: str) -> None:
+    g = ResnetGenerator(ngf=8, n_blocks=1, residual=True, upsample=upsample)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    assert torch.equal(g(x), x)
+    assert not any(isinstance(m, torch.nn.Tanh) for m in g.modules())
+    opt = torch.optim.Adam(g.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(10):
+        opt.zero_grad()
+        loss = ((g(x) - (x + 0.1)) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]  # learns the +0.1 offset as a correction
+
+
+def test_resize_upsampling_has_no_transposed_conv() -> None:
+    g = ResnetGenerator(ngf=8, n_blocks=1, upsample="resize")
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+    assert g(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match="upsample"):
+        ResnetGenerator(ngf=8, n_blocks=1, upsample="bilinear-ish")
+
+
+def test_residual_wrapper_output_stays_in_hu_range() -> None:
+    d = CycleGanDenoiser.untrained({"ngf": 8, "n_blocks": 1, "residual": True,
+                                    "upsample": "resize"})
+    hu = torch.full((1, 1, 32, 32), 40.0)
+    assert torch.allclose(d.denoise(hu), hu, atol=1e-3)

@@ -49,6 +49,15 @@ def test_global_residual_zero_output_layer_gives_identity() -> None:
     assert torch.equal(g(x), x)
 
 
+def test_zero_init_output_option_starts_at_identity() -> None:
+    g = CircleGenerator(scale=1, f0=16, zero_init_output=True)
+    x = torch.rand(1, 1, 16, 16)
+    assert torch.equal(g(x), x)
+    assert "zero_init_output" in g.config.__dataclass_fields__
+    reference = CircleGenerator(scale=1, f0=16).out.weight.detach()
+    assert float(reference.abs().sum()) > 0  # the reference init
+
+
 def test_generator_rejects_sizes_not_multiple_of_stride() -> None:
     with pytest.raises(ValueError, match="multiple of 4"):
         CircleGenerator(scale=4, f0=16)(torch.rand(1, 1, 30, 32))

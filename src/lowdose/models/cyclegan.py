@@ -6,6 +6,17 @@ upsamplings, 7x7 conv, tanh) and the 70x70 PatchGAN (``basic``, 3 layers), insta
 weights N(0, 0.02). One channel in and out; HU in [-1024, 3072] are mapped to [-1, 1] for the
 tanh output. ``ngf`` and ``n_blocks`` are settings (64 and 9 in the paper's setup).
 
+Two optional deviations, off by default, exist because the reference network trained for a few
+hundred CPU steps gave a -150 HU offset and checkerboard artefacts on the real Mayo pairs:
+
+* ``residual=True``: the output is ``input + conv(...)`` (a global skip, its last convolution
+  starting at zero, no tanh; the denoiser clips to the HU range), so the untrained generator is
+  the identity and the network learns only the correction. The reference generator must
+  re-synthesise every HU value through a tanh, and any bias in it is a global HU shift.
+* ``upsample="resize"``: x2 nearest-neighbour upsampling then a 3x3 convolution instead of the
+  stride-2 transposed convolution, whose uneven kernel overlap is the classic source of
+  checkerboard patterns (Odena et al., Distill 2016).
+
 Example:
     >>> ResnetGenerator(ngf=8, n_blocks=1)(torch.zeros(1, 1, 32, 32)).shape
     torch.Size([1, 1, 32, 32])
@@ -62,11 +73,22 @@ class ResnetGenerator(nn.Module):
     """The CycleGAN ResNet generator, one channel, output in [-1, 1] (tanh).
 
     Input height and width must be multiples of 4. Instance norm without affine parameters
-    (the reference's ``instance`` norm).
+    (the reference's ``instance`` norm). ``residual`` and ``upsample`` are the deviations
+    described in the module docstring.
+
+    Example:
+        >>> g = ResnetGenerator(ngf=8, n_blocks=1, residual=True, upsample="resize")
+        >>> x = torch.rand(1, 1, 16, 16) * 2 - 1
+        >>> bool(torch.equal(g(x), x))  # starts as the identity
+        True
     """
 
-    def __init__(self, ngf: int = 64, n_blocks: int = 9) -> None:
+    def __init__(self, ngf: int = 64, n_blocks: int = 9, residual: bool = False,
+                 upsample: str = "deconv") -> None:
         super().__init__()
+        if upsample not in ("deconv", "resize"):
+            raise ValueError(f"upsample must be deconv or resize, got {upsample!r}")
+        self.residual = residual
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3), nn.Conv2d(1, ngf, 7), nn.InstanceNorm2d(ngf), nn.ReLU(True),
         ]
@@ -77,19 +99,29 @@ class ResnetGenerator(nn.Module):
             ch *= 2
         layers += [_ResBlock(ch) for _ in range(n_blocks)]
         for _ in range(2):
-            layers += [
-                nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1),
-                nn.InstanceNorm2d(ch // 2), nn.ReLU(True),
-            ]
+            if upsample == "deconv":
+                up: list[nn.Module] = [
+                    nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1)]
+            else:
+                up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                      nn.Conv2d(ch, ch // 2, 3)]
+            layers += [*up, nn.InstanceNorm2d(ch // 2), nn.ReLU(True)]
             ch //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, 1, 7), nn.Tanh()]
+        last = nn.Conv2d(ch, 1, 7)
+        layers += [nn.ReflectionPad2d(3), last]
+        if not residual:
+            layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         _init(self)
+        if residual:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 4 or x.shape[-2] % 4:
             raise ValueError(f"input size {tuple(x.shape[-2:])} must be a multiple of 4")
-        return self.net(x)
+        out = self.net(x)
+        return x + out if self.residual else out
 
 
 class PatchDiscriminator(nn.Module):

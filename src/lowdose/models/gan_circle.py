@@ -87,6 +87,10 @@ class CircleGeneratorConfig:
             (sub-pixel conv per x2; the release's intended x4 path). Default: deconv for a
             stride of 2, pixelshuffle for 4.
         leaky: negative slope of the leaky ReLUs (0.1).
+        zero_init_output: start the last (residual) convolution at zero, so the untrained
+            generator is the identity (not in the reference code, which initialises it like the
+            other layers; a short training then starts from "change nothing" instead of spending
+            its first hundreds of steps undoing a random residual of tens of HU).
     """
 
     scale: int = 1
@@ -101,6 +105,7 @@ class CircleGeneratorConfig:
     up_filters: int = 36
     upsampler: str | None = None
     leaky: float = 0.1
+    zero_init_output: bool = False
 
     def resolved(self) -> CircleGeneratorConfig:
         """A copy with ``stride`` and ``upsampler`` filled in and the values checked."""
@@ -185,6 +190,8 @@ class CircleGenerator(nn.Module):
                 nn.init.trunc_normal_(m.weight, 0.0, std, -2 * std, 2 * std)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if self.config.zero_init_output:
+            nn.init.zeros_(self.out.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stride = self.config.stride or 1

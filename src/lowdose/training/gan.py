@@ -235,6 +235,8 @@ class GanCircleConfig:
     stride: int | None = None
     upsampler: str | None = None
     critic_base: int = 64
+    critic_gain: float = 1.0
+    zero_init_output: bool = False
     lr_generator: float = 1e-5
     lr_critic: float = 1e-5
     betas: tuple[float, float] = (0.5, 0.999)
@@ -259,91 +261,109 @@ class GanCircleConfig:
             raise ValueError(f"paired_fraction must be in [0, 1], got {self.paired_fraction}")
 
 
-class GanCircleFamily(TrainingFamily):
-    """GAN-CIRCLE as a trainer family: ``G`` (low->high), ``F`` (high->low), two critics.
+class _GanFamily(TrainingFamily):
+    """What GAN-CIRCLE and CycleGAN share: two generators, two critics, one loop shape.
 
-    Modules: ``g_lh`` (G), ``g_hl`` (F), ``d_high`` (D_Y, scores the high-quality domain),
-    ``d_low`` (D_X), and with ``ema_decay > 0`` an ``g_lh_ema`` average of G.
+    Modules: ``g_lh`` (G, low->high quality), ``g_hl`` (F, back), ``d_high`` (scores the
+    high-quality domain), ``d_low`` (the low one); with ``ema_decay > 0`` also ``g_lh_ema``, an
+    average of G used for validation and export. Two optimisers, ``generator`` then the critic
+    optimiser (:attr:`critic_name`), stepped on every batch. The generator step caches its fakes;
+    the critic step reuses them (detached, through a history pool when enabled).
 
-    Example:
-        >>> fam = GanCircleFamily(GanCircleConfig(f0=16, critic_base=8, pool_size=0))
-        >>> list(fam.configure_optimizers())
-        ['generator', 'critic']
+    A subclass builds its networks, maps HU to its networks' range (:meth:`_to_net`) and back to
+    [0, 1] full range (:meth:`_to_unit`), and supplies the adversarial losses
+    (:meth:`_adversarial_g`, :meth:`_critic_loss`), the loss weights and units, and any extra
+    generator terms (:meth:`_extra_terms`).
     """
 
-    optimizer_order = ("generator", "critic")
+    family_name = ""
+    critic_name = "critic"
+    #: Pixels that turn per-pixel mean L1 terms into the family's units.
+    pixels = 1
+    input_scaling = ""
 
-    def __init__(self, config: GanCircleConfig | None = None, **overrides: Any) -> None:
-        from lowdose.models.gan_circle import CircleGenerator, PatchCritic
-
-        cfg = GanCircleConfig(**{**asdict(config or GanCircleConfig()), **overrides})
-        self.cfg = cfg
-        torch.manual_seed(cfg.seed)
-        arch = {"scale": cfg.scale, "f0": cfg.f0, "stride": cfg.stride, "upsampler": cfg.upsampler}
-        self.arch = arch
-        self.modules: dict[str, nn.Module] = {"g_lh": CircleGenerator(**arch)}
-        if not cfg.l1_only:
-            self.modules["g_hl"] = CircleGenerator(**arch)
-            self.modules["d_high"] = PatchCritic(base=cfg.critic_base)
-            self.modules["d_low"] = PatchCritic(base=cfg.critic_base)
-        if cfg.ema_decay > 0:
+    def __init__(self, cfg: Any, modules: dict[str, nn.Module], arch: dict[str, Any]) -> None:
+        self.cfg, self.arch = cfg, arch
+        self.modules = modules
+        if getattr(cfg, "ema_decay", 0.0) > 0:
             self.modules["g_lh_ema"] = EMA(self.modules["g_lh"], cfg.ema_decay)
         self.pool_high = HistoryPool(cfg.pool_size, cfg.seed)
         self.pool_low = HistoryPool(cfg.pool_size, cfg.seed + 1)
         self._cache: dict[str, torch.Tensor] = {}
 
-    # The trainer calls this once; the modules are on their device by then.
+    @property
+    def optimizer_order(self) -> tuple[str, str]:
+        return ("generator", self.critic_name)
+
+    # ---- hooks
+    def _to_net(self, hu: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _to_unit(self, net: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _lr(self) -> tuple[float, float]:
+        """Learning rates of the generators and the critics."""
+        raise NotImplementedError
+
+    def _weights(self) -> dict[str, float]:
+        """Weights of ``adv_g``, ``cycle``, ``identity`` and ``supervised``."""
+        raise NotImplementedError
+
+    def _adversarial_g(self, critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _critic_loss(
+        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """``{"loss": ..., other logged values}`` of one critic on one domain."""
+        raise NotImplementedError
+
+    def _extra_terms(
+        self, x: torch.Tensor, y: torch.Tensor, same_x: torch.Tensor, same_y: torch.Tensor
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """Further generator terms by name: ``(weight, value)``."""
+        return {}
+
+    # ---- the trainer's interface
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        m, cfg = self.modules, self.cfg
-        if cfg.l1_only:
-            opt = torch.optim.Adam(m["g_lh"].parameters(), lr=cfg.lr_generator, betas=cfg.betas)
-            return {"generator": opt}
+        m, betas = self.modules, self.cfg.betas
+        lr_g, lr_d = self._lr()
         gen = [*m["g_lh"].parameters(), *m["g_hl"].parameters()]
         crit = [*m["d_high"].parameters(), *m["d_low"].parameters()]
         return {
-            "generator": torch.optim.Adam(gen, lr=cfg.lr_generator, betas=cfg.betas),
-            "critic": torch.optim.Adam(crit, lr=cfg.lr_critic, betas=cfg.betas),
+            "generator": torch.optim.Adam(gen, lr=lr_g, betas=betas),
+            self.critic_name: torch.optim.Adam(crit, lr=lr_d, betas=betas),
         }
-
-    @staticmethod
-    def _to_net(hu: torch.Tensor) -> torch.Tensor:
-        from lowdose.models.gan_circle import hu_to_net
-
-        return hu_to_net(hu.float())
 
     def training_step(self, batch: Any, optimizer_name: str, step: int) -> dict[str, torch.Tensor]:
         if optimizer_name == "generator":
             return self._generator_step(batch)
-        if optimizer_name == "critic":
+        if optimizer_name == self.critic_name:
             return self._critic_step(batch)
         raise KeyError(f"unknown optimiser {optimizer_name!r}")
 
     def _generator_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        m, cfg, px = self.modules, self.cfg, REFERENCE_PIXELS
+        m, px, w = self.modules, self.pixels, self._weights()
         x, y = self._to_net(batch["low"]), self._to_net(batch["high"])
-        if cfg.l1_only:
-            return {"loss": cycle_loss(y, m["g_lh"](x), px)}
         g, f = m["g_lh"], m["g_hl"]
         for d in (m["d_high"], m["d_low"]):
             d.requires_grad_(False)
         fake_y, fake_x = g(x), f(y)
-        adv = wgan_generator_loss(m["d_high"](fake_y)) + wgan_generator_loss(m["d_low"](fake_x))
+        adv = self._adversarial_g(m["d_high"], fake_y) + self._adversarial_g(m["d_low"], fake_x)
         cyc = cycle_loss(x, f(fake_y), px) + cycle_loss(y, g(fake_x), px)
         same_y, same_x = g(y), f(x)
         idt = cycle_loss(y, same_y, px) + cycle_loss(x, same_x, px)
-        jst = jst_loss(y, same_y, cfg.jst_tau, px) + jst_loss(x, same_x, cfg.jst_tau, px)
-        loss = (
-            cfg.lambda_adv * adv
-            + cfg.lambda_cycle * cyc
-            + cfg.lambda_identity * idt
-            + cfg.lambda_jst * jst
-        )
-        out = {"adv_g": adv, "cycle": cyc, "identity": idt, "jst": jst}
+        out = {"adv_g": adv, "cycle": cyc, "identity": idt}
+        loss = w["adv_g"] * adv + w["cycle"] * cyc + w["identity"] * idt
+        for name, (weight, value) in self._extra_terms(x, y, same_x, same_y).items():
+            out[name] = value
+            loss = loss + weight * value
         paired = batch.get("paired")
-        if cfg.lambda_supervised > 0 and paired is not None and bool(paired.any()):
+        if w["supervised"] > 0 and paired is not None and bool(paired.any()):
             mask = paired.to(x.device).bool()
             sup = cycle_loss(y[mask], fake_y[mask], px) + cycle_loss(x[mask], fake_x[mask], px)
-            loss = loss + cfg.lambda_supervised * sup
+            loss = loss + w["supervised"] * sup
             out["supervised"] = sup
         for d in (m["d_high"], m["d_low"]):
             d.requires_grad_(True)
@@ -352,7 +372,7 @@ class GanCircleFamily(TrainingFamily):
         return out
 
     def _critic_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        m, cfg = self.modules, self.cfg
+        m = self.modules
         x, y = self._to_net(batch["low"]), self._to_net(batch["high"])
         if not self._cache:
             with torch.no_grad():
@@ -360,14 +380,12 @@ class GanCircleFamily(TrainingFamily):
         fake_y = self.pool_high.query(self._cache["fake_y"])
         fake_x = self.pool_low.query(self._cache["fake_x"])
         self._cache = {}
-        d_y, d_x = m["d_high"], m["d_low"]
-        w_y = wgan_critic_loss(d_y(y), d_y(fake_y))
-        w_x = wgan_critic_loss(d_x(x), d_x(fake_x))
-        # alpha from the global RNG, which the trainer reseeds every step (exact resume).
-        gp = gradient_penalty(d_y, y, fake_y) + gradient_penalty(d_x, x, fake_x)
-        loss = w_y + w_x + cfg.gp_weight * gp
-        # -(w) is the critic's estimate of the Wasserstein distance: logged as a progress signal.
-        return {"loss": loss, "wdist_high": -w_y, "wdist_low": -w_x, "gp": gp}
+        high = self._critic_loss(m["d_high"], y, fake_y)
+        low = self._critic_loss(m["d_low"], x, fake_x)
+        out = {"loss": high.pop("loss") + low.pop("loss")}
+        out.update({f"{k}_high": v for k, v in high.items()})
+        out.update({f"{k}_low": v for k, v in low.items()})
+        return out
 
     def on_step_end(self, step: int) -> None:
         """Called by the trainer after every optimiser of a step: update the EMA of ``G``."""
@@ -375,16 +393,18 @@ class GanCircleFamily(TrainingFamily):
             self.modules["g_lh_ema"].update(self.modules["g_lh"])
 
     def validation_step(self, batch: Any) -> dict[str, float]:
-        """PSNR (full range) of ``G(low)`` against ``high`` where the pair is aligned."""
+        """PSNR (full range) of ``G(low)`` and of ``low`` against ``high`` on aligned pairs."""
         paired = batch.get("paired")
         if paired is None or not bool(paired.any()):
             return {}
-        g = self.modules.get("g_lh_ema", self.modules["g_lh"])
+        g = _unwrap(self.modules.get("g_lh_ema", self.modules["g_lh"]))
         mask = paired.bool()
+        low, high = batch["low"][mask], batch["high"][mask]
         with torch.no_grad():
-            x = self._to_net(batch["low"][mask])
-            y = self._to_net(batch["high"][mask])
-            out = _unwrap(g)(x.to(next(g.parameters()).device)).clamp(0, 1).to(y.device)
+            device = next(g.parameters()).device
+            out = self._to_unit(g(self._to_net(low).to(device))).clamp(0, 1).to(high.device)
+        y = self._to_unit(self._to_net(high))
+        x = self._to_unit(self._to_net(low))
         mse_in = ((x - y) ** 2).flatten(1).mean(1).clamp_min(1e-12)
         mse = ((out - y) ** 2).flatten(1).mean(1).clamp_min(1e-12)
         return {
@@ -408,15 +428,102 @@ class GanCircleFamily(TrainingFamily):
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "family": "gan-circle",
-            "model": "gan-circle",
-            "scale": self.cfg.scale,
+            "family": self.family_name,
+            "model": self.family_name,
+            "scale": int(getattr(self.cfg, "scale", 1)),
             "arch": dict(self.arch),
             "hu_range": [-1024.0, 3072.0],
-            "input_scaling": "HU clipped to hu_range, scaled to [0, 1]",
+            "input_scaling": self.input_scaling,
             "module_prefix": "g_lh_ema.module." if ema else "g_lh.",
             "training": asdict(self.cfg),
         }
+
+
+class GanCircleFamily(_GanFamily):
+    """GAN-CIRCLE as a trainer family: ``G`` (low->high), ``F`` (high->low), two WGAN critics.
+
+    Modules as in :class:`_GanFamily`; with ``l1_only`` only ``g_lh`` (and its EMA), trained
+    with the supervised L1 term alone (one optimiser).
+
+    Example:
+        >>> fam = GanCircleFamily(GanCircleConfig(f0=16, critic_base=8, pool_size=0))
+        >>> list(fam.configure_optimizers())
+        ['generator', 'critic']
+    """
+
+    family_name = "gan-circle"
+    critic_name = "critic"
+    pixels = REFERENCE_PIXELS
+    input_scaling = "HU clipped to hu_range, scaled to [0, 1]"
+
+    def __init__(self, config: GanCircleConfig | None = None, **overrides: Any) -> None:
+        from lowdose.models.gan_circle import CircleGenerator, PatchCritic
+
+        cfg = GanCircleConfig(**{**asdict(config or GanCircleConfig()), **overrides})
+        torch.manual_seed(cfg.seed)
+        arch = {"scale": cfg.scale, "f0": cfg.f0, "stride": cfg.stride, "upsampler": cfg.upsampler}
+        init = {"zero_init_output": cfg.zero_init_output}
+        modules: dict[str, nn.Module] = {"g_lh": CircleGenerator(**arch, **init)}
+        if not cfg.l1_only:
+            modules["g_hl"] = CircleGenerator(**arch, **init)
+            modules["d_high"] = PatchCritic(base=cfg.critic_base)
+            modules["d_low"] = PatchCritic(base=cfg.critic_base)
+        super().__init__(cfg, modules, arch)
+
+    @property
+    def optimizer_order(self) -> tuple[str, ...]:
+        return ("generator",) if self.cfg.l1_only else ("generator", "critic")
+
+    def _to_net(self, hu: torch.Tensor) -> torch.Tensor:
+        from lowdose.models.gan_circle import hu_to_net
+
+        return hu_to_net(hu.float())
+
+    def _to_unit(self, net: torch.Tensor) -> torch.Tensor:
+        return net
+
+    def _lr(self) -> tuple[float, float]:
+        return self.cfg.lr_generator, self.cfg.lr_critic
+
+    def _weights(self) -> dict[str, float]:
+        c = self.cfg
+        return {"adv_g": c.lambda_adv, "cycle": c.lambda_cycle, "identity": c.lambda_identity,
+                "supervised": c.lambda_supervised}
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        if self.cfg.l1_only:
+            params = self.modules["g_lh"].parameters()
+            return {"generator": torch.optim.Adam(params, lr=self.cfg.lr_generator,
+                                                  betas=self.cfg.betas)}
+        return super().configure_optimizers()
+
+    def _generator_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.cfg.l1_only:
+            x, y = self._to_net(batch["low"]), self._to_net(batch["high"])
+            return {"loss": cycle_loss(y, self.modules["g_lh"](x), self.pixels)}
+        return super()._generator_step(batch)
+
+    def _adversarial_g(self, critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+        return wgan_generator_loss(critic(self.cfg.critic_gain * fake))
+
+    def _critic_loss(
+        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        k = self.cfg.critic_gain
+        real, fake = k * real, k * fake
+        w = wgan_critic_loss(critic(real), critic(fake))
+        # alpha from the global RNG, which the trainer reseeds every step (exact resume).
+        gp = gradient_penalty(critic, real, fake)
+        # -w is the critic's estimate of the Wasserstein distance: logged as a progress signal.
+        return {"loss": w + self.cfg.gp_weight * gp, "wdist": -w, "gp": gp}
+
+    def _extra_terms(
+        self, x: torch.Tensor, y: torch.Tensor, same_x: torch.Tensor, same_y: torch.Tensor
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        c = self.cfg
+        jst = jst_loss(y, same_y, c.jst_tau, self.pixels) + jst_loss(x, same_x, c.jst_tau,
+                                                                      self.pixels)
+        return {"jst": (c.lambda_jst, jst)}
 
 
 # ---------------------------------------------------------------- CycleGAN
@@ -427,12 +534,16 @@ class CycleGanConfig:
     """CycleGAN training settings (Zhu et al. 2017; junyanz/pytorch-CycleGAN-and-pix2pix).
 
     LSGAN, lambda 10 per cycle, identity 0.5 x lambda, Adam(2e-4, 0.5/0.999), pool 50, critic
-    loss halved. Images are HU in [-1024, 3072] mapped to [-1, 1] (tanh output).
+    loss halved. Images are HU in [-1024, 3072] mapped to [-1, 1] (tanh output). ``residual``
+    and ``upsample`` are the generator's deviations from the reference (see
+    :class:`lowdose.models.cyclegan.ResnetGenerator`); ``ema_decay`` > 0 keeps an average of G.
     """
 
     ngf: int = 64
     n_blocks: int = 9
     ndf: int = 64
+    residual: bool = False
+    upsample: str = "deconv"
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     lambda_cycle: float = 10.0
@@ -440,14 +551,15 @@ class CycleGanConfig:
     lambda_supervised: float = 0.0
     paired_fraction: float = 0.0
     pool_size: int = 50
+    ema_decay: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
 
 
-class CycleGanFamily(TrainingFamily):
-    """CycleGAN as a trainer family: ``g_lh``, ``g_hl``, discriminators ``d_high``, ``d_low``.
+class CycleGanFamily(_GanFamily):
+    """CycleGAN as a trainer family: LSGAN discriminators, L1 cycle and identity terms.
 
     Example:
         >>> fam = CycleGanFamily(CycleGanConfig(ngf=8, n_blocks=1, ndf=8, pool_size=0))
@@ -455,122 +567,51 @@ class CycleGanFamily(TrainingFamily):
         ['generator', 'discriminator']
     """
 
-    optimizer_order = ("generator", "discriminator")
+    family_name = "cyclegan"
+    critic_name = "discriminator"
+    pixels = 1
+    input_scaling = "HU clipped to hu_range, scaled to [-1, 1] inside the model"
 
     def __init__(self, config: CycleGanConfig | None = None, **overrides: Any) -> None:
         from lowdose.models.cyclegan import PatchDiscriminator, ResnetGenerator
 
         cfg = CycleGanConfig(**{**asdict(config or CycleGanConfig()), **overrides})
-        self.cfg = cfg
         torch.manual_seed(cfg.seed)
-        self.arch = {"ngf": cfg.ngf, "n_blocks": cfg.n_blocks}
-        self.modules: dict[str, nn.Module] = {
-            "g_lh": ResnetGenerator(**self.arch),
-            "g_hl": ResnetGenerator(**self.arch),
+        arch: dict[str, Any] = {"ngf": cfg.ngf, "n_blocks": cfg.n_blocks}
+        if cfg.residual or cfg.upsample != "deconv":  # older weights carry only ngf, n_blocks
+            arch.update(residual=cfg.residual, upsample=cfg.upsample)
+        modules: dict[str, nn.Module] = {
+            "g_lh": ResnetGenerator(**arch),
+            "g_hl": ResnetGenerator(**arch),
             "d_high": PatchDiscriminator(ndf=cfg.ndf),
             "d_low": PatchDiscriminator(ndf=cfg.ndf),
         }
-        self.pool_high = HistoryPool(cfg.pool_size, cfg.seed)
-        self.pool_low = HistoryPool(cfg.pool_size, cfg.seed + 1)
-        self._cache: dict[str, torch.Tensor] = {}
+        super().__init__(cfg, modules, arch)
 
-    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        m, cfg = self.modules, self.cfg
-        gen = [*m["g_lh"].parameters(), *m["g_hl"].parameters()]
-        dis = [*m["d_high"].parameters(), *m["d_low"].parameters()]
-        return {
-            "generator": torch.optim.Adam(gen, lr=cfg.lr, betas=cfg.betas),
-            "discriminator": torch.optim.Adam(dis, lr=cfg.lr, betas=cfg.betas),
-        }
-
-    @staticmethod
-    def _to_net(hu: torch.Tensor) -> torch.Tensor:
+    def _to_net(self, hu: torch.Tensor) -> torch.Tensor:
         from lowdose.models.cyclegan import hu_to_signed
 
         return hu_to_signed(hu.float())
 
-    def training_step(self, batch: Any, optimizer_name: str, step: int) -> dict[str, torch.Tensor]:
-        if optimizer_name == "generator":
-            return self._generator_step(batch)
-        if optimizer_name == "discriminator":
-            return self._discriminator_step(batch)
-        raise KeyError(f"unknown optimiser {optimizer_name!r}")
+    def _to_unit(self, net: torch.Tensor) -> torch.Tensor:
+        return (net + 1) / 2
 
-    def _generator_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        m, cfg = self.modules, self.cfg
-        x, y = self._to_net(batch["low"]), self._to_net(batch["high"])
-        g, f = m["g_lh"], m["g_hl"]
-        for d in (m["d_high"], m["d_low"]):
-            d.requires_grad_(False)
-        fake_y, fake_x = g(x), f(y)
-        adv = lsgan_loss(m["d_high"](fake_y), 1.0) + lsgan_loss(m["d_low"](fake_x), 1.0)
-        cyc = cycle_loss(x, f(fake_y)) + cycle_loss(y, g(fake_x))
-        idt = cycle_loss(y, g(y)) + cycle_loss(x, f(x))
-        loss = adv + cfg.lambda_cycle * cyc + cfg.lambda_identity * cfg.lambda_cycle * idt
-        out = {"adv_g": adv, "cycle": cyc, "identity": idt}
-        paired = batch.get("paired")
-        if cfg.lambda_supervised > 0 and paired is not None and bool(paired.any()):
-            mask = paired.to(x.device).bool()
-            sup = cycle_loss(y[mask], fake_y[mask]) + cycle_loss(x[mask], fake_x[mask])
-            loss = loss + cfg.lambda_supervised * sup
-            out["supervised"] = sup
-        for d in (m["d_high"], m["d_low"]):
-            d.requires_grad_(True)
-        self._cache = {"fake_y": fake_y.detach(), "fake_x": fake_x.detach()}
-        out["loss"] = loss
-        return out
+    def _lr(self) -> tuple[float, float]:
+        return self.cfg.lr, self.cfg.lr
 
-    def _discriminator_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        m = self.modules
-        x, y = self._to_net(batch["low"]), self._to_net(batch["high"])
-        if not self._cache:
-            with torch.no_grad():
-                self._cache = {"fake_y": m["g_lh"](x), "fake_x": m["g_hl"](y)}
-        fake_y = self.pool_high.query(self._cache["fake_y"])
-        fake_x = self.pool_low.query(self._cache["fake_x"])
-        self._cache = {}
-        d_y, d_x = m["d_high"], m["d_low"]
-        l_y = 0.5 * (lsgan_loss(d_y(y), 1.0) + lsgan_loss(d_y(fake_y), 0.0))
-        l_x = 0.5 * (lsgan_loss(d_x(x), 1.0) + lsgan_loss(d_x(fake_x), 0.0))
-        return {"loss": l_y + l_x, "d_high": l_y, "d_low": l_x}
+    def _weights(self) -> dict[str, float]:
+        c = self.cfg
+        return {"adv_g": 1.0, "cycle": c.lambda_cycle,
+                "identity": c.lambda_identity * c.lambda_cycle, "supervised": c.lambda_supervised}
 
-    def validation_step(self, batch: Any) -> dict[str, float]:
-        paired = batch.get("paired")
-        if paired is None or not bool(paired.any()):
-            return {}
-        from lowdose.models.cyclegan import signed_to_hu
+    def _adversarial_g(self, critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+        return lsgan_loss(critic(fake), 1.0)
 
-        g = _unwrap(self.modules["g_lh"])
-        mask = paired.bool()
-        with torch.no_grad():
-            out = signed_to_hu(g(self._to_net(batch["low"][mask])))
-        unit = lambda hu: ((hu + 1024) / 4096).clamp(0, 1)  # noqa: E731
-        mse = ((unit(out) - unit(batch["high"][mask])) ** 2).flatten(1).mean(1).clamp_min(1e-12)
-        return {"psnr_full": float((-10 * torch.log10(mse)).mean())}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"pool_high": self.pool_high.state_dict(), "pool_low": self.pool_low.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pool_high.load_state_dict(state.get("pool_high", {}))
-        self.pool_low.load_state_dict(state.get("pool_low", {}))
-
-    def config(self) -> dict[str, Any]:
-        """A denoiser config (loadable by ``load_denoiser``) plus the training settings."""
-        from lowdose.models.network import FORMAT, FORMAT_VERSION
-
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "family": "cyclegan",
-            "model": "cyclegan",
-            "scale": 1,
-            "arch": dict(self.arch),
-            "hu_range": [-1024.0, 3072.0],
-            "input_scaling": "HU clipped to hu_range, scaled to [-1, 1] inside the model",
-            "module_prefix": "g_lh.",
-            "training": asdict(self.cfg),
-        }
+    def _critic_loss(
+        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        loss = 0.5 * (lsgan_loss(critic(real), 1.0) + lsgan_loss(critic(fake), 0.0))
+        return {"loss": loss, "d": loss.detach()}
 
 
 # ---------------------------------------------------------------- data
@@ -614,13 +655,16 @@ def degrade(
     method: str = "projection",
     seed: int = 0,
     pixel_size_mm: float | None = None,
+    slice_thickness_mm: float | None = None,
 ) -> torch.Tensor:
     """Low-quality version of full-dose slices ``(B, 1, H, W)`` HU, on the fine grid.
 
     Resolution loss first (:func:`blur_downsample`), then the lower dose by the physics
     (:func:`lowdose.physics.simulate_low_dose`, ``method``) on the coarse image, as a lower-dose
     scan reconstructed on a coarser grid would give; then bicubic interpolation back to the
-    fine grid, the input the same-size GAN-CIRCLE generator expects.
+    fine grid, the input the same-size GAN-CIRCLE generator expects. The projection physics
+    gets the slices' pixel size and thickness (the calibrated photon count scales with both),
+    as for the supervised denoisers.
     """
     from lowdose.models.gan_circle import to_fine_grid
     from lowdose.physics.api import simulate_low_dose
@@ -629,6 +673,8 @@ def degrade(
     options: dict[str, Any] = {}
     if pixel_size_mm is not None and method == "projection":
         options["pixel_size_mm"] = pixel_size_mm * scale
+    if slice_thickness_mm is not None and method == "projection":
+        options["slice_thickness_mm"] = slice_thickness_mm
     low = coarse
     if dose < 1:
         low = simulate_low_dose(coarse, dose, method=method, seed=seed, **options)
@@ -750,6 +796,7 @@ def build_slice_pool(
         raise ValueError("mayo-l506-pairs is the test set; never train on it")
     by_group: dict[str, list[np.ndarray]] = {}
     spacing: dict[str, list[float]] = {}
+    thickness: dict[str, list[float | None]] = {}
     sources = [(name, _axial_slices(data_root, name)) for name in sets] if not paths else [
         ("data", _path_groups(paths))
     ]
@@ -758,6 +805,9 @@ def build_slice_pool(
             for hu in image.slices():
                 by_group.setdefault(f"{name}/{group}", []).append(_fit(hu, size))
                 spacing.setdefault(f"{name}/{group}", []).append(float(image.spacing[-1]))
+                t = image.metadata.get("slice_thickness") or (
+                    image.spacing[0] if image.is_volume else None)
+                thickness.setdefault(f"{name}/{group}", []).append(float(t) if t else None)
     names = sorted(by_group)
     if len(names) < 2:
         raise LowdoseError("GAN training data: need at least two slices (two groups)")
@@ -766,6 +816,7 @@ def build_slice_pool(
     low = torch.from_numpy(np.stack([s for g in low_groups for s in by_group[g]]))
     high = torch.from_numpy(np.stack([s for g in high_groups for s in by_group[g]]))
     pixels = [p for g in low_groups for p in spacing[g]]
+    thick = [t for g in low_groups for t in thickness[g]]
     degraded = []
     steps = range(len(low))
     if progress:
@@ -773,15 +824,26 @@ def build_slice_pool(
 
         steps = tqdm(steps, desc=f"degrade (dose {dose}, x{scale}, {method})")
     for i in steps:
-        one = degrade(low[i][None, None], dose, scale, method, seed + i, pixel_size_mm=pixels[i])
+        one = degrade(low[i][None, None], dose, scale, method, seed + i, pixel_size_mm=pixels[i],
+                      slice_thickness_mm=thick[i])
         degraded.append(one[0, 0])
     info = {
         "sets": list(sets), "dose": dose, "scale": scale, "method": method, "seed": seed,
         "low_groups": low_groups, "high_groups": high_groups, "size": size,
+        "calibration": _calibration_identity(method),
+        "thickness_mm": sorted({t for t in thick if t is not None}),
         "degradation": f"blur sigma {0.5 * scale} px + {scale}x{scale} binning, then {method} "
         f"dose {dose}, bicubic back to the fine grid" if scale > 1 else f"{method} dose {dose}",
     }
     return SlicePool(low, torch.stack(degraded), high, info)
+
+
+def _calibration_identity(method: str) -> str:
+    """The simulator's calibration as text (a cached pool is only reused with the same one)."""
+    from lowdose.physics import build_simulator
+
+    cal = getattr(build_simulator(method), "calibration", None)
+    return "" if cal is None else repr(cal)
 
 
 def _fit(hu: Any, size: int) -> Any:
@@ -975,6 +1037,9 @@ def train_gan(
         pool = SlicePool.load(cache)
         if pool.info.get("scale") != scale or pool.info.get("dose") != data.dose:
             raise LowdoseError(f"{cache}: cached pool is for another scale or dose; delete it")
+        if pool.info.get("calibration") != _calibration_identity(data.method):
+            raise LowdoseError(f"{cache}: cached pool was simulated with another calibration of "
+                               "the physics; delete it")
     else:
         root = data.data_root
         if root is None:
