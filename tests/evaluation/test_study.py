@@ -175,3 +175,18 @@ def test_png_through_the_lung_window_is_clipped_at_hu_min(tmp_path, classifier_f
     results = run_study(cfg, progress=False, log=None)
     assert len(results["cells"]) == len(simulators.names())
     assert "clipped at -1024 HU" in results["data"]["png_note"]
+
+
+def test_cell_psnr_pools_the_squared_error_over_slices() -> None:
+    """One slice identical to its reference must not make the cell's PSNR infinite."""
+    from lowdose.evaluation.study import _cell_summary
+
+    y = np.array([0, 1])
+    probs = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1]])
+    res = {"probs": probs, "m_rmse_window": np.array([0.0, 0.1]),
+           "m_psnr_window": np.array([np.inf, 20.0]), "m_ssim_window": np.array([1.0, 0.8])}
+    image = _cell_summary(y, res, n_boot=10, seed=0)["image"]
+    assert image["psnr_window"] == pytest.approx(-10 * np.log10(0.005))  # 23.01 dB
+    assert image["ssim_window"] == pytest.approx(0.9)
+    same = {**res, "m_rmse_window": np.zeros(2), "m_psnr_window": np.full(2, np.inf)}
+    assert _cell_summary(y, same, n_boot=10, seed=0)["image"]["psnr_window"] is None

@@ -464,9 +464,16 @@ def _cell_summary(y: np.ndarray, res: dict[str, np.ndarray], n_boot: int, seed: 
     from lowdose.metrics.task import task_metrics
 
     task = task_metrics(y, res["probs"], class_names=CLASSES, n_boot=n_boot, seed=seed)
-    # Mean over slices; an infinite PSNR (an image identical to its reference, e.g. a
-    # simulator that leaves dose 1 unchanged) is stored as null, JSON having no infinity.
+    # Mean over slices, but PSNR from the mean squared error over slices (data range 1): one
+    # slice identical to its reference (infinite PSNR, e.g. nothing inside the window) must
+    # not make the whole cell infinite. Only an unchanged cell has no PSNR (null: JSON has no
+    # infinity).
     image = {k[2:]: float(np.mean(v)) for k, v in res.items() if k.startswith("m_")}
+    for key in [k for k in image if k.startswith("psnr_")]:
+        rmse = res.get("m_rmse_" + key[5:])
+        if rmse is not None:
+            mse = float(np.mean(np.square(rmse)))
+            image[key] = -10.0 * float(np.log10(mse)) if mse > 0 else float("inf")
     image = {k: (v if np.isfinite(v) else None) for k, v in image.items()}
     return {"accuracy": task["accuracy"], "task": task, "image": image}
 
@@ -654,6 +661,8 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
         "image_metric_ranges": {"full": "HU clipped to [-1024, 3072] scaled to [0, 1]",
                                 "window": "HU clipped to [-160, 240] scaled to [0, 1]",
                                 "rmse_hu": "RMSE in HU, unclipped",
+                                "psnr": "from the mean squared error over the test slices; "
+                                        "SSIM and RMSE: mean over slices",
                                 "reference": "the full-dose test slice"},
         "timings_s": {**{k: round(v, 2) for k, v in timings.items()},
                       "cells_each": {k: round(v, 2) for k, v in cell_times.items()}},
