@@ -3,17 +3,21 @@
 Steps:
 1. ``lowdose data audit``: the de-duplicated split (test images seen in train or valid leave
    test; images filed under two classes are dropped). Reused if already written.
-2. Model selection a user can trust: the official valid split is mostly near-copies of train,
-   so train + valid are pooled and a stratified 20% is held out for validation, **grouped by
-   near-duplicate cluster** (copies never straddle the two). The test split stays untouched.
-3. ``run_study`` with the ``kaggle`` preset: DenseNet-121 from scratch (CPU preset, 128 px, body
-   crop, per-image percentile intensity, CT augmentation), every registered simulation method,
-   the chosen denoisers, doses 1 / 0.5 / 0.25 / 0.1.
+2. Model selection a user can trust, never on the test split: train + valid are pooled and a
+   stratified 20% is held out, **grouped by near-duplicate cluster** (copies never straddle the
+   two), on ``--folds`` different draws. Every candidate preprocessing (``CANDIDATES``: the HU
+   mapping of the PNGs, the per-image intensity normalisation, the augmentation) is trained
+   on each draw with a cheap proxy network (``--select-arch``, ``--select-size``,
+   ``--select-epochs``); the candidate with the best mean hold-out balanced accuracy is chosen.
+3. ``run_study`` with the chosen candidate: DenseNet-121 from scratch (the epoch chosen on the
+   draw-0 hold-out), every registered simulation method, the chosen denoisers and doses.
 4. Extra seeds (``--seeds``): the classifier retrained with other seeds and evaluated on the
-   full-dose test split only, for the stability across seeds.
+   full-dose test split only, for the stability across seeds; ``--also-archs`` does the same
+   for other networks (e.g. ResNet-18).
 
 Writes ``OUT/results.json``, ``OUT/report.html`` and ``benchmarks/results/study_kaggle.{json,md}``
-(the Markdown table quoted in the README). Resumable: rerun the same command.
+(the Markdown table quoted in the README). Resumable: rerun the same command. Every training
+uses one CPU thread (``torch.set_num_threads(1)``) unless ``--threads`` says otherwise.
 
 Example:
     nohup .venv/bin/python benchmarks/study_kaggle.py --out runs/kaggle-study \\
@@ -85,30 +89,131 @@ def grouped_selection_manifest(manifest: Path, audit_json: dict, out: Path, seed
     return out_path
 
 
-def markdown(results: dict, extra: list[dict]) -> str:
+LUNG = [-1350.0, 150.0]
+"""The lung window: black = -1350 HU, below air, so the darkest grey levels clip at -1024 HU."""
+BLACK_AIR = [-1024.0, 476.0]
+"""Same width (1500 HU), black = air (-1024 HU): no grey level is clipped."""
+
+CANDIDATES: dict[str, dict] = {
+    "lung-window, percentile": {"png_window": LUNG, "train": {"intensity": "percentile"}},
+    "black-air, percentile": {"png_window": BLACK_AIR,
+                              "train": {"intensity": "percentile", "window": BLACK_AIR}},
+    "black-air, equalize": {"png_window": BLACK_AIR,
+                            "train": {"intensity": "equalize", "window": BLACK_AIR}},
+    "black-air, percentile, strong aug": {
+        "png_window": BLACK_AIR,
+        "train": {"intensity": "percentile", "window": BLACK_AIR, "gamma": [0.5, 2.0],
+                  "gain": [0.7, 1.3], "scale": [0.8, 1.2], "noise_std_hu": 20.0}},
+}
+"""Preprocessing candidates compared on the grouped hold-outs (name -> study settings)."""
+
+
+def select_settings(manifest: Path, audit_json: dict, out: Path, folds: list[int], arch: str,
+                    size: int, epochs: int, names: list[str]) -> tuple[str, list[dict]]:
+    """Train every candidate on every grouped hold-out draw; the best mean balanced accuracy wins.
+
+    Results are appended to ``out/results.jsonl`` and reused, so an interrupted selection
+    resumes. Only train+valid images are used: the test split is never looked at.
+    """
+    from lowdose.evaluation.study import StudyConfig, load_study_data
+    from lowdose.training.classifier import preset, train_classifier
+
+    out.mkdir(parents=True, exist_ok=True)
+    res_path = out / "results.jsonl"
+    rows = [json.loads(line) for line in res_path.read_text().splitlines()] \
+        if res_path.is_file() else []
+    for fold in folds:
+        fdir = out / f"fold{fold}"
+        fdir.mkdir(parents=True, exist_ok=True)
+        sel = grouped_selection_manifest(manifest, audit_json, fdir, seed=fold)
+        for name in names:
+            if any((r["name"], r["fold"], r["arch"], r["size"], r["epochs"]) ==
+                   (name, fold, arch, size, epochs) for r in rows):
+                continue
+            cand = CANDIDATES[name]
+            scfg = StudyConfig(data=str(DATA), manifest=str(sel), slice_size=size + 16,
+                               png_window=tuple(cand["png_window"]), seed=0)
+            data = load_study_data(scfg, fdir / "cache", progress=False)
+            tcfg = preset("cpu", arch=arch, input_size=size, slice_size=size + 16,
+                          epochs=epochs, patience=epochs, amp=False, **cand["train"])
+            t0 = time.time()
+            run = fdir / f"{name.replace(', ', '-').replace(' ', '')}-{arch}-{size}-{epochs}"
+            _, summ = train_classifier(data.hu["train"], data.labels["train"], data.hu["valid"],
+                                       data.labels["valid"], tcfg, run, resume=True,
+                                       progress=False)
+            bal = [e["balanced_accuracy"] for e in summ["history"]]
+            row = {"name": name, "fold": fold, "arch": arch, "size": size, "epochs": epochs,
+                   "best_bal": max(bal), "best_epoch": summ["best_epoch"],
+                   "last3_bal": float(np.mean(bal[-3:])), "seconds": round(time.time() - t0),
+                   "n_train": len(data.labels["train"]), "n_valid": len(data.labels["valid"])}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            with res_path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+    table = []
+    for name in names:
+        mine = [r for r in rows if r["name"] == name and r["fold"] in folds
+                and (r["arch"], r["size"], r["epochs"]) == (arch, size, epochs)]
+        table.append({"name": name, "folds": [r["fold"] for r in mine],
+                      "best_bal": [r["best_bal"] for r in mine],
+                      "mean_best_bal": float(np.mean([r["best_bal"] for r in mine])),
+                      "mean_last3_bal": float(np.mean([r["last3_bal"] for r in mine]))})
+    chosen = max(table, key=lambda t: t["mean_best_bal"])["name"]
+    return chosen, table
+
+
+def _ci(a: dict) -> str:
+    return f"{a['value']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
+
+
+def markdown(results: dict, runs: list[dict], selection: dict) -> str:
     fd = results["full_dose"]["accuracy"]
+    sel = selection
     lines = [
-        "| method | dose | denoiser | accuracy [95% CI] | PSNR window (dB) | SSIM window |",
-        "|---|---|---|---|---|---|",
-        f"| original | 1 | – | {fd['value']:.3f} [{fd['ci95'][0]:.3f}, {fd['ci95'][1]:.3f}] "
-        "| – | – |",
+        "# Task-based study: Kaggle chest CT slices, full dose, low dose and restored", "",
+        f"Model selection on {len(sel['folds'])} grouped hold-outs of train+valid "
+        f"({sel['proxy']}; the test split is not used): mean best hold-out balanced accuracy",
+        "",
+        "| candidate | hold-out balanced accuracy per draw | mean |", "|---|---|---|",
     ]
+    for t in sel["table"]:
+        mark = " (chosen)" if t["name"] == sel["chosen"] else ""
+        lines.append(f"| {t['name']}{mark} | {', '.join(f'{b:.3f}' for b in t['best_bal'])} "
+                     f"| {t['mean_best_bal']:.3f} |")
+    clf = results["classifier"]
+    spec = clf.get("spec", {})
+    lines += [
+        "", f"Study: {spec.get('arch')} from scratch, {spec.get('input_size')} px, "
+        f"{spec.get('intensity')} intensity, epoch {clf.get('best_epoch')} chosen on the "
+        f"hold-out; de-duplicated test split, n = {results['data']['n']['test']}. "
+        "Accuracy with a bootstrap 95% interval; the change is in points against full dose.",
+        "",
+        "| method | dose | denoiser | accuracy [95% CI] | change (points) | PSNR window (dB) "
+        "| SSIM window |",
+        "|---|---|---|---|---|---|---|",
+        f"| original | 1 | – | {_ci(fd)} | – | – | – |",
+    ]
+    def num(value: float | None, digits: int) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"  # None: equals its reference
+
     for c in results["cells"]:
         a = c["accuracy"]
-        lines.append(f"| {c['method']} | {c['dose']:g} | {c['denoiser']} | {a['value']:.3f} "
-                     f"[{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] | "
-                     f"{c['image'].get('psnr_window', float('nan')):.2f} | "
-                     f"{c['image'].get('ssim_window', float('nan')):.3f} |")
-    if extra:
+        lines.append(f"| {c['method']} | {c['dose']:g} | {c['denoiser']} | {_ci(a)} | "
+                     f"{100 * (a['value'] - fd['value']):+.1f} | "
+                     f"{num(c['image'].get('psnr_window'), 2)} | "
+                     f"{num(c['image'].get('ssim_window'), 3)} |")
+    if runs:
         lines += ["", "Full-dose test accuracy across classifier seeds:", "",
-                  "| seed | accuracy | balanced accuracy | selected epoch |", "|---|---|---|---|"]
-        for e in extra:
-            lines.append(f"| {e['seed']} | {e['accuracy']:.3f} | {e['balanced_accuracy']:.3f} | "
-                         f"{e['best_epoch']} |")
-        accs = np.array([e["accuracy"] for e in extra])
-        sd = accs.std(ddof=1) if len(accs) > 1 else 0.0
-        lines.append(f"\nMean {accs.mean():.3f}, standard deviation {sd:.3f} over "
-                     f"{len(accs)} seeds.")
+                  "| network | seed | accuracy | balanced accuracy | selected epoch |",
+                  "|---|---|---|---|---|"]
+        for e in runs:
+            lines.append(f"| {e['arch']} | {e['seed']} | {e['accuracy']:.3f} | "
+                         f"{e['balanced_accuracy']:.3f} | {e['best_epoch']} |")
+        for arch in dict.fromkeys(e["arch"] for e in runs):
+            accs = np.array([e["accuracy"] for e in runs if e["arch"] == arch])
+            sd = accs.std(ddof=1) if len(accs) > 1 else 0.0
+            lines.append(f"\n{arch}: mean {accs.mean():.3f}, standard deviation {sd:.3f} over "
+                         f"{len(accs)} seed(s).")
     return "\n".join(lines) + "\n"
 
 
@@ -119,14 +224,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--denoisers", default=None,
                         help="comma-separated (default: every registered one that loads)")
     parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
+    parser.add_argument("--doses", default=None, help="comma-separated (default: the preset's)")
     parser.add_argument("--seeds", default="0", help="classifier seeds; the first runs the "
                         "whole study, the others full dose only")
+    parser.add_argument("--also-archs", default="",
+                        help="other networks evaluated at full dose with the same seeds")
     parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--arch", default="densenet121")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--input-size", type=int, default=None,
                         help="network input (slices are prepared 16 px larger)")
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--max-test", type=int, default=None)
+    parser.add_argument("--folds", default="0,1", help="grouped hold-out draws for selection")
+    parser.add_argument("--candidates", default="",
+                        help="';'-separated candidate names (default: all of CANDIDATES)")
+    parser.add_argument("--select-arch", default="resnet18")
+    parser.add_argument("--select-size", type=int, default=96)
+    parser.add_argument("--select-epochs", type=int, default=18)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"skip: {args.data} not found", file=sys.stderr)
@@ -135,55 +251,77 @@ def main(argv: list[str] | None = None) -> int:
 
     from lowdose.evaluation.study import StudyConfig, run_study
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     manifest, audit_json = audit(args.data, args.out)
+    names = [n.strip() for n in args.candidates.split(";") if n.strip()] or list(CANDIDATES)
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        parser.error(f"unknown candidates {unknown}; known: {list(CANDIDATES)}")
+    folds = [int(f) for f in args.folds.split(",")]
+    chosen, table = select_settings(manifest, audit_json, args.out / "selection", folds,
+                                    args.select_arch, args.select_size, args.select_epochs,
+                                    names)
+    selection = {"chosen": chosen, "table": table, "folds": folds,
+                 "proxy": f"{args.select_arch}, {args.select_size} px, "
+                          f"{args.select_epochs} epochs",
+                 "settings": CANDIDATES[chosen]}
+    print(f"selected: {chosen} ({json.dumps(CANDIDATES[chosen])})", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     base = StudyConfig.from_yaml("kaggle")
     base.data = str(args.data)
     base.preset = args.preset
+    base.png_window = tuple(CANDIDATES[chosen]["png_window"])
+    base.train = {**base.train, **CANDIDATES[chosen]["train"], "arch": args.arch}
     if args.epochs:
-        base.train = {**base.train, "epochs": args.epochs}
+        base.train["epochs"] = args.epochs
     if args.patience:
-        base.train = {**base.train, "patience": args.patience}
+        base.train["patience"] = args.patience
     if args.input_size:
-        base.train = {**base.train, "input_size": args.input_size}
+        base.train["input_size"] = args.input_size
         base.slice_size = args.input_size + 16
     if args.denoisers:
         base.denoisers = [d for d in args.denoisers.split(",") if d]
     if args.methods:
         base.methods = [m for m in args.methods.split(",") if m]
+    if args.doses:
+        base.doses = [float(d) for d in args.doses.split(",")]
     base.max_test = args.max_test
-    extra = []
+    base.manifest = str(args.out / "selection" / "fold0" / "selection.csv")
+    runs = []
     main_results = None
-    for i, seed in enumerate(seeds):
-        cfg = StudyConfig.from_dict({**base.to_dict(), "phantom": base.phantom.__dict__})
-        cfg.seed = seed
-        cfg.manifest = str(grouped_selection_manifest(manifest, audit_json, args.out, seed=0))
-        cfg.out = str(args.out if i == 0 else args.out / f"seed-{seed}")
-        if i > 0:
-            cfg.methods = []
-        results = run_study(cfg, resume=True)
-        fd = results["full_dose"]["task"]
-        extra.append({"seed": seed, "accuracy": fd["accuracy"]["value"],
-                      "balanced_accuracy": fd["balanced_accuracy"]["value"],
-                      "best_epoch": results["classifier"].get("best_epoch")})
-        if i == 0:
-            main_results = results
+    for arch in [args.arch] + [a for a in args.also_archs.split(",") if a]:
+        for i, seed in enumerate(seeds):
+            cfg = StudyConfig.from_dict({**base.to_dict(), "phantom": base.phantom.__dict__})
+            cfg.seed = seed
+            cfg.train = {**cfg.train, "arch": arch}
+            whole = arch == args.arch and i == 0
+            cfg.out = str(args.out if whole else args.out / f"{arch}-seed-{seed}")
+            if not whole:
+                cfg.methods = []
+            results = run_study(cfg, resume=True)
+            fd = results["full_dose"]["task"]
+            runs.append({"arch": arch, "seed": seed, "accuracy": fd["accuracy"]["value"],
+                         "balanced_accuracy": fd["balanced_accuracy"]["value"],
+                         "best_epoch": results["classifier"].get("best_epoch")})
+            if whole:
+                main_results = results
     assert main_results is not None
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary = {"benchmark": "study_kaggle", "seconds": round(time.time() - t0, 1),
-               "results_json": str(args.out / "results.json"), "seeds": extra,
-               "full_dose": main_results["full_dose"]["accuracy"],
+               "results_json": str(args.out / "results.json"), "selection": selection,
+               "seeds": runs, "full_dose": main_results["full_dose"]["accuracy"],
                "cells": [{k: c[k] for k in ("method", "dose", "denoiser", "accuracy", "image")}
                          for c in main_results["cells"]],
                "config": main_results["config"], "versions": main_results["versions"],
+               "timings_s": main_results["timings_s"],
                "classifier": {k: v for k, v in main_results["classifier"].items()
                               if k != "history"}}
     (RESULTS / "study_kaggle.json").write_text(json.dumps(summary, indent=1, default=str))
-    (RESULTS / "study_kaggle.md").write_text(markdown(main_results, extra))
-    print(markdown(main_results, extra))
+    md = markdown(main_results, runs, selection)
+    (RESULTS / "study_kaggle.md").write_text(md)
+    print(md)
     return 0
 
 
