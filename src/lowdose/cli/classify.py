@@ -23,8 +23,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write one CSV row per image: path, predicted class, then each class's probability.
 
-        8-bit images are mapped to HU through the model's window (lung, [-1350, 150] HU) and
-        prepared like its training slices (body crop, squared). Unreadable files get a row
+        8-bit images are mapped to HU through the window the model was trained with (stored
+        in it: the lung window [-1350, 150] HU by default, [-1024, 476] HU for the Kaggle
+        study's) and prepared like its training slices (clipped at -1024 HU, body crop,
+        squared). Unreadable files get a row
         with an error and no probabilities.
 
         Example: lowdose classify scans/ --model runs/densenet/classifier.safetensors

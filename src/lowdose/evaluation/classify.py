@@ -44,7 +44,7 @@ def classify_paths(input_path: str | Path, model_path: str | Path, device: str |
     import torch
     from tqdm.auto import tqdm
 
-    from lowdose.image import Window
+    from lowdose.image import HU_MIN, Window
     from lowdose.io.read import read_ct
     from lowdose.models.classifiers import load_classifier
     from lowdose.training.classifier import prepare_slice
@@ -74,7 +74,10 @@ def classify_paths(input_path: str | Path, model_path: str | Path, device: str |
             slices = img.slices()
             if slices.shape[0] != 1:
                 raise LowdoseError(f"{path}: a volume of {slices.shape[0]} slices; give slices")
-            pending.append((len(rows) - 1, prepare_slice(slices[0], size, spec.crop_body)))
+            # Prepared as the study prepares its slices: clipped at the HU floor (a window
+            # whose black lies below air maps dark grey levels to values no scanner stores).
+            pending.append((len(rows) - 1, np.maximum(
+                prepare_slice(slices[0], size, spec.crop_body), HU_MIN)))
         except Exception as exc:  # listed in the CSV, never silently dropped
             row["error"] = str(exc) or type(exc).__name__
         if len(pending) >= batch_size:
