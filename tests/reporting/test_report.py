@@ -82,3 +82,18 @@ def test_report_of_a_full_dose_only_study(tmp_path) -> None:
     assert "Full-dose test accuracy" in html and "<table" in html  # the original row stays
     write_report(results, {"full-dose": grid["full-dose"]}, tmp_path / "r.html")
     assert (tmp_path / "r.html").stat().st_size > 1000
+
+
+def test_display_images_are_shown_as_exported_not_in_a_soft_tissue_band() -> None:
+    """8-bit PNG slices: the second grid uses the PNG's own window, and the metric note says
+    which grey levels the soft-tissue metric window covers."""
+    results, grid = _results()
+    results["data"]["png_window_hu"] = [-1024.0, 476.0]
+    results["grid"]["paths"] = ["/data/test/a/1.png", "/data/test/b/2.png"]
+    html = render_report(results, grid)
+    assert "as exported (8-bit grey levels) [-1024, 476] HU" in html
+    assert "soft tissue [-160, 240]" not in html
+    assert "grey levels 147-215 only" in html
+    results["grid"]["paths"] = ["/data/a.dcm", "/data/b.dcm"]  # HU data: soft tissue, no note
+    html = render_report(results, grid)
+    assert "soft tissue [-160, 240]" in html and "grey levels" not in html

@@ -118,7 +118,9 @@ def _curves(results: dict[str, Any]) -> str:
         ax.set_title(f"simulation: {method}", fontsize=13)
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 1.02)
-    axes[0][-1].legend(fontsize=10, loc="lower right")
+    # Outside the axes: inside, it hid the curves where they run low.
+    axes[0][-1].legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                       borderaxespad=0.0)
     fig.suptitle("Classifier accuracy vs dose (shaded: bootstrap 95% CI)", fontsize=13)
     return figure_html(fig, "accuracy vs dose")
 
@@ -209,6 +211,26 @@ def _confusions(results: dict[str, Any]) -> str:
     return figure_html(fig, "confusion matrices")
 
 
+def _png_metric_note(results: dict[str, Any]) -> str:
+    """For 8-bit display images: which grey levels the soft-tissue metric window covers."""
+    exported = results.get("data", {}).get("png_window_hu")
+    if not exported or not _display_images(results):
+        return ""
+    lo, hi = exported
+    g0, g1 = ((np.array([-160.0, 240.0]) - lo) / (hi - lo) * 255).clip(0, 255)
+    return ("<p class='note'>These are 8-bit display images mapped to HU through "
+            f"[{lo:g}, {hi:g}] HU, not scanner HU: the <i>window</i> metrics cover grey levels "
+            f"{g0:.0f}-{g1:.0f} only (the brightest soft tissue and bone of these exports); "
+            "<i>full</i> covers every grey level.</p>")
+
+
+def _display_images(results: dict[str, Any]) -> bool:
+    """Whether the grid slices come from 8-bit display images (PNG, JPEG), not HU data."""
+    paths = results.get("grid", {}).get("paths") or []
+    return bool(paths) and all(Path(p).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")
+                               for p in paths)
+
+
 def _grid(results: dict[str, Any], grid: dict[str, np.ndarray]) -> str:
     import matplotlib.pyplot as plt
 
@@ -216,10 +238,15 @@ def _grid(results: dict[str, Any], grid: dict[str, np.ndarray]) -> str:
 
     labels = results["grid"]["labels"]
     target = min(results["doses"], key=lambda d: abs(d - 0.25))
-    # The study's display window, then the soft-tissue window where the noise shows.
-    names = [results["grid"]["window"]]
-    if "abdomen" not in names:
-        names.append("abdomen")
+    # The study's display window, then the soft-tissue window where the noise shows; for 8-bit
+    # display images (no HU) the images as exported instead (the window their grey levels
+    # were mapped through): their mapped "soft tissue" is an arbitrary grey band, mostly black.
+    windows = [(results["grid"]["window"], Window.named(results["grid"]["window"]))]
+    exported = results.get("data", {}).get("png_window_hu")
+    if exported and _display_images(results):
+        windows.append(("as exported (8-bit grey levels)", Window(*exported)))
+    elif results["grid"]["window"] != "abdomen":
+        windows.append(("soft tissue", Window.named("abdomen")))
     out = []
     for method in results["methods"]:
         cols = [("full dose", grid.get("full-dose"))]
@@ -231,9 +258,7 @@ def _grid(results: dict[str, Any], grid: dict[str, np.ndarray]) -> str:
         if not cols:
             continue
         n = len(cols[0][1])
-        for wname in names:
-            win = Window.named(wname)
-            shown = "soft tissue" if wname == "abdomen" else wname
+        for shown, win in windows:
             fig, axes = plt.subplots(n, len(cols), figsize=(2.3 * len(cols), 2.4 * n),
                                      squeeze=False)
             for j, (name, imgs) in enumerate(cols):
@@ -402,7 +427,7 @@ def render_report(results: dict[str, Any], grid: dict[str, np.ndarray]) -> str:
         "restoration at that dose and method. PSNR/SSIM/RMSE compare each image with its "
         "full-dose original; <i>full</i>: HU clipped to [-1024, 3072]; <i>window</i>: "
         "[-160, 240] HU; a dash for PSNR: the image equals its reference (infinite PSNR).</p>",
-        _table(results),
+        _png_metric_note(results), _table(results),
         "<h2>Image quality vs dose</h2>", _image_curves(results),
         "<h2>Confusion matrices</h2>", _confusions(results),
         "<h2>Same slices: full dose, low dose and each restoration</h2>", _grid(results, grid),
