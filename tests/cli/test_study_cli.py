@@ -75,3 +75,15 @@ def test_train_classifier_cli_refuses_unknown_class_folder(tmp_path, capsys) -> 
 def test_train_classifier_help_has_an_example(capsys) -> None:
     rc, out, _ = run(["train", "classifier", "--help"], capsys)
     assert rc == 0 and "Example: lowdose train classifier" in out
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--intensity", "sharpen"], "intensity 'sharpen'"),
+    (["--window", "-1024"], "--window '-1024'"),
+])
+def test_train_classifier_cli_bad_intensity_or_window_is_one_error_line(
+        tmp_path, capsys, extra, needle) -> None:
+    rc, _, err = run(["train", "classifier", str(tmp_path), "--out", str(tmp_path / "run"),
+                      "--quiet", *extra], capsys)
+    lines = err.strip().splitlines()
+    assert rc != 0 and lines[-1].startswith("error: ") and needle in lines[-1], err

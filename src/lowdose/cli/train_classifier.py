@@ -27,25 +27,36 @@ def register(app: typer.Typer) -> None:
         epochs: int | None = typer.Option(None, help="Override the preset's epochs."),
         input_size: int | None = typer.Option(None, help="Override the network input size."),
         seed: int | None = typer.Option(None, help="Override the seed."),
+        intensity: str | None = typer.Option(
+            None, help="Per-image intensity normalisation: window, percentile, equalize."),
+        window: str | None = typer.Option(
+            None, "--window", help="HU window 'lo,hi' (or a name) that 8-bit images are mapped "
+            "through and the network sees (default: lung, -1350,150; the Kaggle study chose "
+            "-1024,476)."),
         device: str | None = typer.Option(None, help="cpu, cuda, ... (default: best)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     ) -> None:
         """Train a slice classifier on full-dose images; the best validation epoch is kept.
 
-        PNG/JPEG inputs are mapped to HU through the lung window [-1350, 150] HU. Writes
+        PNG/JPEG inputs are mapped to HU through --window (default: the lung window [-1350,
+        150] HU), clipped at -1024 HU; the network sees the same window. Writes
         OUT/classifier.safetensors (+ .json spec and card) and OUT/train_summary.json.
 
         Example: lowdose train classifier ../shared/data/chest-ctscan-images
         --manifest dedup.csv --model densenet121 --preset cpu --out runs/densenet
         """
+        from lowdose.cli.options import parse_window
         from lowdose.evaluation.study import StudyConfig, load_study_data
         from lowdose.training.classifier import preset as make_preset
         from lowdose.training.classifier import train_classifier
 
-        cfg = make_preset(preset, arch=model, epochs=epochs, input_size=input_size, seed=seed)
+        win = parse_window(window)
+        cfg = make_preset(preset, arch=model, epochs=epochs, input_size=input_size, seed=seed,
+                          intensity=intensity, window=(win.lo, win.hi) if win else None)
+        cfg.spec()  # an unknown --intensity: one clear error before reading any image
         study = StudyConfig(data=str(data), manifest=str(manifest) if manifest else None,
                             out=str(out), slice_size=cfg.slice_size, crop_body=cfg.crop_body,
-                            seed=cfg.seed)
+                            seed=cfg.seed, png_window=cfg.window)
         loaded = load_study_data(study, out / "data-cache", progress=not quiet)
         for w in loaded.warnings:
             typer.echo(f"warning: {w}", err=True)
