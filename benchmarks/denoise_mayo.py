@@ -7,11 +7,15 @@ named with ``--model``) on the five npy pairs (3 mm) and the DICOM pair (1 mm) i
 ``lowdose.metrics.image``. BM3D's sigma and TV's weight are tuned on these pairs (grid search,
 best mean full-range PSNR over all six), and the tuned values are reported.
 
-Writes ``benchmarks/results/denoise_mayo.json`` and ``denoise_mayo.md``.
+Writes ``benchmarks/results/denoise_mayo.json`` and ``denoise_mayo.md``. ``--rows`` re-evaluates
+only the named methods (e.g. reshipped weights) and keeps every other row, the tuning and its
+machine note from the previous JSON (``--reuse``); the low-dose input row is always recomputed
+and must match the kept one.
 
 Example:
     .venv/bin/python benchmarks/denoise_mayo.py
     .venv/bin/python benchmarks/denoise_mayo.py --no-tune --model runs/unet
+    .venv/bin/python benchmarks/denoise_mayo.py --rows gan-circle --rows cyclegan
 """
 
 from __future__ import annotations
@@ -125,7 +129,12 @@ def markdown(result: dict[str, Any]) -> str:
         if rows:
             lines += ["", f"Tuning {key} ({param}, criterion: mean PSNR full): " + ", ".join(
                 f"{r[param]:g} -> {r['psnr_full']:.2f} dB" for r in rows)]
-    lines += ["", f"Machine: {result['machine']}. Written by benchmarks/denoise_mayo.py.", ""]
+    lines += ["", f"Machine: {result['machine']}. Written by benchmarks/denoise_mayo.py."]
+    updated = result.get("updated_rows")
+    if updated:
+        lines += ["", f"Rows {', '.join(updated['rows'])} re-evaluated later with `--rows` "
+                  f"({updated['machine']}); the others are kept from the full run."]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -140,7 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tuning-from", type=Path, action="append", default=[],
                         help="with --no-tune: JSON tuning rows of an earlier run of this script "
                         "(a denoise_mayo.json or a list of rows) to report with the result")
+    parser.add_argument("--rows", action="append", default=[],
+                        help="re-evaluate only these methods (registry names or --model paths); "
+                        "keep the other rows of --reuse")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="with --rows: the earlier result to keep rows from "
+                        "(default: <out>/denoise_mayo.json)")
     args = parser.parse_args(argv)
+    if args.rows:
+        return update_rows(args)
 
     import torch
 
@@ -222,6 +239,56 @@ def main(argv: list[str] | None = None) -> int:
             "window": v["mean"]["psnr_window"] - base["psnr_window"]}
         for k, v in methods.items()
     }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "denoise_mayo.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "denoise_mayo.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+def update_rows(args: argparse.Namespace) -> int:
+    """Re-evaluate ``args.rows`` and keep the other rows of an earlier result."""
+    import torch
+
+    from lowdose.models.loading import load_denoiser
+
+    torch.set_num_threads(args.threads)
+    reuse = args.reuse or args.out / "denoise_mayo.json"
+    if not reuse.is_file():
+        raise SystemExit(f"--rows: {reuse} not found; run the full benchmark first")
+    if not (args.data / "mayo-l506-pairs").is_dir():
+        print(f"skipped: {args.data / 'mayo-l506-pairs'} not found", file=sys.stderr)
+        return 0
+    result = json.loads(reuse.read_text())
+    pairs = load_pairs(args.data)
+    names = [p[0] for p in pairs]
+    if names != result["pairs"]:
+        raise SystemExit(f"--rows: pairs {names} differ from {reuse}'s {result['pairs']}")
+    inputs = mean_of({n: score(lo, fu) for n, lo, fu in pairs}, names)
+    kept = result["methods"]["low-dose input"]["mean"]
+    if any(abs(inputs[k] - kept[k]) > 1e-6 * max(1.0, abs(kept[k])) for k in kept):
+        raise SystemExit(f"--rows: the low-dose input scores differ from {reuse}'s")
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+               f"torch {torch.__version__}, {args.threads} threads")
+    for row in args.rows:
+        print(f"evaluating {row}", flush=True)
+        denoiser = load_denoiser(row, device="cpu")
+        per_pair, seconds = run_denoiser(denoiser, pairs)
+        entry = {"mean": mean_of(per_pair, names), "per_pair": per_pair,
+                 "seconds_per_slice": seconds, "machine": machine}
+        if getattr(denoiser, "metadata", None):
+            entry["weights"] = {k: v for k, v in denoiser.metadata.items() if k != "preset"}
+        result["methods"][row] = entry
+        m = entry["mean"]
+        print(f"  psnr_full {m['psnr_full']:.3f} ssim_full {m['ssim_full']:.4f} "
+              f"psnr_window {m['psnr_window']:.3f} ssim_window {m['ssim_window']:.4f}", flush=True)
+    base = result["methods"]["low-dose input"]["mean"]
+    result["gains_db"] = {
+        k: {"full": v["mean"]["psnr_full"] - base["psnr_full"],
+            "window": v["mean"]["psnr_window"] - base["psnr_window"]}
+        for k, v in result["methods"].items()
+    }
+    result["updated_rows"] = {"rows": list(args.rows), "machine": machine}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "denoise_mayo.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "denoise_mayo.md").write_text(markdown(result))
