@@ -288,7 +288,9 @@ def update_rows(args: argparse.Namespace) -> int:
             "window": v["mean"]["psnr_window"] - base["psnr_window"]}
         for k, v in result["methods"].items()
     }
-    result["updated_rows"] = {"rows": list(args.rows), "machine": machine}
+    earlier = result.get("updated_rows", {}).get("rows", [])
+    rows = [r for r in earlier if r not in args.rows] + list(args.rows)
+    result["updated_rows"] = {"rows": rows, "machine": machine}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "denoise_mayo.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "denoise_mayo.md").write_text(markdown(result))

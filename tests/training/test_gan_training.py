@@ -180,7 +180,7 @@ def test_l1_only_mode_trains_g_alone(tmp_path: Path) -> None:
 def test_presets_load_and_build() -> None:
     from lowdose.training.gan import build_family
 
-    for name in ("gan-circle", "gan-circle-cpu", "cyclegan", "cyclegan-cpu"):
+    for name in ("gan-circle", "gan-circle-cpu", "gan-circle-semi-cpu", "cyclegan", "cyclegan-cpu"):
         preset = load_preset(name)
         TrainerConfig.from_dict(preset["trainer"])
         assert preset["data"]["method"] == "projection"

@@ -225,7 +225,10 @@ class GanCircleConfig:
     (charlesyou999648/GAN-CIRCLE): Adam(lr 1e-5, betas 0.5/0.999) for both players, one critic
     step per generator step, history pool 50, JST tau 0.1. ``gp_weight`` (code: 1, with a broken
     norm; WGAN-GP paper: 10) and ``f0`` (paper-likely 64, released 128) are the disputed values.
-    ``paired_fraction`` > 0 turns on the supervised term (semi-supervised mode). ``l1_only``
+    ``paired_fraction`` > 0 turns on the supervised term (semi-supervised mode). Not in the
+    release, off by default: ``zero_init_output`` starts both generators at the identity (zero
+    last convolution); ``critic_gain`` multiplies what the critics see (and so their Lipschitz
+    bound in [0, 1] units), for a critic that must pick out noise of a few thousandths. ``l1_only``
     trains ``G`` alone with the L1 term on aligned pairs (the ablation baseline of the benchmarks:
     the same network without the GAN ensemble).
     """
