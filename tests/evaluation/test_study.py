@@ -190,3 +190,35 @@ def test_cell_psnr_pools_the_squared_error_over_slices() -> None:
     assert image["ssim_window"] == pytest.approx(0.9)
     same = {**res, "m_rmse_window": np.zeros(2), "m_psnr_window": np.full(2, np.inf)}
     assert _cell_summary(y, same, n_boot=10, seed=0)["image"]["psnr_window"] is None
+
+
+def test_cached_cells_of_a_changed_denoiser_are_recomputed(tmp_path) -> None:
+    """New weights (or settings) under the same denoiser name drop only that denoiser's cells."""
+    from lowdose.evaluation.study import _forget_changed_denoisers, denoiser_fingerprint
+
+    class Den:
+        def __init__(self, strength: float) -> None:
+            self.strength = strength
+            self.net = torch.nn.Linear(2, 2)
+
+    a, b = Den(1.0), Den(1.0)
+    torch.nn.init.zeros_(b.net.weight)
+    torch.nn.init.zeros_(a.net.weight)
+    torch.nn.init.zeros_(a.net.bias)
+    torch.nn.init.zeros_(b.net.bias)
+    assert denoiser_fingerprint(a) == denoiser_fingerprint(b)
+    names = ["image-poisson_0.25_gan-circle-abc123.npz", "projection_1_gan-circle-abc123.npz",
+             "image-poisson_0.25_gan-circle-semi-abc123.npz", "image-poisson_0.25_none-abc123.npz"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    said: list[str] = []
+    _forget_changed_denoisers(tmp_path, [("gan-circle", a), ("gan-circle-semi", b)], said.append)
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == sorted(names) and not said
+    with torch.no_grad():
+        a.net.weight.add_(0.5)  # new weights for gan-circle only
+    _forget_changed_denoisers(tmp_path, [("gan-circle", a), ("gan-circle-semi", b)], said.append)
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == sorted(names[2:])
+    assert said == ["denoiser gan-circle changed since its 2 cached cell(s): recomputing"]
+    before = denoiser_fingerprint(b)
+    b.strength = 2.0  # a setting counts too
+    assert denoiser_fingerprint(b) != before

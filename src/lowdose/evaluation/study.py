@@ -502,6 +502,52 @@ def _simulator_options(cfg: StudyConfig, method: str) -> dict[str, Any]:
     return opts
 
 
+def denoiser_fingerprint(denoiser: Any) -> str:
+    """A hash of what decides a denoiser's output: its class, its scalar settings and the
+    weights of every network it holds (so new weights under the same name are noticed).
+
+    Example:
+        >>> from lowdose.models.base import denoisers
+        >>> len(denoiser_fingerprint(denoisers.get("tv")()))
+        12
+    """
+    import torch
+
+    h = hashlib.sha256(f"{type(denoiser).__module__}.{type(denoiser).__qualname__}".encode())
+    parts = vars(denoiser) if hasattr(denoiser, "__dict__") else {}
+    modules = [denoiser] if isinstance(denoiser, torch.nn.Module) else []
+    for key, value in sorted(parts.items()):
+        if isinstance(value, torch.nn.Module):
+            modules.append(value)
+        elif isinstance(value, (int, float, str, bool, tuple)) or value is None:
+            h.update(f"{key}={value!r};".encode())
+    for module in modules:
+        for key, tensor in module.state_dict().items():
+            h.update(key.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def _forget_changed_denoisers(cells_dir: Path, dens: list[tuple[str, Any]],
+                              say: Callable[[str], None]) -> None:
+    """Drop cached cells of denoisers whose fingerprint changed since they were computed."""
+    import re
+
+    record = cells_dir / "denoisers.json"
+    known = json.loads(record.read_text()) if record.is_file() else {}
+    current = {name: denoiser_fingerprint(den) for name, den in dens}
+    for name, fp in current.items():
+        if known.get(name, fp) == fp:
+            continue
+        pattern = re.compile(rf".+_{re.escape(name)}-[0-9a-f]{{6}}\.npz")
+        stale = [f for f in cells_dir.glob("*.npz") if pattern.fullmatch(f.name)]
+        for f in stale:
+            f.unlink()
+        say(f"denoiser {name} changed since its {len(stale)} cached cell(s): recomputing")
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps({**known, **current}, indent=1, sort_keys=True))
+
+
 def _denoiser_list(cfg: StudyConfig) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
     from lowdose.models.base import denoisers
     from lowdose.models.loading import load_denoiser
@@ -583,6 +629,7 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
     dens, skipped = _denoiser_list(cfg)
     for s in skipped:
         say(f"warning: denoiser {s['name']} skipped: {s['reason']}")
+    _forget_changed_denoisers(cells_dir, dens, say)
     den_names = [RAW] + [n for n, _ in dens]
     cells: list[dict[str, Any]] = []
     grid_images: dict[str, np.ndarray] = {"full-dose": ref["grid_img"]}
