@@ -90,6 +90,13 @@ def _curves(results: dict[str, Any]) -> str:
     fig, axes = plt.subplots(1, len(methods), figsize=(6.2 * len(methods), 4.4), squeeze=False,
                              sharey=True)
     colors = _palette()
+    # Zoomed to the intervals (a 0-1 axis flattens differences of a few points), never
+    # narrower than 0.3 so small differences do not look large.
+    values = [full["ci95"][0], full["ci95"][1]] + [
+        v for c in results["cells"] for v in c["accuracy"]["ci95"]]
+    lo_v, hi_v = min(values), max(values)
+    pad = max(0.05, (0.3 - (hi_v - lo_v)) / 2)
+    ylim = (max(0.0, lo_v - pad), min(1.02, hi_v + pad))
     for ax, method in zip(axes[0], methods, strict=True):
         for i, den in enumerate(dens):
             cells = sorted((c for c in results["cells"]
@@ -117,7 +124,7 @@ def _curves(results: dict[str, Any]) -> str:
         ax.set_ylabel("test accuracy", fontsize=12)
         ax.set_title(f"simulation: {method}", fontsize=13)
         ax.grid(alpha=0.3)
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(*ylim)
     # Outside the axes: inside, it hid the curves where they run low.
     axes[0][-1].legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                        borderaxespad=0.0)
