@@ -7,9 +7,11 @@ npy slices and the full-dose DICOM slice), never trained on, degraded exactly as
 coarse low-dose slice back to 512 x 512 and is scored against the full-dose slice: PSNR and SSIM
 in both conventions (``full``: HU [-1024, 3072]; ``window``: [-160, 240]), mean over slices.
 
-Methods: ``bicubic`` (the interpolation the networks start from), ``gan-circle`` (unpaired
+Methods: ``bicubic`` (the interpolation the networks start from), ``gan-circle`` (the shipped
 GAN-CIRCLE weights) and ``l1-only`` (the same generator trained with the L1 term alone on aligned
-pairs, no GAN ensemble). Weights: ``--model NAME:SCALE=PATH`` (defaults below).
+pairs of the same slice pool, for the same number of steps, no GAN ensemble: runs
+``runs/gan-circle-l1c-x{2,4}``, made with ``runs/gan-train.py`` and ``l1_only: true``,
+``paired_fraction: 1``). Weights: ``--model NAME:SCALE=PATH`` (defaults below).
 
 Writes ``benchmarks/results/upscale.json`` and ``upscale.md``.
 
@@ -43,8 +45,8 @@ RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_MODELS = {
     "gan-circle:2": "gan-circle",  # the shipped x2 weights
     "gan-circle:4": "gan-circle",  # the shipped x4 weights
-    "l1-only:2": str(REPO / "runs" / "gan-circle-l1-x2"),
-    "l1-only:4": str(REPO / "runs" / "gan-circle-l1-x4"),
+    "l1-only:2": str(REPO / "runs" / "gan-circle-l1c-x2"),
+    "l1-only:4": str(REPO / "runs" / "gan-circle-l1c-x4"),
 }
 DOSE = 0.25
 PIXEL_MM = 0.7421875  # L506 PixelSpacing
