@@ -8,25 +8,22 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lowdose.cli.main import main
 from lowdose.image import CTImage, Window
 from lowdose.io import read_ct, write_ct
+from tests.cli.cli_helpers import run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def assert_one_error_line(rc: int, err: str, *needles: str) -> None:
+    """Like ``cli_helpers.assert_one_error_line``, but simulate's progress bar may precede the
+    error on stderr, so only the ``error:`` lines are counted."""
     assert rc != 0
     lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
 
 
 def body(n: int = 64) -> np.ndarray:
