@@ -118,10 +118,27 @@ def test_step_sampler_is_a_function_of_step_and_rank() -> None:
     assert [next(r0), next(r0), next(r1), next(r1)] == first_three[:4]
 
 
-def _ddp_worker(rank: int, out: str, init: str) -> None:
+def _join_two_process_group(rank: int, port: str) -> None:
+    """The environment torchrun gives process ``rank`` of 2 on this machine, one thread each."""
     os.environ.update({"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": init})
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
     torch.set_num_threads(1)
+
+
+def _spawn_two(worker, out: Path) -> None:
+    """Run ``worker(rank, str(out), port)`` in 2 processes on a free local port."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    mp.spawn(worker, args=(str(out), port), nprocs=2, join=True)
+
+
+def _ddp_worker(rank: int, out: str, init: str) -> None:
+    _join_two_process_group(rank, init)
     family = TinyFamily()
     if rank == 1:  # different init: the trainer must broadcast rank 0's weights
         torch.nn.init.normal_(family.modules["net"].weight)
@@ -133,14 +150,7 @@ def _ddp_worker(rank: int, out: str, init: str) -> None:
 
 
 def test_data_parallel_gloo_two_processes(tmp_path: Path) -> None:
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    mp.spawn(_ddp_worker, args=(str(tmp_path), port), nprocs=2, join=True)
+    _spawn_two(_ddp_worker, tmp_path)
     w0 = torch.load(tmp_path / "weights-0.pt")
     w1 = torch.load(tmp_path / "weights-1.pt")
     assert torch.allclose(w0, w1, atol=1e-6)
@@ -176,9 +186,7 @@ def test_should_stop_ends_training_with_a_checkpoint(tmp_path: Path) -> None:
 
 
 def _stop_worker(rank: int, out: str, init: str) -> None:
-    os.environ.update({"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": init})
-    torch.set_num_threads(1)
+    _join_two_process_group(rank, init)
     result = Trainer(_StopAt(5, only_rank0=True), NoisyPairs(),
                      _cfg(max_steps=20, checkpoint_every=4), out).fit()
     (Path(out) / f"result-{rank}.json").write_text(json.dumps([result.step, result.stopped]))
@@ -188,14 +196,7 @@ def _stop_worker(rank: int, out: str, init: str) -> None:
 
 
 def test_stop_decision_of_rank_0_reaches_every_process(tmp_path: Path) -> None:
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    mp.spawn(_stop_worker, args=(str(tmp_path), port), nprocs=2, join=True)
+    _spawn_two(_stop_worker, tmp_path)
     r0 = json.loads((tmp_path / "result-0.json").read_text())
     r1 = json.loads((tmp_path / "result-1.json").read_text())
     assert r0 == [5, "enough at 5"] and r1 == [5, "stopped by rank 0"]
