@@ -71,8 +71,7 @@ def register(app: typer.Typer) -> None:
 
         trainer = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size,
                                      "seed": seed, "device": device}.items() if v is not None}
-        dose_value = (doses[0] if len(doses) == 1 else doses) if doses else None
-        data_over = {k: v for k, v in {"dose": dose_value, "method": method,
+        data_over = {k: v for k, v in {"dose": doses, "method": method,  # DataConfig normalises
                                        "cache_dir": str(cache) if cache else None}.items()
                      if v is not None}
         cfg = load_preset(preset, model=model, trainer=trainer or None, data=data_over or None)
