@@ -125,3 +125,45 @@ def test_equalize_intensity_ignores_monotonic_grey_changes() -> None:
     b = net.preprocess(lo + u ** 1.7 * (hi - lo))
     torch.testing.assert_close(a, b)
     assert a.mean().abs() < 0.05  # ranks are uniform: mean 0.5 before standardising
+
+
+def test_weight_average_is_what_is_validated_saved_and_resumed(tmp_path) -> None:
+    """With ema_decay the selected weights are the average, not the last raw weights."""
+    from lowdose.models.classifiers import load_classifier
+    from lowdose.training.trainer import latest_checkpoint
+
+    hu, y = _two_class_phantoms(16, seed=1)
+    cfg = preset("demo", arch="resnet18", input_size=32, slice_size=64, epochs=1, lr=1e-2,
+                 batch_size=8, crop_body=False, ema_decay=0.5,
+                 classes=["normal", "large.cell.carcinoma"])
+    model, _ = train_classifier(hu, y, hu, y, cfg, tmp_path / "run", progress=False)
+    from safetensors.torch import load_file
+
+    ckpt = latest_checkpoint(tmp_path / "run")
+    assert ckpt is not None
+    state = load_file(str(ckpt / "model.safetensors"))  # the average travels with checkpoints
+    key = "backbone.fc.weight"
+    raw, avg = state[f"classifier.{key}"], state[f"classifier_ema.module.{key}"]
+    assert not torch.allclose(raw, avg)
+    best = load_classifier(tmp_path / "run" / "best.safetensors")
+    torch.testing.assert_close(best.state_dict(), model.state_dict())
+    torch.testing.assert_close(model.state_dict()[key], avg)  # one epoch: it is selected
+    fam = ClassifierFamily(model, cfg, steps_per_epoch=2)
+    assert fam.evaluated is not model and "classifier_ema" in fam.modules
+    for bad in (1.0, -0.5):
+        with pytest.raises(LowdoseError, match="ema_decay"):
+            preset("demo", ema_decay=bad)
+
+
+def test_ema_update_moves_the_average_toward_the_trained_weights() -> None:
+    from lowdose.models.classifiers import build_classifier
+
+    cfg = preset("demo", arch="resnet18", input_size=16, ema_decay=0.9)
+    net = build_classifier("resnet18", cfg.spec())
+    fam = ClassifierFamily(net, cfg, steps_per_epoch=1)
+    before = fam.evaluated.backbone.fc.weight.clone()
+    with torch.no_grad():
+        net.backbone.fc.weight.add_(1.0)
+    fam.on_step_end(0)
+    moved = (fam.evaluated.backbone.fc.weight - before).mean().item()
+    assert 0.0 < moved < 1.0  # part of the way, not all of it

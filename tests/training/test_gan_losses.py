@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lowdose.training.base import EMA
 from lowdose.training.gan import (
-    EMA,
     REFERENCE_PIXELS,
     HistoryPool,
     blur_downsample,

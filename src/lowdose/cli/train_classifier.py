@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         epochs: int | None = typer.Option(None, help="Override the preset's epochs."),
         input_size: int | None = typer.Option(None, help="Override the network input size."),
         seed: int | None = typer.Option(None, help="Override the seed."),
+        ema_decay: float | None = typer.Option(
+            None, "--ema-decay", help="Validate and keep an average of the weights (e.g. 0.99; "
+            "0 = the raw weights). Default: the preset's."),
         intensity: str | None = typer.Option(
             None, help="Per-image intensity normalisation: window, percentile, equalize."),
         window: str | None = typer.Option(
@@ -52,7 +55,8 @@ def register(app: typer.Typer) -> None:
 
         win = parse_window(window)
         cfg = make_preset(preset, arch=model, epochs=epochs, input_size=input_size, seed=seed,
-                          intensity=intensity, window=(win.lo, win.hi) if win else None)
+                          intensity=intensity, window=(win.lo, win.hi) if win else None,
+                          ema_decay=ema_decay)
         cfg.spec()  # an unknown --intensity: one clear error before reading any image
         study = StudyConfig(data=str(data), manifest=str(manifest) if manifest else None,
                             out=str(out), slice_size=cfg.slice_size, crop_body=cfg.crop_body,

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import random
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lowdose.training.base import TrainingFamily
+from lowdose.training.base import EMA, TrainingFamily
 
 #: Pixels of the reference patch (64x64) that turns per-pixel means into per-image norms.
 REFERENCE_PIXELS = 64 * 64
@@ -174,40 +173,6 @@ class HistoryPool:
         if "rng" in state:
             rng = state["rng"]
             self._rng.setstate((rng[0], tuple(rng[1]), rng[2]) if isinstance(rng, list) else rng)
-
-
-class EMA(nn.Module):
-    """An exponential moving average of a module's weights (kept as a module to checkpoint).
-
-    Example:
-        >>> net = nn.Linear(2, 2)
-        >>> ema = EMA(net, decay=0.0)
-        >>> _ = nn.init.zeros_(net.weight); ema.update(net)
-        >>> float(ema.module.weight.abs().sum())
-        0.0
-    """
-
-    def __init__(self, module: nn.Module, decay: float = 0.999) -> None:
-        super().__init__()
-        self.module = copy.deepcopy(module).eval()
-        self.decay = decay
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-
-    @torch.no_grad()
-    def update(self, source: nn.Module) -> None:
-        source = getattr(source, "module", source)  # unwrap DDP
-        self.updates += 1
-        # Warm-up (as in timm / TF): early averages do not drag the initial weights along.
-        decay = min(self.decay, (1 + float(self.updates)) / (10 + float(self.updates)))
-        for ema_p, p in zip(self.module.parameters(), source.parameters(), strict=True):
-            ema_p.lerp_(p.detach().to(ema_p.dtype), 1 - decay)
-        for ema_b, b in zip(self.module.buffers(), source.buffers(), strict=True):
-            ema_b.copy_(b)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
