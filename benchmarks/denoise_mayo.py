@@ -4,8 +4,10 @@ Evaluates the low-dose input, TV, BM3D and every learned denoiser with weights (
 named with ``--model``) on the five npy pairs (3 mm) and the DICOM pair (1 mm) in
 ``../shared/data/mayo-l506-pairs``: PSNR, SSIM and RMSE under two conventions
 (``full``: HU clipped to [-1024, 3072] scaled to [0, 1]; ``window``: [-160, 240] HU), via
-``lowdose.metrics.image``. BM3D's sigma and TV's weight are tuned on these pairs (grid search,
-best mean full-range PSNR over all six), and the tuned values are reported.
+``lowdose.metrics.image``. BM3D and TV are tuned on these pairs (grid search, best mean
+full-range PSNR over all six) in both of their modes, and both tuned rows are reported: a fixed
+strength (BM3D's sigma, TV's weight, in HU) and the default, a strength that follows each
+slice's noise reading (``noise_factor`` x ``lowdose.metrics.noise.estimate_noise_hu``).
 
 Writes ``benchmarks/results/denoise_mayo.json`` and ``denoise_mayo.md``. ``--rows`` re-evaluates
 only the named methods (e.g. reshipped weights) and keeps every other row, the tuning and its
@@ -34,8 +36,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("LOWDOSE_SHARED_DATA", REPO.parent / "shared" / "data"))
 RESULTS = REPO / "benchmarks" / "results"
-BM3D_GRID = (16.0, 24.0, 30.0, 36.0, 42.0, 50.0)
+BM3D_GRID = (30.0, 42.0, 50.0, 60.0, 72.0)
 TV_GRID = (8.0, 12.0, 16.0, 20.0, 24.0, 30.0, 38.0)
+BM3D_FACTOR_GRID = (5.0, 6.0, 7.0, 8.0, 9.5)
+TV_FACTOR_GRID = (1.5, 2.0, 2.5, 3.0, 3.5, 4.5)
+TUNED = {  # key -> (registry name, parameter, grid, label of the tuned row)
+    "tv": ("tv", "weight_hu", TV_GRID, "tv (weight {:g} HU)"),
+    "tv_adaptive": ("tv", "noise_factor", TV_FACTOR_GRID, "tv ({:g} x noise reading)"),
+    "bm3d": ("bm3d", "sigma_hu", BM3D_GRID, "bm3d (sigma {:g} HU)"),
+    "bm3d_adaptive": ("bm3d", "noise_factor", BM3D_FACTOR_GRID, "bm3d ({:g} x noise reading)"),
+}
 
 
 def load_pairs(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -107,8 +117,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"Pairs: {', '.join(result['pairs'])} (npy: 3 mm; DICOM: 1 mm). Means over pairs.",
         "Conventions: full = HU clipped to [-1024, 3072] scaled to [0, 1]; "
         "window = [-160, 240] HU.",
-        f"Tuned on these pairs: BM3D sigma = {result['tuned']['bm3d_sigma_hu']} HU, "
-        f"TV weight = {result['tuned']['tv_weight_hu']} HU. Learned models saw no real pairs.",
+        "Tuned on these pairs: " + "; ".join(
+            f"{key} {TUNED[key][1]} = {value:g}" for key, value in result["tuned"].items())
+        + " (`x noise reading`: the strength follows each slice's reference-free noise "
+        "reading, the default). Learned models saw no real pairs.",
         "",
         "| method | PSNR full | gain | SSIM full | RMSE full | PSNR window | gain | SSIM window "
         "| RMSE window | s/slice |",
@@ -124,7 +136,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {m['rmse_window']:.4f} | {entry.get('seconds_per_slice', 0):.2f} |"
         )
     tuning = result.get("tuning", {})
-    for key, param in (("tv", "weight_hu"), ("bm3d", "sigma_hu")):
+    for key, (_, param, _, _) in TUNED.items():
         rows = tuning.get(key, [])
         if rows:
             lines += ["", f"Tuning {key} ({param}, criterion: mean PSNR full): " + ", ".join(
@@ -161,13 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from lowdose.models import classical
     from lowdose.models.base import denoisers
-    from lowdose.models.classical import (
-        BM3D,
-        DEFAULT_BM3D_SIGMA_HU,
-        DEFAULT_TV_WEIGHT_HU,
-        TotalVariation,
-    )
     from lowdose.models.loading import load_denoiser
     from lowdose.models.network import NetworkDenoiser
 
@@ -187,31 +194,34 @@ def main(argv: list[str] | None = None) -> int:
     inputs = {n: score(lo, fu) for n, lo, fu in pairs}
     methods["low-dose input"] = {"mean": mean_of(inputs, names), "per_pair": inputs}
 
+    defaults = {"tv": classical.DEFAULT_TV_WEIGHT_HU,
+                "tv_adaptive": classical.DEFAULT_TV_NOISE_FACTOR,
+                "bm3d": classical.DEFAULT_BM3D_SIGMA_HU,
+                "bm3d_adaptive": classical.DEFAULT_BM3D_NOISE_FACTOR}
+    tuned: dict[str, float] = {}
+    tuning: dict[str, Any] = {"criterion": "mean psnr_full"}
     if args.no_tune:
-        sigma, weight = DEFAULT_BM3D_SIGMA_HU, DEFAULT_TV_WEIGHT_HU
-        tuning = {"tv": [], "bm3d": [], "criterion": "mean psnr_full",
-                  "note": "defaults tuned by earlier runs of this script on the same pairs",
-                  "from": [str(p) for p in args.tuning_from]}
+        tuned = dict(defaults)
+        tuning.update({key: [] for key in TUNED})
+        tuning["from"] = [str(p) for p in args.tuning_from]
+        tuning["note"] = "defaults tuned by earlier runs of this script on the same pairs"
         for path in args.tuning_from:
             data = json.loads(path.read_text())
             rows = data.get("tuning", {}) if isinstance(data, dict) else {"bm3d": data}
-            for key in ("tv", "bm3d"):
+            for key in TUNED:
                 tuning[key] += rows.get(key, [])
-        for key, param in (("tv", "weight_hu"), ("bm3d", "sigma_hu")):
+        for key, (_, param, _, _) in TUNED.items():
             tuning[key] = sorted({r[param]: r for r in tuning[key]}.values(),
                                  key=lambda r, p=param: r[p])
     else:
-        print("tuning TV", flush=True)
-        weight, tv_rows = tune(TotalVariation, "weight_hu", TV_GRID, pairs)
-        print("tuning BM3D", flush=True)
-        sigma, bm3d_rows = tune(BM3D, "sigma_hu", BM3D_GRID, pairs)
-        tuning = {"tv": tv_rows, "bm3d": bm3d_rows, "criterion": "mean psnr_full"}
-    result["tuned"] = {"bm3d_sigma_hu": sigma, "tv_weight_hu": weight}
+        for key, (name, param, grid, _) in TUNED.items():
+            print(f"tuning {key}", flush=True)
+            tuned[key], tuning[key] = tune(denoisers.get(name), param, grid, pairs)
+    result["tuned"] = tuned
     result["tuning"] = tuning
     candidates: list[tuple[str, Any]] = [
-        (f"tv (weight {weight:g} HU)", TotalVariation(weight_hu=weight)),
-        (f"bm3d (sigma {sigma:g} HU)", BM3D(sigma_hu=sigma)),
-    ]
+        (label.format(tuned[key]), denoisers.get(name)(**{param: tuned[key]}))
+        for key, (name, param, _, label) in TUNED.items()]
     for name in denoisers.names():
         cls = denoisers.get(name)
         if isinstance(cls, type) and issubclass(cls, NetworkDenoiser):

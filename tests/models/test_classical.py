@@ -38,10 +38,53 @@ def test_tv_weight_is_scale_free() -> None:
     assert a.std() > b.std()  # a stronger HU weight smooths more
 
 
-def test_bm3d_sigma_in_hu_units() -> None:
-    assert BM3D(sigma_hu=4096.0).sigma_psd == pytest.approx(1.0)
+def test_bm3d_sigma_in_hu_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bm3d
+
+    seen: list[float] = []
+    monkeypatch.setattr(bm3d, "bm3d", lambda img, sigma_psd, profile: seen.append(sigma_psd) or img)
+    BM3D(sigma_hu=4096.0).denoise(torch.zeros(1, 1, 8, 8))
+    assert seen == [pytest.approx(1.0)]  # BM3D's unit: the full range, 4096 HU
     with pytest.raises(ValueError):
         BM3D(sigma_hu=0)
+    with pytest.raises(ValueError):
+        TotalVariation(noise_factor=-1)
+
+
+def _tissue_slice(sigma: float, seed: int = 0) -> np.ndarray:
+    """A 128 px body of soft tissue in air with white noise of ``sigma`` HU."""
+    yy, xx = np.mgrid[:128, :128]
+    clean = np.where((yy - 64) ** 2 + (xx - 64) ** 2 < 56**2, 40.0, -1000.0)
+    return clean + np.random.default_rng(seed).normal(0, sigma, clean.shape)
+
+
+@pytest.mark.parametrize(("cls", "strength"), [(BM3D, "sigma_for"), (TotalVariation, "weight_for")])
+def test_default_strength_follows_the_slice_noise(cls: type, strength: str) -> None:
+    den = cls()
+    low, high = getattr(den, strength)(_tissue_slice(10.0)), getattr(den, strength)(
+        _tissue_slice(30.0))
+    assert high / low == pytest.approx(3.0, rel=0.08)
+    assert low == pytest.approx(den.noise_factor * 10.0, rel=0.08)
+    fixed = cls(**{"sigma_hu" if cls is BM3D else "weight_hu": 25.0})
+    assert getattr(fixed, strength)(_tissue_slice(30.0)) == 25.0
+
+
+def test_adaptive_bm3d_fits_each_noise_level_better_than_one_fixed_sigma() -> None:
+    """Two slices, 10 and 40 HU of noise: the per-slice strength beats one fixed sigma."""
+    clean = torch.from_numpy(_tissue_slice(0.0)).float()[None, None]
+    errors = {"adaptive": [], "fixed": []}
+    for sigma in (10.0, 40.0):
+        noisy = torch.from_numpy(_tissue_slice(sigma, seed=3)).float()[None, None]
+        for mode, den in (("adaptive", BM3D(noise_factor=1.0)), ("fixed", BM3D(sigma_hu=25.0))):
+            errors[mode].append((den.denoise(noisy) - clean).pow(2).mean().item())
+    # one fixed sigma (25 HU) under-smooths the 40 HU slice; per slice, each is fitted
+    assert sum(errors["adaptive"]) < 0.2 * sum(errors["fixed"]), errors
+
+
+def test_no_tissue_to_measure_falls_back_to_the_fixed_default() -> None:
+    from lowdose.models.classical import DEFAULT_BM3D_SIGMA_HU
+
+    assert BM3D().sigma_for(np.full((64, 64), -1000.0)) == DEFAULT_BM3D_SIGMA_HU
 
 
 def test_batch_is_per_slice() -> None:

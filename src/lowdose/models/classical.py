@@ -9,11 +9,18 @@ depend on how the image is scaled internally:
   ``TV_UNIT_HU`` (1000 HU) and the weight by the same factor, which leaves the minimiser the same
   for any unit.
 
+By default the strength follows each slice's noise: ``noise_factor`` times the slice's
+reference-free noise reading (:func:`lowdose.metrics.noise.estimate_noise_hu`, the
+high-frequency part of the noise, in HU). Real slices differ in noise (tube-current modulation,
+thickness), and one fixed strength over- or under-smooths most of them. A fixed ``sigma_hu`` /
+``weight_hu`` turns this off; a slice without flat soft tissue to measure falls back to the fixed
+default.
+
 Defaults were tuned on the six real AAPM-Mayo quarter/full-dose pairs of patient L506
-(``benchmarks/denoise_mayo.py``: grid search, best mean PSNR under the full-range convention):
-TV weight 20 HU (grid 8-38), BM3D sigma 60 HU (grid 16-72). BM3D's best sigma is well above the
-measured noise (about 30-40 HU at quarter dose, 3 mm) because the full-dose reference is noisy
-too: smoothing more than the noise level pays off against a noisy target.
+(``benchmarks/denoise_mayo.py``: grid search, best mean PSNR under the full-range convention).
+BM3D's best sigma is well above the noise standard deviation (about 30-40 HU at quarter dose,
+3 mm) because the full-dose reference is noisy too: smoothing more than the noise level pays off
+against a noisy target.
 
 Example:
     >>> import torch
@@ -38,13 +45,34 @@ TV_UNIT_HU = 1000.0
 # Tuned on the L506 pairs (benchmarks/results/denoise_mayo.json, "tuning").
 DEFAULT_BM3D_SIGMA_HU = 60.0
 DEFAULT_TV_WEIGHT_HU = 20.0
+DEFAULT_BM3D_NOISE_FACTOR = 6.0
+DEFAULT_TV_NOISE_FACTOR = 2.5
+
+
+def _positive(value: float | None, name: str) -> float | None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return None if value is None else float(value)
 
 
 class _SliceDenoiser(Denoiser):
-    """Applies a 2D numpy function to every slice of a ``(B, 1, H, W)`` HU tensor."""
+    """Applies a 2D numpy function to every slice of a ``(B, 1, H, W)`` HU tensor.
+
+    A subclass's strength is ``fixed`` HU when given, else ``noise_factor`` times the slice's
+    noise reading (``fallback`` HU where nothing can be read).
+    """
 
     def _denoise_slice(self, hu: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _strength(self, hu: np.ndarray, fixed: float | None, noise_factor: float,
+                  fallback: float) -> float:
+        if fixed is not None:
+            return fixed
+        from lowdose.metrics.noise import estimate_noise_hu
+
+        noise = estimate_noise_hu(hu)
+        return noise_factor * noise if np.isfinite(noise) and noise > 0 else fallback
 
     def denoise(self, hu: torch.Tensor) -> torch.Tensor:
         if hu.ndim != 4 or hu.shape[1] != 1:
@@ -59,32 +87,38 @@ class BM3D(_SliceDenoiser):
     """BM3D (Dabov et al. 2007; the ``bm3d`` package, Mäkinen et al. 2020), white-noise model.
 
     Args:
-        sigma_hu: noise standard deviation to remove, in HU.
+        sigma_hu: noise standard deviation to remove, in HU; ``None`` (default) follows each
+            slice: ``noise_factor`` x its noise reading (see the module doc).
+        noise_factor: BM3D sigma per HU of the slice's noise reading.
         profile: the ``bm3d`` profile (``"np"`` normal, ``"refilter"``, ...).
 
     Example:
-        >>> BM3D(sigma_hu=30.0).sigma_psd
-        0.00732421875
+        >>> BM3D(sigma_hu=30.0).sigma_for(np.zeros((8, 8)))
+        30.0
+        >>> rng = np.random.default_rng(0)
+        >>> 38 < BM3D(noise_factor=2.0).sigma_for(40 + 20 * rng.standard_normal((64, 64))) < 42
+        True
     """
 
     name = "bm3d"
 
-    def __init__(self, sigma_hu: float = DEFAULT_BM3D_SIGMA_HU, profile: str = "np") -> None:
-        if not sigma_hu > 0:
-            raise ValueError(f"bm3d sigma_hu must be positive, got {sigma_hu}")
-        self.sigma_hu = float(sigma_hu)
+    def __init__(self, sigma_hu: float | None = None,
+                 noise_factor: float = DEFAULT_BM3D_NOISE_FACTOR, profile: str = "np") -> None:
+        self.sigma_hu = _positive(sigma_hu, "bm3d sigma_hu")
+        self.noise_factor = float(_positive(noise_factor, "bm3d noise_factor"))
         self.profile = profile
 
-    @property
-    def sigma_psd(self) -> float:
-        """The noise level BM3D sees, in its unit ``(HU + 1024) / 4096``."""
-        return self.sigma_hu / BM3D_SCALE_HU
+    def sigma_for(self, hu: np.ndarray) -> float:
+        """The sigma used on one HU slice, in HU."""
+        return self._strength(hu, self.sigma_hu, self.noise_factor, DEFAULT_BM3D_SIGMA_HU)
 
     def _denoise_slice(self, hu: np.ndarray) -> np.ndarray:
         import bm3d
 
         unit = (hu.astype(np.float64) - HU_MIN) / BM3D_SCALE_HU
-        out = bm3d.bm3d(unit, sigma_psd=self.sigma_psd, profile=self.profile)
+        # BM3D's unit is the full range: sigma_psd = sigma in HU / 4096 HU.
+        out = bm3d.bm3d(unit, sigma_psd=self.sigma_for(hu) / BM3D_SCALE_HU,
+                        profile=self.profile)
         return np.asarray(out) * BM3D_SCALE_HU + HU_MIN
 
 
@@ -93,27 +127,33 @@ class TotalVariation(_SliceDenoiser):
     """Isotropic total variation (Chambolle 2004; ``skimage.restoration.denoise_tv_chambolle``).
 
     Args:
-        weight_hu: TV weight in HU (larger removes more noise and more texture).
+        weight_hu: TV weight in HU (larger removes more noise and more texture); ``None``
+            (default) follows each slice: ``noise_factor`` x its noise reading.
+        noise_factor: TV weight per HU of the slice's noise reading.
         max_num_iter: Chambolle iterations at most.
 
     Example:
-        >>> TotalVariation(weight_hu=20.0).weight_hu
+        >>> TotalVariation(weight_hu=20.0).weight_for(np.zeros((8, 8)))
         20.0
     """
 
     name = "tv"
 
-    def __init__(self, weight_hu: float = DEFAULT_TV_WEIGHT_HU, max_num_iter: int = 200) -> None:
-        if not weight_hu > 0:
-            raise ValueError(f"tv weight_hu must be positive, got {weight_hu}")
-        self.weight_hu = float(weight_hu)
+    def __init__(self, weight_hu: float | None = None,
+                 noise_factor: float = DEFAULT_TV_NOISE_FACTOR, max_num_iter: int = 200) -> None:
+        self.weight_hu = _positive(weight_hu, "tv weight_hu")
+        self.noise_factor = float(_positive(noise_factor, "tv noise_factor"))
         self.max_num_iter = int(max_num_iter)
+
+    def weight_for(self, hu: np.ndarray) -> float:
+        """The TV weight used on one HU slice, in HU."""
+        return self._strength(hu, self.weight_hu, self.noise_factor, DEFAULT_TV_WEIGHT_HU)
 
     def _denoise_slice(self, hu: np.ndarray) -> np.ndarray:
         from skimage.restoration import denoise_tv_chambolle
 
         unit = hu.astype(np.float64) / TV_UNIT_HU
         out = denoise_tv_chambolle(
-            unit, weight=self.weight_hu / TV_UNIT_HU, max_num_iter=self.max_num_iter
+            unit, weight=self.weight_for(hu) / TV_UNIT_HU, max_num_iter=self.max_num_iter
         )
         return out * TV_UNIT_HU

@@ -209,7 +209,7 @@ def load_denoiser(
         trust_pickle: allow loading a pickle checkpoint (it can run arbitrary code).
 
     Example:
-        >>> load_denoiser("bm3d").sigma_hu > 0
+        >>> load_denoiser("bm3d").noise_factor > 0
         True
     """
     from lowdose.device import pick_device

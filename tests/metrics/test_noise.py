@@ -1,0 +1,39 @@
+"""The reference-free noise reading: white noise read at its level, edges and air ignored."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from lowdose.metrics.noise import estimate_noise_hu
+
+
+def _body(sigma: float, seed: int = 0, smooth: float = 0.0) -> np.ndarray:
+    yy, xx = np.mgrid[:160, :160]
+    clean = np.where((yy - 80) ** 2 + (xx - 80) ** 2 < 70**2, 40.0, -1000.0)
+    clean[60:100, 60:100] = 300.0  # bone-like block: sharp edges inside the body
+    noise = np.random.default_rng(seed).normal(0, 1, clean.shape)
+    if smooth:
+        noise = ndimage.gaussian_filter(noise, smooth)
+        noise /= noise.std()
+    return clean + sigma * noise
+
+
+@pytest.mark.parametrize("sigma", [5.0, 20.0, 60.0])
+def test_white_noise_is_read_at_its_level_despite_edges(sigma: float) -> None:
+    assert estimate_noise_hu(_body(sigma)) == pytest.approx(sigma, rel=0.06)
+
+
+def test_correlated_noise_reads_a_fixed_fraction_that_scales_with_the_noise() -> None:
+    a, b = estimate_noise_hu(_body(20.0, smooth=1.0)), estimate_noise_hu(_body(40.0, smooth=1.0))
+    assert a < 0.5 * 20.0  # low-pass noise: only its high frequencies are read
+    assert b / a == pytest.approx(2.0, rel=0.05)
+
+
+def test_no_flat_tissue_reads_nan() -> None:
+    assert math.isnan(estimate_noise_hu(np.full((64, 64), -1000.0)))
+    with pytest.raises(ValueError, match="2D"):
+        estimate_noise_hu(np.zeros((2, 8, 8)))
