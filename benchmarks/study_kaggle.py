@@ -165,6 +165,18 @@ def select_settings(manifest: Path, audit_json: dict, out: Path, folds: list[int
     return chosen, table
 
 
+def reused_selection(path: Path) -> dict:
+    """The selection of an earlier run of this script, marked with where it came from."""
+    if not path.is_file():
+        raise SystemExit(f"--selection-from: {path} not found")
+    selection = json.loads(path.read_text()).get("selection")
+    if not selection or selection.get("chosen") not in CANDIDATES:
+        raise SystemExit(f"--selection-from: {path} holds no selection of known candidates")
+    if selection["settings"] != CANDIDATES[selection["chosen"]]:
+        raise SystemExit(f"--selection-from: {path}'s chosen candidate has other settings now")
+    return {**selection, "reused_from": selection.get("reused_from", str(path.name))}
+
+
 def finished_study(cfg: Any) -> dict | None:
     """The results of a study already run with exactly this configuration (else ``None``), so
     a rerun keeps the first run's timings instead of re-timing cache loads."""
@@ -191,6 +203,9 @@ def markdown(studies: dict[str, dict], runs: list[dict], selection: dict) -> str
         "",
         "| candidate | hold-out balanced accuracy per draw | mean |", "|---|---|---|",
     ]
+    if sel.get("reused_from"):
+        lines[2] += (f" (selection reused from an earlier run, {sel['reused_from']}; the "
+                     "proxy network's training is unchanged since)")
     for t in sel["table"]:
         mark = " (chosen)" if t["name"] == sel["chosen"] else ""
         lines.append(f"| {t['name']}{mark} | {', '.join(f'{b:.3f}' for b in t['best_bal'])} "
@@ -290,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--select-size", type=int, default=96)
     parser.add_argument("--select-epochs", type=int, default=18)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--selection-from", type=Path, default=None,
+                        help="reuse the selection of an earlier result (a study_kaggle.json) "
+                        "instead of retraining the proxy; the table says so")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"skip: {args.data} not found", file=sys.stderr)
@@ -306,13 +324,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown candidates {unknown}; known: {list(CANDIDATES)}")
     folds = [int(f) for f in args.folds.split(",")]
-    chosen, table = select_settings(manifest, audit_json, args.out / "selection", folds,
-                                    args.select_arch, args.select_size, args.select_epochs,
-                                    names)
-    selection = {"chosen": chosen, "table": table, "folds": folds,
-                 "proxy": f"{args.select_arch}, {args.select_size} px, "
-                          f"{args.select_epochs} epochs",
-                 "settings": CANDIDATES[chosen]}
+    if args.selection_from:
+        selection = reused_selection(args.selection_from)
+        chosen = selection["chosen"]
+        # The study trains on the draw-0 split: write it as the selection would have.
+        fold0 = args.out / "selection" / "fold0"
+        fold0.mkdir(parents=True, exist_ok=True)
+        grouped_selection_manifest(manifest, audit_json, fold0, seed=0)
+    else:
+        chosen, table = select_settings(manifest, audit_json, args.out / "selection", folds,
+                                        args.select_arch, args.select_size,
+                                        args.select_epochs, names)
+        selection = {"chosen": chosen, "table": table, "folds": folds,
+                     "proxy": f"{args.select_arch}, {args.select_size} px, "
+                              f"{args.select_epochs} epochs",
+                     "settings": CANDIDATES[chosen]}
     print(f"selected: {chosen} ({json.dumps(CANDIDATES[chosen])})", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     base = StudyConfig.from_yaml("kaggle")
