@@ -196,16 +196,16 @@ def markdown(studies: dict[str, dict], runs: list[dict], selection: dict) -> str
     """The results file: selection, the dose x denoiser table (one accuracy pair per network
     that ran the whole study; image metrics do not depend on the network), seeds."""
     sel = selection
+    reused = (f" (selection reused from an earlier run, {sel['reused_from']}; the proxy "
+              "network's training is unchanged since)") if sel.get("reused_from") else ""
     lines = [
         "# Task-based study: Kaggle chest CT slices, full dose, low dose and restored", "",
         f"Model selection on {len(sel['folds'])} grouped hold-outs of train+valid "
-        f"({sel['proxy']}; the test split is not used): mean best hold-out balanced accuracy",
+        f"({sel['proxy']}; the test split is not used): mean best hold-out balanced "
+        f"accuracy{reused}",
         "",
         "| candidate | hold-out balanced accuracy per draw | mean |", "|---|---|---|",
     ]
-    if sel.get("reused_from"):
-        lines[2] += (f" (selection reused from an earlier run, {sel['reused_from']}; the "
-                     "proxy network's training is unchanged since)")
     for t in sel["table"]:
         mark = " (chosen)" if t["name"] == sel["chosen"] else ""
         lines.append(f"| {t['name']}{mark} | {', '.join(f'{b:.3f}' for b in t['best_bal'])} "
