@@ -41,6 +41,14 @@ def test_denoiser_hu_in_hu_out_any_size(cls: type[NetworkDenoiser]) -> None:
     assert d.config()["hu_range"] == [-1024.0, 3072.0]
 
 
+@pytest.mark.parametrize(("channels", "multiple"), [([4, 8], 2), ([4, 8, 16, 32], 8)])
+def test_unet_pads_to_its_own_depth(channels: list[int], multiple: int) -> None:
+    d = ResUNetDenoiser.untrained({"channels": channels})
+    assert d.multiple == multiple
+    hu = torch.full((1, 1, 37, 45), 40.0)
+    assert d.denoise(hu).shape == hu.shape
+
+
 @pytest.mark.parametrize("cls", [RedCNNDenoiser, ResUNetDenoiser])
 def test_tiled_equals_whole(cls: type[NetworkDenoiser]) -> None:
     torch.manual_seed(0)

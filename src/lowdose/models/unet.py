@@ -94,5 +94,9 @@ class ResUNetDenoiser(NetworkDenoiser):
     default_arch: ClassVar[dict[str, Any]] = {
         "channels": [24, 48, 96], "blocks": 1, "bottom_blocks": 2,
     }
-    multiple = 4
     shipped = "unet"
+
+    @property
+    def multiple(self) -> int:  # type: ignore[override]
+        """Inputs are padded to a multiple of 2 per downsampling (one fewer than the scales)."""
+        return 2 ** (len(self.arch.get("channels", self.default_arch["channels"])) - 1)
