@@ -9,6 +9,8 @@ full-range PSNR over all six) in both of their modes, and both tuned rows are re
 strength (BM3D's sigma, TV's weight, in HU) and the default, a strength that follows each
 slice's noise reading (``noise_factor`` x ``lowdose.metrics.noise.estimate_noise_hu``).
 
+The default model is also evaluated with its x8 self-ensemble (``--self-ensemble``).
+
 Writes ``benchmarks/results/denoise_mayo.json`` and ``denoise_mayo.md``. ``--rows`` re-evaluates
 only the named methods (e.g. reshipped weights) and keeps every other row, the tuning and its
 machine note from the previous JSON (``--reuse``); the low-dose input row is always recomputed
@@ -18,6 +20,7 @@ Example:
     .venv/bin/python benchmarks/denoise_mayo.py
     .venv/bin/python benchmarks/denoise_mayo.py --no-tune --model runs/unet
     .venv/bin/python benchmarks/denoise_mayo.py --rows gan-circle --rows cyclegan
+    .venv/bin/python benchmarks/denoise_mayo.py --rows "unet (x8 self-ensemble)"
 """
 
 from __future__ import annotations
@@ -46,6 +49,19 @@ TUNED = {  # key -> (registry name, parameter, grid, label of the tuned row)
     "bm3d": ("bm3d", "sigma_hu", BM3D_GRID, "bm3d (sigma {:g} HU)"),
     "bm3d_adaptive": ("bm3d", "noise_factor", BM3D_FACTOR_GRID, "bm3d ({:g} x noise reading)"),
 }
+
+
+SELF_ENSEMBLE = " (x8 self-ensemble)"  # row suffix: the model averaged over flips and turns
+
+
+def load_row(label: str) -> Any:
+    """The denoiser of a row: a registry name or weight path, with ``SELF_ENSEMBLE`` appended
+    for the self-ensembled model."""
+    from lowdose.models.loading import load_denoiser
+
+    ensemble = label.endswith(SELF_ENSEMBLE)
+    return load_denoiser(label.removesuffix(SELF_ENSEMBLE), device="cpu",
+                         self_ensemble=ensemble)
 
 
 def load_pairs(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -175,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lowdose.models import classical
     from lowdose.models.base import denoisers
-    from lowdose.models.loading import load_denoiser
+    from lowdose.models.loading import DEFAULT_DENOISER, load_denoiser
     from lowdose.models.network import NetworkDenoiser
 
     torch.set_num_threads(args.threads)
@@ -231,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name}: skipped ({exc})", flush=True)
     for path in args.model:
         candidates.append((path, load_denoiser(path, device="cpu")))
+    ensembled = DEFAULT_DENOISER + SELF_ENSEMBLE
+    candidates.append((ensembled, load_row(ensembled)))
     for label, denoiser in candidates:
         print(f"evaluating {label}", flush=True)
         per_pair, seconds = run_denoiser(denoiser, pairs)
@@ -260,8 +278,6 @@ def update_rows(args: argparse.Namespace) -> int:
     """Re-evaluate ``args.rows`` and keep the other rows of an earlier result."""
     import torch
 
-    from lowdose.models.loading import load_denoiser
-
     torch.set_num_threads(args.threads)
     reuse = args.reuse or args.out / "denoise_mayo.json"
     if not reuse.is_file():
@@ -282,7 +298,7 @@ def update_rows(args: argparse.Namespace) -> int:
                f"torch {torch.__version__}, {args.threads} threads")
     for row in args.rows:
         print(f"evaluating {row}", flush=True)
-        denoiser = load_denoiser(row, device="cpu")
+        denoiser = load_row(row)
         per_pair, seconds = run_denoiser(denoiser, pairs)
         entry = {"mean": mean_of(per_pair, names), "per_pair": per_pair,
                  "seconds_per_slice": seconds, "machine": machine}

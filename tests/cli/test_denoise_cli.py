@@ -66,6 +66,10 @@ def test_weight_file_model(tmp_path: Path) -> None:
     nii = write_ct(_volume(1), tmp_path / "qd.nii.gz")
     assert main(["denoise", str(nii), str(tmp_path / "o.nii.gz"), "-m", str(weights)]) == 0
     assert read_ct(tmp_path / "o.nii.gz").shape == (48, 48)
+    assert main(["denoise", str(nii), str(tmp_path / "e.nii.gz"), "-m", str(weights),
+                 "--self-ensemble"]) == 0
+    plain, ensembled = read_ct(tmp_path / "o.nii.gz").hu, read_ct(tmp_path / "e.nii.gz").hu
+    assert ensembled.shape == plain.shape and not np.allclose(ensembled, plain, atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +81,7 @@ def test_weight_file_model(tmp_path: Path) -> None:
         (["{txt}", "{tmp}/o.nii.gz", "-m", "tv"], "notes.txt"),
         (["{nii}", "{tmp}/o.nii.gz", "-m", "{pt}"], "pickle checkpoint refused"),
         (["{nii}"], "give an INPUT and an OUTPUT"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "tv", "--self-ensemble"], "learned denoisers only"),
     ],
 )
 def test_bad_input_one_error_line(

@@ -41,6 +41,18 @@ def test_denoiser_hu_in_hu_out_any_size(cls: type[NetworkDenoiser]) -> None:
     assert d.config()["hu_range"] == [-1024.0, 3072.0]
 
 
+def test_self_ensemble_commutes_with_flips_and_turns() -> None:
+    torch.manual_seed(0)
+    d = ResUNetDenoiser.untrained({"channels": [4, 8, 16]}, self_ensemble=True)
+    hu = 40 + 30 * torch.randn(1, 1, 32, 40)
+    out = d.denoise(hu)
+    plain = ResUNetDenoiser(d.net, arch=d.arch).denoise(hu)
+    assert out.shape == hu.shape
+    assert not torch.allclose(out, plain, atol=1e-2)  # a random net is not turn-equivariant
+    turned = d.denoise(hu.rot90(1, (-2, -1)).flip(-1))
+    assert torch.allclose(turned, out.rot90(1, (-2, -1)).flip(-1), atol=1e-3)
+
+
 @pytest.mark.parametrize(("channels", "multiple"), [([4, 8], 2), ([4, 8, 16, 32], 8)])
 def test_unet_pads_to_its_own_depth(channels: list[int], multiple: int) -> None:
     d = ResUNetDenoiser.untrained({"channels": channels})

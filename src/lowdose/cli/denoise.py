@@ -44,6 +44,7 @@ def denoise_path(
     batch_size: int = 8,
     trust_pickle: bool = False,
     progress: bool = True,
+    self_ensemble: bool = False,
 ) -> list[Path]:
     """Denoise a file, a DICOM series folder, a NIfTI volume or a folder of images into ``dst``.
 
@@ -62,7 +63,8 @@ def denoise_path(
         raise LowdoseError(f"{src}: no such file or folder")
     if dst.resolve() == src.resolve():
         raise LowdoseError(f"{dst}: output would overwrite the input")
-    denoiser = load_denoiser(model, device=device, trust_pickle=trust_pickle)
+    denoiser = load_denoiser(model, device=device, trust_pickle=trust_pickle,
+                             self_ensemble=self_ensemble)
     jobs = _inputs(src)
     written = []
     for path, name in jobs:
@@ -91,6 +93,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(8, min=1, help="Slices per batch."),
         trust_pickle: bool = typer.Option(
             False, "--trust-pickle", help="Allow a pickle checkpoint (can run arbitrary code)."),
+        self_ensemble: bool = typer.Option(
+            False, "--self-ensemble", help="Learned models: average over the 8 flips and "
+            "quarter turns of each slice (8x the time; a small gain, see the README)."),
     ) -> None:
         """Restore a low-dose CT image, volume or DICOM series.
 
@@ -102,5 +107,6 @@ def register(app: typer.Typer) -> None:
             return
         if src is None or dst is None:
             raise LowdoseError("denoise: give an INPUT and an OUTPUT (or --list)")
-        for path in denoise_path(src, dst, model, device, batch_size, trust_pickle):
+        for path in denoise_path(src, dst, model, device, batch_size, trust_pickle,
+                                 self_ensemble=self_ensemble):
             typer.echo(f"wrote {path}")

@@ -198,6 +198,7 @@ def load_denoiser(
     name_or_path: str | Path | None = None,
     device: str | torch.device | None = None,
     trust_pickle: bool = False,
+    self_ensemble: bool = False,
 ) -> Denoiser:
     """A ready denoiser: a registered name (learned ones with shipped weights) or a weight file.
 
@@ -207,6 +208,8 @@ def load_denoiser(
             ``trust_pickle``).
         device: where a network runs (default: a CUDA GPU if present, else the CPU).
         trust_pickle: allow loading a pickle checkpoint (it can run arbitrary code).
+        self_ensemble: a learned model averages its outputs over the 8 flips and quarter
+            turns of each slice (8x the time; see :mod:`lowdose.models.network`).
 
     Example:
         >>> load_denoiser("bm3d").noise_factor > 0
@@ -219,7 +222,10 @@ def load_denoiser(
     if name in denoisers and not Path(name).exists():
         cls = denoisers.get(name)
         if issubclass(cls, NetworkDenoiser):
-            return cls(device=pick_device(str(device) if device else None))
+            return cls(device=pick_device(str(device) if device else None),
+                       self_ensemble=self_ensemble)
+        if self_ensemble:
+            raise LowdoseError(f"{name}: the self-ensemble applies to learned denoisers only")
         return cls()
     path = Path(name)
     if not path.exists():
@@ -241,5 +247,6 @@ def load_denoiser(
         arch=loaded.arch,
         hu_range=loaded.hu_range,
         device=pick_device(str(device) if device else None),
+        self_ensemble=self_ensemble,
         metadata=loaded.metadata,
     )
