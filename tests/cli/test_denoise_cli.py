@@ -82,6 +82,7 @@ def test_weight_file_model(tmp_path: Path) -> None:
         (["{nii}", "{tmp}/o.nii.gz", "-m", "{pt}"], "pickle checkpoint refused"),
         (["{nii}"], "give an INPUT and an OUTPUT"),
         (["{nii}", "{tmp}/o.nii.gz", "-m", "tv", "--self-ensemble"], "learned denoisers only"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "bm3d", "--strength", "1.2"], "learned denoisers"),
     ],
 )
 def test_bad_input_one_error_line(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lowdose.errors import LowdoseError
 from lowdose.models.base import Denoiser, denoisers
 from lowdose.models.network import NetworkDenoiser, tiled_apply
 from lowdose.models.redcnn import RedCNN, RedCNNDenoiser
@@ -51,6 +52,18 @@ def test_self_ensemble_commutes_with_flips_and_turns() -> None:
     assert not torch.allclose(out, plain, atol=1e-2)  # a random net is not turn-equivariant
     turned = d.denoise(hu.rot90(1, (-2, -1)).flip(-1))
     assert torch.allclose(turned, out.rot90(1, (-2, -1)).flip(-1), atol=1e-3)
+
+
+def test_strength_scales_the_change() -> None:
+    torch.manual_seed(0)
+    net = ResUNetDenoiser.untrained({"channels": [4, 8, 16]}).net
+    hu = 40 + 30 * torch.randn(1, 1, 32, 32)
+    plain = ResUNetDenoiser(net, arch={"channels": [4, 8, 16]}).denoise(hu)
+    for strength in (0.0, 0.5, 1.5):
+        out = ResUNetDenoiser(net, arch={"channels": [4, 8, 16]}, strength=strength).denoise(hu)
+        assert torch.allclose(out, hu + strength * (plain - hu), atol=1e-2)
+    with pytest.raises(LowdoseError, match="strength"):
+        ResUNetDenoiser(net, arch={"channels": [4, 8, 16]}, strength=-1.0)
 
 
 @pytest.mark.parametrize(("channels", "multiple"), [([4, 8], 2), ([4, 8, 16, 32], 8)])

@@ -45,6 +45,7 @@ def denoise_path(
     trust_pickle: bool = False,
     progress: bool = True,
     self_ensemble: bool = False,
+    strength: float = 1.0,
 ) -> list[Path]:
     """Denoise a file, a DICOM series folder, a NIfTI volume or a folder of images into ``dst``.
 
@@ -64,7 +65,7 @@ def denoise_path(
     if dst.resolve() == src.resolve():
         raise LowdoseError(f"{dst}: output would overwrite the input")
     denoiser = load_denoiser(model, device=device, trust_pickle=trust_pickle,
-                             self_ensemble=self_ensemble)
+                             self_ensemble=self_ensemble, strength=strength)
     jobs = _inputs(src)
     written = []
     for path, name in jobs:
@@ -96,6 +97,9 @@ def register(app: typer.Typer) -> None:
         self_ensemble: bool = typer.Option(
             False, "--self-ensemble", help="Learned models: average over the 8 flips and "
             "quarter turns of each slice (8x the time; a small gain, see the README)."),
+        strength: float = typer.Option(
+            1.0, min=0.0, max=3.0, help="Learned models: scale of the change made to the "
+            "input (1 = as trained, < 1 keeps more texture, > 1 removes more noise)."),
     ) -> None:
         """Restore a low-dose CT image, volume or DICOM series.
 
@@ -108,5 +112,5 @@ def register(app: typer.Typer) -> None:
         if src is None or dst is None:
             raise LowdoseError("denoise: give an INPUT and an OUTPUT (or --list)")
         for path in denoise_path(src, dst, model, device, batch_size, trust_pickle,
-                                 self_ensemble=self_ensemble):
+                                 self_ensemble=self_ensemble, strength=strength):
             typer.echo(f"wrote {path}")

@@ -199,6 +199,7 @@ def load_denoiser(
     device: str | torch.device | None = None,
     trust_pickle: bool = False,
     self_ensemble: bool = False,
+    strength: float = 1.0,
 ) -> Denoiser:
     """A ready denoiser: a registered name (learned ones with shipped weights) or a weight file.
 
@@ -210,6 +211,7 @@ def load_denoiser(
         trust_pickle: allow loading a pickle checkpoint (it can run arbitrary code).
         self_ensemble: a learned model averages its outputs over the 8 flips and quarter
             turns of each slice (8x the time; see :mod:`lowdose.models.network`).
+        strength: a learned model's change to the input is scaled by this (1: as trained).
 
     Example:
         >>> load_denoiser("bm3d").noise_factor > 0
@@ -223,9 +225,10 @@ def load_denoiser(
         cls = denoisers.get(name)
         if issubclass(cls, NetworkDenoiser):
             return cls(device=pick_device(str(device) if device else None),
-                       self_ensemble=self_ensemble)
-        if self_ensemble:
-            raise LowdoseError(f"{name}: the self-ensemble applies to learned denoisers only")
+                       self_ensemble=self_ensemble, strength=strength)
+        if self_ensemble or strength != 1.0:
+            raise LowdoseError(f"{name}: --self-ensemble and --strength apply to learned "
+                               "denoisers only (BM3D and TV take their strength in HU)")
         return cls()
     path = Path(name)
     if not path.exists():
@@ -248,5 +251,6 @@ def load_denoiser(
         hu_range=loaded.hu_range,
         device=pick_device(str(device) if device else None),
         self_ensemble=self_ensemble,
+        strength=strength,
         metadata=loaded.metadata,
     )

@@ -12,6 +12,9 @@ It owns what every learned denoiser needs and nothing model-specific:
 - **Self-ensemble** (optional, ``self_ensemble=True``): the mean of the network's outputs on
   the 8 flips and quarter turns of the input, each turned back (Timofte et al., CVPR 2016);
   about 8x the time. Measured on the real L506 pairs in ``benchmarks/denoise_mayo.py``.
+- **Strength** (``strength``, default 1): the output is ``input + strength * (network output -
+  input)``; below 1 keeps more of the input's noise and texture, above 1 removes more (the
+  adjustable level readers know from iterative reconstruction).
 - **Weights**: a config dict (``FORMAT``) that names the model, its architecture and the range,
   saved as JSON beside a safetensors file (see :mod:`lowdose.models.loading`).
 
@@ -161,6 +164,7 @@ class NetworkDenoiser(Denoiser):
         device: where the network runs (``None``: its current device).
         precision: ``"fp32"`` or ``"bf16"`` (autocast on CUDA only).
         self_ensemble: average over the 8 flips and quarter turns of each slice (8x the time).
+        strength: scale of the change the network makes (1: as trained; 0: the input).
         metadata: free-form facts about the weights (training data, dose, steps).
     """
 
@@ -181,6 +185,7 @@ class NetworkDenoiser(Denoiser):
         device: str | torch.device | None = None,
         precision: str = "fp32",
         self_ensemble: bool = False,
+        strength: float = 1.0,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         if net is None:
@@ -196,6 +201,9 @@ class NetworkDenoiser(Denoiser):
         self.tile_size, self.tile_overlap, self.tile_batch = tile_size, tile_overlap, tile_batch
         self.precision = precision
         self.self_ensemble = self_ensemble
+        if not 0.0 <= strength <= 3.0:
+            raise LowdoseError(f"strength must lie in [0, 3], got {strength}")
+        self.strength = float(strength)
         self.metadata = dict(metadata or {})
         # channels-last: about 3x faster convolutions on CPU (oneDNN) and on tensor cores
         self.net = net.eval().to(memory_format=torch.channels_last)
@@ -265,4 +273,6 @@ class NetworkDenoiser(Denoiser):
                     self.tile_batch)
 
             out = dihedral_mean(tiled, unit) if self.self_ensemble else tiled(unit)
+            if self.strength != 1.0:
+                out = unit + self.strength * (out - unit)
             return self.from_unit(out.clamp(0.0, 1.0)).to(hu.device)
