@@ -70,6 +70,43 @@ def load_row(label: str) -> Any:
                          self_ensemble=ensemble)
 
 
+def tuned_row(key: str, value: float) -> tuple[str, Any]:
+    """``(label, denoiser)`` of the row of tuned ``key`` at ``value``."""
+    from lowdose.models.base import denoisers
+
+    name, param, _, label = TUNED[key]
+    return label.format(value), denoisers.get(name)(**{param: value})
+
+
+def evaluate(label: str, denoiser: Any, pairs: list[tuple[str, np.ndarray, np.ndarray]],
+             **extra: Any) -> dict[str, Any]:
+    """One row: per-pair and mean scores, seconds per slice, the weights' facts; printed."""
+    print(f"evaluating {label}", flush=True)
+    per_pair, seconds = run_denoiser(denoiser, pairs)
+    entry = {"mean": mean_of(per_pair, [p[0] for p in pairs]), "per_pair": per_pair,
+             "seconds_per_slice": seconds, **extra}
+    if getattr(denoiser, "metadata", None):
+        entry["weights"] = {k: v for k, v in denoiser.metadata.items() if k != "preset"}
+    m = entry["mean"]
+    print(f"  psnr_full {m['psnr_full']:.3f} ssim_full {m['ssim_full']:.4f} "
+          f"psnr_window {m['psnr_window']:.3f} ssim_window {m['ssim_window']:.4f}", flush=True)
+    return entry
+
+
+def write_result(result: dict[str, Any], out: Path) -> None:
+    """Add the gains over the low-dose input; write the JSON and the Markdown table."""
+    base = result["methods"]["low-dose input"]["mean"]
+    result["gains_db"] = {
+        k: {"full": v["mean"]["psnr_full"] - base["psnr_full"],
+            "window": v["mean"]["psnr_window"] - base["psnr_window"]}
+        for k, v in result["methods"].items()
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "denoise_mayo.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "denoise_mayo.md").write_text(markdown(result))
+    print(markdown(result))
+
+
 def load_pairs(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``(name, low HU, full HU)`` for every real pair (npy first, then DICOM)."""
     from lowdose.io import read_ct
@@ -143,9 +180,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"{key} {TUNED[key][1]} = {value:g}" for key, value in result["tuned"].items())
         + ". `x noise reading`: the strength follows each slice's reference-free noise "
         "reading (BM3D's and TV's default). Learned models saw no real pairs; the `tuned here` "
-        "row scales "
-        "the default model's change to its input (`--strength`) by a factor chosen on these "
-        "pairs, a diagnostic of how conservative it is on real data.",
+        "row scales the default model's change to its input (`--strength`) by a factor chosen "
+        "on these pairs, a diagnostic of how conservative it is on real data.",
         "",
         "| method | PSNR full | gain | SSIM full | RMSE full | PSNR window | gain | SSIM window "
         "| RMSE window | s/slice |",
@@ -246,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             tuned[key], tuning[key] = tune(denoisers.get(name), param, grid, pairs)
     result["tuned"] = tuned
     result["tuning"] = tuning
-    candidates: list[tuple[str, Any]] = [
-        (label.format(tuned[key]), denoisers.get(name)(**{param: tuned[key]}))
-        for key, (name, param, _, label) in TUNED.items()]
+    candidates: list[tuple[str, Any]] = [tuned_row(key, tuned[key]) for key in TUNED]
     for name in denoisers.names():
         cls = denoisers.get(name)
         if isinstance(cls, type) and issubclass(cls, NetworkDenoiser):
@@ -261,27 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     ensembled = DEFAULT_DENOISER + SELF_ENSEMBLE
     candidates.append((ensembled, load_row(ensembled)))
     for label, denoiser in candidates:
-        print(f"evaluating {label}", flush=True)
-        per_pair, seconds = run_denoiser(denoiser, pairs)
-        entry = {"mean": mean_of(per_pair, names), "per_pair": per_pair,
-                 "seconds_per_slice": seconds}
-        if getattr(denoiser, "metadata", None):
-            entry["weights"] = {k: v for k, v in denoiser.metadata.items() if k != "preset"}
-        methods[label] = entry
-        m = entry["mean"]
-        print(f"  psnr_full {m['psnr_full']:.3f} ssim_full {m['ssim_full']:.4f} "
-              f"psnr_window {m['psnr_window']:.3f} ssim_window {m['ssim_window']:.4f}", flush=True)
+        methods[label] = evaluate(label, denoiser, pairs)
     result["methods"] = methods
-    base = methods["low-dose input"]["mean"]
-    result["gains_db"] = {
-        k: {"full": v["mean"]["psnr_full"] - base["psnr_full"],
-            "window": v["mean"]["psnr_window"] - base["psnr_window"]}
-        for k, v in methods.items()
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "denoise_mayo.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "denoise_mayo.md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(result, args.out)
     return 0
 
 
@@ -309,7 +325,8 @@ def update_rows(args: argparse.Namespace) -> int:
                f"torch {torch.__version__}, {args.threads} threads")
     from lowdose.models.base import denoisers
 
-    for row in list(args.rows):
+    evaluated = []
+    for row in args.rows:
         if row in TUNED:  # a tuned row: tune again, replace the old row of that key
             name, param, grid, label = TUNED[row]
             print(f"tuning {row}", flush=True)
@@ -319,35 +336,15 @@ def update_rows(args: argparse.Namespace) -> int:
             head, _, tail = label.partition("{:g}")
             for old in [k for k in result["methods"] if k.startswith(head) and k.endswith(tail)]:
                 del result["methods"][old]
-            label = label.format(best)
-            denoiser = denoisers.get(name)(**{param: best})
-            args.rows[args.rows.index(row)] = label
-            row = label
+            row, denoiser = tuned_row(row, best)
         else:
             denoiser = load_row(row)
-        print(f"evaluating {row}", flush=True)
-        per_pair, seconds = run_denoiser(denoiser, pairs)
-        entry = {"mean": mean_of(per_pair, names), "per_pair": per_pair,
-                 "seconds_per_slice": seconds, "machine": machine}
-        if getattr(denoiser, "metadata", None):
-            entry["weights"] = {k: v for k, v in denoiser.metadata.items() if k != "preset"}
-        result["methods"][row] = entry
-        m = entry["mean"]
-        print(f"  psnr_full {m['psnr_full']:.3f} ssim_full {m['ssim_full']:.4f} "
-              f"psnr_window {m['psnr_window']:.3f} ssim_window {m['ssim_window']:.4f}", flush=True)
-    base = result["methods"]["low-dose input"]["mean"]
-    result["gains_db"] = {
-        k: {"full": v["mean"]["psnr_full"] - base["psnr_full"],
-            "window": v["mean"]["psnr_window"] - base["psnr_window"]}
-        for k, v in result["methods"].items()
-    }
-    earlier = result.get("updated_rows", {}).get("rows", [])
-    rows = [r for r in earlier if r not in args.rows] + list(args.rows)
-    result["updated_rows"] = {"rows": rows, "machine": machine}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "denoise_mayo.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "denoise_mayo.md").write_text(markdown(result))
-    print(markdown(result))
+        result["methods"][row] = evaluate(row, denoiser, pairs, machine=machine)
+        evaluated.append(row)
+    earlier = [r for r in result.get("updated_rows", {}).get("rows", [])
+               if r in result["methods"] and r not in evaluated]
+    result["updated_rows"] = {"rows": earlier + evaluated, "machine": machine}
+    write_result(result, args.out)
     return 0
 
 
