@@ -11,6 +11,7 @@ from lowdose.training.gan import (
     HistoryPool,
     blur_downsample,
     cycle_loss,
+    gaussian_blur,
     gradient_penalty,
     jst_loss,
     lsgan_loss,
@@ -127,3 +128,14 @@ def test_blur_downsample_keeps_constants_and_halves_the_size() -> None:
     assert out.shape == (1, 1, 8, 8) and torch.allclose(out, torch.full_like(out, -300.0))
     assert blur_downsample(x, 4).shape == (1, 1, 4, 4)
     assert blur_downsample(x, 1) is x
+
+
+def test_gaussian_blur_keeps_the_mean_and_passes_white_noise_by_one_over_4_pi_sigma2() -> None:
+    noise = torch.randn(1, 1, 256, 256, generator=torch.Generator().manual_seed(0))
+    for sigma in (1.0, 2.0):
+        out = gaussian_blur(noise + 5.0, sigma, padding="reflect")
+        assert out.shape == noise.shape
+        assert abs(float(out.mean()) - 5.0) < 0.02
+        # A unit-area 2-D Gaussian passes a fraction 1 / (4 pi sigma^2) of white-noise power.
+        expected = (1 / (4 * torch.pi * sigma**2)) ** 0.5
+        assert abs(float(out.std()) / expected - 1) < 0.1

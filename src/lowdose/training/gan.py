@@ -605,15 +605,26 @@ def blur_downsample(hu: torch.Tensor, scale: int, sigma: float | None = None) ->
 
     if scale == 1:
         return hu
-    sigma = 0.5 * scale if sigma is None else sigma
+    return nnf.avg_pool2d(gaussian_blur(hu, 0.5 * scale if sigma is None else sigma), scale)
+
+
+def gaussian_blur(hu: torch.Tensor, sigma: float, padding: str = "replicate") -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, 1, H, W)`` images, ``sigma`` in pixels, radius 3 sigma.
+
+    Example:
+        >>> x = torch.full((1, 1, 9, 9), 40.0)
+        >>> torch.allclose(gaussian_blur(x, 1.0), x)
+        True
+    """
+    import torch.nn.functional as nnf
+
     radius = max(1, int(3 * sigma + 0.5))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=hu.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = (k / k.sum()).to(hu.dtype)
-    x = nnf.pad(hu, (radius, radius, radius, radius), mode="replicate")
+    x = nnf.pad(hu, (radius, radius, radius, radius), mode=padding)
     x = nnf.conv2d(x, k.view(1, 1, 1, -1))
-    x = nnf.conv2d(x, k.view(1, 1, -1, 1))
-    return nnf.avg_pool2d(x, scale)
+    return nnf.conv2d(x, k.view(1, 1, -1, 1))
 
 
 def degrade(
