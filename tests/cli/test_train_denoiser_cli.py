@@ -84,3 +84,41 @@ def test_several_doses_train_one_model(setup: tuple[Path, Path], tmp_path: Path)
                  "0.15,0.4", "--preset", str(preset), "--out", str(out), "--steps", "2"]) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["dose"] == [0.15, 0.4] and summary["config"]["data"]["dose"] == [0.15, 0.4]
+
+
+def test_init_fine_tunes_from_weights_of_the_same_model(
+    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from lowdose.models.loading import load_denoiser
+    from lowdose.models.unet import ResUNetDenoiser
+    from lowdose.training.denoising import initial_denoiser
+
+    data, preset = setup
+    base = ["train", "denoiser", "--model", "unet", "--data", str(data), "--dose", "0.25",
+            "--preset", str(preset)]
+    first = tmp_path / "first"
+    assert main([*base, "--out", str(first), "--steps", "3"]) == 0
+    start = initial_denoiser(ResUNetDenoiser, first)
+    trained = load_denoiser(str(first), device="cpu")
+    assert start.arch == trained.arch
+    for name, tensor in trained.net.state_dict().items():
+        assert torch.equal(start.net.state_dict()[name], tensor), name
+    assert any(p.requires_grad for p in start.net.parameters())
+
+    tuned = tmp_path / "tuned"
+    assert main([*base, "--out", str(tuned), "--steps", "2", "--init", str(first)]) == 0
+    assert json.loads((tuned / "train_summary.json").read_text())["init"] == str(first)
+    moved = load_denoiser(str(tuned), device="cpu").net.state_dict()
+    assert any(not torch.equal(moved[k], v) for k, v in trained.net.state_dict().items())
+
+    assert main([*base, "--out", str(tmp_path / "a"), "--init", "red-cnn"]) == 2
+    assert "holds a 'red-cnn' model" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "b"), "--init", "unet"]) == 2  # preset: tiny
+    assert "architecture" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "c"), "--init", str(tmp_path / "none")]) == 2
+    assert "neither a known denoiser" in capsys.readouterr().err
+    assert main(["train", "denoiser", "--model", "gan-circle", "--out", str(tmp_path / "d"),
+                 "--init", str(first)]) == 2
+    assert "supervised models" in capsys.readouterr().err

@@ -43,6 +43,18 @@ def test_presets_and_per_model_sections() -> None:
         load_preset("cpu", model="unet", trainer={"no_such_key": 1})
 
 
+def test_every_shipped_preset_loads_and_fine_tuning_moves_the_weights_gently() -> None:
+    from lowdose.training.denoising import PRESET_DIR
+
+    names = sorted(p.stem.removeprefix("denoiser-") for p in PRESET_DIR.glob("denoiser-*.yaml"))
+    assert {"cpu", "cpu-long", "cpu-finetune", "gpu"} <= set(names)
+    for name in names:
+        assert load_preset(name, model="unet").data.method == "projection", name
+    long, tune = load_preset("cpu-long"), load_preset("cpu-finetune")
+    assert tune.optim.lr < long.optim.lr and tune.trainer.max_steps < long.trainer.max_steps
+    assert tune.data.patch_size == long.data.patch_size  # the default unet's training patches
+
+
 def test_dose_list_gives_draws_at_every_dose_and_reuses_the_cache(tmp_path) -> None:
     from lowdose.training.denoising import DataConfig, simulate_realisations
 

@@ -51,6 +51,9 @@ def register(app: typer.Typer) -> None:
             "(semi-supervised mode; default 0 = unpaired)."),
         scale: int | None = typer.Option(
             None, "--scale", help="gan-circle: 1 (denoising), 2 or 4 (super-resolution)."),
+        init: str | None = typer.Option(
+            None, "--init", help="Fine-tune: start from these weights of the same model (a "
+            "shipped name such as unet, a .safetensors file or a run folder)."),
     ) -> None:
         """Train a denoiser (one command on CPU, one GPU, or `torchrun --nproc-per-node N`).
 
@@ -58,6 +61,9 @@ def register(app: typer.Typer) -> None:
         """
         doses = _parse_doses(dose) if dose is not None else None
         if model in ("gan-circle", "cyclegan"):  # GAN families: lowdose.training.gan
+            if init is not None:
+                raise LowdoseError(f"--init: fine-tuning applies to supervised models, not "
+                                   f"{model}")
             if doses is not None and len(doses) > 1:
                 raise LowdoseError(f"--dose {dose}: {model} trains at one dose")
             from lowdose.training.gan import train_gan_cli
@@ -75,5 +81,5 @@ def register(app: typer.Typer) -> None:
                                        "cache_dir": str(cache) if cache else None}.items()
                      if v is not None}
         cfg = load_preset(preset, model=model, trainer=trainer or None, data=data_over or None)
-        result = train_denoiser(cfg, data, out, pairs=pairs, resume=resume)
+        result = train_denoiser(cfg, data, out, pairs=pairs, resume=resume, init=init)
         typer.echo(f"trained {cfg.model} to step {result.step}: {result.out_dir}")

@@ -482,8 +482,13 @@ def train_denoiser(
     pairs: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on simulated pairs from ``data`` (full-dose CT) or real ``pairs``.
+
+    ``init`` (a shipped model name, a weight file or a run folder of the same model) starts
+    from those weights instead of a random network: fine-tuning, e.g. the shipped ``unet`` on
+    one's own scanner. A checkpoint in ``out_dir`` (``resume``) still takes precedence.
 
     Example:
         >>> train_denoiser(load_preset("cpu", model="unet"), ["ct/"], "runs/unet")  # doctest: +SKIP
@@ -522,7 +527,11 @@ def train_denoiser(
     val = CentreCrops([full[i] for i in sorted(val_idx)], [low[i] for i in sorted(val_idx)]) \
         if val_idx else None
     torch.manual_seed(tc.seed)
-    denoiser = cls.untrained(cfg.arch or None)
+    if init is None:
+        denoiser = cls.untrained(cfg.arch or None)
+    else:
+        denoiser = initial_denoiser(cls, init, cfg.arch)
+        source["init"] = str(init)
     metadata = {**source, "train_slices": len(train_idx), "val_slices": len(val_idx),
                 "preset": cfg.to_dict()}
     family = SupervisedDenoiserFamily(denoiser, cfg.optim, tc.max_steps, metadata)
@@ -533,6 +542,32 @@ def train_denoiser(
             {"step": result.step, "metrics": result.metrics, "config": cfg.to_dict(),
              **source}, indent=2, default=str) + "\n")
     return result
+
+
+def initial_denoiser(cls: type[NetworkDenoiser], init: str | Path,
+                     arch: dict[str, Any] | None = None) -> NetworkDenoiser:
+    """A trainable copy of the ``cls`` weights named by ``init`` (fine-tuning's start).
+
+    Raises:
+        LowdoseError: ``init`` holds another model, or ``arch`` asks for another architecture.
+
+    Example:
+        >>> from lowdose.models.unet import ResUNetDenoiser
+        >>> initial_denoiser(ResUNetDenoiser, "unet").arch["channels"]
+        [24, 48, 96, 192]
+    """
+    from lowdose.models.loading import load_denoiser
+
+    start = load_denoiser(init, device="cpu")
+    if not isinstance(start, NetworkDenoiser) or start.name != cls.name:
+        raise LowdoseError(f"--init {init}: holds a {start.name!r} model, not {cls.name!r} "
+                           f"(pass --model {start.name})")
+    if arch and {**start.arch, **arch} != start.arch:
+        raise LowdoseError(f"--init {init}: its architecture {start.arch} differs from the "
+                           f"preset's {arch}")
+    net = cls.build_network(start.arch)
+    net.load_state_dict(start.net.state_dict())
+    return cls(net, arch=start.arch, hu_range=start.hu_range)
 
 
 # ---------------------------------------------------------------- shipping weights
