@@ -205,8 +205,13 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", f"Machine: {result['machine']}. Written by benchmarks/denoise_mayo.py."]
     updated = result.get("updated_rows")
     if updated:
-        lines += ["", f"Rows {', '.join(updated['rows'])} re-evaluated later with `--rows` "
-                  f"({updated['machine']}); the others are kept from the full run."]
+        by_machine: dict[str, list[str]] = {}
+        for row in updated["rows"]:
+            machine = result["methods"][row].get("machine") or updated["machine"]
+            by_machine.setdefault(machine, []).append(row)
+        runs = "; ".join(f"{', '.join(rows)} ({machine})" for machine, rows in by_machine.items())
+        lines += ["", f"Rows re-evaluated later with `--rows`: {runs}; the others are kept from "
+                  "the full run."]
     lines.append("")
     return "\n".join(lines)
 

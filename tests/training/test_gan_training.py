@@ -180,10 +180,19 @@ def test_l1_only_mode_trains_g_alone(tmp_path: Path) -> None:
 def test_presets_load_and_build() -> None:
     from lowdose.training.gan import build_family
 
-    for name in ("gan-circle", "gan-circle-cpu", "gan-circle-semi-cpu", "cyclegan", "cyclegan-cpu"):
+    from lowdose.training.gan import preset_path
+
+    folder = preset_path("gan-circle").parent
+    names = sorted(p.stem for p in [*folder.glob("gan-circle*.yaml"), *folder.glob("cyclegan*")])
+    assert {"gan-circle", "gan-circle-cpu", "gan-circle-semi-cpu", "gan-circle-semi-cpu-long",
+            "cyclegan", "cyclegan-cpu"} <= set(names)
+    for name in names:
         preset = load_preset(name)
         TrainerConfig.from_dict(preset["trainer"])
+        build_family(preset["family"], {**preset["model"], "f0": 8} if preset["family"] ==
+                     "gan-circle" else {**preset["model"], "ngf": 4, "n_blocks": 1, "ndf": 4})
         assert preset["data"]["method"] == "projection"
+        assert ("semi" in name) == (preset["model"].get("paired_fraction", 0) > 0), name
     fam = build_family("gan-circle", {**load_preset("gan-circle")["model"], "f0": 8})
     assert fam.config()["arch"]["f0"] == 8
     with pytest.raises(Exception, match="bad model settings"):
