@@ -178,9 +178,7 @@ def test_l1_only_mode_trains_g_alone(tmp_path: Path) -> None:
 
 
 def test_presets_load_and_build() -> None:
-    from lowdose.training.gan import build_family
-
-    from lowdose.training.gan import preset_path
+    from lowdose.training.gan import build_family, preset_path
 
     folder = preset_path("gan-circle").parent
     names = sorted(p.stem for p in [*folder.glob("gan-circle*.yaml"), *folder.glob("cyclegan*")])
