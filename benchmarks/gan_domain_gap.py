@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from noise_ceiling import HIGH_PASS_SIGMA_PX, flat_soft_tissue, pair_ceiling
+from noise_ceiling import HIGH_PASS_SIGMA_PX, flat_soft_tissue, pair_ceiling, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -202,10 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = RESULTS / "noise_ceiling.json"
     if ceiling.is_file():
         result["l506"] = {"ratio": json.loads(ceiling.read_text())["mean"]["ratio"]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gan_domain_gap.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "gan_domain_gap.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, "gan_domain_gap", result, markdown(result))
     return 0
 
 

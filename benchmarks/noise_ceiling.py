@@ -169,11 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         "pairs": pairs,
         "mean": mean,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "noise_ceiling.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "noise_ceiling.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(args.out, "noise_ceiling", result, markdown(result))
     return 0
+
+
+def write_results(out: Path, stem: str, result: dict, table: str) -> None:
+    """Write ``<stem>.json`` and ``<stem>.md`` under ``out`` and print the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(table)
+    print(table)
 
 
 if __name__ == "__main__":
