@@ -565,9 +565,7 @@ def initial_denoiser(cls: type[NetworkDenoiser], init: str | Path,
     if arch and {**start.arch, **arch} != start.arch:
         raise LowdoseError(f"--init {init}: its architecture {start.arch} differs from the "
                            f"preset's {arch}")
-    net = cls.build_network(start.arch)
-    net.load_state_dict(start.net.state_dict())
-    return cls(net, arch=start.arch, hu_range=start.hu_range)
+    return cls(start.net, arch=start.arch, hu_range=start.hu_range)
 
 
 # ---------------------------------------------------------------- shipping weights
