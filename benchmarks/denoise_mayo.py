@@ -101,10 +101,15 @@ def write_result(result: dict[str, Any], out: Path) -> None:
             "window": v["mean"]["psnr_window"] - base["psnr_window"]}
         for k, v in result["methods"].items()
     }
+    write_results(out, "denoise_mayo", result, markdown(result))
+
+
+def write_results(out: Path, stem: str, result: dict[str, Any], table: str) -> None:
+    """Write ``<stem>.json`` and ``<stem>.md`` under ``out`` and print the table."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "denoise_mayo.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "denoise_mayo.md").write_text(markdown(result))
-    print(markdown(result))
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(table)
+    print(table)
 
 
 def load_pairs(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from noise_ceiling import HIGH_PASS_SIGMA_PX, flat_soft_tissue, pair_ceiling, write_results
+from denoise_mayo import write_results
+from noise_ceiling import HIGH_PASS_SIGMA_PX, flat_soft_tissue, high_pass, pair_ceiling
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -45,20 +46,10 @@ PATCH = 64
 
 def flat_tissue_noise_hu(full_hu: np.ndarray) -> float | None:
     """High-pass noise std (HU) in the flat soft tissue of one slice (None: too little of it)."""
-    from scipy import ndimage
-
     mask = flat_soft_tissue(full_hu)
     if mask.sum() < 1000:
         return None
-    image = full_hu.astype(np.float64)
-    return float(np.std((image - ndimage.gaussian_filter(image, HIGH_PASS_SIGMA_PX))[mask]))
-
-
-def high_pass(x: torch.Tensor, sigma: float = HIGH_PASS_SIGMA_PX) -> torch.Tensor:
-    """``x`` minus its Gaussian blur (``(B, 1, H, W)``, reflect padding)."""
-    from lowdose.training.gan import gaussian_blur
-
-    return x - gaussian_blur(x, sigma, padding="reflect")
+    return float(np.std(high_pass(full_hu)[mask]))
 
 
 def auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
@@ -109,8 +100,8 @@ def measure(pool, critic_steps: int) -> dict[str, float]:
             continue
     high_noise = [n for n in map(flat_tissue_noise_hu, pool.high_full.numpy()) if n is not None]
     low, high = patches(UnpairedPatches(pool, PATCH, 2000, 0.0, 5), 0, 2000)
-    spread_low = high_pass(low).flatten(1).std(1)
-    spread_high = high_pass(high).flatten(1).std(1)
+    spread_low = torch.from_numpy(high_pass(low.numpy()).std(axis=(-2, -1)).ravel())
+    spread_high = torch.from_numpy(high_pass(high.numpy()).std(axis=(-2, -1)).ravel())
     row = {
         "slices_low": len(pool.low_full),
         "slices_high": len(pool.high_full),

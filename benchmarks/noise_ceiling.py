@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from denoise_mayo import DEFAULT_DATA, RESULTS, load_pairs
+from denoise_mayo import DEFAULT_DATA, RESULTS, load_pairs, write_results
 
 HIGH_PASS_SIGMA_PX = 2.0
 SOFT_TISSUE_HU = (-100.0, 150.0)
@@ -53,17 +53,25 @@ def flat_soft_tissue(full_hu: np.ndarray) -> np.ndarray:
     return ndimage.binary_erosion(mask, iterations=5)
 
 
+def high_pass(image: np.ndarray) -> np.ndarray:
+    """``image`` minus its Gaussian blur (sigma HIGH_PASS_SIGMA_PX px) over its last two axes."""
+    from scipy import ndimage
+
+    image = np.asarray(image, np.float64)
+    sigma = (0.0,) * (image.ndim - 2) + (HIGH_PASS_SIGMA_PX, HIGH_PASS_SIGMA_PX)
+    return image - ndimage.gaussian_filter(image, sigma)
+
+
 def pair_ceiling(low_hu: np.ndarray, full_hu: np.ndarray) -> dict[str, float]:
     """Noise relation and PSNR ceilings of one quarter/full-dose pair (see the module text)."""
-    from scipy import ndimage
 
     low = low_hu.astype(np.float64)
     full = full_hu.astype(np.float64)
     mask = flat_soft_tissue(full)
     if mask.sum() < 1000:
         raise ValueError(f"only {int(mask.sum())} flat soft-tissue pixels: too few to measure")
-    high_low = (low - ndimage.gaussian_filter(low, HIGH_PASS_SIGMA_PX))[mask]
-    high_full = (full - ndimage.gaussian_filter(full, HIGH_PASS_SIGMA_PX))[mask]
+    high_low = high_pass(low)[mask]
+    high_full = high_pass(full)[mask]
     inserted_var = float(np.var(high_low - high_full))
     full_var = float(np.var(high_full))
     ratio = inserted_var / full_var
@@ -171,14 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_results(args.out, "noise_ceiling", result, markdown(result))
     return 0
-
-
-def write_results(out: Path, stem: str, result: dict, table: str) -> None:
-    """Write ``<stem>.json`` and ``<stem>.md`` under ``out`` and print the table."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(table)
-    print(table)
 
 
 if __name__ == "__main__":

@@ -608,8 +608,9 @@ def blur_downsample(hu: torch.Tensor, scale: int, sigma: float | None = None) ->
     return nnf.avg_pool2d(gaussian_blur(hu, 0.5 * scale if sigma is None else sigma), scale)
 
 
-def gaussian_blur(hu: torch.Tensor, sigma: float, padding: str = "replicate") -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, 1, H, W)`` images, ``sigma`` in pixels, radius 3 sigma.
+def gaussian_blur(hu: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, 1, H, W)`` images, ``sigma`` in pixels, radius 3 sigma,
+    edges replicated.
 
     Example:
         >>> x = torch.full((1, 1, 9, 9), 40.0)
@@ -622,7 +623,7 @@ def gaussian_blur(hu: torch.Tensor, sigma: float, padding: str = "replicate") ->
     t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=hu.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = (k / k.sum()).to(hu.dtype)
-    x = nnf.pad(hu, (radius, radius, radius, radius), mode=padding)
+    x = nnf.pad(hu, (radius, radius, radius, radius), mode="replicate")
     x = nnf.conv2d(x, k.view(1, 1, 1, -1))
     return nnf.conv2d(x, k.view(1, 1, -1, 1))
 
