@@ -93,6 +93,27 @@ def test_gan_training_resumes_exactly(tmp_path: Path) -> None:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
 
 
+@pytest.mark.parametrize("family", ["gan-circle", "cyclegan"])
+def test_lr_decay_follows_the_step_also_when_added_on_resume(tmp_path: Path, family: str) -> None:
+    data = UnpairedPatches(_pool(), patch=32, length=1000, min_mean_hu=-2000)
+
+    def fam(**kw):
+        if family == "cyclegan":
+            return CycleGanFamily(CycleGanConfig(ngf=4, n_blocks=1, ndf=4, pool_size=2, lr=1e-3,
+                                                 **kw))
+        return _circle(**kw)
+
+    # Four constant steps, then resumed with a decay over steps 4..8 (the learning rate logged
+    # at step s is the one used by the step s - 1).
+    Trainer(fam(), data, _trainer_cfg(max_steps=4, checkpoint_every=4), tmp_path / "r").fit()
+    Trainer(fam(lr_decay=(4, 8)), data, _trainer_cfg(max_steps=8, checkpoint_every=4),
+            tmp_path / "r", resume=True).fit()
+    lrs = _metric(tmp_path / "r", "lr/generator")
+    assert lrs == pytest.approx([1e-3] * 5 + [7.5e-4, 5e-4, 2.5e-4])
+    with pytest.raises(ValueError, match="lr_decay"):
+        fam(lr_decay=(8, 4))
+
+
 def test_semi_supervised_and_x2_and_cyclegan_steps_run(tmp_path: Path) -> None:
     pool2 = _pool(scale=2)
     data = UnpairedPatches(pool2, patch=32, length=100, paired_fraction=0.5, min_mean_hu=-2000)

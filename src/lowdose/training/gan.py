@@ -4,6 +4,8 @@ Both families plug into :mod:`lowdose.training.trainer` through :class:`Training
 optimisers, ``generator`` then ``critic`` (``discriminator`` for CycleGAN), stepped in that order on
 every batch, as in both reference codes (one critic step per generator step). The generator step
 caches its fakes; the critic step reuses them (detached, through a history pool when enabled).
+Learning rates are set from the step at every step (constant, or a linear decay to zero with
+``lr_decay``), so a resumed run, even one resumed with a schedule added, stays on its curve.
 
 Batches are dicts of ``(B, 1, P, P)`` HU tensors: ``low`` (low-dose, and for super-resolution
 also blurred, downsampled and put back on the fine grid) and ``high`` (full dose), drawn from
@@ -179,6 +181,34 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return getattr(module, "module", module)
 
 
+def checked_lr_decay(value: Any) -> tuple[int, int] | None:
+    """``lr_decay`` as ``(start, end)`` steps with ``0 <= start < end``, or None.
+
+    Example:
+        >>> checked_lr_decay([3000, 4500])
+        (3000, 4500)
+    """
+    if value is None:
+        return None
+    start, end = (int(v) for v in value)
+    if not 0 <= start < end:
+        raise ValueError(f"lr_decay must be [start, end] steps with 0 <= start < end, got {value}")
+    return start, end
+
+
+def lr_scale(lr_decay: tuple[int, int] | None, step: int) -> float:
+    """The learning-rate factor at ``step``: 1 before ``start``, linear to 0 at ``end``.
+
+    Example:
+        >>> lr_scale((100, 200), 150), lr_scale(None, 150)
+        (0.5, 1.0)
+    """
+    if lr_decay is None:
+        return 1.0
+    start, end = lr_decay
+    return min(1.0, max(0.0, (end - step) / (end - start)))
+
+
 # ---------------------------------------------------------------- GAN-CIRCLE
 
 
@@ -195,7 +225,9 @@ class GanCircleConfig:
     last convolution); ``critic_gain`` multiplies what the critics see (and so their Lipschitz
     bound in [0, 1] units), for a critic that must pick out noise of a few thousandths. ``l1_only``
     trains ``G`` alone with the L1 term on aligned pairs (the ablation baseline of the benchmarks:
-    the same network without the GAN ensemble).
+    the same network without the GAN ensemble). ``lr_decay`` ``(start, end)`` decays both
+    learning rates linearly to zero between those steps (CycleGAN's schedule; None: constant,
+    as in the release).
     """
 
     scale: int = 1
@@ -218,11 +250,13 @@ class GanCircleConfig:
     paired_fraction: float = 0.0
     pool_size: int = 50
     ema_decay: float = 0.0
+    lr_decay: tuple[int, int] | None = None
     l1_only: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self.lr_decay = checked_lr_decay(self.lr_decay)
         if self.l1_only:
             self.paired_fraction = 1.0
         if not 0.0 <= self.paired_fraction <= 1.0:
@@ -258,6 +292,7 @@ class _GanFamily(TrainingFamily):
         self.pool_high = HistoryPool(cfg.pool_size, cfg.seed)
         self.pool_low = HistoryPool(cfg.pool_size, cfg.seed + 1)
         self._cache: dict[str, torch.Tensor] = {}
+        self._optimizers: dict[str, torch.optim.Optimizer] = {}
 
     @property
     def optimizer_order(self) -> tuple[str, str]:
@@ -293,8 +328,7 @@ class _GanFamily(TrainingFamily):
         """Further generator terms by name: ``(weight, value)``."""
         return {}
 
-    # ---- the trainer's interface
-    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         m, betas = self.modules, self.cfg.betas
         lr_g, lr_d = self._lr()
         gen = [*m["g_lh"].parameters(), *m["g_hl"].parameters()]
@@ -304,7 +338,21 @@ class _GanFamily(TrainingFamily):
             self.critic_name: torch.optim.Adam(crit, lr=lr_d, betas=betas),
         }
 
+    # ---- the trainer's interface
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        self._optimizers = self._make_optimizers()
+        return self._optimizers
+
     def training_step(self, batch: Any, optimizer_name: str, step: int) -> dict[str, torch.Tensor]:
+        # The learning rate follows from the step alone, so a resumed run (or one resumed with
+        # a schedule it did not have) continues on the same curve.
+        opt = self._optimizers.get(optimizer_name)
+        if opt is not None:
+            lr_g, lr_d = self._lr()
+            lr = (lr_g if optimizer_name == "generator" else lr_d) * lr_scale(
+                self.cfg.lr_decay, step)
+            for group in opt.param_groups:
+                group["lr"] = lr
         if optimizer_name == "generator":
             return self._generator_step(batch)
         if optimizer_name == self.critic_name:
@@ -458,12 +506,12 @@ class GanCircleFamily(_GanFamily):
         return {"adv_g": c.lambda_adv, "cycle": c.lambda_cycle, "identity": c.lambda_identity,
                 "supervised": c.lambda_supervised}
 
-    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         if self.cfg.l1_only:
             params = self.modules["g_lh"].parameters()
             return {"generator": torch.optim.Adam(params, lr=self.cfg.lr_generator,
                                                   betas=self.cfg.betas)}
-        return super().configure_optimizers()
+        return super()._make_optimizers()
 
     def _generator_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.cfg.l1_only:
@@ -504,7 +552,9 @@ class CycleGanConfig:
     LSGAN, lambda 10 per cycle, identity 0.5 x lambda, Adam(2e-4, 0.5/0.999), pool 50, critic
     loss halved. Images are HU in [-1024, 3072] mapped to [-1, 1] (tanh output). ``residual``
     and ``upsample`` are the generator's deviations from the reference (see
-    :class:`lowdose.models.cyclegan.ResnetGenerator`); ``ema_decay`` > 0 keeps an average of G.
+    :class:`lowdose.models.cyclegan.ResnetGenerator`); ``ema_decay`` > 0 keeps an average of G;
+    ``lr_decay`` ``(start, end)``: linear decay of the learning rate to zero between those steps
+    (the reference decays over its second 100 epochs; None: constant).
     """
 
     ngf: int = 64
@@ -520,10 +570,12 @@ class CycleGanConfig:
     paired_fraction: float = 0.0
     pool_size: int = 50
     ema_decay: float = 0.0
+    lr_decay: tuple[int, int] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self.lr_decay = checked_lr_decay(self.lr_decay)
 
 
 class CycleGanFamily(_GanFamily):
