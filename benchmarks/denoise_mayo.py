@@ -10,7 +10,8 @@ strength (BM3D's sigma, TV's weight, in HU) and the default, a strength that fol
 slice's noise reading (``noise_factor`` x ``lowdose.metrics.noise.estimate_noise_hu``). The
 default learned model's ``strength`` is tuned the same way, in a row of its own marked as tuned.
 
-The default model is also evaluated with its x8 self-ensemble (``--self-ensemble``).
+The default model is also evaluated with its x8 self-ensemble (``--self-ensemble``) and, on a
+CPU with native bf16, in bfloat16 (``--precision bf16``: what the rounding costs).
 
 Writes ``benchmarks/results/denoise_mayo.json`` and ``denoise_mayo.md``. ``--rows`` re-evaluates
 only the named methods (e.g. reshipped weights) and keeps every other row, the tuning and its
@@ -58,16 +59,18 @@ TUNED = {  # key -> (registry name, parameter, grid, label of the tuned row)
 
 
 SELF_ENSEMBLE = " (x8 self-ensemble)"  # row suffix: the model averaged over flips and turns
+BF16 = " (bf16)"  # row suffix: the model run in bfloat16 (on a CPU with native bf16)
 
 
 def load_row(label: str) -> Any:
     """The denoiser of a row: a registry name or weight path, with ``SELF_ENSEMBLE`` appended
-    for the self-ensembled model."""
+    for the self-ensembled model and ``BF16`` for the model run in bfloat16."""
     from lowdose.models.loading import load_denoiser
 
-    ensemble = label.endswith(SELF_ENSEMBLE)
-    return load_denoiser(label.removesuffix(SELF_ENSEMBLE), device="cpu",
-                         self_ensemble=ensemble)
+    ensemble, bf16 = label.endswith(SELF_ENSEMBLE), label.endswith(BF16)
+    name = label.removesuffix(SELF_ENSEMBLE).removesuffix(BF16)
+    return load_denoiser(name, device="cpu", self_ensemble=ensemble,
+                         precision="bf16" if bf16 else "fp32")
 
 
 def tuned_row(key: str, value: float) -> tuple[str, Any]:
@@ -245,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from lowdose.device import cpu_has_bf16
     from lowdose.models import classical
     from lowdose.models.base import denoisers
     from lowdose.models.loading import DEFAULT_DENOISER, load_denoiser
@@ -302,8 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name}: skipped ({exc})", flush=True)
     for path in args.model:
         candidates.append((path, load_denoiser(path, device="cpu")))
-    ensembled = DEFAULT_DENOISER + SELF_ENSEMBLE
-    candidates.append((ensembled, load_row(ensembled)))
+    variants = [DEFAULT_DENOISER + SELF_ENSEMBLE]
+    if cpu_has_bf16():
+        variants.append(DEFAULT_DENOISER + BF16)
+    candidates += [(label, load_row(label)) for label in variants]
     for label, denoiser in candidates:
         methods[label] = evaluate(label, denoiser, pairs)
     result["methods"] = methods

@@ -1,6 +1,7 @@
 """Denoising speed: seconds per 512x512 slice (and slices/s) for every denoiser.
 
-CPU with the threads given (target for the shipped default: <= 0.25 s per slice on 2 cores);
+CPU with the threads given (target for the shipped default: <= 0.25 s per slice on 2 cores),
+in fp32 and, for the learned models on a CPU with native bf16 (AVX512-BF16 / AMX), in bf16;
 CUDA in bf16 when a GPU is present (target: >= 2,000 slices/s on one H100), with a large batch.
 Learned models run with their shipped weights (random weights of the same architecture when
 none are shipped: the speed is the same). Times are the median of ``--repeats`` runs after a
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from lowdose.device import cpu_has_bf16
     from lowdose.models.base import denoisers
     from lowdose.models.loading import DEFAULT_DENOISER, load_denoiser
     from lowdose.models.network import NetworkDenoiser
@@ -72,14 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     rows: list[dict[str, Any]] = []
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    configs = [("cpu", "fp32")] + ([("cpu", "bf16")] if cpu_has_bf16() else [])
+    configs += [("cuda", "bf16")] if torch.cuda.is_available() else []
     for name in denoisers.names():
         cls = denoisers.get(name)
         learned = isinstance(cls, type) and issubclass(cls, NetworkDenoiser)
         if not learned and args.skip_classical:
             continue
-        for device in devices:
-            if not learned and device != "cpu":
+        for device, precision in configs:
+            if not learned and (device, precision) != ("cpu", "fp32"):
                 continue
             try:
                 d = load_denoiser(name, device=device)
@@ -93,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                 d.net.to(device)
                 weights = "untrained (same architecture)"
             batch = 1 if device == "cpu" else args.gpu_batch
+            if learned:
+                d.precision = precision
             if device == "cuda":
-                d.precision = "bf16"
                 d.tile_batch = batch
             x = _slice(batch, device)
             sync = torch.cuda.synchronize if device == "cuda" else None
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             with torch.inference_mode():
                 seconds = _time(lambda d=d, x=x: d.denoise(x), repeats, sync) / batch
             row = {
-                "model": name, "device": device, "precision": d.precision if learned else "fp64",
+                "model": name, "device": device, "precision": precision if learned else "fp64",
                 "batch": batch, "seconds_per_slice": seconds, "slices_per_second": 1 / seconds,
                 "weights": weights, "default": name == DEFAULT_DENOISER,
             }
@@ -117,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                     row["target_slices_per_second"] = 2000
                     row["meets_target"] = 1 / seconds >= 2000
             rows.append(row)
-            print(f"{name:10s} {device:5s} {seconds:8.4f} s/slice {1 / seconds:9.1f} slices/s",
-                  flush=True)
+            print(f"{name:10s} {device:5s} {precision:5s} {seconds:8.4f} s/slice "
+                  f"{1 / seconds:9.1f} slices/s", flush=True)
     result = {
         "benchmark": "denoise_speed", "size": [512, 512], "rows": rows,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -132,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Denoising speed, 512x512 slices", "",
         f"Machine: {result['machine']}; GPU: {result['gpu'] or 'none in this run'}; "
-        f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
-        "(other jobs shared the CPU).", "",
+        f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+        f"{' (other jobs shared the CPU)' if load_before >= 0.5 else ''}.", "",
         "| model | device | precision | batch | s/slice | slices/s | weights |",
         "|---|---|---|---|---|---|---|",
     ]

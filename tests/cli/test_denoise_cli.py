@@ -70,6 +70,13 @@ def test_weight_file_model(tmp_path: Path) -> None:
                  "--self-ensemble"]) == 0
     plain, ensembled = read_ct(tmp_path / "o.nii.gz").hu, read_ct(tmp_path / "e.nii.gz").hu
     assert ensembled.shape == plain.shape and not np.allclose(ensembled, plain, atol=1e-3)
+    from lowdose.device import cpu_has_bf16
+
+    if cpu_has_bf16():
+        assert main(["denoise", str(nii), str(tmp_path / "b.nii.gz"), "-m", str(weights),
+                     "--precision", "bf16"]) == 0
+        rounded = read_ct(tmp_path / "b.nii.gz").hu
+        assert 0 < np.abs(rounded - plain).max() < 50
 
 
 @pytest.mark.parametrize(
@@ -83,6 +90,8 @@ def test_weight_file_model(tmp_path: Path) -> None:
         (["{nii}"], "give an INPUT and an OUTPUT"),
         (["{nii}", "{tmp}/o.nii.gz", "-m", "tv", "--self-ensemble"], "learned denoisers only"),
         (["{nii}", "{tmp}/o.nii.gz", "-m", "bm3d", "--strength", "1.2"], "learned denoisers"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "tv", "--precision", "bf16"], "learned denoisers"),
+        (["{nii}", "{tmp}/o.nii.gz", "--precision", "fp16"], "use one of fp32, bf16"),
     ],
 )
 def test_bad_input_one_error_line(

@@ -66,6 +66,27 @@ def test_strength_scales_the_change() -> None:
         ResUNetDenoiser(net, arch={"channels": [4, 8, 16]}, strength=-1.0)
 
 
+def test_bf16_on_cpu_rounds_a_little_or_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lowdose.device
+
+    torch.manual_seed(0)
+    arch = {"channels": [4, 8, 16]}
+    net = ResUNetDenoiser.untrained(arch).net
+    hu = 40 + 30 * torch.randn(1, 1, 64, 64)
+    plain = ResUNetDenoiser(net, arch=arch).denoise(hu)
+    with pytest.raises(LowdoseError, match="precision"):
+        ResUNetDenoiser(net, arch=arch, precision="fp16")
+    if lowdose.device.cpu_has_bf16():
+        out = ResUNetDenoiser(net, arch=arch, precision="bf16").denoise(hu)
+        assert out.dtype == torch.float32
+        diff = (out - plain).abs()
+        # rounded (so bf16 ran), by a small part of the change the network makes
+        assert 0 < float(diff.max()) < 0.05 * float((plain - hu).abs().max()) + 2.0
+    monkeypatch.setattr(lowdose.device, "cpu_has_bf16", lambda: False)
+    with pytest.raises(LowdoseError, match="no native bf16"):
+        ResUNetDenoiser(net, arch=arch, precision="bf16").denoise(hu)
+
+
 @pytest.mark.parametrize(("channels", "multiple"), [([4, 8], 2), ([4, 8, 16, 32], 8)])
 def test_unet_pads_to_its_own_depth(channels: list[int], multiple: int) -> None:
     d = ResUNetDenoiser.untrained({"channels": channels})

@@ -200,6 +200,7 @@ def load_denoiser(
     trust_pickle: bool = False,
     self_ensemble: bool = False,
     strength: float = 1.0,
+    precision: str = "fp32",
 ) -> Denoiser:
     """A ready denoiser: a registered name (learned ones with shipped weights) or a weight file.
 
@@ -212,6 +213,8 @@ def load_denoiser(
         self_ensemble: a learned model averages its outputs over the 8 flips and quarter
             turns of each slice (8x the time; see :mod:`lowdose.models.network`).
         strength: a learned model's change to the input is scaled by this (1: as trained).
+        precision: a learned model's arithmetic, ``"fp32"`` or ``"bf16"`` (see
+            :class:`lowdose.models.network.NetworkDenoiser`).
 
     Example:
         >>> load_denoiser("bm3d").noise_factor > 0
@@ -225,10 +228,10 @@ def load_denoiser(
         cls = denoisers.get(name)
         if issubclass(cls, NetworkDenoiser):
             return cls(device=pick_device(str(device) if device else None),
-                       self_ensemble=self_ensemble, strength=strength)
-        if self_ensemble or strength != 1.0:
-            raise LowdoseError(f"{name}: --self-ensemble and --strength apply to learned "
-                               "denoisers only (BM3D and TV take their strength in HU)")
+                       self_ensemble=self_ensemble, strength=strength, precision=precision)
+        if self_ensemble or strength != 1.0 or precision != "fp32":
+            raise LowdoseError(f"{name}: --self-ensemble, --strength and --precision apply to "
+                               "learned denoisers only (BM3D and TV take their strength in HU)")
         return cls()
     path = Path(name)
     if not path.exists():
@@ -252,5 +255,6 @@ def load_denoiser(
         device=pick_device(str(device) if device else None),
         self_ensemble=self_ensemble,
         strength=strength,
+        precision=precision,
         metadata=loaded.metadata,
     )

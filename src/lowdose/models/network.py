@@ -41,6 +41,7 @@ from lowdose.models.base import Denoiser
 
 FORMAT = "lowdose.denoiser"
 FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "bf16")
 
 
 def _ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
@@ -162,7 +163,9 @@ class NetworkDenoiser(Denoiser):
         hu_range: HU interval mapped to [0, 1] before the network (outputs are clipped to it).
         tile_size, tile_overlap, tile_batch: tiling (see :func:`tiled_apply`).
         device: where the network runs (``None``: its current device).
-        precision: ``"fp32"`` or ``"bf16"`` (autocast on CUDA only).
+        precision: ``"fp32"`` or ``"bf16"``: autocast to bfloat16 on a CUDA GPU, or on a CPU
+            that computes bf16 natively (AVX512-BF16 / AMX; refused on others). About 3x faster
+            on such a CPU, at a measured cost in PSNR (``benchmarks/denoise_mayo.py``).
         self_ensemble: average over the 8 flips and quarter turns of each slice (8x the time).
         strength: scale of the change the network makes (1: as trained; 0: the input).
         metadata: free-form facts about the weights (training data, dose, steps).
@@ -199,6 +202,8 @@ class NetworkDenoiser(Denoiser):
         if not self.hu_range[1] > self.hu_range[0]:
             raise ValueError(f"hu_range {self.hu_range} is empty")
         self.tile_size, self.tile_overlap, self.tile_batch = tile_size, tile_overlap, tile_batch
+        if precision not in PRECISIONS:
+            raise LowdoseError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         self.precision = precision
         self.self_ensemble = self_ensemble
         if not 0.0 <= strength <= 3.0:
@@ -256,8 +261,15 @@ class NetworkDenoiser(Denoiser):
 
     def _run(self, unit: torch.Tensor) -> torch.Tensor:
         unit = unit.contiguous(memory_format=torch.channels_last)
-        if self.precision == "bf16" and unit.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+        if self.precision == "bf16":
+            kind = unit.device.type
+            if kind == "cpu":
+                from lowdose.device import cpu_has_bf16
+
+                if not cpu_has_bf16():
+                    raise LowdoseError("precision bf16: this CPU has no native bf16 "
+                                       "(AVX512-BF16 or AMX); use fp32")
+            with torch.autocast(kind, dtype=torch.bfloat16):
                 return self.net(unit).float()
         return self.net(unit)
 
