@@ -70,6 +70,9 @@ def test_upscale_rejects_wrong_scale_and_overwrite(tmp_path: Path, capsys) -> No
     assert main(["upscale", str(src), str(src), "--model", str(weights)]) == 2
     assert main(["upscale", str(src), str(tmp_path / "o"), "--scale", "3"]) == 2
     assert "2 or 4" in capsys.readouterr().err
+    assert main(["upscale", str(src), str(tmp_path / "o"), "--model", str(weights),
+                 "--precision", "fp16"]) == 2
+    assert "use one of fp32, bf16" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("scale", [4])

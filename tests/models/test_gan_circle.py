@@ -111,3 +111,21 @@ def test_upscaler_shapes_and_bicubic_when_residual_is_zero(scale: int) -> None:
     # A constant image stays constant; the mean is kept (bicubic + zero residual).
     flat = up.upscale(torch.full((1, 1, 8, 8), 100.0))
     assert torch.allclose(flat, torch.full_like(flat, 100.0), atol=1e-2)
+
+
+def test_upscaler_bf16_rounds_a_little_or_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lowdose.device
+    from lowdose.errors import LowdoseError
+
+    torch.manual_seed(0)
+    net = CircleGenerator(scale=2, f0=16)
+    hu = 40 + 30 * torch.randn(1, 1, 16, 16)
+    plain = GanCircleUpscaler(net, 2).upscale(hu)
+    with pytest.raises(LowdoseError, match="precision"):
+        GanCircleUpscaler(net, 2, precision="fp16")
+    if lowdose.device.cpu_has_bf16():
+        diff = (GanCircleUpscaler(net, 2, precision="bf16").upscale(hu) - plain).abs()
+        assert 0 < float(diff.max()) < 20
+    monkeypatch.setattr(lowdose.device, "cpu_has_bf16", lambda: False)
+    with pytest.raises(LowdoseError, match="no native bf16"):
+        GanCircleUpscaler(net, 2, precision="bf16").upscale(hu)

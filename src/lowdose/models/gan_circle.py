@@ -36,7 +36,12 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from lowdose.models.base import denoisers
-from lowdose.models.network import NetworkDenoiser, tiled_apply
+from lowdose.models.network import (
+    NetworkDenoiser,
+    checked_precision,
+    precision_context,
+    tiled_apply,
+)
 
 # HU range every GAN network of this module works in: HU clipped to [-1024, 3072] scaled to
 # [0, 1] (the project's `full` convention; the reference code fed data "roughly in [0, 1]").
@@ -314,6 +319,8 @@ class GanCircleUpscaler:
     Args:
         net: a :class:`CircleGenerator` built for ``scale``.
         scale: 2 or 4.
+        precision: ``"fp32"`` or ``"bf16"`` (see
+            :class:`lowdose.models.network.NetworkDenoiser`).
         metadata: facts about the weights (from the model card / config).
 
     Example:
@@ -332,12 +339,14 @@ class GanCircleUpscaler:
         tile_size: int = 512,
         tile_overlap: int = 64,
         tile_batch: int = 4,
+        precision: str = "fp32",
         metadata: dict[str, Any] | None = None,
     ) -> None:
         if scale not in (2, 4):
             raise ValueError(f"upscaling scale must be 2 or 4, got {scale}")
         self.net = net.eval()
         self.scale = scale
+        self.precision = checked_precision(precision)
         self.tile_size, self.tile_overlap, self.tile_batch = tile_size, tile_overlap, tile_batch
         self.metadata = dict(metadata or {})
 
@@ -351,9 +360,12 @@ class GanCircleUpscaler:
             raise ValueError(f"expected a (B, 1, H, W) HU tensor, got shape {tuple(hu.shape)}")
         with torch.inference_mode():
             fine = to_fine_grid(hu_to_net(hu.to(self.device, torch.float32)), self.scale)
-            out = tiled_apply(
-                self.net, fine, self.tile_size, self.tile_overlap, 4, self.tile_batch
-            )
+
+            def run(x: torch.Tensor) -> torch.Tensor:
+                with precision_context(self.precision, x.device):
+                    return self.net(x).float()
+
+            out = tiled_apply(run, fine, self.tile_size, self.tile_overlap, 4, self.tile_batch)
             return net_to_hu(out.clamp(0.0, 1.0)).to(hu.device)
 
     def upscale_image(self, image: Any, batch_size: int = 4, progress: bool = False) -> Any:
@@ -403,7 +415,10 @@ def _shipped_upscaler_path(scale: int) -> Any:
 
 
 def load_upscaler(
-    name_or_path: str | None = None, scale: int = 2, device: str | torch.device | None = None
+    name_or_path: str | None = None,
+    scale: int = 2,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> GanCircleUpscaler:
     """A ready GAN-CIRCLE upscaler: the shipped ``gan-circle`` weights for ``scale`` or a file.
 
@@ -412,6 +427,7 @@ def load_upscaler(
             ``.safetensors`` weight file or a training checkpoint folder of a x2/x4 model.
         scale: 2 or 4; must match the weights.
         device: where the network runs (default: a CUDA GPU if present, else the CPU).
+        precision: ``"fp32"`` or ``"bf16"`` (see :class:`GanCircleUpscaler`).
 
     Raises:
         LowdoseError: unknown name, missing weights, or weights for another scale or model.
@@ -451,4 +467,5 @@ def load_upscaler(
     except RuntimeError as exc:
         raise LowdoseError(f"{path}: weights do not fit the GAN-CIRCLE generator: {exc}") from None
     net.to(pick_device(str(device) if device else None))
-    return GanCircleUpscaler(net, scale, metadata=dict(config.get("metadata", {})))
+    return GanCircleUpscaler(net, scale, precision=precision,
+                             metadata=dict(config.get("metadata", {})))

@@ -149,6 +149,37 @@ def tiled_apply(
     return out / weight_sum
 
 
+def checked_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a :class:`LowdoseError`."""
+    if precision not in PRECISIONS:
+        raise LowdoseError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def precision_context(precision: str, device: torch.device) -> Any:
+    """The context a network runs in: nothing for fp32, bf16 autocast for ``"bf16"``.
+
+    bf16 runs on a CUDA GPU or on a CPU that computes bf16 natively (AVX512-BF16 / AMX); on
+    another CPU it would be emulated and slower than fp32, so it is refused.
+
+    Example:
+        >>> with precision_context("fp32", torch.device("cpu")):
+        ...     torch.ones(1).dtype
+        torch.float32
+    """
+    import contextlib
+
+    if checked_precision(precision) == "fp32":
+        return contextlib.nullcontext()
+    if device.type == "cpu":
+        from lowdose.device import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            raise LowdoseError("precision bf16: this CPU has no native bf16 (AVX512-BF16 or "
+                               "AMX); use fp32")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 class NetworkDenoiser(Denoiser):
     """A learned denoiser: an ``nn.Module`` on [0, 1]-scaled HU, tiled and batched.
 
@@ -202,9 +233,7 @@ class NetworkDenoiser(Denoiser):
         if not self.hu_range[1] > self.hu_range[0]:
             raise ValueError(f"hu_range {self.hu_range} is empty")
         self.tile_size, self.tile_overlap, self.tile_batch = tile_size, tile_overlap, tile_batch
-        if precision not in PRECISIONS:
-            raise LowdoseError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-        self.precision = precision
+        self.precision = checked_precision(precision)
         self.self_ensemble = self_ensemble
         if not 0.0 <= strength <= 3.0:
             raise LowdoseError(f"strength must lie in [0, 3], got {strength}")
@@ -261,17 +290,8 @@ class NetworkDenoiser(Denoiser):
 
     def _run(self, unit: torch.Tensor) -> torch.Tensor:
         unit = unit.contiguous(memory_format=torch.channels_last)
-        if self.precision == "bf16":
-            kind = unit.device.type
-            if kind == "cpu":
-                from lowdose.device import cpu_has_bf16
-
-                if not cpu_has_bf16():
-                    raise LowdoseError("precision bf16: this CPU has no native bf16 "
-                                       "(AVX512-BF16 or AMX); use fp32")
-            with torch.autocast(kind, dtype=torch.bfloat16):
-                return self.net(unit).float()
-        return self.net(unit)
+        with precision_context(self.precision, unit.device):
+            return self.net(unit).float()
 
     def denoise(self, hu: torch.Tensor) -> torch.Tensor:
         if hu.ndim != 4 or hu.shape[1] != 1:
