@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
             "input (1 = as trained, < 1 keeps more texture, > 1 removes more noise)."),
         precision: str = typer.Option(
             "fp32", help="Learned models: fp32, or bf16 (a GPU, or a CPU with native bf16: "
-            "about 3x faster there, a few HU of rounding; see the README)."),
+            "2-3x faster there, about 1 HU rms of rounding; see the README)."),
     ) -> None:
         """Restore a low-dose CT image, volume or DICOM series.
 

@@ -195,7 +195,7 @@ class NetworkDenoiser(Denoiser):
         tile_size, tile_overlap, tile_batch: tiling (see :func:`tiled_apply`).
         device: where the network runs (``None``: its current device).
         precision: ``"fp32"`` or ``"bf16"``: autocast to bfloat16 on a CUDA GPU, or on a CPU
-            that computes bf16 natively (AVX512-BF16 / AMX; refused on others). About 3x faster
+            that computes bf16 natively (AVX512-BF16 / AMX; refused on others). 2-3x faster
             on such a CPU, at a measured cost in PSNR (``benchmarks/denoise_mayo.py``).
         self_ensemble: average over the 8 flips and quarter turns of each slice (8x the time).
         strength: scale of the change the network makes (1: as trained; 0: the input).
