@@ -56,9 +56,9 @@ def test_family_learning_rate_schedule() -> None:
 
     cfg = preset("demo", arch="resnet18", input_size=16, epochs=10, lr=1e-3, warmup_epochs=1)
     fam = ClassifierFamily(build_classifier("resnet18", cfg.spec()), cfg, steps_per_epoch=10)
-    assert fam.lr_at(0) == pytest.approx(1e-4)
-    assert fam.lr_at(9) == pytest.approx(1e-3)
-    assert fam.lr_at(99) == pytest.approx(1e-5, rel=0.05)
+    assert fam.lr_factor("classifier", 0) == pytest.approx(0.1)
+    assert fam.lr_factor("classifier", 9) == pytest.approx(1.0)
+    assert fam.lr_factor("classifier", 99) == pytest.approx(0.01, rel=0.05)
 
 
 def _two_class_phantoms(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

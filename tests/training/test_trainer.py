@@ -65,6 +65,39 @@ def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path) -> None:
     assert kept == ["step-00000020", "step-00000030"]
 
 
+class _HalvingFamily(TinyFamily):
+    """Two parameter groups (rates 0.1 and 0.01), halved at every step; records the rates used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used: list[list[float]] = []
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        net = self.modules["net"]
+        self._opt = torch.optim.SGD([{"params": [net.weight], "lr": 0.1},
+                                     {"params": [net.bias], "lr": 0.01}])
+        return {"net": self._opt}
+
+    def lr_factor(self, optimizer_name: str, step: int) -> float:
+        return 0.5 ** step
+
+    def training_step(self, batch, optimizer_name: str, step: int) -> dict[str, torch.Tensor]:
+        self.used.append([g["lr"] for g in self._opt.param_groups])
+        return super().training_step(batch, optimizer_name, step)
+
+
+def test_learning_rate_is_the_configured_rate_times_lr_factor_also_after_resume(
+    tmp_path: Path,
+) -> None:
+    first = _HalvingFamily()
+    Trainer(first, NoisyPairs(), _cfg(max_steps=2, checkpoint_every=2), tmp_path).fit()
+    resumed = _HalvingFamily()  # the checkpoint holds the rates of step 1; step 2 uses its own
+    Trainer(resumed, NoisyPairs(), _cfg(max_steps=4, checkpoint_every=2), tmp_path,
+            resume=True).fit()
+    expected = [r for s in range(4) for r in (0.1 * 0.5 ** s, 0.01 * 0.5 ** s)]
+    assert [r for rates in first.used + resumed.used for r in rates] == pytest.approx(expected)
+
+
 def test_refuses_to_overwrite_and_mismatched_resume(tmp_path: Path) -> None:
     Trainer(TinyFamily(), NoisyPairs(), _cfg(max_steps=10), tmp_path).fit()
     with pytest.raises(LowdoseError, match="--resume"):

@@ -38,6 +38,16 @@ class TrainingFamily(ABC):
         ``optimizer_name``'s optimiser; other entries are logged (detached by the trainer).
         """
 
+    def lr_factor(self, optimizer_name: str, step: int) -> float:
+        """The learning-rate multiplier of ``optimizer_name`` at optimiser step ``step``.
+
+        The trainer sets every parameter group's rate to the rate the family configured it with
+        times this factor, before each step. A function of the step alone (no scheduler state):
+        a resumed run, even one resumed with another schedule, stays on the curve. Constant
+        (1.0) unless a family overrides it.
+        """
+        return 1.0
+
     def validation_step(self, batch: Any) -> dict[str, float]:
         """Validation metrics for one batch (averaged by the trainer); none by default."""
         return {}

@@ -268,7 +268,7 @@ class ClassifierFamily(TrainingFamily):
     """A :class:`SliceClassifier` trained with weighted, label-smoothed cross-entropy.
 
     Batches are ``{"hu": (B, 1, S, S) HU, "label": (B,)}``. One optimiser, ``"classifier"``
-    (AdamW); the learning rate is set at every step: linear warm-up over ``warmup_epochs`` then
+    (AdamW); its learning rate (:meth:`lr_factor`): linear warm-up over ``warmup_epochs`` then
     cosine decay to 1% of ``lr`` at ``epochs``. With ``cfg.ema_decay > 0`` the family also
     keeps ``classifier_ema`` (checkpointed with the rest), updated after every step;
     :attr:`evaluated` is the model to validate and keep.
@@ -292,7 +292,6 @@ class ClassifierFamily(TrainingFamily):
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.weights = weights
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
-        self._optimizer: torch.optim.Optimizer | None = None
 
     @property
     def evaluated(self) -> SliceClassifier:
@@ -309,19 +308,19 @@ class ClassifierFamily(TrainingFamily):
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
             (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        self._optimizer = torch.optim.AdamW(
+        optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.cfg.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr)
-        return {"classifier": self._optimizer}
+        return {"classifier": optimizer}
 
-    def lr_at(self, step: int) -> float:
-        """Warm-up then cosine learning rate at optimiser step ``step``."""
+    def lr_factor(self, optimizer_name: str, step: int) -> float:
+        """Warm-up then cosine decay to 1%: the factor of ``lr`` at optimiser step ``step``."""
         total = self.cfg.epochs * self.steps_per_epoch
         warm = max(1, int(self.cfg.warmup_epochs * self.steps_per_epoch))
         if step < warm:
-            return self.cfg.lr * (step + 1) / warm
+            return (step + 1) / warm
         t = min(1.0, (step - warm) / max(1, total - warm))
-        return self.cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         w = self.weights.to(logits.device) if (self.weights is not None
@@ -330,10 +329,6 @@ class ClassifierFamily(TrainingFamily):
                                label_smoothing=self.cfg.label_smoothing)
 
     def training_step(self, batch: Any, optimizer_name: str, step: int) -> dict[str, torch.Tensor]:
-        if self._optimizer is not None:
-            lr = self.lr_at(step)
-            for group in self._optimizer.param_groups:
-                group["lr"] = lr
         hu, labels = batch["hu"], batch["label"]
         hu = augment_hu(hu, self.cfg, self.generator)
         logits = self.model(hu)

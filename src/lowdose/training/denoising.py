@@ -426,7 +426,7 @@ class SupervisedDenoiserFamily(TrainingFamily):
         return {"net": torch.optim.Adam(self.modules["net"].parameters(), lr=o.lr,
                                         betas=o.betas, weight_decay=o.weight_decay)}
 
-    def lr_factor(self, step: int) -> float:
+    def lr_factor(self, optimizer_name: str, step: int) -> float:
         """Linear warm-up, then cosine decay to ``final_lr_fraction``."""
         o = self.optim
         if step < o.warmup_steps:
@@ -434,9 +434,6 @@ class SupervisedDenoiserFamily(TrainingFamily):
         t = (step - o.warmup_steps) / max(1, self.max_steps - o.warmup_steps)
         t = min(1.0, t)
         return o.final_lr_fraction + (1 - o.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * t))
-
-    def configure_schedulers(self, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
-        return {"net": torch.optim.lr_scheduler.LambdaLR(optimizers["net"], self.lr_factor)}
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.optim.loss == "l1":

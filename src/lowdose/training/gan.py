@@ -4,8 +4,9 @@ Both families plug into :mod:`lowdose.training.trainer` through :class:`Training
 optimisers, ``generator`` then ``critic`` (``discriminator`` for CycleGAN), stepped in that order on
 every batch, as in both reference codes (one critic step per generator step). The generator step
 caches its fakes; the critic step reuses them (detached, through a history pool when enabled).
-Learning rates are set from the step at every step (constant, or a linear decay to zero with
-``lr_decay``), so a resumed run, even one resumed with a schedule added, stays on its curve.
+Learning rates are constant, or decay linearly to zero with ``lr_decay`` (the family's
+``lr_factor``, applied by the trainer from the step alone: a run resumed with a schedule added
+stays on its curve).
 
 Batches are dicts of ``(B, 1, P, P)`` HU tensors: ``low`` (low-dose, and for super-resolution
 also blurred, downsampled and put back on the fine grid) and ``high`` (full dose), drawn from
@@ -292,7 +293,6 @@ class _GanFamily(TrainingFamily):
         self.pool_high = HistoryPool(cfg.pool_size, cfg.seed)
         self.pool_low = HistoryPool(cfg.pool_size, cfg.seed + 1)
         self._cache: dict[str, torch.Tensor] = {}
-        self._optimizers: dict[str, torch.optim.Optimizer] = {}
 
     @property
     def optimizer_order(self) -> tuple[str, str]:
@@ -328,7 +328,8 @@ class _GanFamily(TrainingFamily):
         """Further generator terms by name: ``(weight, value)``."""
         return {}
 
-    def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    # ---- the trainer's interface
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         m, betas = self.modules, self.cfg.betas
         lr_g, lr_d = self._lr()
         gen = [*m["g_lh"].parameters(), *m["g_hl"].parameters()]
@@ -338,21 +339,11 @@ class _GanFamily(TrainingFamily):
             self.critic_name: torch.optim.Adam(crit, lr=lr_d, betas=betas),
         }
 
-    # ---- the trainer's interface
-    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        self._optimizers = self._make_optimizers()
-        return self._optimizers
+    def lr_factor(self, optimizer_name: str, step: int) -> float:
+        """Both players: constant, or the linear decay to zero of ``lr_decay``."""
+        return lr_scale(self.cfg.lr_decay, step)
 
     def training_step(self, batch: Any, optimizer_name: str, step: int) -> dict[str, torch.Tensor]:
-        # The learning rate follows from the step alone, so a resumed run (or one resumed with
-        # a schedule it did not have) continues on the same curve.
-        opt = self._optimizers.get(optimizer_name)
-        if opt is not None:
-            lr_g, lr_d = self._lr()
-            lr = (lr_g if optimizer_name == "generator" else lr_d) * lr_scale(
-                self.cfg.lr_decay, step)
-            for group in opt.param_groups:
-                group["lr"] = lr
         if optimizer_name == "generator":
             return self._generator_step(batch)
         if optimizer_name == self.critic_name:
@@ -506,12 +497,12 @@ class GanCircleFamily(_GanFamily):
         return {"adv_g": c.lambda_adv, "cycle": c.lambda_cycle, "identity": c.lambda_identity,
                 "supervised": c.lambda_supervised}
 
-    def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         if self.cfg.l1_only:
             params = self.modules["g_lh"].parameters()
             return {"generator": torch.optim.Adam(params, lr=self.cfg.lr_generator,
                                                   betas=self.cfg.betas)}
-        return super()._make_optimizers()
+        return super().configure_optimizers()
 
     def _generator_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.cfg.l1_only:

@@ -24,8 +24,13 @@ Reproducibility: the data order is a pure function of ``(seed, step, rank)`` (a 
 epoch seeded by the epoch) and the global torch RNG is reseeded from ``(seed, step, rank)`` at
 every step, so a run resumed from a checkpoint continues exactly as an uninterrupted run.
 
-Optional family hooks, found by name like ``on_step_end(step)``, ``state_dict()`` and
-``configure_schedulers(optimizers)``: ``should_stop(step) -> str | None`` ends training early.
+Learning rates: before every optimiser step the trainer sets each parameter group's rate to the
+rate the family's ``configure_optimizers`` gave it times ``family.lr_factor(name, step)``. The
+rate is a function of the configuration and the step, never of saved scheduler state, so a resume
+continues on the same curve (and a resume with an edited schedule follows the new one).
+
+Optional family hooks, found by name like ``on_step_end(step)`` and ``state_dict()``:
+``should_stop(step) -> str | None`` ends training early.
 The trainer asks it after every step; on a reason (early stopping on a validation score) it
 writes a checkpoint at that step and ends the run (``TrainResult.stopped``). Under ``torchrun``
 only rank 0's answer counts and is broadcast, so every process stops at the same step (a family
@@ -34,8 +39,8 @@ stopped checkpoint asks again before its first step and trains no further.
 
 Checkpoints: every ``checkpoint_every`` steps, a folder ``checkpoints/step-NNNNNNNN`` with
 ``model.safetensors`` (every module's weights, keys ``<module>.<param>``, the family config in
-its metadata), ``config.json``, ``trainer_state.json`` and ``training_state.pt`` (optimiser,
-scheduler and family state: tensors and plain values only, read back with
+its metadata), ``config.json``, ``trainer_state.json`` and ``training_state.pt`` (optimiser
+and family state: tensors and plain values only, read back with
 ``torch.load(weights_only=True)``). The folder is written under a temporary name and renamed,
 then ``checkpoints/latest`` is replaced atomically: a process killed at any moment leaves the
 previous checkpoint intact and at most a ``.tmp-*`` folder, removed at the next start.
@@ -376,7 +381,7 @@ class Trainer:
     # -------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, step: int, optimizers: dict[str, torch.optim.Optimizer],
-                        schedulers: dict[str, Any], metrics: dict[str, float]) -> Path | None:
+                        metrics: dict[str, float]) -> Path | None:
         """Write a complete checkpoint folder atomically (rank 0) and point ``latest`` at it."""
         if not self.env.is_main:
             return None
@@ -398,10 +403,7 @@ class Trainer:
         }
         save_file(tensors, str(tmp / "model.safetensors"),
                   metadata={"lowdose_config": json.dumps(config)})
-        state: dict[str, Any] = {
-            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
-            "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
-        }
+        state: dict[str, Any] = {"optimizers": {n: o.state_dict() for n, o in optimizers.items()}}
         if hasattr(self.family, "state_dict"):
             state["family"] = self.family.state_dict()
         torch.save(state, tmp / "training_state.pt")
@@ -426,9 +428,12 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def load_checkpoint(self, folder: Path, optimizers: dict[str, torch.optim.Optimizer],
-                        schedulers: dict[str, Any]) -> int:
-        """Restore modules, optimisers, schedulers and family state; returns the step."""
+    def load_checkpoint(self, folder: Path, optimizers: dict[str, torch.optim.Optimizer]) -> int:
+        """Restore modules, optimisers and family state; returns the step.
+
+        A checkpoint written before learning rates came from ``lr_factor`` also holds scheduler
+        state; it is not needed (the rate follows from the step) and is ignored.
+        """
         from safetensors.torch import load_file
 
         saved = json.loads((folder / "config.json").read_text())
@@ -455,9 +460,6 @@ class Trainer:
                 raise LowdoseError(f"{folder}: module {mname!r} does not match: {first}") from None
         for n, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][n])
-        for n, sched in schedulers.items():
-            if n in state.get("schedulers", {}):
-                sched.load_state_dict(state["schedulers"][n])
         if "family" in state and hasattr(self.family, "load_state_dict"):
             self.family.load_state_dict(state["family"])
         return int(json.loads((folder / "trainer_state.json").read_text())["step"])
@@ -506,11 +508,11 @@ class Trainer:
                 module.to(memory_format=torch.channels_last)
             module.train()
         optimizers = self.family.configure_optimizers()
-        make_schedulers = getattr(self.family, "configure_schedulers", None)
-        schedulers = make_schedulers(optimizers) if make_schedulers else {}
+        # The configured rates, before a checkpoint's saved (scheduled) rates replace them.
+        base_lrs = {n: [g["lr"] for g in opt.param_groups] for n, opt in optimizers.items()}
         start, resumed_from = 0, None
         if existing is not None:
-            start = resumed_from = self.load_checkpoint(existing, optimizers, schedulers)
+            start = resumed_from = self.load_checkpoint(existing, optimizers)
         if env.world_size > 1:
             _broadcast_modules(self.family.modules)
         order = self._order(optimizers)
@@ -547,6 +549,9 @@ class Trainer:
                 torch.manual_seed((cfg.seed * 1_000_003 + step) * 4099 + env.rank)
                 for name in order:
                     opt = optimizers[name]
+                    factor = self.family.lr_factor(name, step)
+                    for group, base_lr in zip(opt.param_groups, base_lrs[name], strict=True):
+                        group["lr"] = base_lr * factor
                     opt.zero_grad(set_to_none=True)
                     with self._autocast():
                         out = self.family.training_step(batch, name, step)
@@ -567,8 +572,6 @@ class Trainer:
                     prefix = f"{name}/" if len(order) > 1 else ""
                     for k, v in out.items():
                         running.setdefault(prefix + k, []).append(float(v.detach().float()))
-                for sched in schedulers.values():
-                    sched.step()
                 if on_step_end is not None:
                     on_step_end(step)
                 step += 1
@@ -585,7 +588,7 @@ class Trainer:
                     log.write(step, "val", self._validate())
                 stopped = stop_reason(step)
                 if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped:
-                    checkpoint = self.save_checkpoint(step, optimizers, schedulers, last_metrics)
+                    checkpoint = self.save_checkpoint(step, optimizers, last_metrics)
                     _barrier(env)
         finally:
             if bar is not None:
