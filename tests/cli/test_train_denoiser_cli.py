@@ -75,6 +75,10 @@ def test_bad_arguments(setup: tuple[Path, Path], tmp_path: Path,
     assert "comma-separated" in capsys.readouterr().err
     assert main([*base, "--model", "gan-circle", "--data", str(data), "--dose", "0.2,0.4"]) == 2
     assert "one dose" in capsys.readouterr().err
+    rc = main(["train", "denoiser", "--out", str(tmp_path / "g"), "--model", "gan-circle",
+               "--data", str(data), "--paired-fraction", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "paired_fraction must be in [0, 1]" in err and "ValueError" not in err
 
 
 def test_several_doses_train_one_model(setup: tuple[Path, Path], tmp_path: Path) -> None:

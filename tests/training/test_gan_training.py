@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lowdose.errors import LowdoseError
 from lowdose.training.gan import (
     CycleGanConfig,
     CycleGanFamily,
@@ -110,8 +111,10 @@ def test_lr_decay_follows_the_step_also_when_added_on_resume(tmp_path: Path, fam
             tmp_path / "r", resume=True).fit()
     lrs = _metric(tmp_path / "r", "lr/generator")
     assert lrs == pytest.approx([1e-3] * 5 + [7.5e-4, 5e-4, 2.5e-4])
-    with pytest.raises(ValueError, match="lr_decay"):
+    with pytest.raises(LowdoseError, match="lr_decay"):
         fam(lr_decay=(8, 4))
+    with pytest.raises(LowdoseError, match="paired_fraction"):
+        fam(paired_fraction=1.5)
 
 
 def test_semi_supervised_and_x2_and_cyclegan_steps_run(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lowdose.errors import LowdoseError
 from lowdose.training.base import EMA, TrainingFamily
 
 #: Pixels of the reference patch (64x64) that turns per-pixel means into per-image norms.
@@ -193,8 +194,21 @@ def checked_lr_decay(value: Any) -> tuple[int, int] | None:
         return None
     start, end = (int(v) for v in value)
     if not 0 <= start < end:
-        raise ValueError(f"lr_decay must be [start, end] steps with 0 <= start < end, got {value}")
+        raise LowdoseError(
+            f"lr_decay must be [start, end] steps with 0 <= start < end, got {value}")
     return start, end
+
+
+def checked_paired_fraction(value: float) -> float:
+    """``paired_fraction`` as a float in [0, 1] (the share of aligned pairs in a batch).
+
+    Example:
+        >>> checked_paired_fraction(0.5)
+        0.5
+    """
+    if not 0.0 <= float(value) <= 1.0:
+        raise LowdoseError(f"paired_fraction must be in [0, 1], got {value}")
+    return float(value)
 
 
 def lr_scale(lr_decay: tuple[int, int] | None, step: int) -> float:
@@ -258,10 +272,8 @@ class GanCircleConfig:
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.lr_decay = checked_lr_decay(self.lr_decay)
-        if self.l1_only:
-            self.paired_fraction = 1.0
-        if not 0.0 <= self.paired_fraction <= 1.0:
-            raise ValueError(f"paired_fraction must be in [0, 1], got {self.paired_fraction}")
+        self.paired_fraction = 1.0 if self.l1_only else checked_paired_fraction(
+            self.paired_fraction)
 
 
 class _GanFamily(TrainingFamily):
@@ -567,6 +579,7 @@ class CycleGanConfig:
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.lr_decay = checked_lr_decay(self.lr_decay)
+        self.paired_fraction = checked_paired_fraction(self.paired_fraction)
 
 
 class CycleGanFamily(_GanFamily):
