@@ -140,6 +140,25 @@ def test_bad_config_and_classifier_with_other_classes(tmp_path) -> None:
         run_study(_cfg(tmp_path / "o", str(path)), progress=False, log=None)
 
 
+def test_precision_reaches_the_learned_denoisers_only(monkeypatch) -> None:
+    import lowdose.device
+    from lowdose.evaluation import study
+
+    with pytest.raises(LowdoseError, match="precision"):
+        StudyConfig.from_dict({"precision": "fp16"})
+    cfg = StudyConfig.from_dict({"precision": "bf16", "denoisers": ["tv", "unet"],
+                                 "device": "cpu"})
+    monkeypatch.setattr(lowdose.device, "cpu_has_bf16", lambda: False)
+    with pytest.raises(LowdoseError, match="no native bf16"):
+        study._denoiser_list(cfg)  # refused before any cell runs
+    monkeypatch.setattr(lowdose.device, "cpu_has_bf16", lambda: True)
+    loaded, skipped = study._denoiser_list(cfg)
+    assert not skipped and [n for n, _ in loaded] == ["tv", "unet"]
+    assert not hasattr(loaded[0][1], "precision") and loaded[1][1].precision == "bf16"
+    fp32 = study._denoiser_list(StudyConfig.from_dict({"denoisers": ["unet"]}))[0][0][1]
+    assert study.denoiser_fingerprint(fp32) != study.denoiser_fingerprint(loaded[1][1])
+
+
 def test_folder_data_with_unreadable_image(tmp_path, classifier_file) -> None:
     """PNG class folders (mapped to HU through the lung window); a broken file is listed."""
     from lowdose.io.phantom import write_phantom_dataset

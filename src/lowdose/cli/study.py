@@ -31,6 +31,9 @@ def register(app: typer.Typer) -> None:
         preset: str | None = typer.Option(
             None, "--preset", help="Classifier training preset: demo, cpu, gpu."),
         device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ..."),
+        precision: str | None = typer.Option(
+            None, "--precision",
+            help="Learned denoisers in fp32 (default) or bf16 (GPU, or a CPU with native bf16)."),
         resume: bool = typer.Option(
             True, "--resume/--fresh", help="Continue from the cache (default) or start over."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -64,4 +67,7 @@ def register(app: typer.Typer) -> None:
             cfg.preset = preset
         if device:
             cfg.device = device
+        if precision:
+            cfg.precision = precision
+            cfg.__post_init__()
         run_study(cfg, resume=resume, progress=not quiet, log=typer.echo)

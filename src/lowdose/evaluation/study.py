@@ -85,6 +85,8 @@ class StudyConfig:
         grid_slices: test slices shown in the report's image grid.
         grid_window: the display window of that grid.
         device: ``cpu``, ``cuda``... (default: a GPU when present).
+        precision: the learned denoisers' arithmetic, ``fp32`` or ``bf16`` (on a GPU or a CPU
+            with native bf16; refused at the start elsewhere). The classical ones are unaffected.
         max_test: use at most this many test slices (stratified; ``None`` = all).
         fov_mm: field of view of a prepared slice in mm; a simulator that takes
             ``pixel_size_mm`` (the projection physics) gets ``fov_mm / slice_size``. Phantoms
@@ -113,11 +115,15 @@ class StudyConfig:
     grid_slices: int = 4
     grid_window: str = "lung"
     device: str | None = None
+    precision: str = "fp32"
     max_test: int | None = None
     fov_mm: float = 350.0
     simulator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from lowdose.models.network import checked_precision
+
+        self.precision = checked_precision(self.precision)
         if isinstance(self.phantom, dict):
             self.phantom = PhantomData(**self.phantom)
         self.png_window = (float(self.png_window[0]), float(self.png_window[1]))
@@ -549,16 +555,21 @@ def _forget_changed_denoisers(cells_dir: Path, dens: list[tuple[str, Any]],
 
 
 def _denoiser_list(cfg: StudyConfig) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
+    from lowdose.device import pick_device
     from lowdose.models.base import denoisers
     from lowdose.models.loading import load_denoiser
+    from lowdose.models.network import NetworkDenoiser, precision_context
 
+    precision_context(cfg.precision, pick_device(cfg.device))  # refuse bf16 here, not mid-study
     names = cfg.denoisers if cfg.denoisers is not None else denoisers.names()
     loaded, skipped = [], []
     for name in names:
         if name == RAW:
             continue
         try:
-            loaded.append((name, load_denoiser(name, device=cfg.device)))
+            learned = name in denoisers and issubclass(denoisers.get(name), NetworkDenoiser)
+            options = {"precision": cfg.precision} if learned else {}
+            loaded.append((name, load_denoiser(name, device=cfg.device, **options)))
         except Exception as exc:  # a denoiser without weights is reported, not fatal
             skipped.append({"name": name, "reason": str(exc).splitlines()[0] if str(exc)
                             else type(exc).__name__})
