@@ -125,6 +125,27 @@ def test_png_without_a_stated_window_needs_one(tmp_path, capsys):
     assert rc == 0, err and (tmp_path / "o.png").is_file()
 
 
+def test_relative_dose_follows_the_scans_own_noise(tmp_path, capsys):
+    from lowdose.metrics.noise import estimate_noise_hu
+
+    rng = np.random.default_rng(0)
+    clean = body(128)
+    readings = {}
+    for own in (10.0, 30.0):
+        scan = clean + own * rng.standard_normal(clean.shape) * (clean > -500)
+        fd = tmp_path / f"fd{own:g}.nii.gz"
+        write_nifti(fd, scan[None].astype(np.float32), spacing=(3.0, 1.5, 1.5))
+        out = tmp_path / f"ld{own:g}.nii.gz"
+        rc, _, err = run(["simulate", str(fd), str(out), "--dose", "0.25", "--relative-dose"],
+                         capsys)
+        assert rc == 0, err
+        fd_hu, ld_hu = np.squeeze(read_ct(fd).hu), np.squeeze(read_ct(out).hu)
+        readings[own] = estimate_noise_hu(ld_hu - fd_hu, tissue_of=fd_hu) / estimate_noise_hu(fd_hu)
+    # a quarter of each scan's own dose: sqrt(3) times its own noise inserted, whatever it is
+    assert readings[10.0] == pytest.approx(3**0.5, rel=0.1)
+    assert readings[30.0] == pytest.approx(3**0.5, rel=0.1)
+
+
 def test_bad_input_gives_one_error_line(tmp_path, capsys):
     fd = tmp_path / "fd.nii.gz"
     write_nifti(fd, body()[None])
@@ -140,6 +161,8 @@ def test_bad_input_gives_one_error_line(tmp_path, capsys):
           "--calibration", str(tmp_path / "c.json")], ("--calibration",)),
         (["simulate", str(fd), str(tmp_path / "o.nii.gz"), "--calibration",
           str(tmp_path / "nope.json")], ("nope.json",)),
+        (["simulate", str(fd), str(tmp_path / "o.nii.gz"), "--method", "image-poisson",
+          "--relative-dose"], ("--relative-dose",)),
     ):
         rc, _, err = run(argv, capsys)
         assert_one_error_line(rc, err, *needles)

@@ -37,3 +37,13 @@ def test_no_flat_tissue_reads_nan() -> None:
     assert math.isnan(estimate_noise_hu(np.full((64, 64), -1000.0)))
     with pytest.raises(ValueError, match="2D"):
         estimate_noise_hu(np.zeros((2, 8, 8)))
+
+
+def test_a_noise_image_is_read_in_the_flat_tissue_of_its_scan() -> None:
+    scan = _body(0.0)
+    rng = np.random.default_rng(3)
+    noise = 15.0 * rng.standard_normal(scan.shape) * (scan > -500)  # none outside the body
+    assert estimate_noise_hu(noise) < 12.0  # alone, the noiseless outside counts as "tissue"
+    assert estimate_noise_hu(noise, tissue_of=scan) == pytest.approx(15.0, rel=0.06)
+    with pytest.raises(ValueError, match="tissue_of"):
+        estimate_noise_hu(noise, tissue_of=scan[:10])

@@ -91,6 +91,38 @@ def test_inserted_variance_is_the_missing_part_one_over_dose_minus_one():
         assert inserted.item() == pytest.approx(full * (1 / dose - 1), rel=0.10)
 
 
+@pytest.mark.parametrize("own_hu", [8.0, 25.0])
+def test_relative_dose_inserts_one_over_dose_minus_one_times_the_images_own_noise(own_hu):
+    from lowdose.metrics.noise import estimate_noise_hu
+
+    hu, _ = _water_cylinder(128, 56.0)
+    g = torch.Generator().manual_seed(0)
+    scan = hu + own_hu * torch.randn(hu.shape, generator=g) * (hu > -500)  # "its own noise"
+    sim = ProjectionSimulator(pixel_size_mm=1.5, relative_to_image=True, clip_min=None)
+    calibrated = ProjectionSimulator(pixel_size_mm=1.5, clip_min=None)
+    own = estimate_noise_hu(scan[0, 0].numpy())
+    for dose in (0.5, 0.25):
+        out = sim(scan, dose, torch.Generator().manual_seed(1))
+        inserted = estimate_noise_hu(out[0, 0].numpy()) ** 2 - own**2
+        assert inserted == pytest.approx((1 / dose - 1) * own**2, rel=0.15)
+    # the same seed gives the same draw, whose texture is the calibrated one, rescaled
+    again = sim(scan, 0.25, torch.Generator().manual_seed(1))
+    base = calibrated(scan, 0.25, torch.Generator().manual_seed(1)) - scan
+    assert torch.equal(again, out)
+    ratio = ((again - scan)[0, 0][hu[0, 0] > -500] / base[0, 0][hu[0, 0] > -500]).median()
+    assert torch.allclose((again - scan), ratio * base, atol=1e-2 * float(base.abs().max()))
+    with pytest.raises(LowdoseError, match="relative_to_image"):
+        ProjectionSimulator(relative_to_image=True, input_is_noiseless=True)
+
+
+def test_relative_dose_keeps_the_calibration_where_no_tissue_can_be_read():
+    air = torch.full((1, 1, 64, 64), -1000.0)
+    sim = ProjectionSimulator(pixel_size_mm=2.0, relative_to_image=True, clip_min=None)
+    calibrated = ProjectionSimulator(pixel_size_mm=2.0, clip_min=None)
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    assert torch.equal(sim(air, 0.25, g1), calibrated(air, 0.25, g2))
+
+
 def test_more_photons_less_noise_and_electronic_noise_adds():
     hu, roi = _water_cylinder()
     def var(**kw):

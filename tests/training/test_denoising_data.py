@@ -74,6 +74,26 @@ def test_dose_list_gives_draws_at_every_dose_and_reuses_the_cache(tmp_path) -> N
     assert np.array_equal(single, draws[2:]) and len(list(tmp_path.glob("*.npy"))) == 2
 
 
+def test_relative_dose_reaches_the_simulator_and_its_own_cache(tmp_path) -> None:
+    from lowdose.training.denoising import DataConfig, simulate_realisations
+
+    with pytest.raises(LowdoseError, match="relative_dose"):
+        DataConfig(relative_dose=True, method="image-poisson")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96] - 47.5
+    body = xx**2 + yy**2 < 44**2
+    noisy = np.where(body, 40.0 + 40.0 * rng.standard_normal((96, 96)), -1000.0).astype(np.float32)
+    pixels = [{"pixel_size_mm": 2.0}]
+    absolute, relative = (
+        simulate_realisations([noisy], ["s"], DataConfig(relative_dose=flag, realisations=1), 0,
+                              tmp_path, progress=False, pixels=pixels)[0]
+        for flag in (False, True))
+    inside = xx**2 + yy**2 < 30**2
+    # 40 HU of its own noise: three times its power inserted, far above the calibration's
+    assert (relative - noisy)[0][inside].std() > 2 * (absolute - noisy)[0][inside].std()
+    assert len(list(tmp_path.glob("*.npy"))) == 2  # cached apart
+
+
 @pytest.mark.parametrize("dose", [[], [0.25, 0.0], 1.5])
 def test_bad_doses_are_refused(dose) -> None:
     from lowdose.training.denoising import DataConfig

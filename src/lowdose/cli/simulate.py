@@ -55,6 +55,11 @@ def simulate(
         None, "--pixel-size", help="Pixel size (mm) for inputs without one (npy, PNG); "
         "default: the larger side spans 380 mm (0.742 mm at 512 px)."
     ),
+    relative_dose: bool = typer.Option(
+        False, "--relative-dose",
+        help="projection: the dose is a fraction of each slice's own dose, read from its noise "
+        "(3x its noise power inserted at 0.25), not of the calibration's full dose.",
+    ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: best)."),
 ) -> None:
     """Simulate a lower-dose scan from a full-dose one; writes HU in the input's format.
@@ -67,7 +72,7 @@ def simulate(
     written = simulate_path(
         input, output, _parse_doses(dose, doses), method=method, seed=seed,
         calibration=calibration, window=parse_window(window), npy_scale=npy_scale,
-        pixel_size_mm=pixel_size, device=device, progress=True,
+        pixel_size_mm=pixel_size, relative_dose=relative_dose, device=device, progress=True,
     )
     typer.echo(f"wrote {len(written)} output(s) under {output}")
 

@@ -36,6 +36,10 @@ def register(app: typer.Typer) -> None:
             "(0.15,0.25,0.4: one model for the whole range)."),
         method: str | None = typer.Option(
             None, help="Low-dose simulator: projection (calibrated) or image-poisson."),
+        relative_dose: bool | None = typer.Option(
+            None, "--relative-dose/--calibrated-dose",
+            help="projection: --dose is a fraction of each slice's own dose, read from its "
+            "noise (3x its noise power inserted at 0.25), not of the calibration's full dose."),
         preset: str = typer.Option("cpu", help="Preset name (cpu, gpu) or a YAML file."),
         out: Path = typer.Option(Path("runs/denoiser"), "--out", help="Output folder."),
         resume: bool = typer.Option(False, "--resume", help="Continue from --out's checkpoint."),
@@ -66,6 +70,9 @@ def register(app: typer.Typer) -> None:
                                    f"{model}")
             if doses is not None and len(doses) > 1:
                 raise LowdoseError(f"--dose {dose}: {model} trains at one dose")
+            if relative_dose:
+                raise LowdoseError(f"--relative-dose: not implemented for {model}'s slice pool "
+                                   "yet (supervised models only)")
             from lowdose.training.gan import train_gan_cli
 
             result = train_gan_cli(model, out, data, preset, resume, paired_fraction, scale,
@@ -78,6 +85,7 @@ def register(app: typer.Typer) -> None:
         trainer = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size,
                                      "seed": seed, "device": device}.items() if v is not None}
         data_over = {k: v for k, v in {"dose": doses, "method": method,  # DataConfig normalises
+                                       "relative_dose": relative_dose,
                                        "cache_dir": str(cache) if cache else None}.items()
                      if v is not None}
         cfg = load_preset(preset, model=model, trainer=trainer or None, data=data_over or None)

@@ -34,12 +34,15 @@ _MIN_PIXELS = 256
 _TRUNCATED_STD = 0.98657  # standard deviation of a unit normal truncated at +-3
 
 
-def estimate_noise_hu(hu: np.ndarray, tissue: tuple[float, float] = SOFT_TISSUE_HU) -> float:
+def estimate_noise_hu(hu: np.ndarray, tissue: tuple[float, float] = SOFT_TISSUE_HU,
+                      tissue_of: np.ndarray | None = None) -> float:
     """Noise standard deviation of a 2D HU slice from its high frequencies (see module doc).
 
     Args:
         hu: one slice ``(H, W)`` in HU.
         tissue: smoothed-HU interval of the pixels measured.
+        tissue_of: find the flat tissue in this slice instead of ``hu`` (to measure a noise
+            image, e.g. simulated low dose minus full dose, where its scan has tissue).
 
     Returns:
         The estimate in HU, or ``nan`` when fewer than 256 pixels are flat tissue.
@@ -49,8 +52,11 @@ def estimate_noise_hu(hu: np.ndarray, tissue: tuple[float, float] = SOFT_TISSUE_
     img = np.asarray(hu, np.float64)
     if img.ndim != 2:
         raise ValueError(f"expected a 2D slice, got shape {img.shape}")
+    anatomy = img if tissue_of is None else np.asarray(tissue_of, np.float64)
+    if anatomy.shape != img.shape:
+        raise ValueError(f"tissue_of shape {anatomy.shape} differs from {img.shape}")
     high = ndimage.convolve(img, _SECOND_DIFFERENCE, mode="reflect")
-    smooth = ndimage.uniform_filter(img, 9)
+    smooth = ndimage.uniform_filter(anatomy, 9)
     flat = (smooth > tissue[0]) & (smooth < tissue[1])
     flat = ndimage.binary_erosion(flat, iterations=4)
     values = high[flat]

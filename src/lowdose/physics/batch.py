@@ -135,6 +135,7 @@ def simulate_path(
     window: Window | None = None,
     npy_scale: str | None = None,
     pixel_size_mm: float | None = None,
+    relative_dose: bool = False,
     device: str | None = None,
     progress: bool = True,
 ) -> list[Path]:
@@ -154,6 +155,8 @@ def simulate_path(
         npy_scale: how ``.npy`` values map to HU (``hu`` or ``mayo``).
         pixel_size_mm: pixel size for inputs without one (npy, PNG); default: the image's
             larger side spans 380 mm (0.742 mm for 512 pixels).
+        relative_dose: ``projection``: each dose is a fraction of each slice's own dose, read
+            from its noise, not of the calibration's full dose.
         device: torch device (default: a GPU when present).
         progress: show a progress bar.
 
@@ -178,6 +181,11 @@ def simulate_path(
         if method != "projection":
             raise LowdoseError("--calibration: only the projection method takes a calibration")
         options["calibration"] = Path(calibration)
+    if relative_dose:
+        if method != "projection":
+            raise LowdoseError("--relative-dose: only the projection method reads the scan's "
+                               "own dose")
+        options["relative_to_image"] = True
     jobs = plan_jobs(source)
     many = len(jobs) > 1 or jobs[0].is_series or len(doses) > 1
     if many and output.exists() and not output.is_dir():

@@ -42,6 +42,18 @@ The physics, step by step (``a`` is the dose fraction, all in float32 torch, bat
    the window that matches the noise texture of the real scans (their kernel, B30f, is smooth).
 6. Output HU are clipped below at -1024, as scanners store them.
 
+**Dose relative to the image** (``relative_to_image=True``). The calibration's I0 is an absolute
+photon count, fitted on one protocol's pairs; a scan of another protocol, thickness or patient
+carries its own dose, and a calibrated "quarter dose" of it is not a quarter of *its* dose. The
+noise of a dose ``a`` of the image's own dose has ``1 / a`` times its power, so the inserted noise
+has ``(1 - a) / a`` times the image's own (3 times at a quarter dose, as in the Mayo pairs, whose
+quarter dose was made by noise insertion into the full-dose projections). In this mode the
+inserted noise image of each slice is scaled so that its power in the slice's flat soft tissue
+(the reference-free reading of :func:`lowdose.metrics.noise.estimate_noise_hu`, of the noise
+image and of the slice) is ``(1 - a) / a`` times the slice's own; to first order that is the same
+as setting I0 from the slice's own noise, and the texture is still the calibration's. A slice
+with too little flat tissue to read keeps the calibration's I0.
+
 The projector is :class:`lowdose.physics.projector.ParallelProjector` (Fourier-slice NUFFT,
 torch, CPU or GPU).
 """
@@ -326,6 +338,8 @@ class ProjectionSimulator(LowDoseSimulator):
         reconstruct: return ``FBP(p + dp)`` (project and reconstruct the object too) instead
             of ``HU + FBP(dp)``.
         clip_min: lowest output HU (scanners store -1024); None keeps every value.
+        relative_to_image: the dose is a fraction of each image's own dose, read from its noise
+            (module doc), instead of the calibration's full dose.
         **overrides: fields of the calibration to override (``i0``, ``electronic_std``,
             ``filter``, ``cutoff``, ``mu_water``, ``geometry``).
 
@@ -345,9 +359,13 @@ class ProjectionSimulator(LowDoseSimulator):
         input_is_noiseless: bool = False,
         reconstruct: bool = False,
         clip_min: float | None = HU_MIN,
+        relative_to_image: bool = False,
         **overrides: Any,
     ) -> None:
         super().__init__()
+        if relative_to_image and (input_is_noiseless or reconstruct):
+            raise LowdoseError("relative_to_image: needs a full-dose scan's own noise; it does not "
+                               "combine with input_is_noiseless or reconstruct")
         if calibration is None:
             cal = default_calibration()
         elif isinstance(calibration, Calibration):
@@ -372,6 +390,7 @@ class ProjectionSimulator(LowDoseSimulator):
         self.input_is_noiseless = bool(input_is_noiseless)
         self.reconstruct = bool(reconstruct)
         self.clip_min = clip_min
+        self.relative_to_image = bool(relative_to_image)
         self._projectors: dict[tuple, ParallelProjector] = {}
 
     def pixel_for(self, height: int, width: int) -> float:
@@ -459,6 +478,30 @@ class ProjectionSimulator(LowDoseSimulator):
         )
         return mu * (1000.0 / cal.mu_water)
 
+    @staticmethod
+    def relative_noise_scale(hu: torch.Tensor, noise: torch.Tensor, dose: float) -> torch.Tensor:
+        """Per-slice factors ``(B, 1, 1, 1)`` that make ``noise`` ``(1 - dose) / dose`` times
+        the power of each slice's own noise (1 where a slice has too little flat tissue).
+
+        Example:
+            >>> g = torch.Generator().manual_seed(0)
+            >>> hu = 40 + 10 * torch.randn(1, 1, 128, 128, generator=g)  # own noise 10 HU
+            >>> n = 5 * torch.randn(1, 1, 128, 128, generator=g)
+            >>> # sqrt(3 * 10**2 / 5**2) = 3.46, with both noise levels read from the images
+            >>> round(float(ProjectionSimulator.relative_noise_scale(hu, n, 0.25)), 1)
+            3.5
+        """
+        from lowdose.metrics.noise import estimate_noise_hu
+
+        scales = torch.ones(hu.shape[0], 1, 1, 1, dtype=noise.dtype, device=noise.device)
+        for b in range(hu.shape[0]):
+            image = hu[b, 0].double().cpu().numpy()
+            own = estimate_noise_hu(image)
+            inserted = estimate_noise_hu(noise[b, 0].double().cpu().numpy(), tissue_of=image)
+            if math.isfinite(own) and math.isfinite(inserted) and own > 0 and inserted > 0:
+                scales[b] = math.sqrt((1.0 - dose) / dose) * own / inserted
+        return scales
+
     def forward(
         self, hu: torch.Tensor, dose: float, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -472,7 +515,10 @@ class ProjectionSimulator(LowDoseSimulator):
         if self.reconstruct:
             out = (self.sinogram_to_hu(p + dp, proj) - 1000.0)[:, None]
         else:
-            out = hu + self.sinogram_to_hu(dp, proj)[:, None]
+            noise = self.sinogram_to_hu(dp, proj)[:, None]
+            if self.relative_to_image:
+                noise = noise * self.relative_noise_scale(hu, noise, dose)
+            out = hu + noise
         if self.clip_min is not None:
             out = out.clamp(min=self.clip_min)
         return out

@@ -45,6 +45,11 @@ class DataConfig:
             range of noise levels instead of one (real scans vary: tube-current modulation and
             patient size change the noise from slice to slice).
         method: the simulator (``projection``, the calibrated default, or ``image-poisson``).
+        relative_dose: ``projection`` only: ``dose`` is a fraction of each slice's own dose, read
+            from its noise (``(1 - dose) / dose`` times its noise power inserted), instead of
+            the calibration's full dose. Training sets whose scans are noisier than the
+            calibration's protocol otherwise get too little noise inserted relative to their
+            own, and a model trained on them keeps too much of a real quarter dose's noise.
         realisations: noise draws per full-dose slice, simulated once and cached.
         patch_size: side of the square training patches.
         samples_per_epoch: distinct (slice, draw, position) samples in one pass.
@@ -61,6 +66,7 @@ class DataConfig:
 
     dose: float | list[float] = 0.25
     method: str = "projection"
+    relative_dose: bool = False
     realisations: int = 4
     patch_size: int = 64
     samples_per_epoch: int = 100_000
@@ -78,6 +84,9 @@ class DataConfig:
             raise LowdoseError("data.dose: give at least one dose fraction")
         checked = [check_dose(float(d), "data.dose") for d in doses]
         self.dose = checked[0] if len(checked) == 1 else checked
+        if self.relative_dose and self.method != "projection":
+            raise LowdoseError(f"data.relative_dose: needs the projection simulator, not "
+                               f"{self.method!r}")
 
     @property
     def doses(self) -> list[float]:
@@ -264,9 +273,11 @@ def simulate_realisations(
         doses = ", ".join(f"{d:g}" for d in cfg.doses)
         items = tqdm(items, desc=f"simulate {cfg.method} dose {doses}", unit="slice")
     for index, (hu, name) in items:
-        options = {}
+        options: dict[str, Any] = {}
         if cfg.method == "projection" and pixels is not None:
             options = dict(pixels[index])
+        if cfg.relative_dose:
+            options["relative_to_image"] = True
         draws = [_cached_draws(hu, name, index, dose, cfg, seed, identity, options, cache_dir)
                  for dose in cfg.doses]
         out.append(np.concatenate(draws) if len(draws) > 1 else draws[0])
@@ -274,7 +285,7 @@ def simulate_realisations(
 
 
 def _cached_draws(hu: np.ndarray, name: str, index: int, dose: float, cfg: DataConfig,
-                  seed: int, identity: str, options: dict[str, float],
+                  seed: int, identity: str, options: dict[str, Any],
                   cache_dir: Path | None) -> np.ndarray:
     """``(realisations, H, W)`` draws of one slice at one dose, from the cache or simulated."""
     from lowdose.physics import simulate_low_dose
@@ -511,7 +522,8 @@ def train_denoiser(
             raise LowdoseError(f"{data}: every slice exceeds max_artifact_hu")
         full, low = [full[i] for i in keep], [low[i] for i in keep]
         source = {"data": [str(d) for d in data], "simulated": dc.method, "dose": dc.dose,
-                  "realisations": dc.realisations, "simulator": _simulator_identity(dc.method),
+                  "relative_dose": dc.relative_dose, "realisations": dc.realisations,
+                  "simulator": _simulator_identity(dc.method),
                   "dropped_artifact_slices": dropped}
     else:
         raise LowdoseError("train denoiser: give --data (full-dose CT) or --pairs")
@@ -617,6 +629,7 @@ def model_card(config: dict[str, Any], notes: str = "") -> str:
     meta = config.get("metadata", {})
     preset = meta.get("preset", {})
     trainer, data, optim = (preset.get(k, {}) for k in ("trainer", "data", "optim"))
+    relative = " of each slice's own dose (relative_dose)" if meta.get("relative_dose") else ""
     lines = [
         f"# {config['model']} (lowdose shipped weights)",
         "",
@@ -626,8 +639,8 @@ def model_card(config: dict[str, Any], notes: str = "") -> str:
         f"- **Training data**: {', '.join(meta.get('data', [])) or meta.get('pairs')} "
         f"({meta.get('train_slices')} train / {meta.get('val_slices')} validation slices, "
         "real full-dose CT; no AAPM-Mayo L506 test pairs).",
-        f"- **Low dose**: simulated with `{meta.get('simulated')}` at dose {meta.get('dose')}, "
-        f"{meta.get('realisations')} seeded realisations per slice.",
+        f"- **Low dose**: simulated with `{meta.get('simulated')}` at dose {meta.get('dose')}"
+        f"{relative}, {meta.get('realisations')} seeded realisations per slice.",
         f"- **Preset**: patch {data.get('patch_size')}, batch {trainer.get('batch_size')}, "
         f"{trainer.get('max_steps')} steps, Adam lr {optim.get('lr')} (warm-up "
         f"{optim.get('warmup_steps')}, cosine), loss {optim.get('loss')}, seed "
