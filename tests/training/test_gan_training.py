@@ -315,3 +315,27 @@ def test_degrade_scales_projection_noise_with_slice_thickness() -> None:
     inner = body.bool()
     ratio = float((thin - hu)[0, 0][inner].std() / (thick - hu)[0, 0][inner].std())
     assert ratio == pytest.approx(3**0.5, rel=0.15)  # photons scale with the thickness
+
+
+def test_degrade_at_the_relative_dose_and_a_pool_of_another_dose_reference(tmp_path: Path) -> None:
+    from lowdose.errors import LowdoseError
+    from lowdose.metrics.noise import estimate_noise_hu
+    from lowdose.training.gan import train_gan
+
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(128), torch.arange(128), indexing="ij")
+    body = (((yy - 64) ** 2 + (xx - 64) ** 2) < 56**2).float()
+    hu = (-1000 + 1040 * body + 20 * body * torch.randn(128, 128, generator=g))[None, None]
+    low = degrade(hu, 0.25, 1, "projection", 0, pixel_size_mm=1.5, relative_dose=True)
+    full = hu[0, 0].numpy()
+    r = (estimate_noise_hu(low[0, 0].numpy() - full, tissue_of=full) / estimate_noise_hu(full)) ** 2
+    assert r == pytest.approx(3.0, rel=0.05)
+    with pytest.raises(LowdoseError, match="relative_dose"):
+        degrade(hu, 0.25, 1, "image-poisson", 0, relative_dose=True)
+    _pool().save(tmp_path / "calibrated.safetensors")  # built at the calibration's dose
+    over = {"model": {"f0": 8, "critic_base": 8},
+            "data": {"cache": str(tmp_path / "calibrated.safetensors"), "method": "image-poisson",
+                     "relative_dose": True},
+            "trainer": {"max_steps": 1, "batch_size": 2}}
+    with pytest.raises(LowdoseError, match="dose reference"):
+        train_gan("gan-circle-cpu", tmp_path / "run", overrides=over)

@@ -70,14 +70,11 @@ def register(app: typer.Typer) -> None:
                                    f"{model}")
             if doses is not None and len(doses) > 1:
                 raise LowdoseError(f"--dose {dose}: {model} trains at one dose")
-            if relative_dose:
-                raise LowdoseError(f"--relative-dose: not implemented for {model}'s slice pool "
-                                   "yet (supervised models only)")
             from lowdose.training.gan import train_gan_cli
 
             result = train_gan_cli(model, out, data, preset, resume, paired_fraction, scale,
                                    doses[0] if doses else None, method, steps, batch_size,
-                                   seed, device)
+                                   seed, device, relative_dose)
             typer.echo(f"trained {model} to step {result.step}: {result.out_dir}")
             return
         from lowdose.training.denoising import load_preset, train_denoiser

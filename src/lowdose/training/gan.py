@@ -692,6 +692,7 @@ def degrade(
     seed: int = 0,
     pixel_size_mm: float | None = None,
     slice_thickness_mm: float | None = None,
+    relative_dose: bool = False,
 ) -> torch.Tensor:
     """Low-quality version of full-dose slices ``(B, 1, H, W)`` HU, on the fine grid.
 
@@ -700,7 +701,8 @@ def degrade(
     scan reconstructed on a coarser grid would give; then bicubic interpolation back to the
     fine grid, the input the same-size GAN-CIRCLE generator expects. The projection physics
     gets the slices' pixel size and thickness (the calibrated photon count scales with both),
-    as for the supervised denoisers.
+    as for the supervised denoisers; with ``relative_dose`` the dose is a fraction of each
+    (coarse) slice's own dose, read from its noise (``ProjectionSimulator.relative_to_image``).
     """
     from lowdose.models.gan_circle import to_fine_grid
     from lowdose.physics.api import simulate_low_dose
@@ -711,6 +713,10 @@ def degrade(
         options["pixel_size_mm"] = pixel_size_mm * scale
     if slice_thickness_mm is not None and method == "projection":
         options["slice_thickness_mm"] = slice_thickness_mm
+    if relative_dose:
+        if method != "projection":
+            raise LowdoseError(f"relative_dose: needs the projection simulator, not {method!r}")
+        options["relative_to_image"] = True
     low = coarse
     if dose < 1:
         low = simulate_low_dose(coarse, dose, method=method, seed=seed, **options)
@@ -813,6 +819,7 @@ def build_slice_pool(
     seed: int = 0,
     progress: bool = True,
     paths: list[str] | None = None,
+    relative_dose: bool = False,
 ) -> SlicePool:
     """Read the real full-dose training sets, split them, and degrade the low half.
 
@@ -859,17 +866,20 @@ def build_slice_pool(
         from tqdm import tqdm
 
         steps = tqdm(steps, desc=f"degrade (dose {dose}, x{scale}, {method})")
+    relative = " of each slice's own dose" if relative_dose else ""
     for i in steps:
         one = degrade(low[i][None, None], dose, scale, method, seed + i, pixel_size_mm=pixels[i],
-                      slice_thickness_mm=thick[i])
+                      slice_thickness_mm=thick[i], relative_dose=relative_dose)
         degraded.append(one[0, 0])
     info = {
-        "sets": list(sets), "dose": dose, "scale": scale, "method": method, "seed": seed,
-        "low_groups": low_groups, "high_groups": high_groups, "size": size,
+        "sets": list(sets), "dose": dose, "relative_dose": relative_dose, "scale": scale,
+        "method": method, "seed": seed, "low_groups": low_groups, "high_groups": high_groups,
+        "size": size,
         "calibration": _calibration_identity(method),
         "thickness_mm": sorted({t for t in thick if t is not None}),
         "degradation": f"blur sigma {0.5 * scale} px + {scale}x{scale} binning, then {method} "
-        f"dose {dose}, bicubic back to the fine grid" if scale > 1 else f"{method} dose {dose}",
+        f"dose {dose}{relative}, bicubic back to the fine grid" if scale > 1
+        else f"{method} dose {dose}{relative}",
     }
     return SlicePool(low, torch.stack(degraded), high, info)
 
@@ -1018,6 +1028,7 @@ class GanDataConfig:
     sets: tuple[str, ...] = TRAIN_SETS
     dose: float = 0.25
     method: str = "projection"
+    relative_dose: bool = False
     slice_size: int = 512
     patch: int = 64
     length: int = 100_000
@@ -1071,8 +1082,10 @@ def train_gan(
     cache = Path(data.cache) if data.cache else out / f"pool-x{scale}.safetensors"
     if cache.is_file():
         pool = SlicePool.load(cache)
-        if pool.info.get("scale") != scale or pool.info.get("dose") != data.dose:
-            raise LowdoseError(f"{cache}: cached pool is for another scale or dose; delete it")
+        if (pool.info.get("scale") != scale or pool.info.get("dose") != data.dose
+                or bool(pool.info.get("relative_dose", False)) != data.relative_dose):
+            raise LowdoseError(f"{cache}: cached pool is for another scale or dose (or dose "
+                               "reference); delete it")
         if pool.info.get("calibration") != _calibration_identity(data.method):
             raise LowdoseError(f"{cache}: cached pool was simulated with another calibration of "
                                "the physics; delete it")
@@ -1083,7 +1096,8 @@ def train_gan(
         if not data.paths and not Path(root).is_dir():
             raise LowdoseError(f"{root}: training data folder not found (set data.data_root)")
         pool = build_slice_pool(root, tuple(data.sets), data.dose, scale, data.method,
-                                data.slice_size, trainer_cfg.seed, paths=data.paths)
+                                data.slice_size, trainer_cfg.seed, paths=data.paths,
+                                relative_dose=data.relative_dose)
         cache.parent.mkdir(parents=True, exist_ok=True)
         pool.save(cache)
     paired = float(model.get("paired_fraction", 0.0)) if not model.get("l1_only") else 1.0
@@ -1149,6 +1163,7 @@ def train_gan_cli(
     batch_size: int | None = None,
     seed: int | None = None,
     device: str | None = None,
+    relative_dose: bool | None = None,
 ) -> Any:
     """``lowdose train denoiser --model gan-circle|cyclegan``: the CLI options as overrides.
 
@@ -1166,8 +1181,8 @@ def train_gan_cli(
         model_over["paired_fraction"] = paired_fraction
     if scale is not None:
         model_over["scale"] = scale
-    data_over = {k: v for k, v in {"paths": data or None, "dose": dose, "method": method}.items()
-                 if v is not None}
+    data_over = {k: v for k, v in {"paths": data or None, "dose": dose, "method": method,
+                                   "relative_dose": relative_dose}.items() if v is not None}
     trainer_over = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size, "seed": seed,
                                       "device": device}.items() if v is not None}
     return train_gan(name, out, resume=resume,
