@@ -57,7 +57,6 @@ so it assumes the scan's kernel is near the calibration's (smooth, like B30f): t
 a sharp kernel reads high, and the smooth inserted noise is scaled far too strong (on the 1 mm
 sharp Mayo L067 slices, 370-460 HU standard deviation instead of about 50 HU calibrated).
 
-
 The projector is :class:`lowdose.physics.projector.ParallelProjector` (Fourier-slice NUFFT,
 torch, CPU or GPU).
 """
