@@ -31,6 +31,20 @@ def build_simulator(method: str = DEFAULT_METHOD, **options: Any) -> LowDoseSimu
         raise LowdoseError(f"simulator {method!r}: bad options {sorted(options)}: {exc}") from None
 
 
+def relative_dose_options(method: str, option: str) -> dict[str, Any]:
+    """The simulator options of a dose relative to each scan's own (``option`` names the setting
+    in the error): only the projection physics reads a scan's own dose.
+
+    Example:
+        >>> relative_dose_options("projection", "--relative-dose")
+        {'relative_to_image': True}
+    """
+    if method != "projection":
+        raise LowdoseError(f"{option}: needs the projection simulator (it reads the scan's own "
+                           f"dose), not {method!r}")
+    return {"relative_to_image": True}
+
+
 def simulate_low_dose(
     hu: ArrayT,
     dose: float,

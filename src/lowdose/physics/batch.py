@@ -165,7 +165,7 @@ def simulate_path(
     """
     from lowdose.device import pick_device
     from lowdose.io import read_ct, write_ct
-    from lowdose.physics.api import build_simulator, simulate_low_dose
+    from lowdose.physics.api import build_simulator, relative_dose_options, simulate_low_dose
 
     source, output = Path(source), Path(output)
     doses = [check_dose(d, "--dose") for d in doses]
@@ -182,10 +182,7 @@ def simulate_path(
             raise LowdoseError("--calibration: only the projection method takes a calibration")
         options["calibration"] = Path(calibration)
     if relative_dose:
-        if method != "projection":
-            raise LowdoseError("--relative-dose: only the projection method reads the scan's "
-                               "own dose")
-        options["relative_to_image"] = True
+        options.update(relative_dose_options(method, "--relative-dose"))
     jobs = plan_jobs(source)
     many = len(jobs) > 1 or jobs[0].is_series or len(doses) > 1
     if many and output.exists() and not output.is_dir():

@@ -84,9 +84,10 @@ class DataConfig:
             raise LowdoseError("data.dose: give at least one dose fraction")
         checked = [check_dose(float(d), "data.dose") for d in doses]
         self.dose = checked[0] if len(checked) == 1 else checked
-        if self.relative_dose and self.method != "projection":
-            raise LowdoseError(f"data.relative_dose: needs the projection simulator, not "
-                               f"{self.method!r}")
+        if self.relative_dose:
+            from lowdose.physics.api import relative_dose_options
+
+            relative_dose_options(self.method, "data.relative_dose")  # refused here, early
 
     @property
     def doses(self) -> list[float]:
@@ -264,6 +265,8 @@ def simulate_realisations(
     simulator and its calibration, the geometry, the dose and the seed (one cache file per dose,
     so adding a dose reuses the draws already made).
     """
+    from lowdose.physics.api import relative_dose_options
+
     identity = _simulator_identity(cfg.method)
     out = []
     items = list(enumerate(zip(slices, names, strict=True)))
@@ -277,7 +280,7 @@ def simulate_realisations(
         if cfg.method == "projection" and pixels is not None:
             options = dict(pixels[index])
         if cfg.relative_dose:
-            options["relative_to_image"] = True
+            options.update(relative_dose_options(cfg.method, "data.relative_dose"))
         draws = [_cached_draws(hu, name, index, dose, cfg, seed, identity, options, cache_dir)
                  for dose in cfg.doses]
         out.append(np.concatenate(draws) if len(draws) > 1 else draws[0])

@@ -705,7 +705,7 @@ def degrade(
     (coarse) slice's own dose, read from its noise (``ProjectionSimulator.relative_to_image``).
     """
     from lowdose.models.gan_circle import to_fine_grid
-    from lowdose.physics.api import simulate_low_dose
+    from lowdose.physics.api import relative_dose_options, simulate_low_dose
 
     coarse = blur_downsample(full_dose_hu.float(), scale)
     options: dict[str, Any] = {}
@@ -714,9 +714,7 @@ def degrade(
     if slice_thickness_mm is not None and method == "projection":
         options["slice_thickness_mm"] = slice_thickness_mm
     if relative_dose:
-        if method != "projection":
-            raise LowdoseError(f"relative_dose: needs the projection simulator, not {method!r}")
-        options["relative_to_image"] = True
+        options.update(relative_dose_options(method, "relative_dose"))
     low = coarse
     if dose < 1:
         low = simulate_low_dose(coarse, dose, method=method, seed=seed, **options)
