@@ -21,7 +21,11 @@ real full-dose training sets (``lowdose.training.gan.TRAIN_SETS``) and for each 
 Writes ``benchmarks/results/gan_domain_gap.{json,md}``; the GAN-CIRCLE model card quotes it.
 
 Example:
-    .venv/bin/python benchmarks/gan_domain_gap.py --doses 0.25,0.1 --threads 2
+    .venv/bin/python benchmarks/gan_domain_gap.py --settings 0.25,0.1,0.25/relative/slice
+
+A setting is a dose, optionally followed by ``/relative`` (the dose relative to each slice's own,
+``relative_dose``) and ``/slice`` (slices, not patients, alternate between the halves,
+``split="slice"``).
 """
 
 from __future__ import annotations
@@ -130,7 +134,9 @@ def markdown(result: dict) -> str:
         "",
         "Measured by `benchmarks/gan_domain_gap.py` on the real full-dose training sets "
         f"({', '.join(result['sets'])}), split by patient into a low half (degraded by the "
-        "calibrated projection physics) and a full-dose half, as for the shipped GAN weights. "
+        "calibrated projection physics) and a full-dose half (split `group`, as for the first "
+        "shipped GAN weights), or by slice (split `slice`: consecutive slices alternate, so both "
+        "halves hold every patient). Dose `relative`: a fraction of each slice's own dose. "
         f"Noise: median over slices of the high-pass std (image minus Gaussian blur, sigma "
         f"{result['high_pass_sigma_px']:g} px) in flat soft tissue. r = inserted / full-dose "
         "noise power (median over the low half's slices). Feature AUC: separation of random "
@@ -140,13 +146,15 @@ def markdown(result: dict) -> str:
         "domain; gain = the factor on the critic's input (`critic_gain`). AUC 0.5 = cannot tell "
         "the domains apart.",
         "",
-        "| training dose | noise low-dose / its full dose / full-dose half (HU) | r "
+        "| training dose | split | noise low-dose / its full dose / full-dose half (HU) | r "
         "| feature AUC | critic AUC (gain 1) | critic AUC (gain 10) |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
-    for dose, row in result["doses"].items():
+    for row in result["rows"]:
+        dose = f"{row['dose']:g}" + (" relative" if row["relative_dose"] else "")
         lines.append(
-            f"| {dose} | {row['noise_low_degraded_hu']:.1f} / {row['noise_low_full_hu']:.1f} / "
+            f"| {dose} | {row['split']} | {row['noise_low_degraded_hu']:.1f} / "
+            f"{row['noise_low_full_hu']:.1f} / "
             f"{row['noise_high_full_hu']:.1f} | {row['ratio']:.2f} | {row['feature_auc']:.3f} | "
             f"{row['critic_auc_gain1']:.3f} | {row['critic_auc_gain10']:.3f} |"
         )
@@ -164,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--doses", default="0.25", help="comma-separated training doses")
+    parser.add_argument("--settings", default="0.25",
+                        help="comma-separated DOSE[/relative][/slice] settings")
     parser.add_argument("--critic-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -174,19 +183,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
 
-    doses = {}
-    for dose in (float(d) for d in args.doses.split(",")):
+    rows = []
+    for setting in args.settings.split(","):
+        dose, *flags = setting.split("/")
+        unknown = set(flags) - {"relative", "slice"}
+        if unknown:
+            parser.error(f"setting {setting!r}: unknown {sorted(unknown)}")
+        relative, split = "relative" in flags, "slice" if "slice" in flags else "group"
         t0 = time.time()
-        pool = build_slice_pool(args.data, TRAIN_SETS, dose=dose, progress=False)
-        print(f"dose {dose:g}: pool of {len(pool.low_full)} + {len(pool.high_full)} slices "
+        pool = build_slice_pool(args.data, TRAIN_SETS, dose=float(dose), progress=False,
+                                relative_dose=relative, split=split)
+        print(f"{setting}: pool of {len(pool.low_full)} + {len(pool.high_full)} slices "
               f"({time.time() - t0:.0f} s)", flush=True)
-        doses[f"{dose:g}"] = measure(pool, args.critic_steps)
+        rows.append({"dose": float(dose), "relative_dose": relative, "split": split,
+                     **measure(pool, args.critic_steps)})
     result = {
         "benchmark": "gan_domain_gap",
         "sets": list(TRAIN_SETS),
         "high_pass_sigma_px": HIGH_PASS_SIGMA_PX,
         "critic_steps": args.critic_steps,
-        "doses": doses,
+        "rows": rows,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}",
     }

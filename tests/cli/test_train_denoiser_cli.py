@@ -79,6 +79,11 @@ def test_bad_arguments(setup: tuple[Path, Path], tmp_path: Path,
                "--data", str(data), "--paired-fraction", "2"])
     err = capsys.readouterr().err
     assert rc == 2 and "paired_fraction must be in [0, 1]" in err and "ValueError" not in err
+    assert main(["train", "denoiser", "--out", str(tmp_path / "g"), "--model", "gan-circle",
+                 "--data", str(data), "--split", "patient"]) == 2
+    assert "data.split 'patient'" in capsys.readouterr().err
+    assert main([*base, "--model", "unet", "--data", str(data), "--split", "slice"]) == 2
+    assert "--split" in capsys.readouterr().err
 
 
 def test_several_doses_train_one_model(setup: tuple[Path, Path], tmp_path: Path) -> None:

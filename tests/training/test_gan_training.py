@@ -339,3 +339,30 @@ def test_degrade_at_the_relative_dose_and_a_pool_of_another_dose_reference(tmp_p
             "trainer": {"max_steps": 1, "batch_size": 2}}
     with pytest.raises(LowdoseError, match="dose reference"):
         train_gan("gan-circle-cpu", tmp_path / "run", overrides=over)
+
+
+@pytest.mark.parametrize("split", ["group", "slice"])
+def test_slice_pool_split_by_group_or_by_slice(tmp_path: Path, split: str) -> None:
+    import numpy as np
+
+    from lowdose.image import CTImage
+    from lowdose.io import write_ct
+    from lowdose.training.gan import build_slice_pool
+
+    paths = []
+    for name, n, base in (("a", 5, 0.0), ("b", 3, 100.0)):
+        # each slice carries its own id in HU: volume a 0..4, volume b 100..102
+        hu = (base + np.arange(n, dtype=np.float32))[:, None, None].repeat(32, 1).repeat(32, 2)
+        image = CTImage(hu, spacing=(2.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=np.eye(3))
+        paths.append(str(write_ct(image, tmp_path / f"{name}.nii.gz")))
+    pool = build_slice_pool(tmp_path, size=32, method="image-poisson", progress=False,
+                            paths=paths, split=split)
+    low = sorted(round(float(s[0, 0])) for s in pool.low_full)
+    high = sorted(round(float(s[0, 0])) for s in pool.high_full)
+    assert pool.info["split"] == split
+    if split == "group":  # patients apart: each volume on one side
+        assert (low, high) == ([0, 1, 2, 3, 4], [100, 101, 102])
+    else:  # consecutive slices alternate, the parity running on into the next volume
+        assert (low, high) == ([0, 2, 4, 101], [1, 3, 100, 102])
+    with pytest.raises(LowdoseError, match="unknown split"):
+        build_slice_pool(tmp_path, paths=paths, progress=False, split="patient")

@@ -55,6 +55,9 @@ def register(app: typer.Typer) -> None:
             "(semi-supervised mode; default 0 = unpaired)."),
         scale: int | None = typer.Option(
             None, "--scale", help="gan-circle: 1 (denoising), 2 or 4 (super-resolution)."),
+        split: str | None = typer.Option(
+            None, "--split", help="gan-circle/cyclegan: how the unpaired halves are drawn: "
+            "group (patients apart, the default) or slice (consecutive slices alternate)."),
         init: str | None = typer.Option(
             None, "--init", help="Fine-tune: start from these weights of the same model (a "
             "shipped name such as unet, a .safetensors file or a run folder)."),
@@ -74,9 +77,11 @@ def register(app: typer.Typer) -> None:
 
             result = train_gan_cli(model, out, data, preset, resume, paired_fraction, scale,
                                    doses[0] if doses else None, method, steps, batch_size,
-                                   seed, device, relative_dose)
+                                   seed, device, relative_dose, split)
             typer.echo(f"trained {model} to step {result.step}: {result.out_dir}")
             return
+        if split is not None:
+            raise LowdoseError(f"--split: the unpaired halves of gan-circle/cyclegan, not {model}")
         from lowdose.training.denoising import load_preset, train_denoiser
 
         trainer = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size,

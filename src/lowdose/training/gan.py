@@ -642,6 +642,7 @@ class CycleGanFamily(_GanFamily):
 
 #: The real full-dose sets GAN weights are trained on (never ``mayo-l506-pairs``: the test set).
 TRAIN_SETS = ("chest-ct-dicom", "mayo-l067-full-dose", "ct-series-itkelastix-chest")
+SPLITS = ("group", "slice")
 
 
 def blur_downsample(hu: torch.Tensor, scale: int, sigma: float | None = None) -> torch.Tensor:
@@ -818,6 +819,7 @@ def build_slice_pool(
     progress: bool = True,
     paths: list[str] | None = None,
     relative_dose: bool = False,
+    split: str = "group",
 ) -> SlicePool:
     """Read the real full-dose training sets, split them, and degrade the low half.
 
@@ -825,9 +827,15 @@ def build_slice_pool(
     each path is a group; a single path is split into its upper and lower halves.
 
     Slices other than ``size`` x ``size`` are centre-cropped or padded with -1024 HU, and values
-    below -1024 HU (the padding outside the reconstruction circle) are set to -1024. Groups
-    (patients; for the single-patient series, its upper and lower halves; for the three Mayo
-    L067 slices, the slices) alternate between the low and the high half.
+    below -1024 HU (the padding outside the reconstruction circle) are set to -1024. With
+    ``split="group"`` groups (patients; for the single-patient series, its upper and lower
+    halves; for the three Mayo L067 slices, the slices) alternate between the low and the high
+    half: the halves hold different patients, whose own noise differs. With ``split="slice"``
+    the slices of every group alternate instead: both halves hold every patient and scan, so
+    they differ by the simulated dose reduction only (still unpaired: no slice is in both).
+
+    Example:
+        >>> pool = build_slice_pool("../shared/data", split="slice")  # doctest: +SKIP
     """
     import numpy as np
 
@@ -849,11 +857,33 @@ def build_slice_pool(
                 t = image.metadata.get("slice_thickness") or (
                     image.spacing[0] if image.is_volume else None)
                 thickness.setdefault(f"{name}/{group}", []).append(float(t) if t else None)
+    if split not in SPLITS:
+        raise LowdoseError(f"GAN training data: unknown split {split!r}; known: "
+                           f"{', '.join(SPLITS)}")
+    if split == "slice":
+        # Consecutive slices alternate; the parity runs on across groups, so that groups of one
+        # slice (the Mayo L067 slices) alternate too.
+        parity = {}
+        count = 0
+        for g in sorted(by_group):
+            parity[g] = [(count + i) % 2 for i in range(len(by_group[g]))]
+            count += len(by_group[g])
+        by_group, spacing, thickness = (
+            {f"{g}#{half}": [v for v, p in zip(table[g], parity[g], strict=True) if p == half]
+             for g in table for half in (0, 1)}
+            for table in (by_group, spacing, thickness))
+        keep = [g for g in by_group if by_group[g]]
+        by_group, spacing, thickness = ({g: t[g] for g in keep}
+                                        for t in (by_group, spacing, thickness))
     names = sorted(by_group)
     if len(names) < 2:
         raise LowdoseError("GAN training data: need at least two slices (two groups)")
-    low_groups = names[0::2]
-    high_groups = names[1::2]
+    if split == "slice":
+        low_groups = [g for g in names if g.endswith("#0")]
+        high_groups = [g for g in names if g.endswith("#1")]
+    else:
+        low_groups = names[0::2]
+        high_groups = names[1::2]
     low = torch.from_numpy(np.stack([s for g in low_groups for s in by_group[g]]))
     high = torch.from_numpy(np.stack([s for g in high_groups for s in by_group[g]]))
     pixels = [p for g in low_groups for p in spacing[g]]
@@ -871,8 +901,8 @@ def build_slice_pool(
         degraded.append(one[0, 0])
     info = {
         "sets": list(sets), "dose": dose, "relative_dose": relative_dose, "scale": scale,
-        "method": method, "seed": seed, "low_groups": low_groups, "high_groups": high_groups,
-        "size": size,
+        "method": method, "seed": seed, "split": split, "low_groups": low_groups,
+        "high_groups": high_groups, "size": size,
         "calibration": _calibration_identity(method),
         "thickness_mm": sorted({t for t in thick if t is not None}),
         "degradation": f"blur sigma {0.5 * scale} px + {scale}x{scale} binning, then {method} "
@@ -1027,12 +1057,19 @@ class GanDataConfig:
     dose: float = 0.25
     method: str = "projection"
     relative_dose: bool = False
+    split: str = "group"
     slice_size: int = 512
     patch: int = 64
     length: int = 100_000
     val_length: int = 32
     min_mean_hu: float = -800.0
     cache: str | None = None
+
+    def __post_init__(self) -> None:
+        from lowdose.errors import LowdoseError
+
+        if self.split not in SPLITS:
+            raise LowdoseError(f"data.split {self.split!r}: one of {', '.join(SPLITS)}")
 
 
 def build_family(family: str, model: dict[str, Any]) -> TrainingFamily:
@@ -1081,9 +1118,10 @@ def train_gan(
     if cache.is_file():
         pool = SlicePool.load(cache)
         if (pool.info.get("scale") != scale or pool.info.get("dose") != data.dose
-                or bool(pool.info.get("relative_dose", False)) != data.relative_dose):
-            raise LowdoseError(f"{cache}: cached pool is for another scale or dose (or dose "
-                               "reference); delete it")
+                or bool(pool.info.get("relative_dose", False)) != data.relative_dose
+                or pool.info.get("split", "group") != data.split):
+            raise LowdoseError(f"{cache}: cached pool is for another scale, dose, dose "
+                               "reference or split; delete it")
         if pool.info.get("calibration") != _calibration_identity(data.method):
             raise LowdoseError(f"{cache}: cached pool was simulated with another calibration of "
                                "the physics; delete it")
@@ -1095,7 +1133,7 @@ def train_gan(
             raise LowdoseError(f"{root}: training data folder not found (set data.data_root)")
         pool = build_slice_pool(root, tuple(data.sets), data.dose, scale, data.method,
                                 data.slice_size, trainer_cfg.seed, paths=data.paths,
-                                relative_dose=data.relative_dose)
+                                relative_dose=data.relative_dose, split=data.split)
         cache.parent.mkdir(parents=True, exist_ok=True)
         pool.save(cache)
     paired = float(model.get("paired_fraction", 0.0)) if not model.get("l1_only") else 1.0
@@ -1162,6 +1200,7 @@ def train_gan_cli(
     seed: int | None = None,
     device: str | None = None,
     relative_dose: bool | None = None,
+    split: str | None = None,
 ) -> Any:
     """``lowdose train denoiser --model gan-circle|cyclegan``: the CLI options as overrides.
 
@@ -1180,7 +1219,8 @@ def train_gan_cli(
     if scale is not None:
         model_over["scale"] = scale
     data_over = {k: v for k, v in {"paths": data or None, "dose": dose, "method": method,
-                                   "relative_dose": relative_dose}.items() if v is not None}
+                                   "relative_dose": relative_dose, "split": split}.items()
+                 if v is not None}
     trainer_over = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size, "seed": seed,
                                       "device": device}.items() if v is not None}
     return train_gan(name, out, resume=resume,
