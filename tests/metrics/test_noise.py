@@ -47,3 +47,20 @@ def test_a_noise_image_is_read_in_the_flat_tissue_of_its_scan() -> None:
     assert estimate_noise_hu(noise, tissue_of=scan) == pytest.approx(15.0, rel=0.06)
     with pytest.raises(ValueError, match="tissue_of"):
         estimate_noise_hu(noise, tissue_of=scan[:10])
+
+
+def test_noise_texture_reads_how_coarse_the_noise_is() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from lowdose.metrics.noise import noise_texture
+
+    rng = np.random.default_rng(3)
+    white = 20.0 * rng.standard_normal((256, 256))
+    readings = [noise_texture(40.0 + gaussian_filter(white, s)) for s in (0.0, 0.7, 1.2)]
+    assert readings[0] == pytest.approx(0.5, abs=0.03)  # binning 2 x 2 halves white noise
+    assert readings[0] < readings[1] < readings[2]  # correlated noise survives binning more
+    # a noise image read where its scan has tissue; air alone cannot be read
+    scan = np.where(np.arange(256)[:, None] < 128, 40.0, -1000.0) * np.ones((1, 256))
+    assert noise_texture(white, tissue_of=scan) == pytest.approx(readings[0], abs=0.05)
+    assert np.isnan(noise_texture(white, tissue_of=np.full((256, 256), -1000.0)))
+

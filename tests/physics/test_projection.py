@@ -93,26 +93,51 @@ def test_inserted_variance_is_the_missing_part_one_over_dose_minus_one():
 
 @pytest.mark.parametrize("own_hu", [8.0, 25.0])
 def test_relative_dose_inserts_one_over_dose_minus_one_times_the_images_own_noise(own_hu):
-    from lowdose.metrics.noise import estimate_noise_hu
+    from lowdose.metrics.noise import estimate_noise_hu, noise_texture
 
     hu, _ = _water_cylinder(128, 56.0)
     g = torch.Generator().manual_seed(0)
-    scan = hu + own_hu * torch.randn(hu.shape, generator=g) * (hu > -500)  # "its own noise"
+    # "its own noise": white, far finer than the calibrated (smooth-kernel) texture
+    scan = hu + own_hu * torch.randn(hu.shape, generator=g) * (hu > -500)
     sim = ProjectionSimulator(pixel_size_mm=1.5, relative_to_image=True, clip_min=None)
+    level_only = ProjectionSimulator(pixel_size_mm=1.5, relative_to_image=True, clip_min=None,
+                                     texture_tolerance=None)
     calibrated = ProjectionSimulator(pixel_size_mm=1.5, clip_min=None)
-    own = estimate_noise_hu(scan[0, 0].numpy())
-    for dose in (0.5, 0.25):
-        out = sim(scan, dose, torch.Generator().manual_seed(1))
-        inserted = estimate_noise_hu(out[0, 0].numpy()) ** 2 - own**2
-        assert inserted == pytest.approx((1 / dose - 1) * own**2, rel=0.15)
-    # the same seed gives the same draw, whose texture is the calibrated one, rescaled
-    again = sim(scan, 0.25, torch.Generator().manual_seed(1))
+    image = scan[0, 0].numpy()
+    own = estimate_noise_hu(image)
+    for model in (sim, level_only):
+        for dose in (0.5, 0.25):
+            out = model(scan, dose, torch.Generator().manual_seed(1))
+            inserted = estimate_noise_hu(out[0, 0].numpy()) ** 2 - own**2
+            assert inserted == pytest.approx((1 / dose - 1) * own**2, rel=0.15)
+    # by default the inserted noise takes the scan's texture (white: 0.5) ...
+    matched = (sim(scan, 0.25, torch.Generator().manual_seed(1)) - scan)[0, 0].numpy()
+    assert noise_texture(image) == pytest.approx(0.49, abs=0.03)
+    assert noise_texture(matched, tissue_of=image) == pytest.approx(noise_texture(image), rel=0.05)
+    # ... without the match it keeps the calibrated one (1.2 here), rescaled; a seed repeats
+    out = level_only(scan, 0.25, torch.Generator().manual_seed(1))
+    again = level_only(scan, 0.25, torch.Generator().manual_seed(1))
     base = calibrated(scan, 0.25, torch.Generator().manual_seed(1)) - scan
     assert torch.equal(again, out)
+    assert noise_texture(base[0, 0].numpy(), tissue_of=image) == pytest.approx(1.2, abs=0.1)
     ratio = ((again - scan)[0, 0][hu[0, 0] > -500] / base[0, 0][hu[0, 0] > -500]).median()
     assert torch.allclose((again - scan), ratio * base, atol=1e-2 * float(base.abs().max()))
     with pytest.raises(LowdoseError, match="relative_to_image"):
         ProjectionSimulator(relative_to_image=True, input_is_noiseless=True)
+
+
+def test_relative_dose_keeps_a_texture_within_the_tolerance():
+    hu, _ = _water_cylinder(128, 56.0)
+    calibrated = ProjectionSimulator(pixel_size_mm=1.5, clip_min=None)
+    # own noise of the calibrated texture itself (another draw): nothing to reshape
+    scan = calibrated(hu, 0.5, torch.Generator().manual_seed(9))
+    kw = dict(pixel_size_mm=1.5, relative_to_image=True, clip_min=None)
+    out = ProjectionSimulator(**kw)(scan, 0.25, torch.Generator().manual_seed(1))
+    level_only = ProjectionSimulator(**kw, texture_tolerance=None)
+    assert torch.allclose(out, level_only(scan, 0.25, torch.Generator().manual_seed(1)),
+                          atol=1e-3)
+    with pytest.raises(LowdoseError, match="texture_tolerance"):
+        ProjectionSimulator(**kw, texture_tolerance=0.5)
 
 
 def test_relative_dose_keeps_the_calibration_where_no_tissue_can_be_read():
@@ -272,3 +297,19 @@ def test_without_a_pixel_size_the_image_spans_380_mm():
     assert sim.pixel_for(512, 512) == pytest.approx(0.7421875)
     assert sim.pixel_for(874, 1200) == pytest.approx(380 / 1200)
     assert ProjectionSimulator(pixel_size_mm=0.5).pixel_for(1200, 1200) == 0.5
+
+
+@pytest.mark.parametrize("target", [0.8, 2.0])
+def test_match_noise_texture_sharpens_or_blurs_to_the_target(target: float) -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from lowdose.metrics.noise import noise_texture
+    from lowdose.physics.projection import match_noise_texture
+
+    rng = np.random.default_rng(4)
+    noise = gaussian_filter(rng.standard_normal((192, 192)), 0.9)  # reads about 1.3
+    image = np.full((192, 192), 40.0)
+    start = noise_texture(noise, tissue_of=image)
+    shaped = match_noise_texture(noise, image, target)
+    assert noise_texture(shaped, tissue_of=image) == pytest.approx(target, rel=0.02)
+    assert (target - start) * (noise_texture(shaped, tissue_of=image) - start) > 0

@@ -339,6 +339,11 @@ def test_degrade_at_the_relative_dose_and_a_pool_of_another_dose_reference(tmp_p
             "trainer": {"max_steps": 1, "batch_size": 2}}
     with pytest.raises(LowdoseError, match="dose reference"):
         train_gan("gan-circle-cpu", tmp_path / "run", overrides=over)
+    before = _pool()  # a relative-dose pool from before the texture match
+    before.info["relative_dose"] = True
+    before.save(tmp_path / "calibrated.safetensors")
+    with pytest.raises(LowdoseError, match="texture"):
+        train_gan("gan-circle-cpu", tmp_path / "run", overrides=over)
 
 
 @pytest.mark.parametrize("split", ["group", "slice"])

@@ -70,3 +70,29 @@ def estimate_noise_hu(hu: np.ndarray, tissue: tuple[float, float] = SOFT_TISSUE_
         return 0.0
     kept = centred[np.abs(centred) < 3.0 * robust]
     return float(kept.std() / _TRUNCATED_STD / _WHITE_GAIN)
+
+
+def noise_texture(hu: np.ndarray, tissue_of: np.ndarray | None = None) -> float:
+    """How coarse a slice's noise is: the :func:`estimate_noise_hu` reading of the slice binned
+    2 x 2 over that of the slice itself (``tissue_of`` as there, binned alike).
+
+    White noise reads 0.5 (binning halves it); noise correlated over a few pixels reads more. On
+    real scans: about 2.5 for the 1 mm B30f (smooth) Mayo L506 full dose at 0.66 mm pixels, 1.6
+    for a 2 mm chest series at 0.98 mm pixels, 0.8 for the 1 mm sharp-kernel Mayo L067 slices.
+    ``nan`` when either reading is.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> round(noise_texture(40.0 + 20.0 * rng.standard_normal((256, 256))), 1)
+        0.5
+    """
+    img = np.asarray(hu, np.float64)
+    fine = estimate_noise_hu(img, tissue_of=tissue_of)
+    coarse = estimate_noise_hu(_bin2(img), tissue_of=None if tissue_of is None else
+                               _bin2(np.asarray(tissue_of, np.float64)))
+    return coarse / fine if fine > 0 else float("nan")
+
+
+def _bin2(img: np.ndarray) -> np.ndarray:
+    h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
+    return img[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))

@@ -37,12 +37,15 @@ def relative_dose_options(method: str, option: str) -> dict[str, Any]:
 
     Example:
         >>> relative_dose_options("projection", "--relative-dose")
-        {'relative_to_image': True}
+        {'relative_to_image': True, 'texture_tolerance': 1.5}
     """
+    from lowdose.physics.projection import TEXTURE_TOLERANCE
+
     if method != "projection":
         raise LowdoseError(f"{option}: needs the projection simulator (it reads the scan's own "
                            f"dose), not {method!r}")
-    return {"relative_to_image": True}
+    # Stated, so that cached draws made before the texture match differ by their key.
+    return {"relative_to_image": True, "texture_tolerance": TEXTURE_TOLERANCE}
 
 
 def simulate_low_dose(

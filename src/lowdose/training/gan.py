@@ -840,6 +840,7 @@ def build_slice_pool(
     import numpy as np
 
     from lowdose.errors import LowdoseError
+    from lowdose.physics.projection import TEXTURE_TOLERANCE
 
     if "mayo-l506-pairs" in sets:
         raise ValueError("mayo-l506-pairs is the test set; never train on it")
@@ -901,6 +902,7 @@ def build_slice_pool(
         degraded.append(one[0, 0])
     info = {
         "sets": list(sets), "dose": dose, "relative_dose": relative_dose, "scale": scale,
+        "texture_tolerance": TEXTURE_TOLERANCE if relative_dose else None,
         "method": method, "seed": seed, "split": split, "low_groups": low_groups,
         "high_groups": high_groups, "size": size,
         "calibration": _calibration_identity(method),
@@ -1104,6 +1106,7 @@ def train_gan(
     from pathlib import Path
 
     from lowdose.errors import LowdoseError
+    from lowdose.physics.projection import TEXTURE_TOLERANCE
     from lowdose.training.trainer import Trainer, TrainerConfig
 
     cfg = load_preset(preset, overrides)
@@ -1122,6 +1125,9 @@ def train_gan(
                 or pool.info.get("split", "group") != data.split):
             raise LowdoseError(f"{cache}: cached pool is for another scale, dose, dose "
                                "reference or split; delete it")
+        if data.relative_dose and pool.info.get("texture_tolerance") != TEXTURE_TOLERANCE:
+            raise LowdoseError(f"{cache}: cached pool was simulated at the relative dose before "
+                               "its noise texture was matched to each scan's; delete it")
         if pool.info.get("calibration") != _calibration_identity(data.method):
             raise LowdoseError(f"{cache}: cached pool was simulated with another calibration of "
                                "the physics; delete it")
