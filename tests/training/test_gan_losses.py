@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -139,3 +140,14 @@ def test_gaussian_blur_keeps_the_mean_and_passes_white_noise_by_one_over_4_pi_si
         # A unit-area 2-D Gaussian passes a fraction 1 / (4 pi sigma^2) of white-noise power.
         expected = (1 / (4 * torch.pi * sigma**2)) ** 0.5
         assert abs(float(out.std()) / expected - 1) < 0.1
+
+
+def test_gp_of_a_score_map_is_taken_on_its_mean_the_score_the_loss_uses() -> None:
+    # The same unit-slope score in every cell of a 4x4 map: the mean has slope 1 (penalty 0);
+    # the map's sum would have slope 16 (penalty 225).
+    unit = _linear_critic(1.0)
+    critic = lambda x: unit(x)[:, None, None, None].expand(-1, 1, 4, 4)  # noqa: E731
+    real, fake = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    assert abs(float(gradient_penalty(critic, real, fake).detach())) < 1e-10
+    assert float(wgan_critic_loss(critic(real), critic(fake))) == pytest.approx(
+        float(wgan_critic_loss(unit(real), unit(fake))), abs=1e-6)
