@@ -107,6 +107,23 @@ def write_result(result: dict[str, Any], out: Path) -> None:
     write_results(out, "denoise_mayo", result, markdown(result))
 
 
+def parse_data_args(parser: Any, argv: list[str] | None, default_data: Path,
+                    results: Path) -> Any:
+    """Add ``--data``, ``--threads`` and ``--out`` to ``parser`` and parse ``argv``; set the
+    threads. ``None`` (after one line on stderr) when the shared data folder is absent."""
+    parser.add_argument("--data", type=Path, default=default_data)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=results)
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"{args.data}: shared data not found", file=sys.stderr)
+        return None
+    import torch
+
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def write_results(out: Path, stem: str, result: dict[str, Any], table: str) -> None:
     """Write ``<stem>.json`` and ``<stem>.md`` under ``out`` and print the table."""
     out.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from denoise_mayo import write_results
+from denoise_mayo import parse_data_args, write_results
 from noise_ceiling import HIGH_PASS_SIGMA_PX, flat_soft_tissue, high_pass, pair_ceiling
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -171,17 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     from lowdose.training.gan import TRAIN_SETS, build_slice_pool
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--settings", default="0.25",
                         help="comma-separated DOSE[/relative][/slice] settings")
     parser.add_argument("--critic-steps", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if not args.data.is_dir():
-        print(f"{args.data}: shared data not found", file=sys.stderr)
+    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS)
+    if args is None:
         return 2
-    torch.set_num_threads(args.threads)
 
     rows = []
     for setting in args.settings.split(","):

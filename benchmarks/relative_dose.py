@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from denoise_mayo import load_pairs, write_results
+from denoise_mayo import load_pairs, parse_data_args, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -128,14 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     import platform
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if not args.data.is_dir():
-        print(f"{args.data}: shared data not found", file=sys.stderr)
+    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS)
+    if args is None:
         return 2
-    torch.set_num_threads(args.threads)
     t0 = time.time()
     rows = []
     for i, (name, slice_name, hu, pixel_mm) in enumerate(_slices(args.data)):
