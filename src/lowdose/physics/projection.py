@@ -568,12 +568,12 @@ class ProjectionSimulator(LowDoseSimulator):
             own = estimate_noise_hu(image)
             if not (math.isfinite(own) and own > 0):
                 continue
-            own_texture = noise_texture(image) if texture_tolerance is not None else math.nan
-            texture = noise_texture(inserted, tissue_of=image) if texture_tolerance else math.nan
-            if (texture_tolerance is not None and math.isfinite(own_texture)
-                    and math.isfinite(texture) and own_texture > 0 and texture > 0
-                    and max(texture / own_texture, own_texture / texture) > texture_tolerance):
-                inserted = match_noise_texture(inserted, image, own_texture)
+            if texture_tolerance is not None:
+                own_texture = noise_texture(image)
+                texture = noise_texture(inserted, tissue_of=image)
+                if (own_texture > 0 and texture > 0  # False for nan (unreadable) too
+                        and max(texture / own_texture, own_texture / texture) > texture_tolerance):
+                    inserted = match_noise_texture(inserted, image, own_texture)
             level = estimate_noise_hu(inserted, tissue_of=image)
             if math.isfinite(level) and level > 0:
                 scaled = inserted * (math.sqrt((1.0 - dose) / dose) * own / level)

@@ -217,6 +217,18 @@ def checked_paired_fraction(value: float) -> float:
     return float(value)
 
 
+def checked_split(split: str, option: str) -> str:
+    """``split`` if it is one of :data:`SPLITS`, else a :class:`LowdoseError` naming ``option``.
+
+    Example:
+        >>> checked_split("slice", "data.split")
+        'slice'
+    """
+    if split not in SPLITS:
+        raise LowdoseError(f"{option} {split!r}: unknown split; known: {', '.join(SPLITS)}")
+    return split
+
+
 def lr_scale(lr_decay: tuple[int, int] | None, step: int) -> float:
     """The learning-rate factor at ``step``: 1 before ``start``, linear to 0 at ``end``.
 
@@ -850,51 +862,35 @@ def build_slice_pool(
 
     if "mayo-l506-pairs" in sets:
         raise ValueError("mayo-l506-pairs is the test set; never train on it")
-    by_group: dict[str, list[np.ndarray]] = {}
-    spacing: dict[str, list[float]] = {}
-    thickness: dict[str, list[float | None]] = {}
+    checked_split(split, "split")
+    # group -> its slices as (HU, pixel mm, thickness mm or None), in reading order
+    by_group: dict[str, list[tuple[np.ndarray, float, float | None]]] = {}
     sources = [(name, _axial_slices(data_root, name)) for name in sets] if not paths else [
         ("data", _path_groups(paths))
     ]
     for name, groups in sources:
         for group, image in groups:
+            t = image.metadata.get("slice_thickness") or (
+                image.spacing[0] if image.is_volume else None)
             for hu in image.slices():
-                by_group.setdefault(f"{name}/{group}", []).append(_fit(hu, size))
-                spacing.setdefault(f"{name}/{group}", []).append(float(image.spacing[-1]))
-                t = image.metadata.get("slice_thickness") or (
-                    image.spacing[0] if image.is_volume else None)
-                thickness.setdefault(f"{name}/{group}", []).append(float(t) if t else None)
-    if split not in SPLITS:
-        raise LowdoseError(f"GAN training data: unknown split {split!r}; known: "
-                           f"{', '.join(SPLITS)}")
+                by_group.setdefault(f"{name}/{group}", []).append(
+                    (_fit(hu, size), float(image.spacing[-1]), float(t) if t else None))
+    names = sorted(by_group)
     if split == "slice":
         # Consecutive slices alternate; the parity runs on across groups, so that groups of one
         # slice (the Mayo L067 slices) alternate too.
-        parity = {}
-        count = 0
-        for g in sorted(by_group):
-            parity[g] = [(count + i) % 2 for i in range(len(by_group[g]))]
-            count += len(by_group[g])
-        by_group, spacing, thickness = (
-            {f"{g}#{half}": [v for v, p in zip(table[g], parity[g], strict=True) if p == half]
-             for g in table for half in (0, 1)}
-            for table in (by_group, spacing, thickness))
-        keep = [g for g in by_group if by_group[g]]
-        by_group, spacing, thickness = ({g: t[g] for g in keep}
-                                        for t in (by_group, spacing, thickness))
-    names = sorted(by_group)
-    if len(names) < 2:
-        raise LowdoseError("GAN training data: need at least two slices (two groups)")
-    if split == "slice":
-        low_groups = [g for g in names if g.endswith("#0")]
-        high_groups = [g for g in names if g.endswith("#1")]
+        flat = [(g, item) for g in names for item in by_group[g]]
+        halves = [[(f"{g}#{half}", item) for i, (g, item) in enumerate(flat) if i % 2 == half]
+                  for half in (0, 1)]
     else:
-        low_groups = names[0::2]
-        high_groups = names[1::2]
-    low = torch.from_numpy(np.stack([s for g in low_groups for s in by_group[g]]))
-    high = torch.from_numpy(np.stack([s for g in high_groups for s in by_group[g]]))
-    pixels = [p for g in low_groups for p in spacing[g]]
-    thick = [t for g in low_groups for t in thickness[g]]
+        halves = [[(g, item) for g in names[half::2] for item in by_group[g]] for half in (0, 1)]
+    if not halves[1]:
+        raise LowdoseError("GAN training data: need at least two slices (two groups)")
+    low_groups, high_groups = (list(dict.fromkeys(g for g, _ in half)) for half in halves)
+    low = torch.from_numpy(np.stack([item[0] for _, item in halves[0]]))
+    high = torch.from_numpy(np.stack([item[0] for _, item in halves[1]]))
+    pixels = [item[1] for _, item in halves[0]]
+    thick = [item[2] for _, item in halves[0]]
     degraded = []
     steps = range(len(low))
     if progress:
@@ -1074,10 +1070,7 @@ class GanDataConfig:
     cache: str | None = None
 
     def __post_init__(self) -> None:
-        from lowdose.errors import LowdoseError
-
-        if self.split not in SPLITS:
-            raise LowdoseError(f"data.split {self.split!r}: one of {', '.join(SPLITS)}")
+        checked_split(self.split, "data.split")
 
 
 def build_family(family: str, model: dict[str, Any]) -> TrainingFamily:
