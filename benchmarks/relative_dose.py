@@ -57,12 +57,12 @@ def _slices(root: Path) -> list[tuple[str, str, np.ndarray, float]]:
     return out
 
 
-def _inserted(hu: np.ndarray, noise: np.ndarray) -> dict[str, float]:
+def _inserted(hu: np.ndarray, noise: np.ndarray, own_noise_hu: float) -> dict[str, float]:
     from lowdose.metrics.noise import estimate_noise_hu, noise_texture
 
     return {
         "texture": noise_texture(noise, tissue_of=hu),
-        "power_ratio": (estimate_noise_hu(noise, tissue_of=hu) / estimate_noise_hu(hu)) ** 2,
+        "power_ratio": (estimate_noise_hu(noise, tissue_of=hu) / own_noise_hu) ** 2,
         "std_body_hu": float(noise[hu > -500].std()),
     }
 
@@ -71,15 +71,16 @@ def measure(hu: np.ndarray, pixel_mm: float | None, seed: int) -> dict[str, obje
     """Own noise and texture of one slice, and the relative quarter dose with / without match."""
     from lowdose.metrics.noise import estimate_noise_hu, noise_texture
     from lowdose.physics import build_simulator
+    from lowdose.physics.projection import TEXTURE_TOLERANCE
 
-    row: dict[str, object] = {"own_noise_hu": estimate_noise_hu(hu),
-                              "own_texture": noise_texture(hu)}
+    own = estimate_noise_hu(hu)
+    row: dict[str, object] = {"own_noise_hu": own, "own_texture": noise_texture(hu)}
     t = torch.from_numpy(hu.astype(np.float32))[None, None]
-    for label, tolerance in (("matched", 1.5), ("level_only", None)):
+    for label, tolerance in (("matched", TEXTURE_TOLERANCE), ("level_only", None)):
         sim = build_simulator("projection", pixel_size_mm=pixel_mm, relative_to_image=True,
                               texture_tolerance=tolerance)
         low = sim(t, DOSE, torch.Generator().manual_seed(seed))[0, 0].double().numpy()
-        row[label] = _inserted(hu, low - hu)
+        row[label] = _inserted(hu, low - hu, own)
     return row
 
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         full = full.astype(np.float64)
         # pixel size: the simulator's default (the Mayo 380 mm field of view)
         row = measure(full, None, 100 + i)
-        row["real"] = _inserted(full, low.astype(np.float64) - full)
+        row["real"] = _inserted(full, low.astype(np.float64) - full, row["own_noise_hu"])
         l506.append({"slice": pair, **row})
     result = {
         "benchmark": "relative_dose", "dose": DOSE, "rows": rows, "l506": l506,
