@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import pytest
@@ -194,6 +195,42 @@ def test_paired_samples_are_aligned_and_unpaired_are_not() -> None:
     assert torch.equal(unpaired[3]["low"], unpaired[3]["low"])  # reproducible per index
 
 
+def test_n_critic_steps_the_generators_on_every_nth_step_only(tmp_path: Path) -> None:
+    """n_critic 3 after a critic warm-up of 2: the critics change on all 8 steps, G and its EMA
+    only on steps 2 and 5."""
+    fam = _circle(n_critic=3, critic_warmup=2, ema_decay=0.5)
+    names = ("g_lh", "g_lh_ema", "d_high")
+
+    def snap() -> list[torch.Tensor]:
+        return [torch.cat([p.detach().flatten() for p in fam.modules[n].parameters()]).clone()
+                for n in names]
+
+    snapshots = [snap()]
+    update_ema = fam.on_step_end
+
+    def record(step: int) -> None:
+        update_ema(step)
+        snapshots.append(snap())
+
+    fam.on_step_end = record
+    data = UnpairedPatches(_pool(), patch=32, length=1000, min_mean_hu=-2000)
+    Trainer(fam, data, _trainer_cfg(max_steps=8), tmp_path / "nc").fit()
+    changed = [[not torch.equal(a, b) for a, b in zip(before, after, strict=True)]
+               for before, after in itertools.pairwise(snapshots)]
+    turns = [False, False, True, False, False, True, False, False]
+    assert [c[0] for c in changed] == turns
+    assert [c[1] for c in changed] == turns
+    assert all(c[2] for c in changed)
+    assert len(_metric(tmp_path / "nc", "generator/loss")) == 2
+    assert len(_metric(tmp_path / "nc", "critic/loss")) == 8
+    with pytest.raises(LowdoseError, match="n_critic"):
+        GanCircleConfig(n_critic=0)
+    with pytest.raises(LowdoseError, match="critic_warmup"):
+        GanCircleConfig(critic_warmup=-1)
+    with pytest.raises(LowdoseError, match="n_critic"):
+        GanCircleConfig(n_critic=2, l1_only=True)
+
+
 def test_l1_only_mode_trains_g_alone(tmp_path: Path) -> None:
     fam = _circle(l1_only=True)
     assert set(fam.modules) == {"g_lh"} and list(fam.configure_optimizers()) == ["generator"]
@@ -201,13 +238,26 @@ def test_l1_only_mode_trains_g_alone(tmp_path: Path) -> None:
     assert Trainer(fam, data, _trainer_cfg(max_steps=3), tmp_path / "l1").fit().step == 3
 
 
+def test_cli_preset_names_pick_the_shipped_recipe_of_the_mode() -> None:
+    from lowdose.training.gan import gan_preset_name
+
+    assert gan_preset_name("gan-circle", "cpu") == "gan-circle-unpaired-cpu"
+    assert gan_preset_name("gan-circle", None, 0.0) == "gan-circle-unpaired-cpu"
+    assert gan_preset_name("gan-circle", "cpu", 0.5) == "gan-circle-semi-cpu-long"
+    assert gan_preset_name("cyclegan", "cpu") == "cyclegan-cpu"
+    assert gan_preset_name("gan-circle", "gpu", 0.5) == "gan-circle"
+    assert gan_preset_name("gan-circle", "gan-circle-cpu") == "gan-circle-cpu"
+    unpaired = load_preset("gan-circle-unpaired-cpu")["model"]
+    assert unpaired["n_critic"] > 1 and unpaired["paired_fraction"] == 0
+
+
 def test_presets_load_and_build() -> None:
     from lowdose.training.gan import build_family, preset_path
 
     folder = preset_path("gan-circle").parent
     names = sorted(p.stem for p in [*folder.glob("gan-circle*.yaml"), *folder.glob("cyclegan*")])
-    assert {"gan-circle", "gan-circle-cpu", "gan-circle-semi-cpu", "gan-circle-semi-cpu-long",
-            "cyclegan", "cyclegan-cpu"} <= set(names)
+    assert {"gan-circle", "gan-circle-cpu", "gan-circle-unpaired-cpu", "gan-circle-semi-cpu",
+            "gan-circle-semi-cpu-long", "cyclegan", "cyclegan-cpu"} <= set(names)
     for name in names:
         preset = load_preset(name)
         TrainerConfig.from_dict(preset["trainer"])

@@ -2,8 +2,10 @@
 
 Both families plug into :mod:`lowdose.training.trainer` through :class:`TrainingFamily`: two
 optimisers, ``generator`` then ``critic`` (``discriminator`` for CycleGAN), stepped in that order on
-every batch, as in both reference codes (one critic step per generator step). The generator step
-caches its fakes; the critic step reuses them (detached, through a history pool when enabled).
+every batch, as in both reference codes (one critic step per generator step). GAN-CIRCLE's
+``n_critic`` and ``critic_warmup`` let the critics take several steps per generator step, and
+train alone first (the generator's optimiser skips those steps). The generator step caches its
+fakes; the critic step reuses them (detached, through a history pool when enabled).
 Learning rates are constant, or decay linearly to zero with ``lr_decay`` (the family's
 ``lr_factor``, applied by the trainer from the step alone: a run resumed with a schedule added
 stays on its curve).
@@ -260,7 +262,11 @@ class GanCircleConfig:
     trains ``G`` alone with the L1 term on aligned pairs (the ablation baseline of the benchmarks:
     the same network without the GAN ensemble). ``lr_decay`` ``(start, end)`` decays both
     learning rates linearly to zero between those steps (CycleGAN's schedule; None: constant,
-    as in the release).
+    as in the release). ``n_critic`` > 1 steps the critics on every trainer step and the
+    generators on every ``n_critic``-th only (WGAN-GP's schedule, 5 there; release: 1), so a step
+    count, ``lr_decay`` and ``val_every`` count critic steps. ``critic_warmup`` trains the
+    critics alone for that many first steps (the generators stay as initialised), so that the
+    first generator steps follow a critic that already tells the domains apart.
     """
 
     scale: int = 1
@@ -284,12 +290,24 @@ class GanCircleConfig:
     pool_size: int = 50
     ema_decay: float = 0.0
     lr_decay: tuple[int, int] | None = None
+    n_critic: int = 1
+    critic_warmup: int = 0
     l1_only: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.lr_decay = checked_lr_decay(self.lr_decay)
+        if int(self.n_critic) != self.n_critic or self.n_critic < 1:
+            raise LowdoseError(f"n_critic must be a whole number >= 1, got {self.n_critic!r}")
+        self.n_critic = int(self.n_critic)
+        if int(self.critic_warmup) != self.critic_warmup or self.critic_warmup < 0:
+            raise LowdoseError(f"critic_warmup must be a whole number >= 0, got "
+                               f"{self.critic_warmup!r}")
+        self.critic_warmup = int(self.critic_warmup)
+        if self.l1_only and (self.n_critic != 1 or self.critic_warmup):
+            raise LowdoseError("n_critic and critic_warmup need the critics: they do not apply "
+                               "with l1_only")
         self.paired_fraction = 1.0 if self.l1_only else checked_paired_fraction(
             self.paired_fraction)
 
@@ -373,9 +391,14 @@ class _GanFamily(TrainingFamily):
         """Both players: constant, or the linear decay to zero of ``lr_decay``."""
         return lr_scale(self.cfg.lr_decay, step)
 
+    def _generator_turn(self, step: int) -> bool:
+        after = step - getattr(self.cfg, "critic_warmup", 0)
+        return after >= 0 and after % getattr(self.cfg, "n_critic", 1) == 0
+
     def training_step(self, batch: Any, optimizer_name: str, step: int) -> dict[str, torch.Tensor]:
         if optimizer_name == "generator":
-            return self._generator_step(batch)
+            # {} tells the trainer to skip the optimiser on this step
+            return self._generator_step(batch) if self._generator_turn(step) else {}
         if optimizer_name == self.critic_name:
             return self._critic_step(batch)
         raise KeyError(f"unknown optimiser {optimizer_name!r}")
@@ -426,7 +449,7 @@ class _GanFamily(TrainingFamily):
 
     def on_step_end(self, step: int) -> None:
         """Called by the trainer after every optimiser of a step: update the EMA of ``G``."""
-        if "g_lh_ema" in self.modules:
+        if "g_lh_ema" in self.modules and self._generator_turn(step):
             self.modules["g_lh_ema"].update(self.modules["g_lh"])
 
     def validation_step(self, batch: Any) -> dict[str, float]:
@@ -1190,6 +1213,25 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
     return path
 
 
+def gan_preset_name(model: str, preset: str | None, paired_fraction: float | None = None) -> str:
+    """The preset ``--preset`` names: ``gpu`` -> the faithful ``<model>``; ``cpu`` (or None) ->
+    the recipe of the model's shipped CPU weights for the mode (GAN-CIRCLE:
+    ``gan-circle-unpaired-cpu``, or ``gan-circle-semi-cpu-long`` with a paired fraction > 0;
+    CycleGAN: ``cyclegan-cpu``); anything else is a preset name or a YAML file.
+
+    Example:
+        >>> gan_preset_name("gan-circle", "cpu"), gan_preset_name("gan-circle", None, 0.5)
+        ('gan-circle-unpaired-cpu', 'gan-circle-semi-cpu-long')
+    """
+    if preset == "gpu":
+        return model
+    if preset not in (None, "cpu"):
+        return preset
+    if model == "gan-circle":
+        return "gan-circle-semi-cpu-long" if paired_fraction else "gan-circle-unpaired-cpu"
+    return f"{model}-cpu"
+
+
 def train_gan_cli(
     model: str,
     out: Any,
@@ -1209,15 +1251,13 @@ def train_gan_cli(
 ) -> Any:
     """``lowdose train denoiser --model gan-circle|cyclegan``: the CLI options as overrides.
 
-    ``preset`` is a GAN preset name or YAML (default ``<model>-cpu``; ``cpu``/``gpu`` map to
-    ``<model>-cpu`` / ``<model>``). ``data`` lists full-dose CT paths (default: the real
-    full-dose sets of ``../shared/data``).
+    ``preset`` is a GAN preset name or YAML (see :func:`gan_preset_name` for ``cpu`` / ``gpu``).
+    ``data`` lists full-dose CT paths (default: the real full-dose sets of ``../shared/data``).
 
     Example:
         >>> train_gan_cli("gan-circle", "runs/gc", paired_fraction=0.5)  # doctest: +SKIP
     """
-    name = {None: f"{model}-cpu", "cpu": f"{model}-cpu", "gpu": model}.get(preset, preset)
-    assert name is not None
+    name = gan_preset_name(model, preset, paired_fraction)
     model_over: dict[str, Any] = {}
     if paired_fraction is not None:
         model_over["paired_fraction"] = paired_fraction
