@@ -45,6 +45,35 @@ def test_loss_goes_down_and_logs(tmp_path: Path) -> None:
     assert (tmp_path / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize(("mode", "best_step"), [("min", 30), ("max", 10)])
+def test_best_validation_weights_are_kept_past_checkpoint_pruning(
+    tmp_path: Path, mode: str, best_step: int
+) -> None:
+    """The loss falls, so the lowest mse is the last validation and the highest the first."""
+    from safetensors.torch import load_file
+
+    data = NoisyPairs()
+    cfg = _cfg(val_every=10, keep_checkpoints=1, best_metric="mse", best_mode=mode)
+    Trainer(TinyFamily(), data, cfg, tmp_path / "run", val_dataset=data).fit()
+    best = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert best["metrics"]["step"] == best_step
+    mses = {}
+    for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]:
+        step, split, name, value, _ = line.split(",")
+        if split == "val" and name == "mse":
+            mses[int(step)] = float(value)
+    assert best["metrics"]["val/mse"] == pytest.approx(mses[best_step], rel=1e-5)
+    assert mses[30] < mses[20] < mses[10]  # the premise: validation mse falls
+    # the state of step 10 is gone from checkpoints/ (keep 1) but kept in best/
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*")] == ["step-00000030"]
+    replay = TinyFamily()
+    Trainer(replay, data, _cfg(max_steps=best_step), tmp_path / "replay").fit()
+    tensors = load_file(str(tmp_path / "run" / "best" / "model.safetensors"))
+    assert torch.equal(tensors["net.weight"], replay.modules["net"].weight.detach())
+    with pytest.raises(LowdoseError, match="best_mode"):
+        TrainerConfig(best_mode="lowest")
+
+
 def test_checkpoint_round_trip_and_exact_resume(tmp_path: Path) -> None:
     full = TinyFamily()
     Trainer(full, NoisyPairs(), _cfg(), tmp_path / "a").fit()

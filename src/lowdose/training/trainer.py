@@ -73,6 +73,7 @@ from lowdose.training.base import TrainingFamily
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+BEST = "best"
 
 
 @dataclass
@@ -97,6 +98,11 @@ class TrainerConfig:
         progress: show a progress bar (rank 0 only).
         channels_last: use channels-last memory format for 4D tensors (faster convolutions on
             CPU and on tensor cores).
+        best_metric: a validation metric (e.g. ``psnr_full``): whenever a validation improves
+            on it, the weights are also written to ``<out>/best`` (``model.safetensors`` +
+            ``config.json``, loadable like the run folder), so pruning checkpoints never loses
+            the best state. None: off.
+        best_mode: ``"max"`` or ``"min"``: which way ``best_metric`` improves.
     """
 
     max_steps: int = 1000
@@ -114,10 +120,14 @@ class TrainerConfig:
     tensorboard: bool = True
     progress: bool = True
     channels_last: bool = True
+    best_metric: str | None = None
+    best_mode: str = "max"
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):
             raise LowdoseError(f"precision: use auto, bf16 or fp32, not {self.precision!r}")
+        if self.best_mode not in ("max", "min"):
+            raise LowdoseError(f"best_mode: use max or min, not {self.best_mode!r}")
         for name in ("max_steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise LowdoseError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -396,12 +406,7 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         config = self._family_config()
-        tensors = {
-            f"{mname}.{k}": v.detach().to("cpu").contiguous()
-            for mname, module in self.family.modules.items()
-            for k, v in module.state_dict().items()
-        }
-        save_file(tensors, str(tmp / "model.safetensors"),
+        save_file(self._tensors(), str(tmp / "model.safetensors"),
                   metadata={"lowdose_config": json.dumps(config)})
         state: dict[str, Any] = {"optimizers": {n: o.state_dict() for n, o in optimizers.items()}}
         if hasattr(self.family, "state_dict"):
@@ -427,6 +432,42 @@ class Trainer:
         for old in done[: max(0, len(done) - max(1, self.config.keep_checkpoints))]:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            f"{mname}.{k}": v.detach().to("cpu").contiguous()
+            for mname, module in self.family.modules.items()
+            for k, v in module.state_dict().items()
+        }
+
+    def keep_best(self, step: int, val: dict[str, float]) -> bool:
+        """Write the current weights to ``<out>/best`` if ``val`` improves ``best_metric``."""
+        name, cfg = self.config.best_metric, self.config
+        if not name or not self.env.is_main or name not in val:
+            return False
+        from safetensors.torch import save_file
+
+        best = self.out_dir / BEST
+        if (best / "config.json").is_file():
+            before = json.loads((best / "config.json").read_text())["metrics"][f"val/{name}"]
+            if (val[name] <= before) if cfg.best_mode == "max" else (val[name] >= before):
+                return False
+        tmp = self.out_dir / f".tmp-{BEST}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        config = self._family_config()
+        save_file(self._tensors(), str(tmp / "model.safetensors"),
+                  metadata={"lowdose_config": json.dumps(config)})
+        metrics = {"step": step, **{f"val/{k}": v for k, v in val.items()}}
+        (tmp / "config.json").write_text(json.dumps(
+            {"family": config, "trainer": asdict(cfg), "metrics": metrics}, indent=2) + "\n")
+        old = self.out_dir / f".old-{BEST}-{os.getpid()}"
+        if best.exists():
+            os.replace(best, old)
+        os.replace(tmp, best)
+        shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(self.out_dir)
+        return True
 
     def load_checkpoint(self, folder: Path, optimizers: dict[str, torch.optim.Optimizer]) -> int:
         """Restore modules, optimisers and family state; returns the step.
@@ -585,7 +626,9 @@ class Trainer:
                         bar.set_postfix(loss=f"{last_metrics['loss']:.3g}")
                     running = {}
                 if cfg.val_every and step % cfg.val_every == 0 and step < cfg.max_steps:
-                    log.write(step, "val", self._validate())
+                    val = self._validate()
+                    log.write(step, "val", val)
+                    self.keep_best(step, val)
                 stopped = stop_reason(step)
                 if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped:
                     checkpoint = self.save_checkpoint(step, optimizers, last_metrics)
@@ -596,6 +639,7 @@ class Trainer:
         val = self._validate()
         if val:
             log.write(step, "val", val)
+            self.keep_best(step, val)
             last_metrics.update({f"val/{k}": v for k, v in val.items()})
         if env.is_main and checkpoint is not None:
             self._export(checkpoint, last_metrics)
