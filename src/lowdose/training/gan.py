@@ -207,6 +207,18 @@ def checked_lr_decay(value: Any) -> tuple[int, int] | None:
     return start, end
 
 
+def checked_count(value: Any, name: str, minimum: int) -> int:
+    """``value`` as an int if it is a whole number >= ``minimum``, else a :class:`LowdoseError`.
+
+    Example:
+        >>> checked_count(5.0, "n_critic", 1)
+        5
+    """
+    if int(value) != value or value < minimum:
+        raise LowdoseError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def checked_paired_fraction(value: float) -> float:
     """``paired_fraction`` as a float in [0, 1] (the share of aligned pairs in a batch).
 
@@ -298,13 +310,8 @@ class GanCircleConfig:
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.lr_decay = checked_lr_decay(self.lr_decay)
-        if int(self.n_critic) != self.n_critic or self.n_critic < 1:
-            raise LowdoseError(f"n_critic must be a whole number >= 1, got {self.n_critic!r}")
-        self.n_critic = int(self.n_critic)
-        if int(self.critic_warmup) != self.critic_warmup or self.critic_warmup < 0:
-            raise LowdoseError(f"critic_warmup must be a whole number >= 0, got "
-                               f"{self.critic_warmup!r}")
-        self.critic_warmup = int(self.critic_warmup)
+        self.n_critic = checked_count(self.n_critic, "n_critic", 1)
+        self.critic_warmup = checked_count(self.critic_warmup, "critic_warmup", 0)
         if self.l1_only and (self.n_critic != 1 or self.critic_warmup):
             raise LowdoseError("n_critic and critic_warmup need the critics: they do not apply "
                                "with l1_only")

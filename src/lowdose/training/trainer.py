@@ -301,6 +301,12 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return folder if (folder / "trainer_state.json").is_file() else None
 
 
+def _fsync_files(folder: Path) -> None:
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -395,8 +401,6 @@ class Trainer:
         """Write a complete checkpoint folder atomically (rank 0) and point ``latest`` at it."""
         if not self.env.is_main:
             return None
-        from safetensors.torch import save_file
-
         from lowdose.io.atomic import atomic_write_text
 
         root = self.out_dir / CHECKPOINTS
@@ -405,9 +409,7 @@ class Trainer:
         tmp = root / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        config = self._family_config()
-        save_file(self._tensors(), str(tmp / "model.safetensors"),
-                  metadata={"lowdose_config": json.dumps(config)})
+        config = self._write_weights(tmp)
         state: dict[str, Any] = {"optimizers": {n: o.state_dict() for n, o in optimizers.items()}}
         if hasattr(self.family, "state_dict"):
             state["family"] = self.family.state_dict()
@@ -418,9 +420,7 @@ class Trainer:
             "trainer": asdict(self.config), "world_size": self.env.world_size,
         }
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2) + "\n")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        _fsync_files(tmp)
         final = root / name
         if final.exists():
             shutil.rmtree(final)
@@ -433,20 +433,32 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {
+    def _write_weights(self, folder: Path) -> dict[str, Any]:
+        """Every module's tensors to ``folder/model.safetensors`` (the family config in its
+        metadata); returns that config."""
+        from safetensors.torch import save_file
+
+        config = self._family_config()
+        tensors = {
             f"{mname}.{k}": v.detach().to("cpu").contiguous()
             for mname, module in self.family.modules.items()
             for k, v in module.state_dict().items()
         }
+        save_file(tensors, str(folder / "model.safetensors"),
+                  metadata={"lowdose_config": json.dumps(config)})
+        return config
+
+    def _summary(self, metrics: dict[str, Any]) -> str:
+        """The ``config.json`` of a loadable weights folder (the run folder, ``best``)."""
+        final = {"family": self._family_config(), "trainer": asdict(self.config),
+                 "metrics": metrics}
+        return json.dumps(final, indent=2) + "\n"
 
     def keep_best(self, step: int, val: dict[str, float]) -> bool:
         """Write the current weights to ``<out>/best`` if ``val`` improves ``best_metric``."""
         name, cfg = self.config.best_metric, self.config
         if not name or not self.env.is_main or name not in val:
             return False
-        from safetensors.torch import save_file
-
         best = self.out_dir / BEST
         if (best / "config.json").is_file():
             before = json.loads((best / "config.json").read_text())["metrics"][f"val/{name}"]
@@ -455,12 +467,10 @@ class Trainer:
         tmp = self.out_dir / f".tmp-{BEST}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        config = self._family_config()
-        save_file(self._tensors(), str(tmp / "model.safetensors"),
-                  metadata={"lowdose_config": json.dumps(config)})
+        self._write_weights(tmp)
         metrics = {"step": step, **{f"val/{k}": v for k, v in val.items()}}
-        (tmp / "config.json").write_text(json.dumps(
-            {"family": config, "trainer": asdict(cfg), "metrics": metrics}, indent=2) + "\n")
+        (tmp / "config.json").write_text(self._summary(metrics))
+        _fsync_files(tmp)
         old = self.out_dir / f".old-{BEST}-{os.getpid()}"
         if best.exists():
             os.replace(best, old)
@@ -652,9 +662,7 @@ class Trainer:
 
         with atomic_path(self.out_dir / "model.safetensors") as tmp:
             shutil.copyfile(checkpoint / "model.safetensors", tmp)
-        final = {"family": self._family_config(), "trainer": asdict(self.config),
-                 "metrics": metrics}
-        atomic_write_text(self.out_dir / "config.json", json.dumps(final, indent=2) + "\n")
+        atomic_write_text(self.out_dir / "config.json", self._summary(metrics))
 
 
 class _Log:
