@@ -15,6 +15,7 @@ from lowdose.training.gan import (
     gaussian_blur,
     gradient_penalty,
     jst_loss,
+    lowfreq_loss,
     lsgan_loss,
     total_variation,
     wgan_critic_loss,
@@ -37,6 +38,20 @@ def test_cycle_loss_of_identity_pair_is_zero_and_l1_otherwise() -> None:
     assert float(cycle_loss(x, x.clone())) == 0.0
     assert abs(float(cycle_loss(x, x + 0.5)) - 0.5) < 1e-6
     assert abs(float(cycle_loss(x, x + 0.5, 64)) - 32.0) < 1e-4
+
+
+def test_lowfreq_loss_sees_a_level_shift_and_not_fine_noise() -> None:
+    x = torch.rand(2, 1, 32, 32) * 1000
+    assert float(lowfreq_loss(x, x.clone(), sigma=4.0)) == 0.0
+    assert float(lowfreq_loss(x, x - 7.0, sigma=4.0)) == pytest.approx(7.0, rel=1e-5)
+    assert float(lowfreq_loss(x, x - 7.0, 4.0, REFERENCE_PIXELS)) == pytest.approx(7 * 4096,
+                                                                                  rel=1e-5)
+    # Removing pixel-scale noise (a checkerboard of +-20) changes the low-pass by almost nothing.
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    checker = 20.0 * (1 - 2 * ((yy + xx) % 2)).float()
+    noisy = x + checker
+    assert float(lowfreq_loss(noisy, x, sigma=4.0)) < 0.5  # edges replicate: not exactly 0
+    assert float(cycle_loss(noisy, x)) == pytest.approx(20.0)
 
 
 def test_jst_zero_for_constant_identity_mapping_and_weights_by_tau() -> None:

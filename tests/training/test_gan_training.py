@@ -195,10 +195,16 @@ def test_paired_samples_are_aligned_and_unpaired_are_not() -> None:
     assert torch.equal(unpaired[3]["low"], unpaired[3]["low"])  # reproducible per index
 
 
-def test_n_critic_steps_the_generators_on_every_nth_step_only(tmp_path: Path) -> None:
+def _cyclegan(**kw) -> CycleGanFamily:
+    return CycleGanFamily(CycleGanConfig(ngf=4, n_blocks=1, ndf=4, pool_size=0, **kw))
+
+
+@pytest.mark.parametrize("family", [_circle, _cyclegan], ids=["gan-circle", "cyclegan"])
+def test_n_critic_steps_the_generators_on_every_nth_step_only(tmp_path: Path, family) -> None:
     """n_critic 3 after a critic warm-up of 2: the critics change on all 8 steps, G and its EMA
     only on steps 2 and 5."""
-    fam = _circle(n_critic=3, critic_warmup=2, ema_decay=0.5)
+    fam = family(n_critic=3, critic_warmup=2, ema_decay=0.5)
+    critic = fam.critic_name
     names = ("g_lh", "g_lh_ema", "d_high")
 
     def snap() -> list[torch.Tensor]:
@@ -222,13 +228,39 @@ def test_n_critic_steps_the_generators_on_every_nth_step_only(tmp_path: Path) ->
     assert [c[1] for c in changed] == turns
     assert all(c[2] for c in changed)
     assert len(_metric(tmp_path / "nc", "generator/loss")) == 2
-    assert len(_metric(tmp_path / "nc", "critic/loss")) == 8
+    assert len(_metric(tmp_path / "nc", f"{critic}/loss")) == 8
+
+
+@pytest.mark.parametrize("config", [GanCircleConfig, CycleGanConfig])
+def test_critic_schedule_is_checked(config) -> None:
     with pytest.raises(LowdoseError, match="n_critic"):
-        GanCircleConfig(n_critic=0)
+        config(n_critic=0)
     with pytest.raises(LowdoseError, match="critic_warmup"):
-        GanCircleConfig(critic_warmup=-1)
+        config(critic_warmup=-1)
+
+
+def test_l1_only_refuses_a_critic_schedule() -> None:
     with pytest.raises(LowdoseError, match="n_critic"):
         GanCircleConfig(n_critic=2, l1_only=True)
+
+
+@pytest.mark.parametrize("family", [_circle, _cyclegan], ids=["gan-circle", "cyclegan"])
+def test_lowfreq_term_is_logged_and_weighted(tmp_path: Path, family) -> None:
+    """With lambda_lowfreq the generator loss gains exactly lambda x the logged term."""
+    batch = UnpairedPatches(_pool(), patch=32, length=4, min_mean_hu=-2000)[0]
+    batch = {k: v[None] for k, v in batch.items()}
+    plain = family()._generator_step(batch)
+    weighted = family(lambda_lowfreq=3.0, lowfreq_sigma=2.0)._generator_step(batch)
+    assert "lowfreq" not in plain and float(weighted["lowfreq"]) > 0
+    assert float(weighted["loss"]) == pytest.approx(
+        float(plain["loss"]) + 3.0 * float(weighted["lowfreq"]), rel=1e-5)
+    with pytest.raises(LowdoseError, match="lowfreq_sigma"):
+        family(lowfreq_sigma=0.0)
+
+
+def test_cyclegan_lambda_adv_weighs_the_generators_lsgan_terms() -> None:
+    assert _cyclegan()._weights()["adv_g"] == 1.0  # the reference
+    assert _cyclegan(lambda_adv=4.0)._weights()["adv_g"] == 4.0
 
 
 def test_l1_only_mode_trains_g_alone(tmp_path: Path) -> None:

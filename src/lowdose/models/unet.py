@@ -6,7 +6,7 @@ connections by addition (cheaper than concatenation), and a global residual: the
 predicts the noise to subtract. Input: HU clipped to [-1024, 3072] and scaled to [0, 1].
 
 Two shipped weights: ``unet`` (the default: four scales, 24-48-96-192 channels, one block per
-scale) and ``unet-fast`` (three scales, 24-48-96, about 25% less time per slice and 0.8 dB less
+scale) and ``unet-fast`` (three scales, 24-48-96, about 20% less time per slice and 0.8 dB less
 on the real Mayo pairs, not fine-tuned at the relative dose), sized for the budget of 0.25 s per
 512x512 slice on two CPU cores (``benchmarks/denoise_speed.py``).
 

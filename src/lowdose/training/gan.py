@@ -2,8 +2,8 @@
 
 Both families plug into :mod:`lowdose.training.trainer` through :class:`TrainingFamily`: two
 optimisers, ``generator`` then ``critic`` (``discriminator`` for CycleGAN), stepped in that order on
-every batch, as in both reference codes (one critic step per generator step). GAN-CIRCLE's
-``n_critic`` and ``critic_warmup`` let the critics take several steps per generator step, and
+every batch, as in both reference codes (one critic step per generator step). ``n_critic`` and
+``critic_warmup`` (both families) let the critics take several steps per generator step, and
 train alone first (the generator's optimiser skips those steps). The generator step caches its
 fakes; the critic step reuses them (detached, through a history pool when enabled).
 Learning rates are constant, or decay linearly to zero with ``lr_decay`` (the family's
@@ -108,6 +108,25 @@ def cycle_loss(x: torch.Tensor, x_back: torch.Tensor, pixels: int = 1) -> torch.
     terms.
     """
     return (x - x_back).abs().mean() * pixels
+
+
+def lowfreq_loss(
+    source: torch.Tensor, output: torch.Tensor, sigma: float, pixels: int = 1
+) -> torch.Tensor:
+    """L1 of the low-pass part of a generator's change, ``blur(output - source)``, in the units
+    of :func:`cycle_loss`: what a restoration should leave alone.
+
+    CT noise after filtered back-projection has almost no power at the lowest frequencies (its
+    spectrum rises from zero with the ramp filter), so removing or adding noise barely changes
+    a Gaussian low-pass of the image; a shift of the HU level or a smooth change of the anatomy
+    does. The blur is :func:`gaussian_blur` with ``sigma`` pixels.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 32, 32)
+        >>> float(lowfreq_loss(x, x + 5.0, sigma=2.0))
+        5.0
+    """
+    return cycle_loss(gaussian_blur(source, sigma), gaussian_blur(output, sigma), pixels)
 
 
 def total_variation(x: torch.Tensor, pixels: int = 1) -> torch.Tensor:
@@ -219,6 +238,15 @@ def checked_count(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
+def checked_lowfreq(weight: Any, sigma: Any) -> tuple[float, float]:
+    """``(lambda_lowfreq, lowfreq_sigma)`` as floats: a weight >= 0 and a blur > 0 pixels."""
+    weight, sigma = float(weight), float(sigma)
+    if weight < 0 or not sigma > 0:
+        raise LowdoseError(f"lambda_lowfreq must be >= 0 and lowfreq_sigma > 0 pixels, got "
+                           f"{weight} and {sigma}")
+    return weight, sigma
+
+
 def checked_paired_fraction(value: float) -> float:
     """``paired_fraction`` as a float in [0, 1] (the share of aligned pairs in a batch).
 
@@ -279,6 +307,9 @@ class GanCircleConfig:
     count, ``lr_decay`` and ``val_every`` count critic steps. ``critic_warmup`` trains the
     critics alone for that many first steps (the generators stay as initialised), so that the
     first generator steps follow a critic that already tells the domains apart.
+    ``lambda_lowfreq`` (not in the paper; 0: off) weighs :func:`lowfreq_loss` on both generators'
+    changes, Gaussian low-pass of ``lowfreq_sigma`` pixels: an unpaired critic can reward a shift
+    of the HU level that tells its two sets of slices apart, which a denoiser must not make.
     """
 
     scale: int = 1
@@ -297,6 +328,8 @@ class GanCircleConfig:
     lambda_jst: float = 3.2
     jst_tau: float = 0.1
     lambda_supervised: float = 0.25
+    lambda_lowfreq: float = 0.0
+    lowfreq_sigma: float = 4.0
     gp_weight: float = 1.0
     paired_fraction: float = 0.0
     pool_size: int = 50
@@ -312,6 +345,8 @@ class GanCircleConfig:
         self.lr_decay = checked_lr_decay(self.lr_decay)
         self.n_critic = checked_count(self.n_critic, "n_critic", 1)
         self.critic_warmup = checked_count(self.critic_warmup, "critic_warmup", 0)
+        self.lambda_lowfreq, self.lowfreq_sigma = checked_lowfreq(self.lambda_lowfreq,
+                                                                  self.lowfreq_sigma)
         if self.l1_only and (self.n_critic != 1 or self.critic_warmup):
             raise LowdoseError("n_critic and critic_warmup need the critics: they do not apply "
                                "with l1_only")
@@ -399,8 +434,8 @@ class _GanFamily(TrainingFamily):
         return lr_scale(self.cfg.lr_decay, step)
 
     def _generator_turn(self, step: int) -> bool:
-        after = step - getattr(self.cfg, "critic_warmup", 0)
-        return after >= 0 and after % getattr(self.cfg, "n_critic", 1) == 0
+        after = step - self.cfg.critic_warmup
+        return after >= 0 and after % self.cfg.n_critic == 0
 
     def training_step(self, batch: Any, optimizer_name: str, step: int) -> dict[str, torch.Tensor]:
         if optimizer_name == "generator":
@@ -423,6 +458,11 @@ class _GanFamily(TrainingFamily):
         idt = cycle_loss(y, same_y, px) + cycle_loss(x, same_x, px)
         out = {"adv_g": adv, "cycle": cyc, "identity": idt}
         loss = w["adv_g"] * adv + w["cycle"] * cyc + w["identity"] * idt
+        if self.cfg.lambda_lowfreq > 0:
+            sigma = self.cfg.lowfreq_sigma
+            kept = lowfreq_loss(x, fake_y, sigma, px) + lowfreq_loss(y, fake_x, sigma, px)
+            out["lowfreq"] = kept
+            loss = loss + self.cfg.lambda_lowfreq * kept
         for name, (weight, value) in self._extra_terms(x, y, same_x, same_y).items():
             out[name] = value
             loss = loss + weight * value
@@ -618,15 +658,24 @@ class CycleGanConfig:
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5
     lambda_supervised: float = 0.0
+    lambda_adv: float = 1.0
+    lambda_lowfreq: float = 0.0
+    lowfreq_sigma: float = 4.0
     paired_fraction: float = 0.0
     pool_size: int = 50
     ema_decay: float = 0.0
     lr_decay: tuple[int, int] | None = None
+    n_critic: int = 1
+    critic_warmup: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.lr_decay = checked_lr_decay(self.lr_decay)
+        self.n_critic = checked_count(self.n_critic, "n_critic", 1)
+        self.critic_warmup = checked_count(self.critic_warmup, "critic_warmup", 0)
+        self.lambda_lowfreq, self.lowfreq_sigma = checked_lowfreq(self.lambda_lowfreq,
+                                                                  self.lowfreq_sigma)
         self.paired_fraction = checked_paired_fraction(self.paired_fraction)
 
 
@@ -673,7 +722,7 @@ class CycleGanFamily(_GanFamily):
 
     def _weights(self) -> dict[str, float]:
         c = self.cfg
-        return {"adv_g": 1.0, "cycle": c.lambda_cycle,
+        return {"adv_g": c.lambda_adv, "cycle": c.lambda_cycle,
                 "identity": c.lambda_identity * c.lambda_cycle, "supervised": c.lambda_supervised}
 
     def _adversarial_g(self, critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
