@@ -123,7 +123,7 @@ def lowfreq_loss(
 
     Example:
         >>> x = torch.zeros(1, 1, 32, 32)
-        >>> float(lowfreq_loss(x, x + 5.0, sigma=2.0))
+        >>> round(float(lowfreq_loss(x, x + 5.0, sigma=2.0)), 4)
         5.0
     """
     return cycle_loss(gaussian_blur(source, sigma), gaussian_blur(output, sigma), pixels)
