@@ -45,6 +45,10 @@ def _circle(**kw) -> GanCircleFamily:
     return GanCircleFamily(GanCircleConfig(**{**base, **kw}))
 
 
+def _cyclegan(**kw) -> CycleGanFamily:
+    return CycleGanFamily(CycleGanConfig(ngf=4, n_blocks=1, ndf=4, pool_size=0, **kw))
+
+
 def _trainer_cfg(**kw) -> TrainerConfig:
     base = dict(max_steps=30, batch_size=4, log_every=1, checkpoint_every=10, progress=False,
                 tensorboard=False, num_threads=1)
@@ -168,6 +172,23 @@ def test_identity_start_and_critic_gain() -> None:
     assert w1 != pytest.approx(w10)
 
 
+@pytest.mark.parametrize("family", [_circle, _cyclegan], ids=["gan-circle", "cyclegan"])
+def test_critic_gain_multiplies_what_the_critics_see(family) -> None:
+    seen: list[torch.Tensor] = []
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.detach().clone())
+        return x.mean((1, 2, 3))
+
+    fam = family(critic_gain=10.0)
+    real, fake = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    fam._adversarial_g(critic, fake)
+    torch.manual_seed(0)
+    fam._critic_loss(critic, real, fake)
+    assert torch.allclose(seen[0], 10 * fake) and torch.allclose(seen[1], 10 * real)
+    assert torch.allclose(seen[2], 10 * fake)
+
+
 def test_cyclegan_residual_resize_generator_starts_at_identity() -> None:
     pool = _pool()
     data = UnpairedPatches(pool, patch=32, length=20, paired_fraction=1.0, min_mean_hu=-2000)
@@ -193,10 +214,6 @@ def test_paired_samples_are_aligned_and_unpaired_are_not() -> None:
     unpaired = UnpairedPatches(pool, patch=32, length=20, min_mean_hu=-2000)
     assert not bool(unpaired[3]["paired"])
     assert torch.equal(unpaired[3]["low"], unpaired[3]["low"])  # reproducible per index
-
-
-def _cyclegan(**kw) -> CycleGanFamily:
-    return CycleGanFamily(CycleGanConfig(ngf=4, n_blocks=1, ndf=4, pool_size=0, **kw))
 
 
 @pytest.mark.parametrize("family", [_circle, _cyclegan], ids=["gan-circle", "cyclegan"])

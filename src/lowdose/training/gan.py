@@ -661,6 +661,7 @@ class CycleGanConfig:
     lambda_adv: float = 1.0
     lambda_lowfreq: float = 0.0
     lowfreq_sigma: float = 4.0
+    critic_gain: float = 1.0
     paired_fraction: float = 0.0
     pool_size: int = 50
     ema_decay: float = 0.0
@@ -726,12 +727,13 @@ class CycleGanFamily(_GanFamily):
                 "identity": c.lambda_identity * c.lambda_cycle, "supervised": c.lambda_supervised}
 
     def _adversarial_g(self, critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
-        return lsgan_loss(critic(fake), 1.0)
+        return lsgan_loss(critic(self.cfg.critic_gain * fake), 1.0)
 
     def _critic_loss(
         self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        loss = 0.5 * (lsgan_loss(critic(real), 1.0) + lsgan_loss(critic(fake), 0.0))
+        k = self.cfg.critic_gain
+        loss = 0.5 * (lsgan_loss(critic(k * real), 1.0) + lsgan_loss(critic(k * fake), 0.0))
         return {"loss": loss, "d": loss.detach()}
 
 
