@@ -64,6 +64,16 @@ def test_nifti_geometry_from_ras_affine_and_2d_stays_2d(tmp_path):
     nib.save(nib.Nifti1Image(data[:, :, :1].astype(np.float32), affine), tmp_path / "s.nii")
     flat = read_ct(tmp_path / "s.nii")
     assert flat.shape == (4, 5) and flat.spacing == pytest.approx((0.9, 0.7))
+    # written back, the one-slice volume keeps its (X, Y, 1) shape and its affine
+    write_ct(flat.with_pixels(flat.hu + 1), tmp_path / "out.nii")
+    back = nib.load(tmp_path / "out.nii")
+    assert back.shape == (5, 4, 1)
+    np.testing.assert_allclose(back.affine, affine)
+    np.testing.assert_allclose(np.asarray(back.dataobj)[..., 0], data[:, :, 0] + 1)
+    # a 2D NIfTI stays 2D
+    nib.save(nib.Nifti1Image(data[:, :, 0].astype(np.float32), affine), tmp_path / "p.nii")
+    write_ct(read_ct(tmp_path / "p.nii"), tmp_path / "p-out.nii")
+    assert nib.load(tmp_path / "p-out.nii").shape == (5, 4)
 
 
 def test_nifti_in_a_folder_of_its_own(tmp_path):

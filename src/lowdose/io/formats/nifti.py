@@ -20,6 +20,9 @@ from lowdose.io.formats.common import (
 )
 
 # NIfTI affines map voxels to RAS+; DICOM (and CTImage.origin/direction) use LPS+.
+#: Metadata key of a 2D image read from a one-slice 3D NIfTI: its slice spacing (mm), so that
+#: the writer gives back the same (X, Y, 1) shape and affine.
+SINGLE_SLICE_SPACING = "nifti_single_slice_spacing"
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -51,7 +54,7 @@ def geometry_to_affine(image: CTImage) -> np.ndarray:
     if image.is_volume:
         sk, sj, si = image.spacing
     else:
-        (sj, si), sk = image.spacing, 1.0
+        (sj, si), sk = image.spacing, float(image.metadata.get(SINGLE_SLICE_SPACING, 1.0))
     direction = np.eye(3) if image.direction is None else np.asarray(image.direction, float)
     origin = np.zeros(3) if image.origin is None else np.asarray(image.origin, float)
     lps = np.eye(4)
@@ -96,18 +99,15 @@ class NiftiReader(FormatReader):
         else:
             hu = np.ascontiguousarray(data.reshape(data.shape[0], data.shape[1]).T)
             spacing = (sj, si)
-        return CTImage(
-            hu,
-            spacing=spacing,
-            origin=origin,
-            direction=direction,
-            metadata={
-                "format": "nifti",
-                "source": str(path.resolve()),
-                "stored_dtype": str(stored),
-                "units": "values taken as HU (NIfTI stores no units)",
-            },
-        )
+        metadata: dict[str, object] = {
+            "format": "nifti",
+            "source": str(path.resolve()),
+            "stored_dtype": str(stored),
+            "units": "values taken as HU (NIfTI stores no units)",
+        }
+        if data.ndim == 3:  # one slice of a volume: written back as (X, Y, 1) with its spacing
+            metadata[SINGLE_SLICE_SPACING] = sk
+        return CTImage(hu, spacing=spacing, origin=origin, direction=direction, metadata=metadata)
 
 
 @writers.register("nifti")
@@ -123,6 +123,8 @@ class NiftiWriter(FormatWriter):
         refuse_input_overwrite(image, path, is_folder=False)
         check_finite(image.hu, path)
         data = image.hu.transpose(2, 1, 0) if image.is_volume else image.hu.T
+        if not image.is_volume and SINGLE_SLICE_SPACING in image.metadata:
+            data = data[:, :, None]  # the reader's one-slice volume keeps its shape
         affine = geometry_to_affine(image)
         nii = nib.Nifti1Image(np.ascontiguousarray(data, dtype=np.float32), affine)
         nii.set_qform(affine, code=1)
