@@ -10,8 +10,9 @@ in both conventions (``full``: HU [-1024, 3072]; ``window``: [-160, 240]), mean 
 Methods: ``bicubic`` (the interpolation the networks start from), ``gan-circle`` (the shipped
 GAN-CIRCLE weights) and ``l1-only`` (the same generator trained with the L1 term alone on aligned
 pairs of the same slice pool, for the same number of steps, no GAN ensemble: runs
-``runs/gan-circle-l1c-x{2,4}``, made with ``runs/gan-train.py`` and ``l1_only: true``,
-``paired_fraction: 1``). Weights: ``--model NAME:SCALE=PATH`` (defaults below).
+``runs/gan-circle-l1c-x{2,4}``, made with ``lowdose train denoiser --model gan-circle --preset
+gan-circle-l1-cpu --scale S --out runs/gan-circle-l1c-xS``). Weights: ``--model
+NAME:SCALE=PATH`` (defaults below).
 
 Writes ``benchmarks/results/upscale.json`` and ``upscale.md``.
 
