@@ -262,7 +262,7 @@ def test_l1_only_refuses_a_critic_schedule() -> None:
 
 
 @pytest.mark.parametrize("family", [_circle, _cyclegan], ids=["gan-circle", "cyclegan"])
-def test_lowfreq_term_is_logged_and_weighted(tmp_path: Path, family) -> None:
+def test_lowfreq_term_is_logged_and_weighted(family) -> None:
     """With lambda_lowfreq the generator loss gains exactly lambda x the logged term."""
     batch = UnpairedPatches(_pool(), patch=32, length=4, min_mean_hu=-2000)[0]
     batch = {k: v[None] for k, v in batch.items()}

@@ -126,7 +126,7 @@ def lowfreq_loss(
         >>> round(float(lowfreq_loss(x, x + 5.0, sigma=2.0)), 4)
         5.0
     """
-    return cycle_loss(gaussian_blur(source, sigma), gaussian_blur(output, sigma), pixels)
+    return gaussian_blur(output - source, sigma).abs().mean() * pixels
 
 
 def total_variation(x: torch.Tensor, pixels: int = 1) -> torch.Tensor:
@@ -238,13 +238,18 @@ def checked_count(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
-def checked_lowfreq(weight: Any, sigma: Any) -> tuple[float, float]:
-    """``(lambda_lowfreq, lowfreq_sigma)`` as floats: a weight >= 0 and a blur > 0 pixels."""
-    weight, sigma = float(weight), float(sigma)
-    if weight < 0 or not sigma > 0:
+def check_shared_settings(cfg: Any) -> None:
+    """Normalise, in place, the settings both GAN configs share: ``betas``, ``lr_decay``, the
+    critic schedule (``n_critic`` >= 1, ``critic_warmup`` >= 0) and the low-frequency term
+    (``lambda_lowfreq`` >= 0, ``lowfreq_sigma`` > 0 pixels)."""
+    cfg.betas = (float(cfg.betas[0]), float(cfg.betas[1]))
+    cfg.lr_decay = checked_lr_decay(cfg.lr_decay)
+    cfg.n_critic = checked_count(cfg.n_critic, "n_critic", 1)
+    cfg.critic_warmup = checked_count(cfg.critic_warmup, "critic_warmup", 0)
+    cfg.lambda_lowfreq, cfg.lowfreq_sigma = float(cfg.lambda_lowfreq), float(cfg.lowfreq_sigma)
+    if cfg.lambda_lowfreq < 0 or not cfg.lowfreq_sigma > 0:
         raise LowdoseError(f"lambda_lowfreq must be >= 0 and lowfreq_sigma > 0 pixels, got "
-                           f"{weight} and {sigma}")
-    return weight, sigma
+                           f"{cfg.lambda_lowfreq} and {cfg.lowfreq_sigma}")
 
 
 def checked_paired_fraction(value: float) -> float:
@@ -341,12 +346,7 @@ class GanCircleConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        self.lr_decay = checked_lr_decay(self.lr_decay)
-        self.n_critic = checked_count(self.n_critic, "n_critic", 1)
-        self.critic_warmup = checked_count(self.critic_warmup, "critic_warmup", 0)
-        self.lambda_lowfreq, self.lowfreq_sigma = checked_lowfreq(self.lambda_lowfreq,
-                                                                  self.lowfreq_sigma)
+        check_shared_settings(self)
         if self.l1_only and (self.n_critic != 1 or self.critic_warmup):
             raise LowdoseError("n_critic and critic_warmup need the critics: they do not apply "
                                "with l1_only")
@@ -671,12 +671,7 @@ class CycleGanConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        self.lr_decay = checked_lr_decay(self.lr_decay)
-        self.n_critic = checked_count(self.n_critic, "n_critic", 1)
-        self.critic_warmup = checked_count(self.critic_warmup, "critic_warmup", 0)
-        self.lambda_lowfreq, self.lowfreq_sigma = checked_lowfreq(self.lambda_lowfreq,
-                                                                  self.lowfreq_sigma)
+        check_shared_settings(self)
         self.paired_fraction = checked_paired_fraction(self.paired_fraction)
 
 

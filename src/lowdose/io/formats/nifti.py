@@ -19,10 +19,10 @@ from lowdose.io.formats.common import (
     refuse_input_overwrite,
 )
 
-# NIfTI affines map voxels to RAS+; DICOM (and CTImage.origin/direction) use LPS+.
 #: Metadata key of a 2D image read from a one-slice 3D NIfTI: its slice spacing (mm), so that
 #: the writer gives back the same (X, Y, 1) shape and affine.
 SINGLE_SLICE_SPACING = "nifti_single_slice_spacing"
+# NIfTI affines map voxels to RAS+; DICOM (and CTImage.origin/direction) use LPS+.
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
