@@ -275,6 +275,60 @@ def test_lowfreq_term_is_logged_and_weighted(family) -> None:
         family(lowfreq_sigma=0.0)
 
 
+@pytest.mark.parametrize(
+    ("family", "off", "on"),
+    [(_circle, dict(lambda_identity=0.0, lambda_jst=0.0), dict(lambda_identity=0.0)),
+     (_cyclegan, dict(lambda_identity=0.0), dict(lambda_identity=0.5))],
+    ids=["gan-circle (JST on)", "cyclegan"])
+def test_identity_mappings_run_only_when_a_term_uses_them(family, off, on) -> None:
+    """G runs on the full-dose patches (G(y)) only for the identity term (or GAN-CIRCLE's JST):
+    with their weights at 0, G runs twice per generator step (G(x), G(F(y))), not three times."""
+    batch = UnpairedPatches(_pool(), patch=32, length=4, min_mean_hu=-2000)[0]
+    batch = {k: v[None] for k, v in batch.items()}
+    for kw, passes in ((off, 2), (on, 3)):
+        fam = family(**kw)
+        calls: list[int] = []
+        fam.modules["g_lh"].register_forward_hook(lambda *_, seen=calls: seen.append(1))
+        out = fam._generator_step(batch)
+        assert len(calls) == passes
+        assert ("identity" in out) == (passes == 3)
+        assert torch.isfinite(out["loss"])
+
+
+def test_cyclegan_wgan_gp_plays_gan_circles_game() -> None:
+    """adversarial wgan-gp: the generator term is -mean(D), the critic loss GAN-CIRCLE's own
+    (Wasserstein estimate and gradient penalty of the same weight); bad names are refused."""
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        return 3.0 * x.mean((1, 2, 3))  # slope 3 / 64 per pixel of an 8x8 image
+
+    real, fake = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    wgan = _cyclegan(adversarial="wgan-gp", gp_weight=7.0, critic_gain=2.0)
+    assert float(wgan._adversarial_g(critic, fake)) == pytest.approx(-6.0 * float(fake.mean()))
+    torch.manual_seed(0)
+    got = wgan._critic_loss(critic, real, fake)
+    torch.manual_seed(0)
+    want = _circle(gp_weight=7.0, critic_gain=2.0)._critic_loss(critic, real, fake)
+    assert set(got) == {"loss", "wdist", "gp"}
+    for key in got:
+        assert float(got[key]) == pytest.approx(float(want[key]))
+    # The penalty is on the gain-scaled input: gradient norm 3 / 64 * 8 = 0.375 everywhere.
+    assert float(got["gp"]) == pytest.approx((1 - 0.375) ** 2)
+    assert float(got["wdist"]) == pytest.approx(6.0 * float(real.mean() - fake.mean()), rel=1e-5)
+    lsgan = _cyclegan()._critic_loss(critic, real, fake)
+    assert set(lsgan) == {"loss", "d"}
+    with pytest.raises(LowdoseError, match="adversarial"):
+        CycleGanConfig(adversarial="hinge")
+
+
+def test_cyclegan_wgan_gp_trains_through_the_trainer(tmp_path: Path) -> None:
+    fam = _cyclegan(adversarial="wgan-gp", n_critic=2, residual=True, upsample="resize")
+    data = UnpairedPatches(_pool(), patch=32, length=1000, min_mean_hu=-2000)
+    Trainer(fam, data, _trainer_cfg(max_steps=4), tmp_path / "w").fit()
+    assert len(_metric(tmp_path / "w", "discriminator/gp_high")) == 4
+    assert len(_metric(tmp_path / "w", "generator/adv_g")) == 2
+
+
 def test_cyclegan_lambda_adv_weighs_the_generators_lsgan_terms() -> None:
     assert _cyclegan()._weights()["adv_g"] == 1.0  # the reference
     assert _cyclegan(lambda_adv=4.0)._weights()["adv_g"] == 4.0

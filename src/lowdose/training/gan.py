@@ -415,8 +415,24 @@ class _GanFamily(TrainingFamily):
     def _extra_terms(
         self, x: torch.Tensor, y: torch.Tensor, same_x: torch.Tensor, same_y: torch.Tensor
     ) -> dict[str, tuple[float, torch.Tensor]]:
-        """Further generator terms by name: ``(weight, value)``."""
+        """Further generator terms on the identity mappings, by name: ``(weight, value)``."""
         return {}
+
+    def _uses_identity_mappings(self) -> bool:
+        """Whether a weighted term needs ``G(y)`` and ``F(x)`` (the identity term here)."""
+        return self._weights()["identity"] > 0
+
+    def _wgan_gp_critic_loss(
+        self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The WGAN-GP critic loss on ``critic_gain`` times the images (both families)."""
+        k = self.cfg.critic_gain
+        real, fake = k * real, k * fake
+        w = wgan_critic_loss(critic(real), critic(fake))
+        # alpha from the global RNG, which the trainer reseeds every step (exact resume).
+        gp = gradient_penalty(critic, real, fake)
+        # -w is the critic's estimate of the Wasserstein distance: logged as a progress signal.
+        return {"loss": w + self.cfg.gp_weight * gp, "wdist": -w, "gp": gp}
 
     # ---- the trainer's interface
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -454,18 +470,22 @@ class _GanFamily(TrainingFamily):
         fake_y, fake_x = g(x), f(y)
         adv = self._adversarial_g(m["d_high"], fake_y) + self._adversarial_g(m["d_low"], fake_x)
         cyc = cycle_loss(x, f(fake_y), px) + cycle_loss(y, g(fake_x), px)
-        same_y, same_x = g(y), f(x)
-        idt = cycle_loss(y, same_y, px) + cycle_loss(x, same_x, px)
-        out = {"adv_g": adv, "cycle": cyc, "identity": idt}
-        loss = w["adv_g"] * adv + w["cycle"] * cyc + w["identity"] * idt
+        out = {"adv_g": adv, "cycle": cyc}
+        loss = w["adv_g"] * adv + w["cycle"] * cyc
+        if self._uses_identity_mappings():
+            # Two more passes of each generator (a third of the step): only when a term uses them.
+            same_y, same_x = g(y), f(x)
+            idt = cycle_loss(y, same_y, px) + cycle_loss(x, same_x, px)
+            out["identity"] = idt
+            loss = loss + w["identity"] * idt
+            for name, (weight, value) in self._extra_terms(x, y, same_x, same_y).items():
+                out[name] = value
+                loss = loss + weight * value
         if self.cfg.lambda_lowfreq > 0:
             sigma = self.cfg.lowfreq_sigma
             kept = lowfreq_loss(x, fake_y, sigma, px) + lowfreq_loss(y, fake_x, sigma, px)
             out["lowfreq"] = kept
             loss = loss + self.cfg.lambda_lowfreq * kept
-        for name, (weight, value) in self._extra_terms(x, y, same_x, same_y).items():
-            out[name] = value
-            loss = loss + weight * value
         paired = batch.get("paired")
         if w["supervised"] > 0 and paired is not None and bool(paired.any()):
             mask = paired.to(x.device).bool()
@@ -616,13 +636,10 @@ class GanCircleFamily(_GanFamily):
     def _critic_loss(
         self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        k = self.cfg.critic_gain
-        real, fake = k * real, k * fake
-        w = wgan_critic_loss(critic(real), critic(fake))
-        # alpha from the global RNG, which the trainer reseeds every step (exact resume).
-        gp = gradient_penalty(critic, real, fake)
-        # -w is the critic's estimate of the Wasserstein distance: logged as a progress signal.
-        return {"loss": w + self.cfg.gp_weight * gp, "wdist": -w, "gp": gp}
+        return self._wgan_gp_critic_loss(critic, real, fake)
+
+    def _uses_identity_mappings(self) -> bool:
+        return super()._uses_identity_mappings() or self.cfg.lambda_jst > 0
 
     def _extra_terms(
         self, x: torch.Tensor, y: torch.Tensor, same_x: torch.Tensor, same_y: torch.Tensor
@@ -636,6 +653,10 @@ class GanCircleFamily(_GanFamily):
 # ---------------------------------------------------------------- CycleGAN
 
 
+#: CycleGAN's games: the reference's least squares, or GAN-CIRCLE's Wasserstein with penalty.
+CYCLEGAN_ADVERSARIAL = ("lsgan", "wgan-gp")
+
+
 @dataclass
 class CycleGanConfig:
     """CycleGAN training settings (Zhu et al. 2017; junyanz/pytorch-CycleGAN-and-pix2pix).
@@ -645,7 +666,11 @@ class CycleGanConfig:
     and ``upsample`` are the generator's deviations from the reference (see
     :class:`lowdose.models.cyclegan.ResnetGenerator`); ``ema_decay`` > 0 keeps an average of G;
     ``lr_decay`` ``(start, end)``: linear decay of the learning rate to zero between those steps
-    (the reference decays over its second 100 epochs; None: constant).
+    (the reference decays over its second 100 epochs; None: constant). ``adversarial``
+    ``"wgan-gp"`` (not the reference's; default ``"lsgan"``) swaps the least-squares game for
+    GAN-CIRCLE's Wasserstein one with its gradient penalty of weight ``gp_weight``, the same
+    loss code: with LSGAN the discriminators sat at chance on the unpaired CT domains, which
+    differ only in their noise, and G stayed at the identity (see the ``cyclegan`` card).
     """
 
     ngf: int = 64
@@ -662,6 +687,8 @@ class CycleGanConfig:
     lambda_lowfreq: float = 0.0
     lowfreq_sigma: float = 4.0
     critic_gain: float = 1.0
+    adversarial: str = "lsgan"
+    gp_weight: float = 10.0
     paired_fraction: float = 0.0
     pool_size: int = 50
     ema_decay: float = 0.0
@@ -673,10 +700,14 @@ class CycleGanConfig:
     def __post_init__(self) -> None:
         check_shared_settings(self)
         self.paired_fraction = checked_paired_fraction(self.paired_fraction)
+        if self.adversarial not in CYCLEGAN_ADVERSARIAL:
+            raise LowdoseError(f"adversarial {self.adversarial!r}: unknown; known: "
+                               f"{', '.join(CYCLEGAN_ADVERSARIAL)}")
 
 
 class CycleGanFamily(_GanFamily):
-    """CycleGAN as a trainer family: LSGAN discriminators, L1 cycle and identity terms.
+    """CycleGAN as a trainer family: LSGAN discriminators (or WGAN-GP critics, ``adversarial``),
+    L1 cycle and identity terms.
 
     Example:
         >>> fam = CycleGanFamily(CycleGanConfig(ngf=8, n_blocks=1, ndf=8, pool_size=0))
@@ -722,11 +753,16 @@ class CycleGanFamily(_GanFamily):
                 "identity": c.lambda_identity * c.lambda_cycle, "supervised": c.lambda_supervised}
 
     def _adversarial_g(self, critic: nn.Module, fake: torch.Tensor) -> torch.Tensor:
-        return lsgan_loss(critic(self.cfg.critic_gain * fake), 1.0)
+        scores = critic(self.cfg.critic_gain * fake)
+        if self.cfg.adversarial == "wgan-gp":
+            return wgan_generator_loss(scores)
+        return lsgan_loss(scores, 1.0)
 
     def _critic_loss(
         self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor
     ) -> dict[str, torch.Tensor]:
+        if self.cfg.adversarial == "wgan-gp":
+            return self._wgan_gp_critic_loss(critic, real, fake)
         k = self.cfg.critic_gain
         loss = 0.5 * (lsgan_loss(critic(k * real), 1.0) + lsgan_loss(critic(k * fake), 0.0))
         return {"loss": loss, "d": loss.detach()}
