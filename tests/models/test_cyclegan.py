@@ -10,6 +10,8 @@ from lowdose.models.cyclegan import (
     CycleGanDenoiser,
     PatchDiscriminator,
     ResnetGenerator,
+    UnetGenerator,
+    build_generator,
     hu_to_signed,
     signed_to_hu,
 )
@@ -53,9 +55,13 @@ def test_registered_and_wrapper_runs() -> None:
     assert float(out.min()) >= -1024 and float(out.max()) <= 3072
 
 
+@pytest.mark.parametrize("generator", ["resnet", "unet"])
 @pytest.mark.parametrize("upsample", ["deconv", "resize"])
-def test_residual_generator_is_identity_at_start_and_learns_a_correction(upsample: str) -> None:
-    g = ResnetGenerator(ngf=8, n_blocks=1, residual=True, upsample=upsample)
+def test_residual_generator_is_identity_at_start_and_learns_a_correction(
+    upsample: str, generator: str
+) -> None:
+    size = {"n_blocks": 1} if generator == "resnet" else {"num_downs": 3}
+    g = build_generator(generator, ngf=8, residual=True, upsample=upsample, **size)
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     assert torch.equal(g(x), x)
     assert not any(isinstance(m, torch.nn.Tanh) for m in g.modules())
@@ -83,3 +89,32 @@ def test_residual_wrapper_output_stays_in_hu_range() -> None:
                                     "upsample": "resize"})
     hu = torch.full((1, 1, 32, 32), 40.0)
     assert torch.allclose(d.denoise(hu), hu, atol=1e-3)
+
+
+@pytest.mark.parametrize("num_downs", [2, 3, 4])
+def test_unet_generator_shape_range_and_reference_layout(num_downs: int) -> None:
+    g = UnetGenerator(ngf=8, num_downs=num_downs)
+    out = g(torch.randn(2, 1, 32, 32) * 5)
+    assert out.shape == (2, 1, 32, 32) and float(out.detach().abs().max()) <= 1.0
+    downs = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)]
+    ups = [m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [m.stride for m in downs] == [(2, 2)] * num_downs
+    assert [m.out_channels for m in downs] == [8 * min(2**i, 8) for i in range(num_downs)]
+    # skips concatenate: every up-conv but the innermost takes twice its level's filters
+    assert ups[-1].out_channels == 1 and ups[0].in_channels == downs[-1].out_channels
+    assert all(m.in_channels == 2 * d.out_channels
+               for m, d in zip(ups[1:], reversed(downs[:-1]), strict=True))
+    # instance norm everywhere but the outermost level and the innermost level's way down
+    assert sum(isinstance(m, torch.nn.InstanceNorm2d) for m in g.modules()) == 2 * num_downs - 3
+    with pytest.raises(ValueError, match="multiple of"):
+        g(torch.zeros(1, 1, 18, 18))
+
+
+def test_unet_denoiser_pads_to_its_levels_and_bad_generators_are_refused() -> None:
+    d = CycleGanDenoiser.untrained({"generator": "unet", "ngf": 8, "num_downs": 3,
+                                    "residual": True, "upsample": "resize"})
+    assert d.multiple == 8 and CycleGanDenoiser.untrained({"ngf": 8, "n_blocks": 1}).multiple == 4
+    x = torch.full((1, 1, 30, 42), 40.0)
+    assert torch.allclose(d.denoise(x), x)  # residual, untrained: the identity, any size
+    with pytest.raises(ValueError, match="generator"):
+        build_generator("vit")

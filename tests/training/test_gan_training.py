@@ -329,6 +329,23 @@ def test_cyclegan_wgan_gp_trains_through_the_trainer(tmp_path: Path) -> None:
     assert len(_metric(tmp_path / "w", "generator/adv_g")) == 2
 
 
+def test_cyclegan_unet_generator_through_the_family_and_export(tmp_path: Path) -> None:
+    from lowdose.models.loading import load_denoiser
+    from lowdose.training.gan import export_generator
+
+    fam = _cyclegan(generator="unet", num_downs=3, residual=True, upsample="resize",
+                    ema_decay=0.9)
+    assert fam.config()["arch"] == {"generator": "unet", "ngf": 4, "num_downs": 3,
+                                    "residual": True, "upsample": "resize"}
+    data = UnpairedPatches(_pool(), patch=32, length=100, min_mean_hu=-2000)
+    Trainer(fam, data, _trainer_cfg(max_steps=2), tmp_path / "u").fit()
+    d = load_denoiser(str(export_generator(tmp_path / "u", tmp_path / "w" / "cg")), device="cpu")
+    assert d.name == "cyclegan" and d.multiple == 8
+    assert d.denoise(torch.zeros(1, 1, 30, 42)).shape == (1, 1, 30, 42)
+    with pytest.raises(LowdoseError, match="generator"):
+        _cyclegan(generator="vit")
+
+
 def test_cyclegan_lambda_adv_weighs_the_generators_lsgan_terms() -> None:
     assert _cyclegan()._weights()["adv_g"] == 1.0  # the reference
     assert _cyclegan(lambda_adv=4.0)._weights()["adv_g"] == 4.0

@@ -124,6 +124,119 @@ class ResnetGenerator(nn.Module):
         return x + out if self.residual else out
 
 
+def _upsampling(in_ch: int, out_ch: int, upsample: str, bias: bool = True) -> list[nn.Module]:
+    """x2 upsampling: a 4x4 stride-2 transposed conv (``deconv``, the U-Net reference) or
+    nearest x2 + 3x3 conv (``resize``)."""
+    if upsample == "deconv":
+        return [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=bias)]
+    if upsample == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                nn.Conv2d(in_ch, out_ch, 3, bias=bias)]
+    raise ValueError(f"upsample must be deconv or resize, got {upsample!r}")
+
+
+class _UnetLevel(nn.Module):
+    """One level of the reference U-Net: down (4x4 stride-2 conv), the inner levels, up; the
+    level's input is concatenated to its output (except at the outermost level)."""
+
+    def __init__(self, outer: int, inner: int, sub: nn.Module | None, outermost: bool,
+                 upsample: str, norm: bool) -> None:
+        super().__init__()
+        def nrm(ch: int) -> list[nn.Module]:
+            return [nn.InstanceNorm2d(ch)] if norm else []
+
+        down: list[nn.Module] = [nn.Conv2d(outer, inner, 4, stride=2, padding=1)]
+        if not outermost:
+            down = [nn.LeakyReLU(0.2, True), *down]
+            if sub is not None:  # the innermost level has no norm on its way down
+                down += nrm(inner)
+        up_in = inner if sub is None else 2 * inner
+        out_ch = 1 if outermost else outer
+        up = [nn.ReLU(True), *_upsampling(up_in, out_ch, upsample)]
+        if not outermost:
+            up += nrm(outer)
+        self.outermost = outermost
+        self.block = nn.Sequential(*down, *([sub] if sub is not None else []), *up)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return out if self.outermost else torch.cat([x, out], 1)
+
+
+class UnetGenerator(nn.Module):
+    """The CycleGAN reference's U-Net generator (``--netG unet_*``, from pix2pix), one channel.
+
+    ``num_downs`` stride-2 levels (the reference's ``unet_256``: 8 for 256x256 crops; 4 suits
+    64x64 patches, a 4x4 bottleneck), filters ``ngf * min(2**i, 8)`` at level ``i``, skip
+    connections by concatenation, leaky ReLU 0.2 down and ReLU up, instance norm (``norm``).
+    Unlike the ResNet generator its finest skip is at half resolution, the path pixel-level
+    detail such as CT noise takes (the ResNet generator has to rebuild it from a 4x smaller
+    grid). ``residual`` and ``upsample`` as in :class:`ResnetGenerator`; no dropout (the
+    reference's is off for CycleGAN by default).
+
+    Example:
+        >>> g = UnetGenerator(ngf=8, num_downs=3, residual=True, upsample="resize")
+        >>> x = torch.rand(1, 1, 32, 32) * 2 - 1
+        >>> bool(torch.equal(g(x), x))  # starts as the identity
+        True
+    """
+
+    def __init__(self, ngf: int = 64, num_downs: int = 4, residual: bool = False,
+                 upsample: str = "deconv", norm: bool = True) -> None:
+        super().__init__()
+        if num_downs < 2:
+            raise ValueError(f"num_downs must be >= 2, got {num_downs}")
+        self.residual, self.num_downs = residual, num_downs
+        widths = [ngf * min(2**i, 8) for i in range(num_downs)]
+        level: nn.Module | None = None
+        for i in reversed(range(1, num_downs)):
+            level = _UnetLevel(widths[i - 1], widths[i], level, False, upsample, norm)
+        self.net = _UnetLevel(1, widths[0], level, True, upsample, norm)
+        if not residual:
+            self.net = nn.Sequential(self.net, nn.Tanh())
+        _init(self)
+        if residual:  # the last convolution starts at zero: the identity
+            last = [m for m in self.net.modules() if isinstance(m, (nn.Conv2d,
+                                                                    nn.ConvTranspose2d))][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = 2**self.num_downs
+        if x.shape[-1] % m or x.shape[-2] % m:
+            raise ValueError(f"input size {tuple(x.shape[-2:])} must be a multiple of {m}")
+        out = self.net(x)
+        return x + out if self.residual else out
+
+
+#: CycleGAN's generators by the ``generator`` key of an architecture.
+GENERATORS: dict[str, type[nn.Module]] = {"resnet": ResnetGenerator, "unet": UnetGenerator}
+
+
+def build_generator(generator: str = "resnet", **arch: Any) -> nn.Module:
+    """The CycleGAN generator named ``generator`` (``resnet`` or ``unet``) with ``arch``.
+
+    Example:
+        >>> type(build_generator("unet", ngf=8, num_downs=2)).__name__
+        'UnetGenerator'
+    """
+    if generator not in GENERATORS:
+        raise ValueError(f"generator {generator!r}: unknown; known: {', '.join(GENERATORS)}")
+    return GENERATORS[generator](**arch)
+
+
+def generator_multiple(arch: dict[str, Any]) -> int:
+    """The size a generator with ``arch`` needs its inputs padded to.
+
+    Example:
+        >>> generator_multiple({"generator": "unet", "num_downs": 4})
+        16
+    """
+    if arch.get("generator", "resnet") == "unet":
+        return 2 ** int(arch.get("num_downs", 4))
+    return 4
+
+
 class PatchDiscriminator(nn.Module):
     """The 70x70 PatchGAN: 4x4 convs 64(s2)-128(s2)-256(s2)-512(s1)-1(s1), padding 1.
 
@@ -161,10 +274,20 @@ class CycleGanDenoiser(NetworkDenoiser):
     """
 
     name = "cyclegan"
-    arch_class: ClassVar[type[nn.Module] | None] = ResnetGenerator
+    arch_class = staticmethod(build_generator)
     default_arch: ClassVar[dict[str, Any]] = {"ngf": 64, "n_blocks": 9}
-    multiple: ClassVar[int] = 4
     shipped: ClassVar[str | None] = "cyclegan"
+
+    @property
+    def multiple(self) -> int:  # type: ignore[override]
+        """Inputs are padded to what the generator needs (4 for ResNet, 2**num_downs U-Net)."""
+        return generator_multiple(self.arch)
+
+    @classmethod
+    def full_arch(cls, arch: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ResNet defaults complete only a ResNet's architecture."""
+        arch = dict(arch or {})
+        return super().full_arch(arch) if arch.get("generator", "resnet") == "resnet" else arch
 
     def _run(self, unit: torch.Tensor) -> torch.Tensor:
         # The shared wrapper works in [0, 1] (HU -1024..3072); the tanh generator in [-1, 1].

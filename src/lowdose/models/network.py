@@ -202,7 +202,7 @@ class NetworkDenoiser(Denoiser):
         metadata: free-form facts about the weights (training data, dose, steps).
     """
 
-    arch_class: ClassVar[type[nn.Module] | None] = None
+    arch_class: ClassVar[Callable[..., nn.Module] | None] = None
     default_arch: ClassVar[dict[str, Any]] = {}
     multiple: ClassVar[int] = 1
     shipped: ClassVar[str | None] = None
@@ -249,16 +249,21 @@ class NetworkDenoiser(Denoiser):
         """A freshly initialised network with ``arch`` (default: ``default_arch``)."""
         if cls.arch_class is None:
             raise TypeError(f"{cls.__name__} sets no arch_class")
-        kwargs = {**cls.default_arch, **(arch or {})}
+        kwargs = cls.full_arch(arch)
         try:
             return cls.arch_class(**kwargs)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise LowdoseError(f"{cls.name}: bad architecture settings {kwargs}: {exc}") from None
+
+    @classmethod
+    def full_arch(cls, arch: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``arch`` with the settings it leaves out taken from ``default_arch``."""
+        return {**cls.default_arch, **(arch or {})}
 
     @classmethod
     def untrained(cls, arch: dict[str, Any] | None = None, **kwargs: Any) -> NetworkDenoiser:
         """A denoiser around a freshly initialised network (for training and tests)."""
-        arch = {**cls.default_arch, **(arch or {})}
+        arch = cls.full_arch(arch)
         return cls(cls.build_network(arch), arch=arch, **kwargs)
 
     @property

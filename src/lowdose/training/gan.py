@@ -662,8 +662,10 @@ class CycleGanConfig:
     """CycleGAN training settings (Zhu et al. 2017; junyanz/pytorch-CycleGAN-and-pix2pix).
 
     LSGAN, lambda 10 per cycle, identity 0.5 x lambda, Adam(2e-4, 0.5/0.999), pool 50, critic
-    loss halved. Images are HU in [-1024, 3072] mapped to [-1, 1] (tanh output). ``residual``
-    and ``upsample`` are the generator's deviations from the reference (see
+    loss halved. ``generator``: the reference's ResNet (``ngf``, ``n_blocks``; its default) or
+    its U-Net option (``ngf``, ``num_downs``; :class:`lowdose.models.cyclegan.UnetGenerator`).
+    Images are HU in [-1024, 3072] mapped to [-1, 1] (tanh output). ``residual`` and
+    ``upsample`` are the generator's deviations from the reference (see
     :class:`lowdose.models.cyclegan.ResnetGenerator`); ``ema_decay`` > 0 keeps an average of G;
     ``lr_decay`` ``(start, end)``: linear decay of the learning rate to zero between those steps
     (the reference decays over its second 100 epochs; None: constant). ``adversarial``
@@ -673,8 +675,10 @@ class CycleGanConfig:
     differ only in their noise, and G stayed at the identity (see the ``cyclegan`` card).
     """
 
+    generator: str = "resnet"
     ngf: int = 64
     n_blocks: int = 9
+    num_downs: int = 4
     ndf: int = 64
     residual: bool = False
     upsample: str = "deconv"
@@ -700,6 +704,11 @@ class CycleGanConfig:
     def __post_init__(self) -> None:
         check_shared_settings(self)
         self.paired_fraction = checked_paired_fraction(self.paired_fraction)
+        from lowdose.models.cyclegan import GENERATORS
+
+        if self.generator not in GENERATORS:
+            raise LowdoseError(f"generator {self.generator!r}: unknown; known: "
+                               f"{', '.join(GENERATORS)}")
         if self.adversarial not in CYCLEGAN_ADVERSARIAL:
             raise LowdoseError(f"adversarial {self.adversarial!r}: unknown; known: "
                                f"{', '.join(CYCLEGAN_ADVERSARIAL)}")
@@ -721,16 +730,18 @@ class CycleGanFamily(_GanFamily):
     input_scaling = "HU clipped to hu_range, scaled to [-1, 1] inside the model"
 
     def __init__(self, config: CycleGanConfig | None = None, **overrides: Any) -> None:
-        from lowdose.models.cyclegan import PatchDiscriminator, ResnetGenerator
+        from lowdose.models.cyclegan import PatchDiscriminator, build_generator
 
         cfg = CycleGanConfig(**{**asdict(config or CycleGanConfig()), **overrides})
         torch.manual_seed(cfg.seed)
         arch: dict[str, Any] = {"ngf": cfg.ngf, "n_blocks": cfg.n_blocks}
+        if cfg.generator == "unet":
+            arch = {"generator": "unet", "ngf": cfg.ngf, "num_downs": cfg.num_downs}
         if cfg.residual or cfg.upsample != "deconv":  # older weights carry only ngf, n_blocks
             arch.update(residual=cfg.residual, upsample=cfg.upsample)
         modules: dict[str, nn.Module] = {
-            "g_lh": ResnetGenerator(**arch),
-            "g_hl": ResnetGenerator(**arch),
+            "g_lh": build_generator(**arch),
+            "g_hl": build_generator(**arch),
             "d_high": PatchDiscriminator(ndf=cfg.ndf),
             "d_low": PatchDiscriminator(ndf=cfg.ndf),
         }
