@@ -364,7 +364,8 @@ def test_cli_preset_names_pick_the_shipped_recipe_of_the_mode() -> None:
     assert gan_preset_name("gan-circle", "cpu") == "gan-circle-unpaired-cpu"
     assert gan_preset_name("gan-circle", None, 0.0) == "gan-circle-unpaired-cpu"
     assert gan_preset_name("gan-circle", "cpu", 0.5) == "gan-circle-semi-cpu-long"
-    assert gan_preset_name("cyclegan", "cpu") == "cyclegan-cpu"
+    assert gan_preset_name("cyclegan", "cpu") == "cyclegan-unpaired-cpu"
+    assert load_preset("cyclegan-unpaired-cpu")["model"]["adversarial"] == "wgan-gp"
     assert gan_preset_name("gan-circle", "gpu", 0.5) == "gan-circle"
     assert gan_preset_name("gan-circle", "gan-circle-cpu") == "gan-circle-cpu"
     unpaired = load_preset("gan-circle-unpaired-cpu")["model"]

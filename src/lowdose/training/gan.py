@@ -1317,7 +1317,7 @@ def gan_preset_name(model: str, preset: str | None, paired_fraction: float | Non
     """The preset ``--preset`` names: ``gpu`` -> the faithful ``<model>``; ``cpu`` (or None) ->
     the recipe of the model's shipped CPU weights for the mode (GAN-CIRCLE:
     ``gan-circle-unpaired-cpu``, or ``gan-circle-semi-cpu-long`` with a paired fraction > 0;
-    CycleGAN: ``cyclegan-cpu``); anything else is a preset name or a YAML file.
+    CycleGAN: ``cyclegan-unpaired-cpu``); anything else is a preset name or a YAML file.
 
     Example:
         >>> gan_preset_name("gan-circle", "cpu"), gan_preset_name("gan-circle", None, 0.5)
@@ -1329,7 +1329,7 @@ def gan_preset_name(model: str, preset: str | None, paired_fraction: float | Non
         return preset
     if model == "gan-circle":
         return "gan-circle-semi-cpu-long" if paired_fraction else "gan-circle-unpaired-cpu"
-    return f"{model}-cpu"
+    return f"{model}-unpaired-cpu"
 
 
 def train_gan_cli(
