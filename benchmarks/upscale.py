@@ -99,12 +99,13 @@ def run(scales: list[int], models: dict[str, str], kept: dict | None = None,
 
     With ``only`` (``METHOD:SCALE`` keys) just those rows are re-evaluated; every other model
     row comes from ``kept`` (the previous result), whose bicubic rows must match the ones
-    recomputed here (the same data and degradation), and the rerun rows are marked as such.
+    recomputed here (the same data and degradation); ``rerun_rows`` lists the rows rerun so far.
     """
     from lowdose.models.gan_circle import hu_to_net, load_upscaler, net_to_hu, to_fine_grid
 
     full, names = mayo_full_dose(DATA)
     previous = {(r["scale"], r["method"]): r for r in (kept or {}).get("rows", [])}
+    done = (kept or {}).get("rerun_rows", [])
     rows = []
     for scale in scales:
         coarse = coarse_low_dose(full, scale)
@@ -144,9 +145,7 @@ def run(scales: list[int], models: dict[str, str], kept: dict | None = None,
         "torch_threads": torch.get_num_threads(),
         "rows": rows,
         # rows re-evaluated after the full run (--rows), oldest first
-        "rerun_rows": [*(kept or {}).get("rerun_rows", []),
-                       *(k for k in sorted(only or ()) if k not in (kept or {}).get(
-                           "rerun_rows", []))],
+        "rerun_rows": [*done, *(k for k in sorted(only or ()) if k not in done)],
     }
 
 

@@ -57,6 +57,17 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _upsampling(in_ch: int, out_ch: int, upsample: str) -> list[nn.Module]:
+    """x2 upsampling: a 4x4 stride-2 transposed conv (``deconv``, the U-Net reference) or
+    nearest x2 + 3x3 conv (``resize``)."""
+    if upsample == "deconv":
+        return [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1)]
+    if upsample == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                nn.Conv2d(in_ch, out_ch, 3)]
+    raise ValueError(f"upsample must be deconv or resize, got {upsample!r}")
+
+
 class _ResBlock(nn.Module):
     def __init__(self, ch: int) -> None:
         super().__init__()
@@ -99,12 +110,9 @@ class ResnetGenerator(nn.Module):
             ch *= 2
         layers += [_ResBlock(ch) for _ in range(n_blocks)]
         for _ in range(2):
-            if upsample == "deconv":
-                up: list[nn.Module] = [
-                    nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1)]
-            else:
-                up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
-                      nn.Conv2d(ch, ch // 2, 3)]
+            # The ResNet reference's transposed conv is 3x3 (the U-Net's 4x4): its own here.
+            up = ([nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1)]
+                  if upsample == "deconv" else _upsampling(ch, ch // 2, upsample))
             layers += [*up, nn.InstanceNorm2d(ch // 2), nn.ReLU(True)]
             ch //= 2
         last = nn.Conv2d(ch, 1, 7)
@@ -122,17 +130,6 @@ class ResnetGenerator(nn.Module):
             raise ValueError(f"input size {tuple(x.shape[-2:])} must be a multiple of 4")
         out = self.net(x)
         return x + out if self.residual else out
-
-
-def _upsampling(in_ch: int, out_ch: int, upsample: str, bias: bool = True) -> list[nn.Module]:
-    """x2 upsampling: a 4x4 stride-2 transposed conv (``deconv``, the U-Net reference) or
-    nearest x2 + 3x3 conv (``resize``)."""
-    if upsample == "deconv":
-        return [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=bias)]
-    if upsample == "resize":
-        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
-                nn.Conv2d(in_ch, out_ch, 3, bias=bias)]
-    raise ValueError(f"upsample must be deconv or resize, got {upsample!r}")
 
 
 class _UnetLevel(nn.Module):
