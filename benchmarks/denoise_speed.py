@@ -7,10 +7,15 @@ Learned models run with their shipped weights (random weights of the same archit
 none are shipped: the speed is the same). Times are the median of ``--repeats`` runs after a
 warm-up.
 
-Writes ``benchmarks/results/denoise_speed.json`` and ``denoise_speed.md``.
+Writes ``benchmarks/results/denoise_speed.json`` and ``denoise_speed.md``. ``--rows MODEL``
+re-measures only that model (e.g. after its weights changed) and keeps the other rows of the
+previous JSON; since CPU times depend on the host, the same run also times the default model
+as a reference, and the table names the host, its load and that reference next to the
+re-measured rows.
 
 Example:
     .venv/bin/python benchmarks/denoise_speed.py --threads 2
+    .venv/bin/python benchmarks/denoise_speed.py --rows gan-circle-semi
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-batch", type=int, default=64)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--skip-classical", action="store_true")
+    parser.add_argument("--rows", action="append", default=[], metavar="MODEL",
+                        help="re-measure only this model (repeatable); the other rows are kept "
+                        "from <out>/denoise_speed.json")
     args = parser.parse_args(argv)
 
     import torch
@@ -72,11 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     from lowdose.models.network import NetworkDenoiser
 
     torch.set_num_threads(args.threads)
+    previous = None
+    if args.rows:
+        unknown = sorted(set(args.rows) - set(denoisers.names()))
+        if unknown:
+            raise SystemExit(f"--rows: unknown model(s) {unknown}; known: {denoisers.names()}")
+        if not (args.out / "denoise_speed.json").is_file():
+            raise SystemExit(f"--rows: {args.out / 'denoise_speed.json'} not found; "
+                             "run the full benchmark first")
+        previous = json.loads((args.out / "denoise_speed.json").read_text())
     load_before = os.getloadavg()[0]
     rows: list[dict[str, Any]] = []
     configs = [("cpu", "fp32")] + ([("cpu", "bf16")] if cpu_has_bf16() else [])
     configs += [("cuda", "bf16")] if torch.cuda.is_available() else []
-    for name in denoisers.names():
+    measured = args.rows + ([DEFAULT_DENOISER] if DEFAULT_DENOISER not in args.rows else [])
+    for name in (measured if args.rows else denoisers.names()):
         cls = denoisers.get(name)
         learned = isinstance(cls, type) and issubclass(cls, NetworkDenoiser)
         if not learned and args.skip_classical:
@@ -123,34 +141,67 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{name:10s} {device:5s} {precision:5s} {seconds:8.4f} s/slice "
                   f"{1 / seconds:9.1f} slices/s", flush=True)
-    result = {
-        "benchmark": "denoise_speed", "size": [512, 512], "rows": rows,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"torch {torch.__version__}",
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        # CPU times are only comparable at a similar load (other jobs share the cores)
-        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "denoise_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+               f"torch {torch.__version__}")
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    # CPU times are only comparable at a similar load (other jobs share the cores)
+    load = {"before": load_before, "after": os.getloadavg()[0]}
+    if previous is not None:
+        result = merge_rows(previous, rows, args.rows, {
+            "models": args.rows, "machine": machine, "gpu": gpu, "load_average_1min": load,
+            "reference": [r for r in rows if r["model"] not in args.rows]})
+    else:
+        result = {"benchmark": "denoise_speed", "size": [512, 512], "rows": rows,
+                  "machine": machine, "gpu": gpu, "load_average_1min": load}
+    write(result, args.out)
+    return 0
+
+
+def merge_rows(previous: dict[str, Any], rows: list[dict[str, Any]], models: list[str],
+               remeasure: dict[str, Any]) -> dict[str, Any]:
+    """The previous result with the rows of ``models`` replaced by ``rows`` of those models.
+
+    Every previous row of a re-measured model goes, including device/precision combinations
+    this host could not run: a time of other weights must not stand as the shipped one's.
+    """
+    kept = [r for r in previous["rows"] if r["model"] not in models]
+    new = [r for r in rows if r["model"] in models]
+    order = {name: i for i, name in enumerate(sorted({r["model"] for r in kept + new}))}
+    merged = sorted(kept + new, key=lambda r: order[r["model"]])
+    earlier = [m for m in previous.get("remeasured", []) if not set(m["models"]) <= set(models)]
+    return {**previous, "rows": merged, "remeasured": [*earlier, remeasure]}
+
+
+def write(result: dict[str, Any], out: Path) -> None:
+    """``denoise_speed.json`` and the Markdown table ``denoise_speed.md`` in ``out``."""
+    load = result["load_average_1min"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "denoise_speed.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# Denoising speed, 512x512 slices", "",
         f"Machine: {result['machine']}; GPU: {result['gpu'] or 'none in this run'}; "
-        f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
-        f"{' (other jobs shared the CPU)' if load_before >= 0.5 else ''}.", "",
+        f"1-min load average {load['before']:.1f} before, {load['after']:.1f} after"
+        f"{' (other jobs shared the CPU)' if load['before'] >= 0.5 else ''}.", "",
         "| model | device | precision | batch | s/slice | slices/s | weights |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in result["rows"]:
         mark = " (default)" if r["default"] else ""
         lines.append(f"| {r['model']}{mark} | {r['device']}"
                      f"{' x' + str(r.get('threads')) + ' threads' if r['device'] == 'cpu' else ''}"
                      f" | {r['precision']} | {r['batch']} | {r['seconds_per_slice']:.4f} "
                      f"| {r['slices_per_second']:.1f} | {r['weights']} |")
+    for m in result.get("remeasured", []):
+        reference = "; ".join(f"{r['model']} {r['device']} {r['precision']} "
+                              f"{r['seconds_per_slice']:.4f} s" for r in m["reference"])
+        lines += ["", f"Re-measured later with `--rows`: {', '.join(m['models'])}, on "
+                  f"{m['machine']}, GPU {m['gpu'] or 'none'}, 1-min load average "
+                  f"{m['load_average_1min']['before']:.1f} before, "
+                  f"{m['load_average_1min']['after']:.1f} after; on that host the same run timed "
+                  f"{reference} (compare those rows with this reference, not with the table's)."]
     lines += ["", "Written by benchmarks/denoise_speed.py.", ""]
-    (args.out / "denoise_speed.md").write_text("\n".join(lines))
+    (out / "denoise_speed.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -177,17 +176,6 @@ def reused_selection(path: Path) -> dict:
     return {**selection, "reused_from": selection.get("reused_from", str(path.name))}
 
 
-def finished_study(cfg: Any) -> dict | None:
-    """The results of a study already run with exactly this configuration (else ``None``), so
-    a rerun keeps the first run's timings instead of re-timing cache loads."""
-    path = Path(cfg.out) / "results.json"
-    if not path.is_file():
-        return None
-    old = json.loads(path.read_text())
-    same = old.get("config") == json.loads(json.dumps(cfg.to_dict(), default=str))
-    return old if same else None
-
-
 def _ci(a: dict) -> str:
     return f"{a['value']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
 
@@ -314,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from lowdose.evaluation.study import StudyConfig, run_study
+    from lowdose.evaluation.study import StudyConfig, finished_study, run_study
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

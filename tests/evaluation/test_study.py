@@ -241,3 +241,27 @@ def test_cached_cells_of_a_changed_denoiser_are_recomputed(tmp_path) -> None:
     before = denoiser_fingerprint(b)
     b.strength = 2.0  # a setting counts too
     assert denoiser_fingerprint(b) != before
+
+
+def test_finished_study_needs_the_same_config_and_denoiser_weights(tmp_path, classifier_file,
+                                                                   monkeypatch) -> None:
+    """A rerun may reuse a finished study only if neither its settings nor any denoiser's
+    weights changed: new weights under the same name make it unfinished."""
+    import lowdose.evaluation.study as study
+    from lowdose.models.classical import TotalVariation
+
+    tv = TotalVariation(weight_hu=20.0)
+    monkeypatch.setattr(study, "_denoiser_list", lambda cfg: ([("tv", tv)], []))
+    cfg = _cfg(tmp_path / "out", classifier_file)
+    assert study.finished_study(cfg) is None  # nothing run yet
+    results = run_study(cfg, progress=False, log=None)
+    assert results["denoisers"]["fingerprints"] == {"tv": study.denoiser_fingerprint(tv)}
+    assert study.finished_study(cfg) == json.loads((tmp_path / "out" / "results.json").read_text())
+    assert study.finished_study(_cfg(tmp_path / "out", classifier_file, doses=[1.0])) is None
+    tv.weight_hu = 30.0  # "new weights" under the same name
+    assert study.finished_study(cfg) is None
+    tv.weight_hu = 20.0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    del saved["denoisers"]["fingerprints"]  # a study written before fingerprints were recorded
+    (tmp_path / "out" / "results.json").write_text(json.dumps(saved))
+    assert study.finished_study(cfg) is None

@@ -535,8 +535,9 @@ def denoiser_fingerprint(denoiser: Any) -> str:
 
 
 def _forget_changed_denoisers(cells_dir: Path, dens: list[tuple[str, Any]],
-                              say: Callable[[str], None]) -> None:
-    """Drop cached cells of denoisers whose fingerprint changed since they were computed."""
+                              say: Callable[[str], None]) -> dict[str, str]:
+    """Drop cached cells of denoisers whose fingerprint changed since they were computed;
+    returns the current fingerprints by name."""
     import re
 
     record = cells_dir / "denoisers.json"
@@ -552,6 +553,7 @@ def _forget_changed_denoisers(cells_dir: Path, dens: list[tuple[str, Any]],
         say(f"denoiser {name} changed since its {len(stale)} cached cell(s): recomputing")
     cells_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(record, json.dumps({**known, **current}, indent=1, sort_keys=True))
+    return current
 
 
 def _denoiser_list(cfg: StudyConfig) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
@@ -574,6 +576,28 @@ def _denoiser_list(cfg: StudyConfig) -> tuple[list[tuple[str, Any]], list[dict[s
             skipped.append({"name": name, "reason": str(exc).splitlines()[0] if str(exc)
                             else type(exc).__name__})
     return loaded, skipped
+
+
+def finished_study(cfg: StudyConfig) -> dict[str, Any] | None:
+    """The results of a study already run with exactly this configuration and these
+    denoisers (the same fingerprints: new weights under a shipped name count as a change),
+    else ``None``. Lets a rerun keep a finished study's timings instead of re-timing cache
+    loads; results written before fingerprints were recorded are never taken as finished.
+
+    Example:
+        >>> finished_study(StudyConfig(out="/nonexistent")) is None
+        True
+    """
+    path = Path(cfg.out) / "results.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    if old.get("config") != json.loads(json.dumps(cfg.to_dict(), default=str)):
+        return None
+    recorded = old.get("denoisers", {}).get("fingerprints")
+    dens, _skipped = _denoiser_list(cfg)
+    current = {name: denoiser_fingerprint(den) for name, den in dens}
+    return old if recorded == current else None
 
 
 def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
@@ -640,7 +664,7 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
     dens, skipped = _denoiser_list(cfg)
     for s in skipped:
         say(f"warning: denoiser {s['name']} skipped: {s['reason']}")
-    _forget_changed_denoisers(cells_dir, dens, say)
+    fingerprints = _forget_changed_denoisers(cells_dir, dens, say)
     den_names = [RAW] + [n for n, _ in dens]
     cells: list[dict[str, Any]] = []
     grid_images: dict[str, np.ndarray] = {"full-dose": ref["grid_img"]}
@@ -711,7 +735,7 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
         "methods": methods,
         "simulator_options": sim_options,
         "doses": cfg.doses,
-        "denoisers": {"used": den_names, "skipped": skipped},
+        "denoisers": {"used": den_names, "skipped": skipped, "fingerprints": fingerprints},
         "full_dose": full_summary,
         "cells": cells,
         "grid": {"indices": grid, "labels": [CLASSES[int(y[i])] for i in grid],
