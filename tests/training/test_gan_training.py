@@ -363,7 +363,7 @@ def test_cli_preset_names_pick_the_shipped_recipe_of_the_mode() -> None:
 
     assert gan_preset_name("gan-circle", "cpu") == "gan-circle-unpaired-cpu"
     assert gan_preset_name("gan-circle", None, 0.0) == "gan-circle-unpaired-cpu"
-    assert gan_preset_name("gan-circle", "cpu", 0.5) == "gan-circle-semi-cpu-long"
+    assert gan_preset_name("gan-circle", "cpu", 0.5) == "gan-circle-semi-cpu-s1"
     assert gan_preset_name("cyclegan", "cpu") == "cyclegan-unpaired-cpu"
     assert load_preset("cyclegan-unpaired-cpu")["model"]["adversarial"] == "wgan-gp"
     assert gan_preset_name("gan-circle", "gpu", 0.5) == "gan-circle"
@@ -378,7 +378,8 @@ def test_presets_load_and_build() -> None:
     folder = preset_path("gan-circle").parent
     names = sorted(p.stem for p in [*folder.glob("gan-circle*.yaml"), *folder.glob("cyclegan*")])
     assert {"gan-circle", "gan-circle-cpu", "gan-circle-unpaired-cpu", "gan-circle-semi-cpu",
-            "gan-circle-semi-cpu-long", "cyclegan", "cyclegan-cpu"} <= set(names)
+            "gan-circle-semi-cpu-long", "gan-circle-semi-cpu-s1", "cyclegan",
+            "cyclegan-cpu"} <= set(names)
     for name in names:
         preset = load_preset(name)
         TrainerConfig.from_dict(preset["trainer"])

@@ -1316,19 +1316,19 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
 def gan_preset_name(model: str, preset: str | None, paired_fraction: float | None = None) -> str:
     """The preset ``--preset`` names: ``gpu`` -> the faithful ``<model>``; ``cpu`` (or None) ->
     the recipe of the model's shipped CPU weights for the mode (GAN-CIRCLE:
-    ``gan-circle-unpaired-cpu``, or ``gan-circle-semi-cpu-long`` with a paired fraction > 0;
+    ``gan-circle-unpaired-cpu``, or ``gan-circle-semi-cpu-s1`` with a paired fraction > 0;
     CycleGAN: ``cyclegan-unpaired-cpu``); anything else is a preset name or a YAML file.
 
     Example:
         >>> gan_preset_name("gan-circle", "cpu"), gan_preset_name("gan-circle", None, 0.5)
-        ('gan-circle-unpaired-cpu', 'gan-circle-semi-cpu-long')
+        ('gan-circle-unpaired-cpu', 'gan-circle-semi-cpu-s1')
     """
     if preset == "gpu":
         return model
     if preset not in (None, "cpu"):
         return preset
     if model == "gan-circle":
-        return "gan-circle-semi-cpu-long" if paired_fraction else "gan-circle-unpaired-cpu"
+        return "gan-circle-semi-cpu-s1" if paired_fraction else "gan-circle-unpaired-cpu"
     return f"{model}-unpaired-cpu"
 
 
