@@ -93,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     configs = [("cpu", "fp32")] + ([("cpu", "bf16")] if cpu_has_bf16() else [])
     configs += [("cuda", "bf16")] if torch.cuda.is_available() else []
-    measured = args.rows + ([DEFAULT_DENOISER] if DEFAULT_DENOISER not in args.rows else [])
-    for name in (measured if args.rows else denoisers.names()):
+    names = denoisers.names()
+    if args.rows:  # the default model too, as this host's reference
+        names = [*args.rows, *([DEFAULT_DENOISER] if DEFAULT_DENOISER not in args.rows else [])]
+    for name in names:
         cls = denoisers.get(name)
         learned = isinstance(cls, type) and issubclass(cls, NetworkDenoiser)
         if not learned and args.skip_classical:
@@ -166,8 +168,7 @@ def merge_rows(previous: dict[str, Any], rows: list[dict[str, Any]], models: lis
     """
     kept = [r for r in previous["rows"] if r["model"] not in models]
     new = [r for r in rows if r["model"] in models]
-    order = {name: i for i, name in enumerate(sorted({r["model"] for r in kept + new}))}
-    merged = sorted(kept + new, key=lambda r: order[r["model"]])
+    merged = sorted(kept + new, key=lambda r: r["model"])  # stable: device order kept per model
     earlier = [m for m in previous.get("remeasured", []) if not set(m["models"]) <= set(models)]
     return {**previous, "rows": merged, "remeasured": [*earlier, remeasure]}
 

@@ -534,6 +534,11 @@ def denoiser_fingerprint(denoiser: Any) -> str:
     return h.hexdigest()[:12]
 
 
+def _fingerprints(dens: list[tuple[str, Any]]) -> dict[str, str]:
+    """``denoiser_fingerprint`` of each loaded denoiser, by name."""
+    return {name: denoiser_fingerprint(den) for name, den in dens}
+
+
 def _forget_changed_denoisers(cells_dir: Path, dens: list[tuple[str, Any]],
                               say: Callable[[str], None]) -> dict[str, str]:
     """Drop cached cells of denoisers whose fingerprint changed since they were computed;
@@ -542,7 +547,7 @@ def _forget_changed_denoisers(cells_dir: Path, dens: list[tuple[str, Any]],
 
     record = cells_dir / "denoisers.json"
     known = json.loads(record.read_text()) if record.is_file() else {}
-    current = {name: denoiser_fingerprint(den) for name, den in dens}
+    current = _fingerprints(dens)
     for name, fp in current.items():
         if known.get(name, fp) == fp:
             continue
@@ -595,9 +600,7 @@ def finished_study(cfg: StudyConfig) -> dict[str, Any] | None:
     if old.get("config") != json.loads(json.dumps(cfg.to_dict(), default=str)):
         return None
     recorded = old.get("denoisers", {}).get("fingerprints")
-    dens, _skipped = _denoiser_list(cfg)
-    current = {name: denoiser_fingerprint(den) for name, den in dens}
-    return old if recorded == current else None
+    return old if recorded == _fingerprints(_denoiser_list(cfg)[0]) else None
 
 
 def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
