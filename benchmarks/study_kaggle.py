@@ -211,7 +211,9 @@ def markdown(studies: dict[str, dict], runs: list[dict], selection: dict) -> str
         f"px, {spec.get('intensity')} intensity, PNGs mapped through "
         f"{first['data']['png_window_hu']} HU; de-duplicated test split, n = "
         f"{first['data']['n']['test']}. Accuracy with a bootstrap 95% interval; the change is "
-        "in points against the same network at full dose. PSNR/SSIM against the full-dose "
+        "in points against the same network at full dose, then the paired count on the same "
+        "slices: slices lost (right at full dose, wrong here) / gained, and the exact McNemar "
+        "p-value (not corrected for the table's many cells). PSNR/SSIM against the full-dose "
         "slice (full: [-1024, 3072] HU; window: [-160, 240] HU, which on these PNG-mapped "
         "images covers grey levels 147-215 only).",
         "",
@@ -234,7 +236,10 @@ def markdown(studies: dict[str, dict], runs: list[dict], selection: dict) -> str
             assert (other["method"], other["dose"], other["denoiser"]) == (
                 c["method"], c["dose"], c["denoiser"])
             a, fd = other["accuracy"], r["full_dose"]["accuracy"]
-            accs.append(f"{_ci(a)} | {100 * (a['value'] - fd['value']):+.1f}")
+            paired = other.get("paired_vs_full_dose")
+            count = (f" (−{paired['lost']}/+{paired['gained']}, p {paired['p_value']:.2g})"
+                     if paired else "")
+            accs.append(f"{_ci(a)} | {100 * (a['value'] - fd['value']):+.1f}{count}")
         lines.append(f"| {c['method']} | {c['dose']:g} | {c['denoiser']} | {' | '.join(accs)} | "
                      f"{num(c['image'].get('psnr_full'), 2)} | "
                      f"{num(c['image'].get('psnr_window'), 2)} | "
@@ -378,12 +383,14 @@ def main(argv: list[str] | None = None) -> int:
                                "its cache reports the time to load it",
                "results_json": str(args.out / "results.json"), "selection": selection,
                "seeds": runs, "full_dose": main_results["full_dose"]["accuracy"],
-               "cells": [{k: c[k] for k in ("method", "dose", "denoiser", "accuracy", "image")}
+               "cells": [{k: c[k] for k in ("method", "dose", "denoiser", "accuracy", "image",
+                                            "paired_vs_full_dose")}
                          for c in main_results["cells"]],
                "studies": {a: {"results_json": str(Path(r["config"]["out"]) / "results.json"),
                                "full_dose": r["full_dose"]["accuracy"],
                                "cells": [{k: c[k] for k in ("method", "dose", "denoiser",
-                                                             "accuracy")} for c in r["cells"]]}
+                                                             "accuracy", "paired_vs_full_dose")}
+                                         for c in r["cells"]]}
                            for a, r in studies.items()},
                "config": main_results["config"], "versions": main_results["versions"],
                "timings_s": main_results["timings_s"],

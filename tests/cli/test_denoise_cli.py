@@ -112,3 +112,31 @@ def test_real_mayo_dicom(shared_data: Path, tmp_path: Path) -> None:
     assert main(["denoise", str(qd), str(tmp_path / "out.nii.gz"), "-m", "tv"]) == 0
     out = read_ct(tmp_path / "out.nii.gz")
     assert out.shape == (512, 512)
+
+
+def test_pixels_outside_the_training_scale_warn_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Weights that record their training pixel sizes warn on much coarser slices (once per
+    input), stay silent inside the range, and say nothing where the input has no spacing."""
+    from lowdose.models.loading import save_weights
+    from lowdose.models.unet import ResUNetDenoiser
+
+    d = ResUNetDenoiser.untrained({"channels": [4, 8, 16]},
+                                  metadata={"train_pixel_mm": [0.6, 0.8]})
+    weights = save_weights(d.net.state_dict(), d.config(), tmp_path / "u.safetensors")
+    fine = write_ct(_volume(2), tmp_path / "fine.nii.gz")  # 0.8 mm pixels
+    coarse_image = _volume(2)
+    coarse_image.spacing = (2.0, 3.1, 3.1)
+    coarse = write_ct(coarse_image, tmp_path / "coarse.nii.gz")
+    capsys.readouterr()
+    assert main(["denoise", str(fine), str(tmp_path / "a.nii.gz"), "-m", str(weights)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["denoise", str(coarse), str(tmp_path / "b.nii.gz"), "-m", str(weights)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: unet was trained on 0.60-0.80 mm pixels") == 1
+    assert "3.10 mm pixels, outside its training scale" in err
+    np.save(tmp_path / "x.npy", coarse_image.hu[0])  # npy: no spacing, no claim
+    assert main(["denoise", str(tmp_path / "x.npy"), str(tmp_path / "c.npy"), "-m",
+                 str(weights)]) == 0
+    assert "warning" not in capsys.readouterr().err

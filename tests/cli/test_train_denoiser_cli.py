@@ -53,6 +53,8 @@ def test_train_resume_load_export(setup: tuple[Path, Path], tmp_path: Path) -> N
 
     d = load_denoiser(str(out), device="cpu")
     assert d.name == "unet" and d.metadata["dose"] == 0.25
+    assert d.metadata["train_pixel_mm"] == pytest.approx([0.8, 0.8])  # the data's pixels
+    assert d.pixel_size_note(3.1) is not None
     dest = export_denoiser(out, tmp_path / "ship" / "unet", benchmark={"psnr_full_gain": 1.0})
     card = dest.with_suffix(".md").read_text()
     assert "image-poisson" in card and "Steps trained**: 6" in card

@@ -52,6 +52,12 @@ def test_study_end_to_end_every_cell(tmp_path, classifier_file) -> None:
             value = c["image"][key]
             assert (value is None and c["image"]["rmse_hu"] == 0) or np.isfinite(value)
         assert sum(map(sum, c["task"]["confusion_matrix"])) == 10
+        # The paired count against full dose explains the change of accuracy exactly.
+        paired = c["paired_vs_full_dose"]
+        change = c["accuracy"]["value"] - saved["full_dose"]["accuracy"]["value"]
+        assert (paired["gained"] - paired["lost"]) / paired["n"] == pytest.approx(change)
+        assert 0.0 < paired["p_value"] <= 1.0
+    assert "paired_vs_full_dose" not in saved["full_dose"]
     # Lower dose, noisier image; TV restores part of it.
     by = {(c["method"], c["dose"], c["denoiser"]): c["image"] for c in saved["cells"]}
     m = methods[0]
@@ -262,6 +268,30 @@ def test_finished_study_needs_the_same_config_and_denoiser_weights(tmp_path, cla
     assert study.finished_study(cfg) is None
     tv.weight_hu = 20.0
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    older = {**saved, "format": "lowdose-study/1"}
+    (tmp_path / "out" / "results.json").write_text(json.dumps(older))
+    assert study.finished_study(cfg) is None  # an older format: no paired counts in its cells
     del saved["denoisers"]["fingerprints"]  # a study written before fingerprints were recorded
     (tmp_path / "out" / "results.json").write_text(json.dumps(saved))
     assert study.finished_study(cfg) is None
+
+
+def test_learned_denoiser_outside_its_training_scale_is_flagged(tmp_path, classifier_file,
+                                                                monkeypatch) -> None:
+    """The study's pixel size (field of view / slice size) is checked against what each
+    learned denoiser was trained on; the warning reaches the log, results.json and the report."""
+    import lowdose.evaluation.study as study
+    from lowdose.models.unet import ResUNetDenoiser
+
+    unet = ResUNetDenoiser.untrained({"channels": [4, 8]}, metadata={"train_pixel_mm": [0.6, 0.8]})
+    monkeypatch.setattr(study, "_denoiser_list", lambda cfg: ([("unet", unet)], []))
+    said: list[str] = []
+    cfg = _cfg(tmp_path / "out", classifier_file, doses=[0.25])  # 350 mm / 48 px = 7.3 mm
+    results = run_study(cfg, progress=False, log=said.append)
+    note = results["denoisers"]["pixel_size_notes"]["unet"]
+    assert "7.29 mm pixels, outside its training scale" in note
+    assert f"warning: {note}" in said
+    assert "Denoisers used outside their training scale" in (tmp_path / "out" / "report.html"
+                                                               ).read_text()
+    cfg.fov_mm = 48 * 0.7  # 0.7 mm pixels: inside
+    assert study.run_study(cfg, progress=False, log=None)["denoisers"]["pixel_size_notes"] == {}

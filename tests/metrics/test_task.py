@@ -76,3 +76,36 @@ def test_bad_shapes_raise() -> None:
         task.accuracy(np.array([0, 1]), np.ones((3, 2)) / 2)
     with pytest.raises(ValueError):
         task.accuracy(np.array([0, 5]), np.ones((2, 2)) / 2)
+
+
+@pytest.mark.parametrize(("lost", "gained", "expected"), [
+    (10, 0, 2 / 1024),          # 2 * 0.5**10
+    (5, 2, 2 * 29 / 128),       # 2 * (1 + 7 + 21) / 2**7
+    (3, 11, 2 * 470 / 16384),   # symmetric in lost and gained
+    (4, 4, 1.0),
+    (0, 0, 1.0),                # no discordant slice: no evidence of a change
+])
+def test_mcnemar_exact_by_hand(lost: int, gained: int, expected: float) -> None:
+    assert task.mcnemar_exact_p(lost, gained) == pytest.approx(expected, rel=1e-12)
+
+
+def test_mcnemar_matches_scipy_binomtest() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for lost, gained in [(7, 3), (1, 12), (20, 9)]:
+        ref = stats.binomtest(min(lost, gained), lost + gained, 0.5).pvalue
+        assert task.mcnemar_exact_p(lost, gained) == pytest.approx(ref, rel=1e-9)
+    with pytest.raises(ValueError):
+        task.mcnemar_exact_p(-1, 2)
+
+
+def test_paired_change_counts_discordant_slices() -> None:
+    y = np.array([0, 1, 2, 0, 1, 2])
+    ref = np.eye(3)[[0, 1, 2, 0, 0, 0]]      # right on slices 0-3
+    new = np.eye(3)[[1, 1, 2, 0, 1, 0]]      # loses slice 0, gains slice 4
+    out = task.paired_change(y, ref, new)
+    assert (out["lost"], out["gained"], out["n"]) == (1, 1, 6)
+    assert out["p_value"] == 1.0
+    same = task.paired_change(y, ref, ref)
+    assert (same["lost"], same["gained"]) == (0, 0)
+    with pytest.raises(ValueError):
+        task.paired_change(y, ref, new[:4])

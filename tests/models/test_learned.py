@@ -155,3 +155,41 @@ def test_shipped_weights_load_when_present() -> None:
             pytest.skip(f"{cls.shipped} weights not shipped yet")
         d = load_denoiser(cls.name, device="cpu")
         assert isinstance(d, cls) and d.metadata.get("dose") == 0.25
+
+
+@pytest.mark.parametrize("name", denoisers.names())
+def test_pixel_size_note_needs_a_known_training_scale(name: str) -> None:
+    """Nothing known, nothing said; a learned model that records its training pixel sizes
+    warns beyond 1.5 times them, on either side."""
+    cls = denoisers.get(name)
+    learned = isinstance(cls, type) and issubclass(cls, NetworkDenoiser)
+    d: Denoiser = cls.untrained(SMALL.get(name)) if learned else cls()
+    assert d.pixel_size_note(3.1) is None and d.pixel_size_note(None) is None
+    if not learned:
+        return
+    d.metadata["train_pixel_mm"] = [0.6, 0.8]
+    for inside in (0.41, 0.6, 0.74, 1.19):
+        assert d.pixel_size_note(inside) is None
+    for outside in (0.39, 1.21, 3.1):
+        assert f"{outside:.2f} mm pixels, outside its training scale" in d.pixel_size_note(outside)
+    assert d.pixel_size_note(0.0) is None  # no usable pixel size, no claim
+
+
+def test_shipped_learned_weights_record_their_training_pixel_sizes() -> None:
+    """Every shipped scale-1 learned model knows the pixel sizes it was trained on (0.62 mm up
+    to 0.98 mm, one 1.69 mm slice for the unet), so the Kaggle study's 3.1 mm slices warn."""
+    from lowdose.models.loading import WEIGHTS_DIR, load_denoiser
+
+    checked = 0
+    for name in denoisers.names():
+        cls = denoisers.get(name)
+        if not (isinstance(cls, type) and issubclass(cls, NetworkDenoiser)) or not (
+                WEIGHTS_DIR / f"{cls.shipped}.safetensors").is_file():
+            continue
+        d = load_denoiser(name, device="cpu")
+        lo, hi = d.metadata["train_pixel_mm"]
+        assert 0.5 < lo <= hi < 2.0
+        assert d.pixel_size_note(0.74) is None and "3.10 mm" in d.pixel_size_note(3.1)
+        checked += 1
+    if not checked:
+        pytest.skip("no learned weights shipped")

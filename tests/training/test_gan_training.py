@@ -404,6 +404,12 @@ def test_export_generator_loads_as_denoiser_and_upscaler(tmp_path: Path) -> None
     assert (tmp_path / "w" / "gc.md").read_text() == "# card\n"
     d = load_denoiser(str(path), device="cpu")
     assert d.name == "gan-circle" and "training" in d.metadata
+    assert "train_pixel_mm" not in d.metadata  # the pool was not built in the run folder
+    pool_info = {"scale": 1, "pixel_mm": [0.6, 0.9]}
+    tensors = [torch.zeros(1, 8, 8) for _ in range(3)]
+    SlicePool(*tensors, pool_info).save(tmp_path / "r1" / "pool-x1.safetensors")
+    pooled = export_generator(tmp_path / "r1", tmp_path / "w" / "gc2")
+    assert load_denoiser(str(pooled), device="cpu").metadata["train_pixel_mm"] == [0.6, 0.9]
     semi = export_generator(tmp_path / "r1", tmp_path / "w" / "semi", model="gan-circle-semi")
     assert load_denoiser(str(semi), device="cpu").name == "gan-circle-semi"
     pool2 = _pool(scale=2)
@@ -537,6 +543,7 @@ def test_slice_pool_split_by_group_or_by_slice(tmp_path: Path, split: str) -> No
     low = sorted(round(float(s[0, 0])) for s in pool.low_full)
     high = sorted(round(float(s[0, 0])) for s in pool.high_full)
     assert pool.info["split"] == split
+    assert pool.info["pixel_mm"] == [1.0, 1.0]
     if split == "group":  # patients apart: each volume on one side
         assert (low, high) == ([0, 1, 2, 3, 4], [100, 101, 102])
     else:  # consecutive slices alternate, the parity running on into the next volume

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -36,6 +37,12 @@ def _inputs(src: Path) -> list[tuple[Path, str]]:
     return [(src, "")]
 
 
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
+
+
 def denoise_path(
     src: str | Path,
     dst: str | Path,
@@ -47,12 +54,15 @@ def denoise_path(
     self_ensemble: bool = False,
     strength: float = 1.0,
     precision: str = "fp32",
+    warn: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Denoise a file, a DICOM series folder, a NIfTI volume or a folder of images into ``dst``.
 
     A DICOM series is written back as a derived series when ``dst`` is a folder; a folder of
     other images becomes a folder of restored images with the same names. Never writes over
-    the input. Returns the written paths.
+    the input. Returns the written paths. Inputs whose pixel size lies outside what the model
+    was trained on are reported through ``warn`` (default: :func:`warnings.warn`), once per
+    distinct message.
 
     Example:
         >>> denoise_path("qd.nii.gz", "restored.nii.gz", model="bm3d")  # doctest: +SKIP
@@ -70,11 +80,17 @@ def denoise_path(
                              precision=precision)
     jobs = _inputs(src)
     written = []
+    said: set[str] = set()
     for path, name in jobs:
         out = dst / name if name else dst
         if out.resolve() == path.resolve():
             raise LowdoseError(f"{out}: output would overwrite the input")
         image = read_ct(path)
+        known = image.metadata.get("spacing_known", True)  # npy and PNG carry no spacing
+        note = denoiser.pixel_size_note(float(image.spacing[-1]) if known else None)
+        if note and note not in said:
+            said.add(note)
+            (warn or _warn)(note)
         restored = denoiser.denoise_image(image, batch_size=batch_size, progress=progress)
         written.append(write_ct(restored, out, description=f"lowdose {denoiser.name}"))
     return written
@@ -118,5 +134,6 @@ def register(app: typer.Typer) -> None:
             raise LowdoseError("denoise: give an INPUT and an OUTPUT (or --list)")
         for path in denoise_path(src, dst, model, device, batch_size, trust_pickle,
                                  self_ensemble=self_ensemble, strength=strength,
-                                 precision=precision):
+                                 precision=precision,
+                                 warn=lambda m: typer.echo(f"warning: {m}", err=True)):
             typer.echo(f"wrote {path}")

@@ -46,6 +46,8 @@ from lowdose.models.classifiers import LUNG_WINDOW
 FULL_DOSE = "full-dose"
 RAW = "none"
 """The denoiser name of the unrestored low-dose images."""
+RESULTS_FORMAT = "lowdose-study/2"
+"""``results.json``'s format: 2 adds each cell's paired count against full dose."""
 
 
 @dataclass
@@ -465,9 +467,11 @@ def run_cell(
     return done
 
 
-def _cell_summary(y: np.ndarray, res: dict[str, np.ndarray], n_boot: int, seed: int
-                  ) -> dict[str, Any]:
-    from lowdose.metrics.task import task_metrics
+def _cell_summary(y: np.ndarray, res: dict[str, np.ndarray], n_boot: int, seed: int,
+                  reference_probs: np.ndarray | None = None) -> dict[str, Any]:
+    """Task metrics, image metrics and, given the full-dose probabilities of the same slices,
+    the paired per-slice change against full dose (``paired_vs_full_dose``)."""
+    from lowdose.metrics.task import paired_change, task_metrics
 
     task = task_metrics(y, res["probs"], class_names=CLASSES, n_boot=n_boot, seed=seed)
     # Mean over slices, but PSNR from the mean squared error over slices (data range 1): one
@@ -481,7 +485,10 @@ def _cell_summary(y: np.ndarray, res: dict[str, np.ndarray], n_boot: int, seed: 
             mse = float(np.mean(np.square(rmse)))
             image[key] = -10.0 * float(np.log10(mse)) if mse > 0 else float("inf")
     image = {k: (v if np.isfinite(v) else None) for k, v in image.items()}
-    return {"accuracy": task["accuracy"], "task": task, "image": image}
+    out = {"accuracy": task["accuracy"], "task": task, "image": image}
+    if reference_probs is not None:
+        out["paired_vs_full_dose"] = paired_change(y, reference_probs, res["probs"])
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -587,7 +594,8 @@ def finished_study(cfg: StudyConfig) -> dict[str, Any] | None:
     """The results of a study already run with exactly this configuration and these
     denoisers (the same fingerprints: new weights under a shipped name count as a change),
     else ``None``. Lets a rerun keep a finished study's timings instead of re-timing cache
-    loads; results written before fingerprints were recorded are never taken as finished.
+    loads; results of an older format (before fingerprints or the paired counts were recorded)
+    are never taken as finished.
 
     Example:
         >>> finished_study(StudyConfig(out="/nonexistent")) is None
@@ -597,6 +605,8 @@ def finished_study(cfg: StudyConfig) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     old = json.loads(path.read_text())
+    if old.get("format") != RESULTS_FORMAT:
+        return None
     if old.get("config") != json.loads(json.dumps(cfg.to_dict(), default=str)):
         return None
     recorded = old.get("denoisers", {}).get("fingerprints")
@@ -667,6 +677,11 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
     dens, skipped = _denoiser_list(cfg)
     for s in skipped:
         say(f"warning: denoiser {s['name']} skipped: {s['reason']}")
+    # The study's slices have the pixel size of the field of view over the slice size.
+    pixel_notes = {n: note for n, d in dens
+                   if (note := d.pixel_size_note(cfg.fov_mm / cfg.slice_size))}
+    for note in pixel_notes.values():
+        say(f"warning: {note}")
     fingerprints = _forget_changed_denoisers(cells_dir, dens, say)
     den_names = [RAW] + [n for n, _ in dens]
     cells: list[dict[str, Any]] = []
@@ -701,19 +716,21 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                                low_fn=low_fn, denoiser=den, chunk=cfg.chunk, grid=grid,
                                desc=f"{method} dose {dose:g} {den_name}", progress=progress)
                 cell_times[tag] = time.perf_counter() - t1
-                summary = _cell_summary(y, res, cfg.n_boot, cfg.seed)
+                summary = _cell_summary(y, res, cfg.n_boot, cfg.seed, ref["probs"])
                 cells.append({"method": method, "dose": dose, "denoiser": den_name, **summary})
                 grid_images[tag] = res["grid_img"]
                 outer.update(1)
                 a = summary["accuracy"]
                 psnr = summary["image"].get("psnr_window")
-                outer.write(f"{tag}: accuracy {a['value']:.3f}, PSNR(window) "
+                paired = summary["paired_vs_full_dose"]
+                outer.write(f"{tag}: accuracy {a['value']:.3f} (vs full dose: "
+                            f"{paired['lost']} lost, {paired['gained']} gained), PSNR(window) "
                             + (f"{psnr:.2f} dB" if psnr is not None else "inf (unchanged)"))
     outer.close()
     timings["cells"] = time.perf_counter() - t_cells
 
     results: dict[str, Any] = {
-        "format": "lowdose-study/1",
+        "format": RESULTS_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": cfg.to_dict(),
         "versions": _versions(),
@@ -738,7 +755,8 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
         "methods": methods,
         "simulator_options": sim_options,
         "doses": cfg.doses,
-        "denoisers": {"used": den_names, "skipped": skipped, "fingerprints": fingerprints},
+        "denoisers": {"used": den_names, "skipped": skipped, "fingerprints": fingerprints,
+                      "pixel_size_notes": pixel_notes},
         "full_dose": full_summary,
         "cells": cells,
         "grid": {"indices": grid, "labels": [CLASSES[int(y[i])] for i in grid],

@@ -66,6 +66,11 @@ class Denoiser(ABC):
     @abstractmethod
     def denoise(self, hu: torch.Tensor) -> torch.Tensor: ...
 
+    def pixel_size_note(self, pixel_mm: float | None) -> str | None:
+        """A warning when slices of ``pixel_mm`` (in-plane) lie outside what the method was
+        made for; ``None`` when they are inside, or when nothing is known (the default)."""
+        return None
+
     def denoise_image(
         self, image: CTImage, batch_size: int = 8, progress: bool = False
     ) -> CTImage:

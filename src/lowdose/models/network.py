@@ -202,6 +202,8 @@ class NetworkDenoiser(Denoiser):
         metadata: free-form facts about the weights (training data, dose, steps).
     """
 
+    pixel_tolerance: ClassVar[float] = 1.5
+    """Pixel sizes up to this factor beyond the training range count as inside it."""
     arch_class: ClassVar[Callable[..., nn.Module] | None] = None
     default_arch: ClassVar[dict[str, Any]] = {}
     multiple: ClassVar[int] = 1
@@ -269,6 +271,29 @@ class NetworkDenoiser(Denoiser):
     @property
     def device(self) -> torch.device:
         return next(iter(self.net.parameters())).device
+
+    def pixel_size_note(self, pixel_mm: float | None) -> str | None:
+        """A warning when ``pixel_mm`` lies beyond the training slices' pixel sizes
+        (``metadata["train_pixel_mm"]``, [smallest, largest]) by more than
+        ``pixel_tolerance`` times. A network learns noise at the scale it was shown: on much
+        coarser pixels it can take fine anatomy for noise and smooth it away
+        (``benchmarks/results/study_clean_input.md``).
+
+        Example:
+            >>> from lowdose.models.unet import ResUNetDenoiser
+            >>> den = ResUNetDenoiser.untrained(metadata={"train_pixel_mm": [0.66, 0.78]})
+            >>> den.pixel_size_note(0.74) is None, den.pixel_size_note(3.1)[:39]
+            (True, 'unet was trained on 0.66-0.78 mm pixels')
+        """
+        known = self.metadata.get("train_pixel_mm")
+        if not known or pixel_mm is None or not pixel_mm > 0:
+            return None
+        lo, hi = float(min(known)), float(max(known))
+        if lo / self.pixel_tolerance <= pixel_mm <= hi * self.pixel_tolerance:
+            return None
+        return (f"{self.name} was trained on {lo:.2f}-{hi:.2f} mm pixels; these slices have "
+                f"{pixel_mm:.2f} mm pixels, outside its training scale: it may remove fine "
+                "anatomy as if it were noise, or leave noise behind")
 
     def to_unit(self, hu: torch.Tensor) -> torch.Tensor:
         """HU -> the network's [0, 1] range (clipped)."""

@@ -62,6 +62,15 @@ def _acc_text(acc: dict[str, Any]) -> str:
     return f"{_fmt(acc.get('value'))} <span class='note'>[{_fmt(lo)}, {_fmt(hi)}]</span>"
 
 
+def _paired_text(c: dict[str, Any]) -> str:
+    """``-lost / +gained (p)`` against full dose; a dash for the reference or older results."""
+    paired = c.get("paired_vs_full_dose")
+    if not paired:
+        return "–"
+    return (f"−{paired['lost']} / +{paired['gained']} "
+            f"<span class='note'>(p {paired['p_value']:.2g})</span>")
+
+
 def _palette() -> list[str]:
     """Denoiser colours: tab10 without its green (green marks the full-dose reference)."""
     import matplotlib.pyplot as plt
@@ -291,6 +300,7 @@ def _grid(results: dict[str, Any], grid: dict[str, np.ndarray]) -> str:
 def _table(results: dict[str, Any]) -> str:
     fd = results["full_dose"]
     head = ("<tr><th>method</th><th>dose</th><th>denoiser</th><th>accuracy [95% CI]</th>"
+            "<th>vs full dose: slices lost / gained (p)</th>"
             "<th>balanced acc.</th><th>macro-F1</th><th>AUROC</th><th>ECE</th>"
             "<th>PSNR full (dB)</th><th>PSNR window (dB)</th><th>SSIM full</th>"
             "<th>SSIM window</th><th>RMSE (HU)</th></tr>")
@@ -300,6 +310,7 @@ def _table(results: dict[str, Any]) -> str:
         t, im = c["task"], c.get("image", {})
         return (f"<tr class='{cls}'><td class='l'>{method}</td><td>{dose}</td>"
                 f"<td class='l'>{den}</td><td class='acc'>{_acc_text(c['accuracy'])}</td>"
+                f"<td>{_paired_text(c)}</td>"
                 f"<td>{_fmt(t['balanced_accuracy']['value'])}</td>"
                 f"<td>{_fmt(t['macro_f1']['value'])}</td>"
                 f"<td>{_fmt(t['macro_auroc']['value'])}</td><td>{_fmt(t['ece']['value'])}</td>"
@@ -400,6 +411,11 @@ def _provenance(results: dict[str, Any]) -> str:
             f"{results['data']['slice_size']} px"
             + ("; PNGs store no spacing, so this field of view is an assumption"
                if results["data"]["source"] != "phantom" else "") + ").</p>")
+    notes = results["denoisers"].get("pixel_size_notes", {})
+    if notes:
+        lines.append("<p>Denoisers used outside their training scale: " + "; ".join(
+            f"<b>{html.escape(n)}</b>: {html.escape(note)}" for n, note in notes.items())
+            + ".</p>")
     skipped = results["denoisers"].get("skipped", [])
     if skipped:
         lines.append("<p>Denoisers skipped (could not load): " + "; ".join(
@@ -431,7 +447,11 @@ def render_report(results: dict[str, Any], grid: dict[str, np.ndarray]) -> str:
         "<h2>Accuracy vs dose</h2>", _curves(results),
         "<h2>Results table</h2>",
         "<p class='note'>Accuracy with bootstrap 95% CI on the test split; green row: the best "
-        "restoration at that dose and method. PSNR/SSIM/RMSE compare each image with its "
+        "restoration at that dose and method. <i>Lost / gained</i>: test slices that the "
+        "classifier gets right at full dose and wrong here, and the reverse, with the exact "
+        "McNemar p-value of that paired count (not corrected for the table's many cells): "
+        "more sensitive than comparing two intervals, since every cell sees the same slices. "
+        "PSNR/SSIM/RMSE compare each image with its "
         "full-dose original; <i>full</i>: HU clipped to [-1024, 3072]; <i>window</i>: "
         "[-160, 240] HU; a dash for PSNR: the image equals its reference (infinite PSNR).</p>",
         _png_metric_note(results), _table(results),

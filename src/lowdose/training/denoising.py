@@ -524,7 +524,9 @@ def train_denoiser(
         if not keep:
             raise LowdoseError(f"{data}: every slice exceeds max_artifact_hu")
         full, low = [full[i] for i in keep], [low[i] for i in keep]
+        kept_px = [pixels[i]["pixel_size_mm"] for i in keep]
         source = {"data": [str(d) for d in data], "simulated": dc.method, "dose": dc.dose,
+                  "train_pixel_mm": [min(kept_px), max(kept_px)],
                   "relative_dose": dc.relative_dose, "realisations": dc.realisations,
                   "simulator": _simulator_identity(dc.method),
                   "dropped_artifact_slices": dropped}
@@ -642,6 +644,9 @@ def model_card(config: dict[str, Any], notes: str = "") -> str:
         f"- **Training data**: {', '.join(meta.get('data', [])) or meta.get('pairs')} "
         f"({meta.get('train_slices')} train / {meta.get('val_slices')} validation slices, "
         "real full-dose CT; no AAPM-Mayo L506 test pairs).",
+        *([f"- **Training pixel sizes**: {meta['train_pixel_mm'][0]:.2f}-"
+           f"{meta['train_pixel_mm'][1]:.2f} mm (`lowdose denoise` warns on slices beyond "
+           "1.5 times this range)."] if meta.get("train_pixel_mm") else []),
         f"- **Low dose**: simulated with `{meta.get('simulated')}` at dose {meta.get('dose')}"
         f"{relative}, {meta.get('realisations')} seeded realisations per slice.",
         f"- **Preset**: patch {data.get('patch_size')}, batch {trainer.get('batch_size')}, "

@@ -899,14 +899,21 @@ class SlicePool:
 
     @classmethod
     def load(cls, path: str | Any) -> SlicePool:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            t = {k: f.get_tensor(k) for k in ("low_full", "low_degraded", "high_full")}
+        return cls(t["low_full"], t["low_degraded"], t["high_full"], cls.read_info(path))
+
+    @staticmethod
+    def read_info(path: str | Any) -> dict[str, Any]:
+        """A saved pool's info, without reading its tensors."""
         import json
 
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            info = json.loads((f.metadata() or {}).get("info", "{}"))
-            t = {k: f.get_tensor(k) for k in ("low_full", "low_degraded", "high_full")}
-        return cls(t["low_full"], t["low_degraded"], t["high_full"], info)
+            return json.loads((f.metadata() or {}).get("info", "{}"))
 
 
 def _axial_slices(root: Any, name: str) -> list[tuple[str, Any]]:
@@ -1013,6 +1020,7 @@ def build_slice_pool(
     low = torch.from_numpy(np.stack([item[0] for _, item in halves[0]]))
     high = torch.from_numpy(np.stack([item[0] for _, item in halves[1]]))
     pixels = [item[1] for _, item in halves[0]]
+    every_pixel = [item[1] for half in halves for _, item in half]
     thick = [item[2] for _, item in halves[0]]
     degraded = []
     steps = range(len(low))
@@ -1032,6 +1040,7 @@ def build_slice_pool(
         "high_groups": high_groups, "size": size,
         "calibration": _calibration_identity(method),
         "thickness_mm": sorted({t for t in thick if t is not None}),
+        "pixel_mm": [min(every_pixel), max(every_pixel)],
         "degradation": f"blur sigma {0.5 * scale} px + {scale}x{scale} binning, then {method} "
         f"dose {dose}{relative}, bicubic back to the fine grid" if scale > 1
         else f"{method} dose {dose}{relative}",
@@ -1277,8 +1286,10 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
 
     Keeps only ``G`` (its EMA copy when the run kept one), stores the denoiser config (model,
     scale, architecture, HU range) with the training settings and final metrics in its
-    metadata, and writes ``card`` as ``<dest>.md``. ``model`` renames the registered model the
-    weights load as (e.g. ``gan-circle-semi``). Returns the safetensors path.
+    metadata (with the training slices' pixel sizes, ``train_pixel_mm``, for a scale-1 run whose
+    pool is in ``run_dir``), and writes ``card`` as ``<dest>.md``. ``model`` renames the
+    registered model the weights load as (e.g. ``gan-circle-semi``). Returns the safetensors
+    path.
 
     Example:
         >>> export_generator("runs/gan-circle-x1", "weights/gan-circle")  # doctest: +SKIP
@@ -1307,6 +1318,12 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
         "final_metrics": summary.get("metrics", {}),
         "card": dest.with_suffix(".md").name,
     }
+    # The pixel sizes a denoiser saw (pools cached elsewhere, or older ones, do not say).
+    pool = run_dir / "pool-x1.safetensors"
+    if int(shipped.get("scale", 1)) == 1 and pool.is_file():
+        pixel_mm = SlicePool.read_info(pool).get("pixel_mm")
+        if pixel_mm:
+            shipped["metadata"]["train_pixel_mm"] = pixel_mm
     path = save_weights(state, shipped, dest.with_suffix(".safetensors"))
     if card:
         atomic_write_text(dest.with_suffix(".md"), card)
