@@ -58,6 +58,15 @@ def test_study_end_to_end_every_cell(tmp_path, classifier_file) -> None:
         assert (paired["gained"] - paired["lost"]) / paired["n"] == pytest.approx(change)
         assert 0.0 < paired["p_value"] <= 1.0
     assert "paired_vs_full_dose" not in saved["full_dose"]
+    # A restored cell's count against its raw low dose explains their difference of accuracy.
+    raw = {(c["method"], c["dose"]): c for c in saved["cells"] if c["denoiser"] == "none"}
+    for c in saved["cells"]:
+        if c["denoiser"] == "none":
+            assert "paired_vs_raw" not in c
+            continue
+        vs_raw = c["paired_vs_raw"]
+        change = c["accuracy"]["value"] - raw[(c["method"], c["dose"])]["accuracy"]["value"]
+        assert (vs_raw["gained"] - vs_raw["lost"]) / vs_raw["n"] == pytest.approx(change)
     # Lower dose, noisier image; TV restores part of it.
     by = {(c["method"], c["dose"], c["denoiser"]): c["image"] for c in saved["cells"]}
     m = methods[0]

@@ -31,6 +31,8 @@ def _results() -> tuple[dict, dict]:
             if den == "tv":  # results written before the paired count have none
                 cells[-1]["paired_vs_full_dose"] = {"n": 20, "lost": 3, "gained": 1,
                                                     "p_value": 0.625}
+                cells[-1]["paired_vs_raw"] = {"n": 20, "lost": 0, "gained": 7,
+                                              "p_value": 0.015625}
             grid[f"image-poisson_{dose:g}_{den}"] = np.full((2, 16, 16), -700.0, np.float32)
     results = {
         "created": "2026-01-01T00:00:00Z", "classes": list(CLASSES),
@@ -72,6 +74,7 @@ def test_report_holds_every_cell_figures_and_failures(tmp_path) -> None:
     assert "lung window" in html and "test split has no images of class normal" in html
     assert "Selected epoch 3 of 5" in html
     assert html.count("−3 / +1 <span class='note'>(p 0.62)</span>") == 2  # the two tv rows
+    assert html.count("−0 / +7 <span class='note'>(p 0.016)</span>") == 2
     out = write_report(results, grid, tmp_path / "r.html")
     assert out.read_text() == html
 

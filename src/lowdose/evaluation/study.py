@@ -47,7 +47,8 @@ FULL_DOSE = "full-dose"
 RAW = "none"
 """The denoiser name of the unrestored low-dose images."""
 RESULTS_FORMAT = "lowdose-study/2"
-"""``results.json``'s format: 2 adds each cell's paired count against full dose."""
+"""``results.json``'s format: 2 adds each cell's paired counts against full dose and (restored
+cells) against the unrestored low dose."""
 
 
 @dataclass
@@ -468,9 +469,11 @@ def run_cell(
 
 
 def _cell_summary(y: np.ndarray, res: dict[str, np.ndarray], n_boot: int, seed: int,
-                  reference_probs: np.ndarray | None = None) -> dict[str, Any]:
-    """Task metrics, image metrics and, given the full-dose probabilities of the same slices,
-    the paired per-slice change against full dose (``paired_vs_full_dose``)."""
+                  reference_probs: np.ndarray | None = None,
+                  raw_probs: np.ndarray | None = None) -> dict[str, Any]:
+    """Task metrics, image metrics and, given the probabilities of the same slices at full
+    dose and at the same low dose unrestored, the paired per-slice changes against each
+    (``paired_vs_full_dose``, ``paired_vs_raw``: does restoring help the classifier?)."""
     from lowdose.metrics.task import paired_change, task_metrics
 
     task = task_metrics(y, res["probs"], class_names=CLASSES, n_boot=n_boot, seed=seed)
@@ -488,6 +491,8 @@ def _cell_summary(y: np.ndarray, res: dict[str, np.ndarray], n_boot: int, seed: 
     out = {"accuracy": task["accuracy"], "task": task, "image": image}
     if reference_probs is not None:
         out["paired_vs_full_dose"] = paired_change(y, reference_probs, res["probs"])
+    if raw_probs is not None:
+        out["paired_vs_raw"] = paired_change(y, raw_probs, res["probs"])
     return out
 
 
@@ -707,6 +712,7 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                         full[a:b], _dose, simulator=_sim, seed=_seed + a, device=cfg.device)
                 return _cache[(a, b)]
 
+            raw_probs = None  # the unrestored cell comes first (den_names[0] is RAW)
             for den_name in den_names:
                 den = None if den_name == RAW else dict(dens)[den_name]
                 t1 = time.perf_counter()
@@ -716,15 +722,21 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                                low_fn=low_fn, denoiser=den, chunk=cfg.chunk, grid=grid,
                                desc=f"{method} dose {dose:g} {den_name}", progress=progress)
                 cell_times[tag] = time.perf_counter() - t1
-                summary = _cell_summary(y, res, cfg.n_boot, cfg.seed, ref["probs"])
+                summary = _cell_summary(y, res, cfg.n_boot, cfg.seed, ref["probs"], raw_probs)
+                if den_name == RAW:
+                    raw_probs = res["probs"]
                 cells.append({"method": method, "dose": dose, "denoiser": den_name, **summary})
                 grid_images[tag] = res["grid_img"]
                 outer.update(1)
                 a = summary["accuracy"]
                 psnr = summary["image"].get("psnr_window")
                 paired = summary["paired_vs_full_dose"]
+                vs_raw = summary.get("paired_vs_raw")
                 outer.write(f"{tag}: accuracy {a['value']:.3f} (vs full dose: "
-                            f"{paired['lost']} lost, {paired['gained']} gained), PSNR(window) "
+                            f"{paired['lost']} lost, {paired['gained']} gained"
+                            + (f"; vs raw low dose: {vs_raw['lost']} lost, {vs_raw['gained']} "
+                               "gained" if vs_raw else "")
+                            + "), PSNR(window) "
                             + (f"{psnr:.2f} dB" if psnr is not None else "inf (unchanged)"))
     outer.close()
     timings["cells"] = time.perf_counter() - t_cells

@@ -62,9 +62,9 @@ def _acc_text(acc: dict[str, Any]) -> str:
     return f"{_fmt(acc.get('value'))} <span class='note'>[{_fmt(lo)}, {_fmt(hi)}]</span>"
 
 
-def _paired_text(c: dict[str, Any]) -> str:
-    """``-lost / +gained (p)`` against full dose; a dash for the reference or older results."""
-    paired = c.get("paired_vs_full_dose")
+def _paired_text(c: dict[str, Any], key: str = "paired_vs_full_dose") -> str:
+    """``-lost / +gained (p)`` against a reference; a dash where there is none."""
+    paired = c.get(key)
     if not paired:
         return "–"
     return (f"−{paired['lost']} / +{paired['gained']} "
@@ -301,6 +301,7 @@ def _table(results: dict[str, Any]) -> str:
     fd = results["full_dose"]
     head = ("<tr><th>method</th><th>dose</th><th>denoiser</th><th>accuracy [95% CI]</th>"
             "<th>vs full dose: slices lost / gained (p)</th>"
+            "<th>vs raw low dose: lost / gained (p)</th>"
             "<th>balanced acc.</th><th>macro-F1</th><th>AUROC</th><th>ECE</th>"
             "<th>PSNR full (dB)</th><th>PSNR window (dB)</th><th>SSIM full</th>"
             "<th>SSIM window</th><th>RMSE (HU)</th></tr>")
@@ -310,7 +311,7 @@ def _table(results: dict[str, Any]) -> str:
         t, im = c["task"], c.get("image", {})
         return (f"<tr class='{cls}'><td class='l'>{method}</td><td>{dose}</td>"
                 f"<td class='l'>{den}</td><td class='acc'>{_acc_text(c['accuracy'])}</td>"
-                f"<td>{_paired_text(c)}</td>"
+                f"<td>{_paired_text(c)}</td><td>{_paired_text(c, 'paired_vs_raw')}</td>"
                 f"<td>{_fmt(t['balanced_accuracy']['value'])}</td>"
                 f"<td>{_fmt(t['macro_f1']['value'])}</td>"
                 f"<td>{_fmt(t['macro_auroc']['value'])}</td><td>{_fmt(t['ece']['value'])}</td>"
@@ -450,7 +451,9 @@ def render_report(results: dict[str, Any], grid: dict[str, np.ndarray]) -> str:
         "restoration at that dose and method. <i>Lost / gained</i>: test slices that the "
         "classifier gets right at full dose and wrong here, and the reverse, with the exact "
         "McNemar p-value of that paired count (not corrected for the table's many cells): "
-        "more sensitive than comparing two intervals, since every cell sees the same slices. "
+        "more sensitive than comparing two intervals, since every cell sees the same slices; "
+        "<i>vs raw low dose</i>: the same count for a restoration against the unrestored "
+        "image at its dose (does restoring help the classifier?). "
         "PSNR/SSIM/RMSE compare each image with its "
         "full-dose original; <i>full</i>: HU clipped to [-1024, 3072]; <i>window</i>: "
         "[-160, 240] HU; a dash for PSNR: the image equals its reference (infinite PSNR).</p>",
