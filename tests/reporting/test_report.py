@@ -75,6 +75,8 @@ def test_report_holds_every_cell_figures_and_failures(tmp_path) -> None:
     assert "Selected epoch 3 of 5" in html
     assert html.count("−3 / +1 <span class='note'>(p 0.62)</span>") == 2  # the two tv rows
     assert html.count("−0 / +7 <span class='note'>(p 0.016)</span>") == 2
+    # The summary's best restoration at quarter dose, against its raw low dose.
+    assert "against the raw low dose: 0 slices lost, 7 gained, McNemar p 0.016)" in html
     out = write_report(results, grid, tmp_path / "r.html")
     assert out.read_text() == html
 

@@ -71,6 +71,14 @@ def _paired_text(c: dict[str, Any], key: str = "paired_vs_full_dose") -> str:
             f"<span class='note'>(p {paired['p_value']:.2g})</span>")
 
 
+def _paired_phrase(paired: dict[str, Any] | None) -> str:
+    """``: 3 slices lost, 1 gained, McNemar p 0.62`` for a sentence; empty without a count."""
+    if not paired:
+        return ""
+    return (f": {paired['lost']} slices lost, {paired['gained']} gained, "
+            f"McNemar p {paired['p_value']:.2g}")
+
+
 def _palette() -> list[str]:
     """Denoiser colours: tab10 without its green (green marks the full-dose reference)."""
     import matplotlib.pyplot as plt
@@ -345,12 +353,15 @@ def _summary(results: dict[str, Any]) -> str:
             continue
         text = (f"<li>{html.escape(method)}, dose {target:g}: raw low dose "
                 f"<b>{_fmt(raw['accuracy']['value'])}</b> "
-                f"({(raw['accuracy']['value'] - fd['value']) * 100:+.1f} points vs full dose)")
+                f"({(raw['accuracy']['value'] - fd['value']) * 100:+.1f} points vs full dose"
+                + _paired_phrase(raw.get("paired_vs_full_dose")) + ")")
         if rest:
             best = max(rest, key=lambda c: c["accuracy"]["value"] or 0)
             text += (f"; best restoration {html.escape(best['denoiser'])} "
                      f"<b>{_fmt(best['accuracy']['value'])}</b> "
-                     f"({(best['accuracy']['value'] - fd['value']) * 100:+.1f} points)")
+                     f"({(best['accuracy']['value'] - fd['value']) * 100:+.1f} points; against "
+                     "the raw low dose" + (_paired_phrase(best.get("paired_vs_raw")) or " –")
+                     + ")")
         lines.append(text + ".</li>")
     return "<ul>" + "".join(lines) + "</ul>"
 
