@@ -86,6 +86,25 @@ def test_bad_arguments(setup: tuple[Path, Path], tmp_path: Path,
     assert "data.split 'patient'" in capsys.readouterr().err
     assert main([*base, "--model", "unet", "--data", str(data), "--split", "slice"]) == 2
     assert "--split" in capsys.readouterr().err
+    assert main([*base, "--model", "gan-circle", "--data", str(data), "--bin", "2"]) == 2
+    assert "--bin: supervised models only" in capsys.readouterr().err
+    assert main([*base, "--model", "unet", "--data", str(data), "--bin", "4"]) == 2  # 16 px
+    assert "no slice of at least 128x128" in capsys.readouterr().err
+
+
+def test_bin_trains_at_coarser_pixels(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    """--bin 2 averages 2 x 2 pixels of the 0.8 mm data first: the model trains on 32 px
+    slices of 1.6 mm pixels, and its weights say so."""
+    from lowdose.models.loading import load_denoiser
+
+    data, preset = setup
+    out = tmp_path / "run"
+    assert main(["train", "denoiser", "--model", "unet", "--data", str(data), "--bin", "2",
+                 "--preset", str(preset), "--out", str(out), "--steps", "2"]) == 0
+    d = load_denoiser(str(out), device="cpu")
+    assert d.metadata["bin"] == 2
+    assert d.metadata["train_pixel_mm"] == pytest.approx([1.6, 1.6])
+    assert d.pixel_size_note(1.6) is None and d.pixel_size_note(0.8) is not None
 
 
 def test_several_doses_train_one_model(setup: tuple[Path, Path], tmp_path: Path) -> None:

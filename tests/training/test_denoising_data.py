@@ -100,3 +100,15 @@ def test_bad_doses_are_refused(dose) -> None:
 
     with pytest.raises(LowdoseError, match="dose"):
         DataConfig(dose=dose)
+
+
+def test_bin_slice_means_blocks_and_data_bin_is_checked() -> None:
+    from lowdose.training.denoising import DataConfig, bin_slice
+
+    hu = np.arange(30, dtype=np.float32).reshape(5, 6)  # the odd last row is dropped
+    assert bin_slice(hu, 2).tolist() == [[3.5, 5.5, 7.5], [15.5, 17.5, 19.5]]
+    assert bin_slice(hu, 1).tolist() == hu.tolist()
+    assert DataConfig(bin=3).bin == 3
+    for bad in (0, 1.5):
+        with pytest.raises(LowdoseError, match=r"data\.bin must"):
+            DataConfig(bin=bad)

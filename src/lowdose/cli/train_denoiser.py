@@ -63,6 +63,9 @@ def register(app: typer.Typer) -> None:
         init: str | None = typer.Option(
             None, "--init", help="Fine-tune: start from these weights of the same model (a "
             "shipped name such as unet, a .safetensors file or a run folder)."),
+        bin_: int | None = typer.Option(
+            None, "--bin", min=1, help="Supervised models: average the full-dose slices over "
+            "K x K pixels first, to train at K times their pixel size (for coarse data)."),
     ) -> None:
         """Train a denoiser (one command on CPU, one GPU, or `torchrun --nproc-per-node N`).
 
@@ -70,6 +73,8 @@ def register(app: typer.Typer) -> None:
         """
         doses = _parse_doses(dose) if dose is not None else None
         if model in ("gan-circle", "cyclegan"):  # GAN families: lowdose.training.gan
+            if bin_ is not None:
+                raise LowdoseError(f"--bin: supervised models only, not {model}")
             if init is not None:
                 raise LowdoseError(f"--init: fine-tuning applies to supervised models, not "
                                    f"{model}")
@@ -89,7 +94,7 @@ def register(app: typer.Typer) -> None:
         trainer = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size,
                                      "seed": seed, "device": device}.items() if v is not None}
         data_over = {k: v for k, v in {"dose": doses, "method": method,  # DataConfig normalises
-                                       "relative_dose": relative_dose,
+                                       "relative_dose": relative_dose, "bin": bin_,
                                        "cache_dir": str(cache) if cache else None}.items()
                      if v is not None}
         cfg = load_preset(preset, model=model, trainer=trainer or None, data=data_over or None)

@@ -62,6 +62,10 @@ class DataConfig:
             an object wider than the scan field), not noise, and a few such slices dominate an
             MSE loss.
         cache_dir: where simulated realisations are cached (default ``<out>/cache``).
+        bin: average each full-dose slice over ``bin`` x ``bin`` pixels before the low dose is
+            simulated, so the model learns at ``bin`` times the pixel size: for data used at
+            coarse pixels (a network learns the noise and anatomy of the scale it is shown;
+            ``benchmarks/results/study_clean_input.md``).
     """
 
     dose: float | list[float] = 0.25
@@ -75,9 +79,14 @@ class DataConfig:
     slice_stride: int = 1
     max_artifact_hu: float = 20.0
     cache_dir: str | None = None
+    bin: int = 1
 
     def __post_init__(self) -> None:
         from lowdose.physics.checks import check_dose
+
+        if int(self.bin) != self.bin or self.bin < 1:
+            raise LowdoseError(f"data.bin must be a whole number >= 1, got {self.bin}")
+        self.bin = int(self.bin)
 
         doses = self.dose if isinstance(self.dose, list | tuple) else [self.dose]
         if not doses:
@@ -234,6 +243,18 @@ def load_slices(
     if not slices:
         raise LowdoseError(f"{specs}: no slice of at least {min_size}x{min_size} pixels")
     return slices, names, pixels
+
+
+def bin_slice(hu: np.ndarray, factor: int) -> np.ndarray:
+    """The mean of each ``factor`` x ``factor`` block (edges that do not fill a block dropped).
+
+    Example:
+        >>> bin_slice(np.arange(16, dtype=np.float32).reshape(4, 4), 2).tolist()
+        [[2.5, 4.5], [10.5, 12.5]]
+    """
+    h, w = (hu.shape[0] // factor) * factor, (hu.shape[1] // factor) * factor
+    blocks = hu[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    return np.ascontiguousarray(blocks.mean(axis=(1, 3)), np.float32)
 
 
 def artifact_level(low: np.ndarray, full: np.ndarray, size: int = 15) -> float:
@@ -515,7 +536,11 @@ def train_denoiser(
         full, low = load_real_pairs(pairs)
         source = {"pairs": str(pairs)}
     elif data:
-        full, names, pixels = load_slices(data, min_size=dc.patch_size, stride=dc.slice_stride)
+        full, names, pixels = load_slices(data, min_size=dc.patch_size * dc.bin,
+                                          stride=dc.slice_stride)
+        if dc.bin > 1:  # coarser pixels: the physics then simulates at the binned pixel size
+            full = [bin_slice(hu, dc.bin) for hu in full]
+            pixels = [{**g, "pixel_size_mm": g["pixel_size_mm"] * dc.bin} for g in pixels]
         cache = Path(dc.cache_dir) if dc.cache_dir else out_dir / "cache"
         low = simulate_realisations(full, names, dc, tc.seed, cache, progress, pixels)
         levels = [artifact_level(lo, f) for lo, f in zip(low, full, strict=True)]
@@ -526,7 +551,7 @@ def train_denoiser(
         full, low = [full[i] for i in keep], [low[i] for i in keep]
         kept_px = [pixels[i]["pixel_size_mm"] for i in keep]
         source = {"data": [str(d) for d in data], "simulated": dc.method, "dose": dc.dose,
-                  "train_pixel_mm": [min(kept_px), max(kept_px)],
+                  "train_pixel_mm": [min(kept_px), max(kept_px)], "bin": dc.bin,
                   "relative_dose": dc.relative_dose, "realisations": dc.realisations,
                   "simulator": _simulator_identity(dc.method),
                   "dropped_artifact_slices": dropped}
