@@ -64,7 +64,7 @@ def measure(full: np.ndarray, y: np.ndarray, classifier, denoisers: dict[str, ob
             with torch.no_grad():
                 out = _in_chunks(lambda c, d=den: d.denoise(torch.from_numpy(c)[:, None].float())
                                  [:, 0].numpy().astype(np.float32), full)
-        p = probs_of(out)
+        p = ref if den is None else probs_of(out)
         outputs[name] = out[shown]
         diff = out - full
         p_true = p[np.arange(len(y)), y]
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     full, y = data.hu["test"], data.labels["test"]
     rows, outputs = measure(full, y, classifier, denoisers)
     meta = {"study": str(args.study), "n": len(y), "slice_size": cfg.slice_size,
-            "pixel_mm": cfg.fov_mm / cfg.slice_size, "extra": extra,
+            "pixel_mm": cfg.pixel_mm, "extra": extra,
             "machine": f"{platform.machine()}, torch {torch.__version__}, "
                        f"{args.threads} threads"}
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,19 @@ class CTImage:
     def n_slices(self) -> int:
         return self.hu.shape[0] if self.is_volume else 1
 
+    @property
+    def pixel_size_mm(self) -> float | None:
+        """The in-plane pixel size (mean of the two in-plane spacings), or ``None`` when the
+        file stores no spacing (npy, PNG: ``metadata["spacing_known"]`` is False).
+
+        Example:
+            >>> CTImage(np.zeros((8, 8), np.float32), spacing=(0.7, 0.8)).pixel_size_mm
+            0.75
+        """
+        if self.metadata.get("spacing_known") is False:
+            return None
+        return float(np.mean(self.spacing[-2:]))
+
     def slices(self) -> np.ndarray:
         """The pixels as a ``(N, H, W)`` stack (a 2D slice becomes ``N = 1``)."""
         return self.hu if self.is_volume else self.hu[None]

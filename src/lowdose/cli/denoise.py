@@ -86,8 +86,7 @@ def denoise_path(
         if out.resolve() == path.resolve():
             raise LowdoseError(f"{out}: output would overwrite the input")
         image = read_ct(path)
-        known = image.metadata.get("spacing_known", True)  # npy and PNG carry no spacing
-        note = denoiser.pixel_size_note(float(image.spacing[-1]) if known else None)
+        note = denoiser.pixel_size_note(image.pixel_size_mm)
         if note and note not in said:
             said.add(note)
             (warn or _warn)(note)

@@ -123,6 +123,11 @@ class StudyConfig:
     fov_mm: float = 350.0
     simulator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def pixel_mm(self) -> float:
+        """The prepared slices' pixel size: ``fov_mm / slice_size``."""
+        return self.fov_mm / self.slice_size
+
     def __post_init__(self) -> None:
         from lowdose.models.network import checked_precision
 
@@ -515,7 +520,7 @@ def _simulator_options(cfg: StudyConfig, method: str) -> dict[str, Any]:
     params = inspect.signature(simulators.get(method).__init__).parameters
     opts: dict[str, Any] = {}
     if "pixel_size_mm" in params:
-        opts["pixel_size_mm"] = round(cfg.fov_mm / cfg.slice_size, 4)
+        opts["pixel_size_mm"] = round(cfg.pixel_mm, 4)
     opts.update(cfg.simulator_options.get(method, {}))
     return opts
 
@@ -682,9 +687,7 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
     dens, skipped = _denoiser_list(cfg)
     for s in skipped:
         say(f"warning: denoiser {s['name']} skipped: {s['reason']}")
-    # The study's slices have the pixel size of the field of view over the slice size.
-    pixel_notes = {n: note for n, d in dens
-                   if (note := d.pixel_size_note(cfg.fov_mm / cfg.slice_size))}
+    pixel_notes = {n: note for n, d in dens if (note := d.pixel_size_note(cfg.pixel_mm))}
     for note in pixel_notes.values():
         say(f"warning: {note}")
     fingerprints = _forget_changed_denoisers(cells_dir, dens, say)

@@ -92,12 +92,6 @@ def job_seed(seed: int, relative: Path, dose: float) -> int:
     return zlib.crc32(f"{seed}|{relative.as_posix()}|{dose:.6g}".encode())
 
 
-def _pixel_size(image: CTImage) -> float | None:
-    if image.metadata.get("spacing_known") is False:
-        return None  # the simulator's stated default (0.742 mm)
-    return float(np.mean(image.spacing[-2:]))
-
-
 def _slice_thickness(image: CTImage) -> float | None:
     """Slice thickness from the header (DICOM), else the slice spacing of a volume."""
     value = image.metadata.get("slice_thickness")
@@ -207,7 +201,8 @@ def simulate_path(
             # (-2048, -3024) or the floor of a display window (lung: -1350). Both are air.
             hu = np.maximum(image.slices(), HU_MIN)
             if method == "projection":
-                simulator.pixel_size_mm = _pixel_size(image) or pixel_size_mm
+                # unknown spacing: the given size, else the simulator's stated default
+                simulator.pixel_size_mm = image.pixel_size_mm or pixel_size_mm
                 simulator.slice_thickness_mm = _slice_thickness(image)
             for dose in doses:
                 low = simulate_low_dose(

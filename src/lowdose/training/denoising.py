@@ -671,7 +671,8 @@ def model_card(config: dict[str, Any], notes: str = "") -> str:
         "real full-dose CT; no AAPM-Mayo L506 test pairs).",
         *([f"- **Training pixel sizes**: {meta['train_pixel_mm'][0]:.2f}-"
            f"{meta['train_pixel_mm'][1]:.2f} mm (`lowdose denoise` warns on slices beyond "
-           "1.5 times this range)."] if meta.get("train_pixel_mm") else []),
+           f"{NetworkDenoiser.pixel_tolerance:g} times this range)."]
+          if meta.get("train_pixel_mm") else []),
         f"- **Low dose**: simulated with `{meta.get('simulated')}` at dose {meta.get('dose')}"
         f"{relative}, {meta.get('realisations')} seeded realisations per slice.",
         f"- **Preset**: patch {data.get('patch_size')}, batch {trainer.get('batch_size')}, "
