@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+
+# Wheels of the dependencies a lent GPU machine's image lacks (Python 3.12, no network there),
+# for benchmarks/gpu_check.sh; the versions are the ones this venv runs.
+GPU_WHEELS := monai pydicom nibabel bm3d bm4d PyWavelets
+gpu-wheels: $(STAMP)
+	$(BIN)/pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+	  $$($(BIN)/pip list --format=freeze | grep -iE '^($(subst $() ,|,$(GPU_WHEELS)))==')
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)
