@@ -3,7 +3,7 @@
 #   1. tests/test_cuda.py: each shipped model restores on CUDA as on the CPU (fp32 and bf16),
 #      the x2 upscaler too; the trainer trains a U-Net and GAN-CIRCLE in bf16 and resumes;
 #   2. benchmarks/denoise_speed.py on the GPU in bf16 (targets: >= 2,000 slices/s on one H100
-#      for the default model and for the GAN-CIRCLE generator), learned models only;
+#      for the default model and for the GAN-CIRCLE generator; cuDNN autotuned), learned models only;
 #   3. training throughput: the `gpu` preset of the U-Net on phantom slices, 300 steps.
 # The GPU image has PyTorch but not every dependency, and no network: build the missing wheels
 # here first with `make gpu-wheels` (they land in .whl/, git-ignored), then, with the device
