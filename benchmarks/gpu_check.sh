@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU check in one call of a lent GPU machine (about 5 minutes on an H100):
+# Every GPU check in one call of a lent GPU machine (not yet run on one: no GPU was lent so far;
+# the two long steps are capped at 4 minutes each):
 #   1. tests/test_cuda.py: each shipped model restores on CUDA as on the CPU (fp32 and bf16),
 #      the x2 upscaler too; the trainer trains a U-Net and GAN-CIRCLE in bf16 and resumes;
 #   2. benchmarks/denoise_speed.py on the GPU in bf16 (targets: >= 2,000 slices/s on one H100
