@@ -153,26 +153,33 @@ class StudyConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> StudyConfig:
-        import yaml
+        """A study config file, or a built-in preset by name (``demo``, ``kaggle``).
 
-        path = Path(path)
-        if not path.is_file():
-            builtin = Path(__file__).resolve().parents[1] / "configs" / f"study-{path}.yaml"
-            if builtin.is_file():
-                path = builtin
-            else:
-                raise LowdoseError(f"{path}: no such config file (built-in presets: "
-                                   f"{', '.join(builtin_presets())})")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise LowdoseError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise LowdoseError(f"{path}: expected a mapping of study settings")
-        return cls.from_dict(data)
+        A file may build on another (``base: kaggle``, then only the settings that differ; see
+        ``lowdose.training.presets``).
+
+        Example:
+            >>> StudyConfig.from_yaml("demo").preset
+            'demo'
+        """
+        from lowdose.training.presets import read_preset
+
+        return cls.from_dict(read_preset(study_config_file(path), study_config_file))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def study_config_file(path: str | Path) -> Path:
+    """The YAML file of a study config: a path, or a built-in preset's name."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    builtin = Path(__file__).resolve().parents[1] / "configs" / f"study-{path}.yaml"
+    if builtin.is_file():
+        return builtin
+    raise LowdoseError(f"{path}: no such config file (built-in presets: "
+                       f"{', '.join(builtin_presets())})")
 
 
 def builtin_presets() -> list[str]:

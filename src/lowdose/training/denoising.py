@@ -29,6 +29,7 @@ import torch
 from lowdose.errors import LowdoseError
 from lowdose.models.network import NetworkDenoiser
 from lowdose.training.base import TrainingFamily
+from lowdose.training.presets import merge_settings, read_preset
 from lowdose.training.trainer import Trainer, TrainerConfig, TrainResult
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -154,36 +155,34 @@ class DenoiserTrainConfig:
         return cls(**kwargs)
 
 
-def load_preset(name_or_path: str, **model_overrides: Any) -> DenoiserTrainConfig:
-    """A preset by name (``cpu``, ``gpu``: ``configs/denoiser-<name>.yaml``) or a YAML file.
-
-    A preset may hold per-model sections (``models: {red-cnn: {...}}``) merged over the base
-    for the model named in ``model_overrides["model"]``.
-    """
-    import yaml
-
+def preset_file(name_or_path: str) -> Path:
+    """The YAML file of a denoiser preset: a path, or a name (``cpu``: ``denoiser-cpu.yaml``)."""
     path = Path(name_or_path)
     if not path.is_file():
         path = PRESET_DIR / f"denoiser-{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem.removeprefix("denoiser-") for p in PRESET_DIR.glob("denoiser-*.yaml"))
         raise LowdoseError(f"{name_or_path}: no such preset file or name; known: {known}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise LowdoseError(f"{path}: invalid YAML: {exc}") from None
+    return path
+
+
+def load_preset(name_or_path: str, **model_overrides: Any) -> DenoiserTrainConfig:
+    """A preset by name (``cpu``, ``gpu``: ``configs/denoiser-<name>.yaml``) or a YAML file.
+
+    A preset may build on another (``base: cpu-long``, see ``lowdose.training.presets``) and may
+    hold per-model sections (``models: {red-cnn: {...}}``) merged over the rest for the model
+    named in ``model_overrides["model"]``.
+
+    Example:
+        >>> load_preset("cpu-finetune").optim.lr
+        0.0002
+    """
+    raw = read_preset(preset_file(name_or_path), preset_file)
     per_model = raw.pop("models", {}) or {}
     model = model_overrides.get("model") or raw.get("model", "unet")
-    merged = _merge(raw, per_model.get(model, {}))
-    merged = _merge(merged, {k: v for k, v in model_overrides.items() if v is not None})
+    merged = merge_settings(raw, per_model.get(model, {}))
+    merged = merge_settings(merged, {k: v for k, v in model_overrides.items() if v is not None})
     return DenoiserTrainConfig.from_dict(merged)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 # ---------------------------------------------------------------- data

@@ -1164,18 +1164,19 @@ def preset_path(name: str) -> Any:
 def load_preset(name: str, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """A preset as a dict with ``family``, ``model``, ``data`` and ``trainer`` sections.
 
-    ``overrides`` maps section -> {key: value}, applied on top (e.g. from CLI options).
+    A preset may build on another (``base: gan-circle-semi-cpu``, see
+    ``lowdose.training.presets``). ``overrides`` maps section -> {key: value}, applied on top
+    (e.g. from CLI options).
 
     Example:
         >>> load_preset("gan-circle")["family"]
         'gan-circle'
     """
-    import yaml
-
     from lowdose.errors import LowdoseError
+    from lowdose.training.presets import read_preset
 
     path = preset_path(name)
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_preset(path, preset_path)
     if data.get("family") not in GAN_MODELS:
         raise LowdoseError(f"{path}: family must be one of {GAN_MODELS}")
     for section in ("model", "data", "trainer"):
