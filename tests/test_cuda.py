@@ -14,24 +14,12 @@ import pytest
 import torch
 
 from lowdose.io.phantom import phantom_slice
-from lowdose.models.base import denoisers
-from lowdose.models.loading import WEIGHTS_DIR
-from lowdose.models.network import NetworkDenoiser
+from lowdose.models.loading import WEIGHTS_DIR, shipped_learned
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"),
 ]
-
-
-def _shipped_learned() -> list[str]:
-    names = []
-    for name in denoisers.names():
-        cls = denoisers.get(name)
-        if (isinstance(cls, type) and issubclass(cls, NetworkDenoiser) and cls.shipped
-                and (WEIGHTS_DIR / f"{cls.shipped}.safetensors").is_file()):
-            names.append(name)
-    return names
 
 
 def _noisy_slice(size: int = 256) -> torch.Tensor:
@@ -45,7 +33,7 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).pow(2).mean().sqrt())
 
 
-@pytest.mark.parametrize("name", _shipped_learned())
+@pytest.mark.parametrize("name", shipped_learned())
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_restoration_matches_the_cpu(name: str, precision: str) -> None:
     """The GPU's output differs from the CPU's fp32 output by a small share of the change the

@@ -178,18 +178,13 @@ def test_pixel_size_note_needs_a_known_training_scale(name: str) -> None:
 def test_shipped_learned_weights_record_their_training_pixel_sizes() -> None:
     """Every shipped scale-1 learned model knows the pixel sizes it was trained on (0.62 mm up
     to 0.98 mm, one 1.69 mm slice for the unet), so the Kaggle study's 3.1 mm slices warn."""
-    from lowdose.models.loading import WEIGHTS_DIR, load_denoiser
+    from lowdose.models.loading import load_denoiser, shipped_learned
 
-    checked = 0
-    for name in denoisers.names():
-        cls = denoisers.get(name)
-        if not (isinstance(cls, type) and issubclass(cls, NetworkDenoiser)) or not (
-                WEIGHTS_DIR / f"{cls.shipped}.safetensors").is_file():
-            continue
+    names = shipped_learned()
+    if not names:
+        pytest.skip("no learned weights shipped")
+    for name in names:
         d = load_denoiser(name, device="cpu")
         lo, hi = d.metadata["train_pixel_mm"]
         assert 0.5 < lo <= hi < 2.0
         assert d.pixel_size_note(0.74) is None and "3.10 mm" in d.pixel_size_note(3.1)
-        checked += 1
-    if not checked:
-        pytest.skip("no learned weights shipped")

@@ -194,6 +194,24 @@ def load_shipped(cls: type[NetworkDenoiser], device: str | torch.device | None =
     return build_from_weights(cls, state, config, path)
 
 
+def shipped_learned() -> list[str]:
+    """Names of the registered learned denoisers whose shipped weights are present.
+
+    Example:
+        >>> DEFAULT_DENOISER in shipped_learned()
+        True
+    """
+    from lowdose.models.network import NetworkDenoiser
+
+    names = []
+    for name in denoisers.names():
+        cls = denoisers.get(name)
+        if (isinstance(cls, type) and issubclass(cls, NetworkDenoiser) and cls.shipped
+                and (WEIGHTS_DIR / f"{cls.shipped}.safetensors").is_file()):
+            names.append(name)
+    return names
+
+
 def load_denoiser(
     name_or_path: str | Path | None = None,
     device: str | torch.device | None = None,

@@ -156,11 +156,10 @@ def load_pairs(
             raise LowdoseError(
                 f"{low_path}: shape {low.shape} differs from its full-dose pair {full.shape}"
             )
-        known = full.metadata.get("spacing_known", True)
         if pixel_size_mm is not None:
             pixel, assumed = float(pixel_size_mm), False
-        elif known:
-            pixel, assumed = float(full.spacing[-1]), False
+        elif full.pixel_size_mm is not None:
+            pixel, assumed = full.pixel_size_mm, False
         else:
             pixel, assumed = DEFAULT_PIXEL_MM, True
         meta = {

@@ -899,21 +899,27 @@ class SlicePool:
 
     @classmethod
     def load(cls, path: str | Any) -> SlicePool:
+        """A pool written by :meth:`save`: its tensors and info, from one open of the file."""
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             t = {k: f.get_tensor(k) for k in ("low_full", "low_degraded", "high_full")}
-        return cls(t["low_full"], t["low_degraded"], t["high_full"], cls.read_info(path))
+            info = cls._info(f)
+        return cls(t["low_full"], t["low_degraded"], t["high_full"], info)
 
-    @staticmethod
-    def read_info(path: str | Any) -> dict[str, Any]:
+    @classmethod
+    def read_info(cls, path: str | Any) -> dict[str, Any]:
         """A saved pool's info, without reading its tensors."""
-        import json
-
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            return json.loads((f.metadata() or {}).get("info", "{}"))
+            return cls._info(f)
+
+    @staticmethod
+    def _info(opened: Any) -> dict[str, Any]:
+        import json
+
+        return json.loads((opened.metadata() or {}).get("info", "{}"))
 
 
 def _axial_slices(root: Any, name: str) -> list[tuple[str, Any]]:
