@@ -44,21 +44,19 @@ def test_a_yaml_base_is_read_beside_the_preset_that_names_it(tmp_path: Path) -> 
     assert read_preset(tmp_path / "sub" / "leaf.yaml", _locate_in(tmp_path)) == {"a": 1, "b": 3}
 
 
-def test_cycles_unknown_bases_and_bad_files_are_clear_errors(tmp_path: Path) -> None:
-    locate = _locate_in(tmp_path)
-    (tmp_path / "one.yaml").write_text("base: two\n")
-    (tmp_path / "two.yaml").write_text("base: one\n")
-    with pytest.raises(LowdoseError, match="cycle: one -> two -> one"):
-        read_preset(tmp_path / "one.yaml", locate)
-    (tmp_path / "orphan.yaml").write_text("base: missing\n")
-    with pytest.raises(LowdoseError, match="missing: no such preset"):
-        read_preset(tmp_path / "orphan.yaml", locate)
-    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
-    with pytest.raises(LowdoseError, match="must be a mapping"):
-        read_preset(tmp_path / "list.yaml", locate)
-    (tmp_path / "broken.yaml").write_text("a: [1, 2\n")
-    with pytest.raises(LowdoseError, match="invalid YAML"):
-        read_preset(tmp_path / "broken.yaml", locate)
+@pytest.mark.parametrize(("files", "error"), [
+    ({"one": "base: two\n", "two": "base: one\n"}, "cycle: one -> two -> one"),
+    ({"one": "base: missing\n"}, "missing: no such preset"),
+    ({"one": "- 1\n- 2\n"}, "must be a mapping"),
+    ({"one": "a: [1, 2\n"}, "invalid YAML"),
+])
+def test_cycles_unknown_bases_and_bad_files_are_clear_errors(
+    tmp_path: Path, files: dict[str, str], error: str
+) -> None:
+    for name, text in files.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    with pytest.raises(LowdoseError, match=error):
+        read_preset(tmp_path / "one.yaml", _locate_in(tmp_path))
 
 
 def test_shipped_presets_that_build_on_another_keep_their_recipes() -> None:
