@@ -378,7 +378,7 @@ def test_presets_load_and_build() -> None:
     folder = preset_path("gan-circle").parent
     names = sorted(p.stem for p in [*folder.glob("gan-circle*.yaml"), *folder.glob("cyclegan*")])
     assert {"gan-circle", "gan-circle-cpu", "gan-circle-unpaired-cpu", "gan-circle-semi-cpu",
-            "gan-circle-semi-cpu-long", "gan-circle-semi-cpu-s1", "cyclegan",
+            "gan-circle-semi-cpu-long", "gan-circle-semi-cpu-s1", "gan-circle-sr-cpu", "cyclegan",
             "cyclegan-cpu"} <= set(names)
     for name in names:
         preset = load_preset(name)
@@ -386,7 +386,11 @@ def test_presets_load_and_build() -> None:
         build_family(preset["family"], {**preset["model"], "f0": 8} if preset["family"] ==
                      "gan-circle" else {**preset["model"], "ngf": 4, "n_blocks": 1, "ndf": 4})
         assert preset["data"]["method"] == "projection"
-        assert ("semi" in name) == (preset["model"].get("paired_fraction", 0) > 0), name
+        paired = preset["model"].get("paired_fraction", 0)
+        if "semi" in name:
+            assert 0 < paired < 1, name
+        else:  # unpaired, or the fully paired super-resolution recipe
+            assert paired == (1 if name == "gan-circle-sr-cpu" else 0), name
     fam = build_family("gan-circle", {**load_preset("gan-circle")["model"], "f0": 8})
     assert fam.config()["arch"]["f0"] == 8
     with pytest.raises(Exception, match="bad model settings"):
