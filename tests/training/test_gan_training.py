@@ -368,6 +368,9 @@ def test_cli_preset_names_pick_the_shipped_recipe_of_the_mode() -> None:
     assert load_preset("cyclegan-unpaired-cpu")["model"]["adversarial"] == "wgan-gp"
     assert gan_preset_name("gan-circle", "gpu", 0.5) == "gan-circle"
     assert gan_preset_name("gan-circle", "gan-circle-cpu") == "gan-circle-cpu"
+    assert gan_preset_name("gan-circle", "cpu", None, 4) == "gan-circle-sr-cpu"
+    assert gan_preset_name("gan-circle", "cpu", 0.0, 2) == "gan-circle-unpaired-cpu"
+    assert gan_preset_name("gan-circle", "cpu", 0.5, 1) == "gan-circle-semi-cpu-s1"
     unpaired = load_preset("gan-circle-unpaired-cpu")["model"]
     assert unpaired["n_critic"] > 1 and unpaired["paired_fraction"] == 0
 

@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
             "noise (3x its noise power inserted at 0.25), not of the calibration's full dose."),
         preset: str = typer.Option("cpu", help="Preset name (cpu, gpu) or a YAML file. "
                                     "gan-circle: cpu is the recipe of the shipped weights of the "
-                                    "mode (unpaired, or with --paired-fraction)."),
+                                    "mode (unpaired, with --paired-fraction, or with --scale 2|4 "
+                                    "the upscalers')."),
         out: Path = typer.Option(Path("runs/denoiser"), "--out", help="Output folder."),
         resume: bool = typer.Option(False, "--resume", help="Continue from --out's checkpoint."),
         steps: int | None = typer.Option(None, help="Override the preset's max_steps."),

@@ -1337,21 +1337,28 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
     return path
 
 
-def gan_preset_name(model: str, preset: str | None, paired_fraction: float | None = None) -> str:
+def gan_preset_name(
+    model: str, preset: str | None, paired_fraction: float | None = None, scale: int | None = None
+) -> str:
     """The preset ``--preset`` names: ``gpu`` -> the faithful ``<model>``; ``cpu`` (or None) ->
     the recipe of the model's shipped CPU weights for the mode (GAN-CIRCLE:
-    ``gan-circle-unpaired-cpu``, or ``gan-circle-semi-cpu-s1`` with a paired fraction > 0;
+    ``gan-circle-unpaired-cpu``, or ``gan-circle-semi-cpu-s1`` with a paired fraction > 0; at
+    scale 2 or 4 the upscalers' ``gan-circle-sr-cpu`` unless the paired fraction is 0;
     CycleGAN: ``cyclegan-unpaired-cpu``); anything else is a preset name or a YAML file.
 
     Example:
         >>> gan_preset_name("gan-circle", "cpu"), gan_preset_name("gan-circle", None, 0.5)
         ('gan-circle-unpaired-cpu', 'gan-circle-semi-cpu-s1')
+        >>> gan_preset_name("gan-circle", "cpu", scale=2)
+        'gan-circle-sr-cpu'
     """
     if preset == "gpu":
         return model
     if preset not in (None, "cpu"):
         return preset
     if model == "gan-circle":
+        if scale is not None and scale > 1 and paired_fraction != 0:
+            return "gan-circle-sr-cpu"
         return "gan-circle-semi-cpu-s1" if paired_fraction else "gan-circle-unpaired-cpu"
     return f"{model}-unpaired-cpu"
 
@@ -1381,7 +1388,7 @@ def train_gan_cli(
     Example:
         >>> train_gan_cli("gan-circle", "runs/gc", paired_fraction=0.5)  # doctest: +SKIP
     """
-    name = gan_preset_name(model, preset, paired_fraction)
+    name = gan_preset_name(model, preset, paired_fraction, scale)
     model_over: dict[str, Any] = {}
     if paired_fraction is not None:
         model_over["paired_fraction"] = paired_fraction
