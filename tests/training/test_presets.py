@@ -84,3 +84,27 @@ def test_a_user_study_file_builds_on_a_builtin_preset(tmp_path: Path) -> None:
     assert cfg.doses == [1.0, 0.25] and cfg.phantom == demo.phantom and cfg.preset == "demo"
     with pytest.raises(LowdoseError, match="built-in presets: demo, kaggle"):
         StudyConfig.from_yaml(tmp_path / "nothing.yaml")
+
+
+def test_every_shipped_training_preset_opens_with_a_summary_and_a_known_base() -> None:
+    from lowdose.training.presets import shipped_training_presets
+
+    entries = shipped_training_presets()
+    names = {e.name for e in entries}
+    assert {"cpu", "cpu-finetune", "gan-circle-sr-cpu", "cyclegan-unpaired-cpu"} <= names
+    for entry in entries:
+        assert 20 <= len(entry.summary) <= 90, entry
+        assert entry.max_steps and entry.max_steps > 0, entry
+        assert entry.base is None or entry.base in names, entry
+    gan_models = {e.model for e in entries if e.name.startswith(("gan", "cyclegan"))}
+    assert gan_models == {"gan-circle", "cyclegan"}
+
+
+def test_cli_lists_the_presets_with_their_bases(capsys) -> None:
+    from tests.cli.cli_helpers import run
+
+    rc, out, _ = run(["train", "denoiser", "--list-presets"], capsys)
+    assert rc == 0
+    rows = {line.split()[0]: line for line in out.splitlines()}
+    assert "base gan-circle-semi-sr-cpu" in rows["gan-circle-sr-cpu"]
+    assert "base cpu-long" in rows["cpu-finetune"] and "4000 steps" in rows["cpu-finetune"]

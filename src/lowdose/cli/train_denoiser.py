@@ -67,11 +67,22 @@ def register(app: typer.Typer) -> None:
         bin_: int | None = typer.Option(
             None, "--bin", min=1, help="Supervised models: average the full-dose slices over "
             "K x K pixels first, to train at K times their pixel size (for coarse data)."),
+        list_presets: bool = typer.Option(
+            False, "--list-presets", help="List the shipped presets (name, model, base, "
+            "steps, summary) and exit."),
     ) -> None:
         """Train a denoiser (one command on CPU, one GPU, or `torchrun --nproc-per-node N`).
 
         Example: lowdose train denoiser --model unet --data ct/ --dose 0.25 --out runs/u
         """
+        if list_presets:
+            from lowdose.training.presets import shipped_training_presets
+
+            for entry in shipped_training_presets():
+                base = f"base {entry.base}" if entry.base else "-"
+                typer.echo(f"{entry.name:<25} {entry.model:<11} {base:<29} "
+                           f"{entry.max_steps or 0:>6} steps  {entry.summary}")
+            return
         doses = _parse_doses(dose) if dose is not None else None
         if model in ("gan-circle", "cyclegan"):  # GAN families: lowdose.training.gan
             if bin_ is not None:

@@ -9,10 +9,14 @@ points (see ``lowdose.training.denoising.load_preset`` and ``lowdose.training.ga
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lowdose.errors import LowdoseError
+
+#: The shipped YAML presets: ``denoiser-<name>.yaml``, GAN presets, ``study-<name>.yaml``.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def merge_settings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -80,3 +84,54 @@ def read_preset(path: Path, locate: Callable[[str], Path]) -> dict[str, Any]:
     for layer in reversed(layers):
         settings = merge_settings(settings, layer)
     return settings
+
+
+@dataclass(frozen=True)
+class PresetEntry:
+    """One shipped training preset, as ``lowdose train denoiser --preset`` names it."""
+
+    name: str
+    model: str
+    base: str | None
+    max_steps: int | None
+    summary: str
+
+
+def shipped_training_presets() -> list[PresetEntry]:
+    """The training presets in ``lowdose/configs``: supervised denoisers, then the GANs.
+
+    A supervised preset serves every ``--model`` (its ``model`` is the default one); a GAN
+    preset names its family. ``summary`` is the first line of the file's leading comment (every
+    shipped preset opens with a one-line summary; the lines after it say why).
+
+    Example:
+        >>> [p.name for p in shipped_training_presets()][:2]
+        ['cpu', 'cpu-finetune']
+    """
+    from lowdose.training import denoising, gan
+
+    entries = []
+    for path in sorted(CONFIG_DIR.glob("denoiser-*.yaml"), key=lambda p: p.stem):
+        name = path.stem.removeprefix("denoiser-")
+        cfg = denoising.load_preset(name)
+        entries.append(PresetEntry(name, cfg.model, _base_of(path), cfg.trainer.max_steps,
+                                   _summary(path)))
+    gan_files = [*CONFIG_DIR.glob("gan-circle*.yaml"), *CONFIG_DIR.glob("cyclegan*.yaml")]
+    for path in sorted(gan_files, key=lambda p: p.stem):
+        settings = gan.load_preset(path.stem)
+        entries.append(PresetEntry(path.stem, settings["family"], _base_of(path),
+                                   settings["trainer"].get("max_steps"), _summary(path)))
+    return entries
+
+
+def _base_of(path: Path) -> str | None:
+    import yaml
+
+    base = (yaml.safe_load(path.read_text()) or {}).get("base")
+    return None if base is None else str(base)
+
+
+def _summary(path: Path) -> str:
+    """The preset's one-line summary: the first line of its leading comment."""
+    first = path.read_text().splitlines()[:1]
+    return first[0].lstrip("#").strip() if first and first[0].startswith("#") else ""
