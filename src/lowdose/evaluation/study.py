@@ -175,7 +175,9 @@ def study_config_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
-    builtin = Path(__file__).resolve().parents[1] / "configs" / f"study-{path}.yaml"
+    from lowdose.training.presets import CONFIG_DIR
+
+    builtin = CONFIG_DIR / f"study-{path}.yaml"
     if builtin.is_file():
         return builtin
     raise LowdoseError(f"{path}: no such config file (built-in presets: "
@@ -184,8 +186,9 @@ def study_config_file(path: str | Path) -> Path:
 
 def builtin_presets() -> list[str]:
     """Names of the YAML study presets shipped in ``lowdose/configs`` (``demo``, ``kaggle``)."""
-    folder = Path(__file__).resolve().parents[1] / "configs"
-    return sorted(p.stem.removeprefix("study-") for p in folder.glob("study-*.yaml"))
+    from lowdose.training.presets import CONFIG_DIR
+
+    return sorted(p.stem.removeprefix("study-") for p in CONFIG_DIR.glob("study-*.yaml"))
 
 
 def _hash(obj: Any) -> str:

@@ -29,10 +29,10 @@ import torch
 from lowdose.errors import LowdoseError
 from lowdose.models.network import NetworkDenoiser
 from lowdose.training.base import TrainingFamily
-from lowdose.training.presets import merge_settings, read_preset
+from lowdose.training.presets import CONFIG_DIR, merge_settings, read_preset
 from lowdose.training.trainer import Trainer, TrainerConfig, TrainResult
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
+PRESET_DIR = CONFIG_DIR
 CT_SUFFIXES = (".dcm", ".ima", ".nii", ".nii.gz", ".npy")
 
 

@@ -1154,11 +1154,12 @@ def preset_path(name: str) -> Any:
     from pathlib import Path
 
     from lowdose.errors import LowdoseError
+    from lowdose.training.presets import CONFIG_DIR
 
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
-    shipped = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    shipped = CONFIG_DIR / f"{name}.yaml"
     if not shipped.is_file():
         known = sorted(p.stem for p in shipped.parent.glob("gan*.yaml")) + sorted(
             p.stem for p in shipped.parent.glob("cyclegan*.yaml")

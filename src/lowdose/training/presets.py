@@ -1,9 +1,10 @@
-"""YAML training presets that may build on another preset (``base: NAME``).
+"""YAML presets (training recipes and study configs) that may build on another (``base: NAME``).
 
 A preset that differs from another in a few settings names it as its ``base`` and lists only
 those settings; mappings merge key by key (at any depth), anything else replaces the base's
-value. The denoiser and the GAN loaders share this reader and differ only in where a name
-points (see ``lowdose.training.denoising.load_preset`` and ``lowdose.training.gan.load_preset``).
+value. The denoiser, GAN and study loaders share this reader and differ only in where a name
+points (``lowdose.training.denoising.load_preset``, ``lowdose.training.gan.load_preset``,
+``lowdose.evaluation.study.StudyConfig.from_yaml``).
 """
 
 from __future__ import annotations
