@@ -32,7 +32,6 @@ from lowdose.training.base import TrainingFamily
 from lowdose.training.presets import CONFIG_DIR, merge_settings, read_preset
 from lowdose.training.trainer import Trainer, TrainerConfig, TrainResult
 
-PRESET_DIR = CONFIG_DIR
 CT_SUFFIXES = (".dcm", ".ima", ".nii", ".nii.gz", ".npy")
 
 
@@ -159,9 +158,9 @@ def preset_file(name_or_path: str) -> Path:
     """The YAML file of a denoiser preset: a path, or a name (``cpu``: ``denoiser-cpu.yaml``)."""
     path = Path(name_or_path)
     if not path.is_file():
-        path = PRESET_DIR / f"denoiser-{name_or_path}.yaml"
+        path = CONFIG_DIR / f"denoiser-{name_or_path}.yaml"
     if not path.is_file():
-        known = sorted(p.stem.removeprefix("denoiser-") for p in PRESET_DIR.glob("denoiser-*.yaml"))
+        known = sorted(p.stem.removeprefix("denoiser-") for p in CONFIG_DIR.glob("denoiser-*.yaml"))
         raise LowdoseError(f"{name_or_path}: no such preset file or name; known: {known}")
     return path
 

@@ -1161,11 +1161,22 @@ def preset_path(name: str) -> Any:
         return path
     shipped = CONFIG_DIR / f"{name}.yaml"
     if not shipped.is_file():
-        known = sorted(p.stem for p in shipped.parent.glob("gan*.yaml")) + sorted(
-            p.stem for p in shipped.parent.glob("cyclegan*.yaml")
-        )
-        raise LowdoseError(f"{name}: no such GAN preset; known: {', '.join(known)}")
+        known = ", ".join(gan_preset_names())
+        raise LowdoseError(f"{name}: no such GAN preset; known: {known}")
     return shipped
+
+
+def gan_preset_names() -> list[str]:
+    """The shipped GAN presets: GAN-CIRCLE's, then CycleGAN's, each sorted by name.
+
+    Example:
+        >>> gan_preset_names()[0]
+        'gan-circle'
+    """
+    from lowdose.training.presets import CONFIG_DIR
+
+    return [p.stem for family in ("gan-circle", "cyclegan")
+            for p in sorted(CONFIG_DIR.glob(f"{family}*.yaml"), key=lambda p: p.stem)]
 
 
 def load_preset(name: str, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:

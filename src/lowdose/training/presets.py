@@ -94,8 +94,8 @@ class PresetEntry:
     name: str
     model: str
     base: str | None
-    max_steps: int | None
     summary: str
+    max_steps: int | None
 
 
 def shipped_training_presets() -> list[PresetEntry]:
@@ -115,24 +115,22 @@ def shipped_training_presets() -> list[PresetEntry]:
     for path in sorted(CONFIG_DIR.glob("denoiser-*.yaml"), key=lambda p: p.stem):
         name = path.stem.removeprefix("denoiser-")
         cfg = denoising.load_preset(name)
-        entries.append(PresetEntry(name, cfg.model, _base_of(path), cfg.trainer.max_steps,
-                                   _summary(path)))
-    gan_files = [*CONFIG_DIR.glob("gan-circle*.yaml"), *CONFIG_DIR.glob("cyclegan*.yaml")]
-    for path in sorted(gan_files, key=lambda p: p.stem):
-        settings = gan.load_preset(path.stem)
-        entries.append(PresetEntry(path.stem, settings["family"], _base_of(path),
-                                   settings["trainer"].get("max_steps"), _summary(path)))
+        entries.append(PresetEntry(name, cfg.model, *_base_and_summary(path),
+                                   max_steps=cfg.trainer.max_steps))
+    for name in sorted(gan.gan_preset_names()):
+        settings = gan.load_preset(name)
+        entries.append(PresetEntry(name, settings["family"],
+                                   *_base_and_summary(gan.preset_path(name)),
+                                   max_steps=settings["trainer"].get("max_steps")))
     return entries
 
 
-def _base_of(path: Path) -> str | None:
+def _base_and_summary(path: Path) -> tuple[str | None, str]:
+    """The preset file's own ``base`` and its one-line summary (its first comment line)."""
     import yaml
 
-    base = (yaml.safe_load(path.read_text()) or {}).get("base")
-    return None if base is None else str(base)
-
-
-def _summary(path: Path) -> str:
-    """The preset's one-line summary: the first line of its leading comment."""
-    first = path.read_text().splitlines()[:1]
-    return first[0].lstrip("#").strip() if first and first[0].startswith("#") else ""
+    text = path.read_text()
+    base = (yaml.safe_load(text) or {}).get("base")
+    first = text.splitlines()[:1]
+    summary = first[0].lstrip("#").strip() if first and first[0].startswith("#") else ""
+    return (None if base is None else str(base)), summary
