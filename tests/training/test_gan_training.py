@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import shutil
 from pathlib import Path
 
 import pytest
@@ -417,6 +418,12 @@ def test_export_generator_loads_as_denoiser_and_upscaler(tmp_path: Path) -> None
     SlicePool(*tensors, pool_info).save(tmp_path / "r1" / "pool-x1.safetensors")
     pooled = export_generator(tmp_path / "r1", tmp_path / "w" / "gc2")
     assert load_denoiser(str(pooled), device="cpu").metadata["train_pixel_mm"] == [0.6, 0.9]
+    best = tmp_path / "r1" / "best"  # the trainer's best-validation folder, inside the run's
+    best.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy(tmp_path / "r1" / name, best / name)
+    from_best = export_generator(best, tmp_path / "w" / "gc3")
+    assert load_denoiser(str(from_best), device="cpu").metadata["train_pixel_mm"] == [0.6, 0.9]
     semi = export_generator(tmp_path / "r1", tmp_path / "w" / "semi", model="gan-circle-semi")
     assert load_denoiser(str(semi), device="cpu").name == "gan-circle-semi"
     pool2 = _pool(scale=2)

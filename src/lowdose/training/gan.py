@@ -1306,9 +1306,9 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
     Keeps only ``G`` (its EMA copy when the run kept one), stores the denoiser config (model,
     scale, architecture, HU range) with the training settings and final metrics in its
     metadata (with the training slices' pixel sizes, ``train_pixel_mm``, for a scale-1 run whose
-    pool is in ``run_dir``), and writes ``card`` as ``<dest>.md``. ``model`` renames the
-    registered model the weights load as (e.g. ``gan-circle-semi``). Returns the safetensors
-    path.
+    pool is in ``run_dir`` or, for its ``best`` folder, the folder above), and writes ``card``
+    as ``<dest>.md``. ``model`` renames the registered model the weights load as (e.g.
+    ``gan-circle-semi``). Returns the safetensors path.
 
     Example:
         >>> export_generator("runs/gan-circle-x1", "weights/gan-circle")  # doctest: +SKIP
@@ -1337,9 +1337,11 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
         "final_metrics": summary.get("metrics", {}),
         "card": dest.with_suffix(".md").name,
     }
-    # The pixel sizes a denoiser saw (pools cached elsewhere, or older ones, do not say).
-    pool = run_dir / "pool-x1.safetensors"
-    if int(shipped.get("scale", 1)) == 1 and pool.is_file():
+    # The pixel sizes a denoiser saw (pools cached elsewhere, or older ones, do not say); the
+    # trainer's ``best`` folder sits inside the run folder that holds the pool.
+    pools = [d / "pool-x1.safetensors" for d in (run_dir, run_dir.parent)]
+    pool = next((p for p in pools if p.is_file()), None)
+    if int(shipped.get("scale", 1)) == 1 and pool is not None:
         pixel_mm = SlicePool.read_info(pool).get("pixel_mm")
         if pixel_mm:
             shipped["metadata"]["train_pixel_mm"] = pixel_mm
