@@ -44,9 +44,9 @@ def test_presets_and_per_model_sections() -> None:
 
 
 def test_every_shipped_preset_loads_and_fine_tuning_moves_the_weights_gently() -> None:
-    from lowdose.training.presets import CONFIG_DIR
+    from lowdose.training.presets import shipped_names
 
-    names = sorted(p.stem.removeprefix("denoiser-") for p in CONFIG_DIR.glob("denoiser-*.yaml"))
+    names = shipped_names("denoiser")
     assert {"cpu", "cpu-long", "cpu-finetune", "gpu"} <= set(names)
     for name in names:
         assert load_preset(name, model="unet").data.method == "projection", name

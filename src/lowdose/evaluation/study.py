@@ -186,9 +186,9 @@ def study_config_file(path: str | Path) -> Path:
 
 def builtin_presets() -> list[str]:
     """Names of the YAML study presets shipped in ``lowdose/configs`` (``demo``, ``kaggle``)."""
-    from lowdose.training.presets import CONFIG_DIR
+    from lowdose.training.presets import shipped_names
 
-    return sorted(p.stem.removeprefix("study-") for p in CONFIG_DIR.glob("study-*.yaml"))
+    return shipped_names("study")
 
 
 def _hash(obj: Any) -> str:

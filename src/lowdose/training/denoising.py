@@ -29,7 +29,7 @@ import torch
 from lowdose.errors import LowdoseError
 from lowdose.models.network import NetworkDenoiser
 from lowdose.training.base import TrainingFamily
-from lowdose.training.presets import CONFIG_DIR, merge_settings, read_preset
+from lowdose.training.presets import CONFIG_DIR, merge_settings, read_preset, shipped_names
 from lowdose.training.trainer import Trainer, TrainerConfig, TrainResult
 
 CT_SUFFIXES = (".dcm", ".ima", ".nii", ".nii.gz", ".npy")
@@ -160,7 +160,7 @@ def preset_file(name_or_path: str) -> Path:
     if not path.is_file():
         path = CONFIG_DIR / f"denoiser-{name_or_path}.yaml"
     if not path.is_file():
-        known = sorted(p.stem.removeprefix("denoiser-") for p in CONFIG_DIR.glob("denoiser-*.yaml"))
+        known = shipped_names("denoiser")
         raise LowdoseError(f"{name_or_path}: no such preset file or name; known: {known}")
     return path
 

@@ -87,6 +87,18 @@ def read_preset(path: Path, locate: Callable[[str], Path]) -> dict[str, Any]:
     return settings
 
 
+def shipped_names(kind: str) -> list[str]:
+    """Names of the shipped presets of one kind: the files ``<kind>-NAME.yaml`` in
+    ``lowdose/configs``, sorted (``denoiser`` and ``study``; the GAN presets keep their whole
+    file name, see ``lowdose.training.gan.gan_preset_names``).
+
+    Example:
+        >>> shipped_names("study")
+        ['demo', 'kaggle']
+    """
+    return sorted(p.stem.removeprefix(f"{kind}-") for p in CONFIG_DIR.glob(f"{kind}-*.yaml"))
+
+
 @dataclass(frozen=True)
 class PresetEntry:
     """One shipped training preset, as ``lowdose train denoiser --preset`` names it."""
@@ -112,10 +124,9 @@ def shipped_training_presets() -> list[PresetEntry]:
     from lowdose.training import denoising, gan
 
     entries = []
-    for path in sorted(CONFIG_DIR.glob("denoiser-*.yaml"), key=lambda p: p.stem):
-        name = path.stem.removeprefix("denoiser-")
+    for name in shipped_names("denoiser"):
         cfg = denoising.load_preset(name)
-        entries.append(PresetEntry(name, cfg.model, *_base_and_summary(path),
+        entries.append(PresetEntry(name, cfg.model, *_base_and_summary(denoising.preset_file(name)),
                                    max_steps=cfg.trainer.max_steps))
     for name in sorted(gan.gan_preset_names()):
         settings = gan.load_preset(name)
