@@ -8,7 +8,8 @@ coarse low-dose slice back to 512 x 512 and is scored against the full-dose slic
 in both conventions (``full``: HU [-1024, 3072]; ``window``: [-160, 240]), mean over slices.
 
 Methods: ``bicubic`` (the interpolation the networks start from), ``gan-circle`` (the shipped
-GAN-CIRCLE weights) and ``l1-only`` (the same generator trained with the L1 term alone on aligned
+GAN-CIRCLE weights, trained on aligned pairs), ``gan-circle-unpaired`` (the shipped x2 trained
+unpaired) and ``l1-only`` (the same generator trained with the L1 term alone on aligned
 pairs of the same slice pool, for the same number of steps, no GAN ensemble: runs
 ``runs/gan-circle-l1c-x{2,4}``, made with ``lowdose train denoiser --model gan-circle --preset
 gan-circle-l1-cpu --scale S --out runs/gan-circle-l1c-xS``). Weights: ``--model
@@ -47,6 +48,7 @@ RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_MODELS = {
     "gan-circle:2": "gan-circle",  # the shipped x2 weights
     "gan-circle:4": "gan-circle",  # the shipped x4 weights
+    "gan-circle-unpaired:2": "gan-circle-unpaired",  # the shipped x2 trained unpaired
     "l1-only:2": str(REPO / "runs" / "gan-circle-l1c-x2"),
     "l1-only:4": str(REPO / "runs" / "gan-circle-l1c-x4"),
 }
@@ -101,7 +103,14 @@ def run(scales: list[int], models: dict[str, str], kept: dict | None = None,
     row comes from ``kept`` (the previous result), whose bicubic rows must match the ones
     recomputed here (the same data and degradation); ``rerun_rows`` lists the rows rerun so far.
     """
-    from lowdose.models.gan_circle import hu_to_net, load_upscaler, net_to_hu, to_fine_grid
+    from lowdose.models.gan_circle import (
+        SHIPPED_UPSCALERS,
+        hu_to_net,
+        load_upscaler,
+        net_to_hu,
+        shipped_upscalers,
+        to_fine_grid,
+    )
 
     full, names = mayo_full_dose(DATA)
     previous = {(r["scale"], r["method"]): r for r in (kept or {}).get("rows", [])}
@@ -117,7 +126,7 @@ def run(scales: list[int], models: dict[str, str], kept: dict | None = None,
             if old is None or abs(old - rows[-1]["psnr_full"]) > 1e-3:
                 raise SystemExit(f"x{scale} bicubic: {rows[-1]['psnr_full']:.4f} dB here, "
                                  f"{old} in the kept result: not the same benchmark")
-        for method in ("gan-circle", "l1-only"):
+        for method in ("gan-circle", "gan-circle-unpaired", "l1-only"):
             source = models.get(f"{method}:{scale}")
             if only is not None and f"{method}:{scale}" not in only:
                 if (scale, method) in previous:
@@ -125,7 +134,9 @@ def run(scales: list[int], models: dict[str, str], kept: dict | None = None,
                 continue
             if source is None:
                 continue
-            if source != "gan-circle" and not Path(source).exists():
+            installed = ((source, scale) in shipped_upscalers() if source in SHIPPED_UPSCALERS
+                         else Path(source).exists())
+            if not installed:
                 rows.append({"scale": scale, "method": method, "weights": source,
                              "missing": True})
                 continue

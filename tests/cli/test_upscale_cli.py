@@ -87,3 +87,46 @@ def test_upscale_nifti_x4(tmp_path: Path, scale: int) -> None:
     img = read_ct(out)
     assert img.shape[-2:] == (64, 48)
     assert np.allclose(img.spacing[-2:], (0.25, 0.25))
+
+
+def _shipped() -> list[tuple[str, int]]:
+    from lowdose.models.gan_circle import shipped_upscalers
+
+    return shipped_upscalers()
+
+
+@pytest.mark.parametrize(("name", "scale"), _shipped())
+def test_each_shipped_upscaler_loads_by_name_has_a_card_and_upscales(
+        name: str, scale: int) -> None:
+    from lowdose.models.gan_circle import _shipped_upscaler_path, load_upscaler
+
+    up = load_upscaler(name, scale=scale, device="cpu")
+    assert up.scale == scale
+    assert _shipped_upscaler_path(name, scale).with_suffix(".md").is_file()
+    hu = torch.full((1, 1, 16, 16), 40.0)
+    hu[..., 4:12, 4:12] = 300.0
+    out = up.upscale(hu)
+    assert out.shape == (1, 1, 16 * scale, 16 * scale)
+    # Same image: the mean of each s x s block follows the input within a few HU.
+    blocks = out.reshape(16, scale, 16, scale).mean(dim=(1, 3))
+    assert float((blocks - hu[0, 0]).abs().mean()) < 30
+
+
+def test_upscale_list_names_the_shipped_upscalers_and_refuses_missing_scales(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from lowdose.cli.main import main
+    from lowdose.errors import LowdoseError
+    from lowdose.models.gan_circle import SHIPPED_UPSCALERS, load_upscaler
+
+    assert main(["upscale", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == [name for name, _ in _shipped()]
+    assert main(["upscale"]) == 2
+    assert "give an INPUT and an OUTPUT" in capsys.readouterr().err
+    for name in SHIPPED_UPSCALERS:
+        have = {s for n, s in _shipped() if n == name}
+        for scale in {2, 4} - have:
+            with pytest.raises(LowdoseError, match=f"no shipped x{scale} weights"):
+                load_upscaler(name, scale=scale)
+    with pytest.raises(LowdoseError, match="neither a shipped upscaler"):
+        load_upscaler("gan-circle-x9", scale=2)

@@ -370,7 +370,8 @@ def test_cli_preset_names_pick_the_shipped_recipe_of_the_mode() -> None:
     assert gan_preset_name("gan-circle", "gpu", 0.5) == "gan-circle"
     assert gan_preset_name("gan-circle", "gan-circle-cpu") == "gan-circle-cpu"
     assert gan_preset_name("gan-circle", "cpu", None, 4) == "gan-circle-sr-cpu"
-    assert gan_preset_name("gan-circle", "cpu", 0.0, 2) == "gan-circle-unpaired-cpu"
+    assert gan_preset_name("gan-circle", "cpu", 0.0, 2) == "gan-circle-unpaired-x2-cpu"
+    assert gan_preset_name("gan-circle", "cpu", 0.0, 4) == "gan-circle-unpaired-cpu"
     assert gan_preset_name("gan-circle", "cpu", 0.5, 1) == "gan-circle-semi-cpu-s1"
     unpaired = load_preset("gan-circle-unpaired-cpu")["model"]
     assert unpaired["n_critic"] > 1 and unpaired["paired_fraction"] == 0
@@ -456,6 +457,47 @@ def test_train_gan_on_user_paths_builds_the_pool_and_resumes(tmp_path: Path) -> 
     over["trainer"]["max_steps"] = 3
     res = train_gan("gan-circle-cpu", tmp_path / "run", resume=True, overrides=over)
     assert res.resumed_from == 2 and res.step == 3
+
+
+def test_gan_init_starts_every_network_from_a_run_and_refuses_what_cannot(
+        tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from lowdose.errors import LowdoseError
+    from lowdose.models.loading import read_weights
+    from lowdose.training.gan import build_family, export_generator, load_gan_init, train_gan
+
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2).astype(np.float32)
+    np.save(tmp_path / "vol.npy", np.stack([-1000 + 1040 * body + 10 * k for k in range(4)]))
+    over = {
+        "model": {"f0": 8, "critic_base": 8},
+        "data": {"paths": [str(tmp_path / "vol.npy")], "slice_size": 64, "patch": 32,
+                 "method": "image-poisson", "min_mean_hu": -2000, "val_length": 4},
+        "trainer": {"max_steps": 2, "batch_size": 2},
+    }
+    train_gan("gan-circle-cpu", tmp_path / "run", overrides=over)
+    saved, _ = read_weights(tmp_path / "run")
+    family = build_family("gan-circle", {"f0": 8, "critic_base": 8})
+    first = next(iter(family.modules["g_hl"].state_dict()))
+    assert not torch.equal(family.modules["g_hl"].state_dict()[first], saved[f"g_hl.{first}"])
+    load_gan_init(family, tmp_path / "run")
+    for name, module in family.modules.items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, saved[f"{name}.{key}"]), f"{name}.{key}"
+    res = train_gan("gan-circle-cpu", tmp_path / "tuned", overrides=over, init=tmp_path / "run")
+    assert res.step == 2 and res.resumed_from is None
+    config = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert config["family"]["init"] == str(tmp_path / "run")
+    with pytest.raises(LowdoseError, match="architecture"):
+        load_gan_init(build_family("gan-circle", {"f0": 16, "critic_base": 8}), tmp_path / "run")
+    with pytest.raises(LowdoseError, match="not 'cyclegan'"):
+        load_gan_init(build_family("cyclegan", {}), tmp_path / "run")
+    shipped = export_generator(tmp_path / "run", tmp_path / "w" / "gc")
+    with pytest.raises(LowdoseError, match="no 'g_lh' weights"):
+        load_gan_init(build_family("gan-circle", {"f0": 8, "critic_base": 8}), shipped)
 
 
 def test_cli_train_denoiser_routes_gan_models(tmp_path: Path) -> None:

@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
         preset: str = typer.Option("cpu", help="Preset name (cpu, gpu) or a YAML file. "
                                     "gan-circle: cpu is the recipe of the shipped weights of the "
                                     "mode (unpaired, with --paired-fraction, or with --scale 2|4 "
-                                    "the upscalers')."),
+                                    "the upscalers'; --scale 2 --paired-fraction 0: the "
+                                    "unpaired x2's first stage)."),
         out: Path = typer.Option(Path("runs/denoiser"), "--out", help="Output folder."),
         resume: bool = typer.Option(False, "--resume", help="Continue from --out's checkpoint."),
         steps: int | None = typer.Option(None, help="Override the preset's max_steps."),
@@ -63,7 +64,8 @@ def register(app: typer.Typer) -> None:
             "group (patients apart, the default) or slice (consecutive slices alternate)."),
         init: str | None = typer.Option(
             None, "--init", help="Fine-tune: start from these weights of the same model (a "
-            "shipped name such as unet, a .safetensors file or a run folder)."),
+            "shipped name such as unet, a .safetensors file or a run folder; gan-circle/"
+            "cyclegan: a run folder, its best/ or a checkpoint, which hold every network)."),
         bin_: int | None = typer.Option(
             None, "--bin", min=1, help="Supervised models: average the full-dose slices over "
             "K x K pixels first, to train at K times their pixel size (for coarse data)."),
@@ -78,25 +80,24 @@ def register(app: typer.Typer) -> None:
         if list_presets:
             from lowdose.training.presets import shipped_training_presets
 
-            for entry in shipped_training_presets():
+            entries = shipped_training_presets()
+            width = max(len(entry.name) for entry in entries)
+            for entry in entries:
                 base = f"base {entry.base}" if entry.base else "-"
-                typer.echo(f"{entry.name:<25} {entry.model:<11} {base:<29} "
+                typer.echo(f"{entry.name:<{width}} {entry.model:<11} {base:<{width + 5}} "
                            f"{entry.max_steps or 0:>6} steps  {entry.summary}")
             return
         doses = _parse_doses(dose) if dose is not None else None
         if model in ("gan-circle", "cyclegan"):  # GAN families: lowdose.training.gan
             if bin_ is not None:
                 raise LowdoseError(f"--bin: supervised models only, not {model}")
-            if init is not None:
-                raise LowdoseError(f"--init: fine-tuning applies to supervised models, not "
-                                   f"{model}")
             if doses is not None and len(doses) > 1:
                 raise LowdoseError(f"--dose {dose}: {model} trains at one dose")
             from lowdose.training.gan import train_gan_cli
 
             result = train_gan_cli(model, out, data, preset, resume, paired_fraction, scale,
                                    doses[0] if doses else None, method, steps, batch_size,
-                                   seed, device, relative_dose, split)
+                                   seed, device, relative_dose, split, init)
             typer.echo(f"trained {model} to step {result.step}: {result.out_dir}")
             return
         if split is not None:

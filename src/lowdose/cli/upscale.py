@@ -1,4 +1,4 @@
-"""``lowdose upscale IN OUT --scale 2|4 [--model gan-circle|WEIGHTS]``: CT super-resolution."""
+"""``lowdose upscale IN OUT --scale 2|4 [--model NAME|WEIGHTS]`` and ``lowdose upscale --list``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,24 @@ from pathlib import Path
 import typer
 
 from lowdose.errors import LowdoseError
+
+
+def list_upscalers() -> list[tuple[str, str]]:
+    """``(name and scale, first line of its model card)`` of every shipped upscaler.
+
+    Example:
+        >>> list_upscalers()[0][0]
+        'gan-circle --scale 2 (default)'
+    """
+    from lowdose.models.gan_circle import _shipped_upscaler_path, shipped_upscalers
+
+    rows = []
+    for name, scale in shipped_upscalers():
+        card = _shipped_upscaler_path(name, scale).with_suffix(".md")
+        title = card.read_text().splitlines()[0].split(": ", 1)[-1] if card.is_file() else ""
+        default = " (default)" if name == "gan-circle" else ""
+        rows.append((f"{name} --scale {scale}{default}", title))
+    return rows
 
 
 def upscale_path(
@@ -48,12 +66,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("upscale")
     def upscale(
-        src: Path = typer.Argument(..., help="Input: file, DICOM series folder or NIfTI volume."),
-        dst: Path = typer.Argument(..., help="Output file or folder (never the input)."),
+        src: Path | None = typer.Argument(
+            None, help="Input: file, DICOM series folder or NIfTI volume."),
+        dst: Path | None = typer.Argument(None, help="Output file or folder (never the input)."),
         scale: int = typer.Option(2, "--scale", "-s", help="In-plane factor: 2 or 4."),
         model: str | None = typer.Option(
             None, "--model", "-m",
-            help="gan-circle (shipped weights for the scale) or a x2/x4 weight file."),
+            help="A shipped upscaler (see --list; default gan-circle) or a x2/x4 weight file."),
+        list_: bool = typer.Option(False, "--list", help="List the shipped upscalers and exit."),
         device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 (default: best)."),
         batch_size: int = typer.Option(4, min=1, help="Slices per batch."),
         precision: str = typer.Option(
@@ -63,6 +83,12 @@ def register(app: typer.Typer) -> None:
 
         Example: lowdose upscale series/ series-x2/ --scale 2
         """
+        if list_:
+            for name, line in list_upscalers():
+                typer.echo(f"{name:<26} {line}")
+            return
+        if src is None or dst is None:
+            raise LowdoseError("upscale: give an INPUT and an OUTPUT (or --list)")
         if scale not in (2, 4):
             raise LowdoseError(f"--scale must be 2 or 4, got {scale}")
         written = upscale_path(src, dst, scale, model, device, batch_size, precision=precision)

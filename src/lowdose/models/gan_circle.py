@@ -408,10 +408,27 @@ class GanCircleUpscaler:
         )
 
 
-def _shipped_upscaler_path(scale: int) -> Any:
+#: Shipped upscaler names, each with weights ``<name>-x<scale>.safetensors`` for some scales:
+#: ``gan-circle`` (the default; every training sample an aligned pair) and
+#: ``gan-circle-unpaired`` (trained unpaired, as in the study; x2 only).
+SHIPPED_UPSCALERS = ("gan-circle", "gan-circle-unpaired")
+
+
+def _shipped_upscaler_path(name: str, scale: int) -> Any:
     from lowdose.models.loading import WEIGHTS_DIR
 
-    return WEIGHTS_DIR / f"gan-circle-x{scale}.safetensors"
+    return WEIGHTS_DIR / f"{name}-x{scale}.safetensors"
+
+
+def shipped_upscalers() -> list[tuple[str, int]]:
+    """``(name, scale)`` of every shipped upscaler whose weights are installed.
+
+    Example:
+        >>> ("gan-circle", 2) in shipped_upscalers()
+        True
+    """
+    return [(name, scale) for name in SHIPPED_UPSCALERS for scale in (2, 4)
+            if _shipped_upscaler_path(name, scale).is_file()]
 
 
 def load_upscaler(
@@ -420,11 +437,12 @@ def load_upscaler(
     device: str | torch.device | None = None,
     precision: str = "fp32",
 ) -> GanCircleUpscaler:
-    """A ready GAN-CIRCLE upscaler: the shipped ``gan-circle`` weights for ``scale`` or a file.
+    """A ready GAN-CIRCLE upscaler: shipped weights for ``scale`` or a file.
 
     Args:
-        name_or_path: ``gan-circle`` (default, shipped weights ``gan-circle-x{scale}``), a
-            ``.safetensors`` weight file or a training checkpoint folder of a x2/x4 model.
+        name_or_path: a shipped name (:data:`SHIPPED_UPSCALERS`; default ``gan-circle``, the
+            weights ``gan-circle-x{scale}``), a ``.safetensors`` weight file or a training
+            checkpoint folder of a x2/x4 model.
         scale: 2 or 4; must match the weights.
         device: where the network runs (default: a CUDA GPU if present, else the CPU).
         precision: ``"fp32"`` or ``"bf16"`` (see :class:`GanCircleUpscaler`).
@@ -445,14 +463,17 @@ def load_upscaler(
     if scale not in (2, 4):
         raise LowdoseError(f"--scale must be 2 or 4, got {scale}")
     name = str(name_or_path or "gan-circle")
-    if name == "gan-circle":
-        path = _shipped_upscaler_path(scale)
+    if name in SHIPPED_UPSCALERS:
+        path = _shipped_upscaler_path(name, scale)
         if not path.is_file():
-            raise LowdoseError(f"{path}: no shipped x{scale} GAN-CIRCLE weights; pass --model FILE")
+            have = [f"x{s}" for n, s in shipped_upscalers() if n == name]
+            raise LowdoseError(f"{name}: no shipped x{scale} weights (shipped: "
+                               f"{', '.join(have) or 'none'}); pass --model FILE")
     else:
         path = Path(name)
         if not path.exists():
-            raise LowdoseError(f"{name}: neither 'gan-circle' nor a weight file")
+            raise LowdoseError(f"{name}: neither a shipped upscaler "
+                               f"({', '.join(SHIPPED_UPSCALERS)}) nor a weight file")
     state, config = read_weights(path)
     if config.get("model") != "gan-circle":
         raise LowdoseError(f"{path}: a {config.get('model')!r} model, not a GAN-CIRCLE upscaler")

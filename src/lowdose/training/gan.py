@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -378,6 +379,7 @@ class _GanFamily(TrainingFamily):
     def __init__(self, cfg: Any, modules: dict[str, nn.Module], arch: dict[str, Any]) -> None:
         self.cfg, self.arch = cfg, arch
         self.modules = modules
+        self.init_source: str | None = None  # the run a fine-tune started from (--init)
         if getattr(cfg, "ema_decay", 0.0) > 0:
             self.modules["g_lh_ema"] = EMA(self.modules["g_lh"], cfg.ema_decay)
         self.pool_high = HistoryPool(cfg.pool_size, cfg.seed)
@@ -563,6 +565,7 @@ class _GanFamily(TrainingFamily):
             "input_scaling": self.input_scaling,
             "module_prefix": "g_lh_ema.module." if ema else "g_lh.",
             "training": asdict(self.cfg),
+            **({"init": self.init_source} if self.init_source else {}),
         }
 
 
@@ -883,8 +886,6 @@ class SlicePool:
 
     def save(self, path: str | Any) -> None:
         """Write the pool as safetensors (tensors) with its info as JSON metadata."""
-        import json
-
         from safetensors.torch import save_file
 
         from lowdose.io.atomic import atomic_path
@@ -917,8 +918,6 @@ class SlicePool:
 
     @staticmethod
     def _info(opened: Any) -> dict[str, Any]:
-        import json
-
         return json.loads((opened.metadata() or {}).get("info", "{}"))
 
 
@@ -1238,17 +1237,58 @@ def build_family(family: str, model: dict[str, Any]) -> TrainingFamily:
     raise LowdoseError(f"unknown GAN family {family!r}; known: {', '.join(GAN_MODELS)}")
 
 
+def load_gan_init(family: Any, init: Any) -> None:
+    """Start every module of ``family`` from a GAN run's weights (fine-tuning, ``--init``).
+
+    ``init`` is a run folder, its ``best`` folder, a checkpoint folder or their
+    ``model.safetensors``: they hold both generators, both critics and the EMA, all of which a
+    GAN needs to go on. The optimisers, the learning-rate schedule and the step start afresh.
+    Shipped weights (the low->high generator alone) cannot start a GAN run.
+
+    Raises:
+        LowdoseError: another family, scale or architecture, or a module missing or mismatched.
+
+    Example:
+        >>> fam = build_family("gan-circle", {"f0": 16, "critic_base": 8})
+        >>> load_gan_init(fam, "runs/gan-circle/best")  # doctest: +SKIP
+    """
+    from lowdose.models.loading import read_weights
+
+    state, config = read_weights(init)
+    if config.get("family") != family.family_name:
+        raise LowdoseError(f"--init {init}: holds {config.get('family') or config.get('model')!r}"
+                           f" weights, not {family.family_name!r}")
+    wanted = json.loads(json.dumps(family.arch))
+    if config.get("arch") != wanted:
+        raise LowdoseError(f"--init {init}: its architecture {config.get('arch')} differs from "
+                           f"the preset's {wanted} (scale included)")
+    for name, module in family.modules.items():
+        prefix = f"{name}."
+        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not part:
+            raise LowdoseError(f"--init {init}: no {name!r} weights; give a GAN run folder, its "
+                               "best/ or a checkpoint (shipped weights keep one generator only)")
+        try:
+            module.load_state_dict(part)
+        except RuntimeError as exc:
+            raise LowdoseError(f"--init {init}: {name!r} does not fit this preset: "
+                               f"{str(exc).splitlines()[0]}") from None
+    family.init_source = str(init)
+
+
 def train_gan(
     preset: str,
     out: Any,
     resume: bool = False,
     overrides: dict[str, dict[str, Any]] | None = None,
+    init: Any = None,
 ) -> Any:
     """Train a GAN preset through the one trainer; returns its :class:`TrainResult`.
 
     Builds (or reuses the cached) slice pool from the real full-dose sets, the unpaired patch
     stream (with ``model.paired_fraction`` aligned pairs for the semi-supervised mode) and a
     small aligned validation set, then runs :class:`lowdose.training.trainer.Trainer`.
+    ``init`` starts the modules from another run's weights (:func:`load_gan_init`).
 
     Example:
         >>> train_gan("gan-circle-cpu", "runs/gan-circle", resume=True)  # doctest: +SKIP
@@ -1264,6 +1304,8 @@ def train_gan(
     data = GanDataConfig(**cfg["data"])
     trainer_cfg = TrainerConfig.from_dict(cfg["trainer"])
     family = build_family(cfg["family"], model)
+    if init is not None:
+        load_gan_init(family, init)
     scale = int(model.get("scale", 1))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -1313,7 +1355,6 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
     Example:
         >>> export_generator("runs/gan-circle-x1", "weights/gan-circle")  # doctest: +SKIP
     """
-    import json
     from pathlib import Path
 
     from lowdose.errors import LowdoseError
@@ -1336,6 +1377,7 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
         "trainer": summary.get("trainer", {}),
         "final_metrics": summary.get("metrics", {}),
         "card": dest.with_suffix(".md").name,
+        **({"init": config["init"]} if config.get("init") else {}),
     }
     # The pixel sizes a denoiser saw (pools cached elsewhere, or older ones, do not say); the
     # trainer's ``best`` folder sits inside the run folder that holds the pool.
@@ -1357,14 +1399,15 @@ def gan_preset_name(
     """The preset ``--preset`` names: ``gpu`` -> the faithful ``<model>``; ``cpu`` (or None) ->
     the recipe of the model's shipped CPU weights for the mode (GAN-CIRCLE:
     ``gan-circle-unpaired-cpu``, or ``gan-circle-semi-cpu-s1`` with a paired fraction > 0; at
-    scale 2 or 4 the upscalers' ``gan-circle-sr-cpu`` unless the paired fraction is 0;
+    scale 2 or 4 the upscalers' ``gan-circle-sr-cpu`` unless the paired fraction is 0, then at
+    scale 2 the first stage of the unpaired x2, ``gan-circle-unpaired-x2-cpu``;
     CycleGAN: ``cyclegan-unpaired-cpu``); anything else is a preset name or a YAML file.
 
     Example:
         >>> gan_preset_name("gan-circle", "cpu"), gan_preset_name("gan-circle", None, 0.5)
         ('gan-circle-unpaired-cpu', 'gan-circle-semi-cpu-s1')
-        >>> gan_preset_name("gan-circle", "cpu", scale=2)
-        'gan-circle-sr-cpu'
+        >>> gan_preset_name("gan-circle", "cpu", scale=2), gan_preset_name("gan-circle", None, 0, 2)
+        ('gan-circle-sr-cpu', 'gan-circle-unpaired-x2-cpu')
     """
     if preset == "gpu":
         return model
@@ -1373,6 +1416,8 @@ def gan_preset_name(
     if model == "gan-circle":
         if scale is not None and scale > 1 and paired_fraction != 0:
             return "gan-circle-sr-cpu"
+        if scale == 2 and paired_fraction == 0:
+            return "gan-circle-unpaired-x2-cpu"
         return "gan-circle-semi-cpu-s1" if paired_fraction else "gan-circle-unpaired-cpu"
     return f"{model}-unpaired-cpu"
 
@@ -1393,6 +1438,7 @@ def train_gan_cli(
     device: str | None = None,
     relative_dose: bool | None = None,
     split: str | None = None,
+    init: str | None = None,
 ) -> Any:
     """``lowdose train denoiser --model gan-circle|cyclegan``: the CLI options as overrides.
 
@@ -1413,5 +1459,5 @@ def train_gan_cli(
                  if v is not None}
     trainer_over = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size, "seed": seed,
                                       "device": device}.items() if v is not None}
-    return train_gan(name, out, resume=resume,
+    return train_gan(name, out, resume=resume, init=init,
                      overrides={"model": model_over, "data": data_over, "trainer": trainer_over})
