@@ -15,7 +15,9 @@ pairs of the same slice pool, for the same number of steps, no GAN ensemble: run
 gan-circle-l1-cpu --scale S --out runs/gan-circle-l1c-xS``). Weights: ``--model
 NAME:SCALE=PATH`` (defaults below).
 
-Writes ``benchmarks/results/upscale.json`` and ``upscale.md``.
+Writes ``benchmarks/results/upscale.json`` and ``upscale.md``. With ``--seed-run`` (several
+training runs of one recipe under one key) also ``upscale_seeds.json`` and ``.md``: each
+method's spread over seeds, and the gan-circle minus l1-only difference with its standard error.
 
 With ``--denoise-nps`` it also writes the no-hallucination check of the GAN denoisers beside the
 supervised model on the real L506 quarter/full-dose pairs: the noise power spectrum of the
@@ -30,6 +32,9 @@ Example:
     .venv/bin/python benchmarks/upscale.py --rows gan-circle:2   # reshipped x2 weights only
     .venv/bin/python benchmarks/upscale.py --scales --denoise-nps --denoiser gan-circle \
         --denoiser cyclegan --denoiser unet
+    .venv/bin/python benchmarks/upscale.py --scales --seed-run gan-circle:4=runs/gc-x4-pf1 \
+        --seed-run gan-circle:4=runs/seeds/gan-x4-s1 --seed-run l1-only:4=runs/gan-circle-l1c-x4 \
+        --seed-run l1-only:4=runs/seeds/l1-x4-s1   # seed spread: upscale_seeds.json / .md
 """
 
 from __future__ import annotations
@@ -158,6 +163,94 @@ def run(scales: list[int], models: dict[str, str], kept: dict | None = None,
         # rows re-evaluated after the full run (--rows), oldest first
         "rerun_rows": [*done, *(k for k in sorted(only or ()) if k not in done)],
     }
+
+
+def seed_spread(runs: dict[str, list[str]]) -> dict:
+    """Score several training runs of each ``METHOD:SCALE`` (seeds of one recipe) alike.
+
+    One run per seed can tell two recipes apart only by more than the spread of either; this
+    gives that spread. For every key: each run's scores and validation PSNR (from its
+    ``config.json``), the mean and sample standard deviation over runs; for every scale with a
+    ``gan-circle`` and an ``l1-only`` key, the difference of the means with its standard error
+    and, when both list as many runs (give them in the same seed order), seed by seed.
+    """
+    from lowdose.models.gan_circle import load_upscaler
+
+    full, names = mayo_full_dose(DATA)
+    groups = []
+    coarse_by_scale: dict[int, torch.Tensor] = {}
+    by_scale = sorted(runs.items(), key=lambda kv: (int(kv[0].rsplit(":", 1)[1]), kv[0]))
+    for key, paths in by_scale:
+        method, scale = key.rsplit(":", 1)
+        scale = int(scale)
+        if scale not in coarse_by_scale:
+            coarse_by_scale[scale] = coarse_low_dose(full, scale)
+        entries = []
+        for path in paths:
+            up = load_upscaler(path, scale=scale, device="cpu")
+            summary = Path(path) / "config.json"
+            val = (json.loads(summary.read_text()).get("metrics", {}).get("val/psnr_full")
+                   if summary.is_file() else None)
+            entries.append({"weights": path, "val_psnr_full": val,
+                            **score(up.upscale(coarse_by_scale[scale])[:, 0].numpy(), full)})
+        stats = {}
+        for metric in ("psnr_full", "ssim_full", "psnr_window", "ssim_window"):
+            values = np.array([e[metric] for e in entries])
+            stats[metric] = {"mean": float(values.mean()),
+                             "sd": float(values.std(ddof=1)) if len(values) > 1 else None}
+        groups.append({"scale": scale, "method": method, "runs": entries, **stats})
+    differences = []
+    by_key = {(g["scale"], g["method"]): g for g in groups}
+    for scale in sorted({g["scale"] for g in groups}):
+        gan, l1 = by_key.get((scale, "gan-circle")), by_key.get((scale, "l1-only"))
+        if not gan or not l1:
+            continue
+        row = {"scale": scale}
+        for metric in ("psnr_full", "psnr_window"):
+            se = [g[metric]["sd"] ** 2 / len(g["runs"]) for g in (gan, l1)
+                  if g[metric]["sd"] is not None]
+            row[metric] = {"difference": gan[metric]["mean"] - l1[metric]["mean"],
+                           "standard_error": float(np.sqrt(sum(se))) if len(se) == 2 else None}
+            if len(gan["runs"]) == len(l1["runs"]):  # given in the same seed order: paired
+                row[metric]["per_seed"] = [a[metric] - b[metric]
+                                           for a, b in zip(gan["runs"], l1["runs"], strict=True)]
+        differences.append(row)
+    return {"benchmark": "upscale seed spread",
+            "data": "mayo-l506-pairs full-dose slices " + ", ".join(names),
+            "metrics": "PSNR/SSIM vs full dose; full = HU [-1024, 3072], window = [-160, 240]",
+            "groups": groups, "gan_minus_l1": differences}
+
+
+def seed_markdown(result: dict) -> str:
+    lines = ["| scale | method | runs | PSNR full | PSNR window | SSIM full | SSIM window | "
+             "validation PSNR |", "|---|---|---|---|---|---|---|---|"]
+
+    def cell(stat: dict, digits: int) -> str:
+        sd = f" +- {stat['sd']:.{digits}f}" if stat["sd"] is not None else ""
+        return f"{stat['mean']:.{digits}f}{sd}"
+
+    for g in result["groups"]:
+        vals = [r["val_psnr_full"] for r in g["runs"] if r["val_psnr_full"] is not None]
+        val = ", ".join(f"{v:.2f}" for v in vals) or "-"
+        lines.append(f"| x{g['scale']} | {g['method']} | {len(g['runs'])} | "
+                     f"{cell(g['psnr_full'], 2)} | {cell(g['psnr_window'], 2)} | "
+                     f"{cell(g['ssim_full'], 4)} | {cell(g['ssim_window'], 4)} | {val} |")
+    diff = []
+    for d in result["gan_minus_l1"]:
+        parts = []
+        for metric, label in (("psnr_full", "full"), ("psnr_window", "window")):
+            se = d[metric]["standard_error"]
+            per_seed = d[metric].get("per_seed")
+            parts.append(f"{d[metric]['difference']:+.2f} dB {label}"
+                         + (f" (standard error {se:.2f})" if se is not None else "")
+                         + (" (seed by seed: " + ", ".join(f"{v:+.2f}" for v in per_seed) + ")"
+                            if per_seed else ""))
+        diff.append(f"- x{d['scale']}: gan-circle minus l1-only, mean over runs: "
+                    + ", ".join(parts))
+    return (f"Seed spread on {result['data']} (mean +- sample standard deviation over runs of "
+            f"one recipe, one seed each; validation: each run's last validation PSNR, full "
+            f"range). {result['metrics']}.\n\n" + "\n".join(lines) + "\n\n"
+            + "\n".join(diff) + ("\n" if diff else ""))
 
 
 def _rois(full: np.ndarray, size: int = 32, step: int = 16) -> list[tuple[int, int, int]]:
@@ -314,6 +407,9 @@ def main() -> None:
     parser.add_argument("--rows", action="append", default=None,
                         help="re-evaluate only METHOD:SCALE (repeatable, e.g. gan-circle:2); "
                         "the other rows are kept from the previous upscale.json")
+    parser.add_argument("--seed-run", action="append", default=[],
+                        help="METHOD:SCALE=RUN, repeatable with one key for several seeds: "
+                        "also write the seed spread (upscale_seeds.json / .md)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -332,6 +428,16 @@ def main() -> None:
         (args.out / "upscale.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.out / "upscale.md").write_text(markdown(result))
         print(markdown(result))
+    if args.seed_run:
+        runs: dict[str, list[str]] = {}
+        for spec in args.seed_run:
+            key, path = spec.split("=", 1)
+            runs.setdefault(key, []).append(path)
+        spread = seed_spread(runs)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "upscale_seeds.json").write_text(json.dumps(spread, indent=2) + "\n")
+        (args.out / "upscale_seeds.md").write_text(seed_markdown(spread))
+        print(seed_markdown(spread))
     if args.denoise_nps:
         denoise_nps(args.denoiser or ["gan-circle", "cyclegan", "unet"], args.out)
 

@@ -98,11 +98,11 @@ def _shipped() -> list[tuple[str, int]]:
 @pytest.mark.parametrize(("name", "scale"), _shipped())
 def test_each_shipped_upscaler_loads_by_name_has_a_card_and_upscales(
         name: str, scale: int) -> None:
-    from lowdose.models.gan_circle import _shipped_upscaler_path, load_upscaler
+    from lowdose.models.gan_circle import load_upscaler, shipped_upscaler_path
 
     up = load_upscaler(name, scale=scale, device="cpu")
     assert up.scale == scale
-    assert _shipped_upscaler_path(name, scale).with_suffix(".md").is_file()
+    assert shipped_upscaler_path(name, scale).with_suffix(".md").is_file()
     hu = torch.full((1, 1, 16, 16), 40.0)
     hu[..., 4:12, 4:12] = 300.0
     out = up.upscale(hu)

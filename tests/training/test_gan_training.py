@@ -495,6 +495,8 @@ def test_gan_init_starts_every_network_from_a_run_and_refuses_what_cannot(
         load_gan_init(build_family("gan-circle", {"f0": 16, "critic_base": 8}), tmp_path / "run")
     with pytest.raises(LowdoseError, match="not 'cyclegan'"):
         load_gan_init(build_family("cyclegan", {}), tmp_path / "run")
+    with pytest.raises(LowdoseError, match="no such run folder"):
+        load_gan_init(build_family("gan-circle", {"f0": 8, "critic_base": 8}), "gan-circle")
     shipped = export_generator(tmp_path / "run", tmp_path / "w" / "gc")
     with pytest.raises(LowdoseError, match="no 'g_lh' weights"):
         load_gan_init(build_family("gan-circle", {"f0": 8, "critic_base": 8}), shipped)
@@ -517,12 +519,13 @@ def test_cli_train_denoiser_routes_gan_models(tmp_path: Path) -> None:
     )
     args = ["train", "denoiser", "--model", "gan-circle", "--data", str(tmp_path / "vol.npy"),
             "--preset", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "run"),
-            "--paired-fraction", "0.5", "--scale", "2", "--steps", "2"]
+            "--paired-fraction", "0.5", "--scale", "2", "--steps", "2", "--seed", "3"]
     assert main(args) == 0
     import json
 
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["family"]["scale"] == 2
+    assert config["family"]["training"]["seed"] == 3 and config["trainer"]["seed"] == 3
     assert config["family"]["training"]["paired_fraction"] == 0.5
     assert config["trainer"]["max_steps"] == 2
 

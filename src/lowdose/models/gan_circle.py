@@ -414,7 +414,13 @@ class GanCircleUpscaler:
 SHIPPED_UPSCALERS = ("gan-circle", "gan-circle-unpaired")
 
 
-def _shipped_upscaler_path(name: str, scale: int) -> Any:
+def shipped_upscaler_path(name: str, scale: int) -> Any:
+    """Where the shipped weights of upscaler ``name`` at ``scale`` live (they may be absent).
+
+    Example:
+        >>> shipped_upscaler_path("gan-circle", 2).name
+        'gan-circle-x2.safetensors'
+    """
     from lowdose.models.loading import WEIGHTS_DIR
 
     return WEIGHTS_DIR / f"{name}-x{scale}.safetensors"
@@ -428,7 +434,7 @@ def shipped_upscalers() -> list[tuple[str, int]]:
         True
     """
     return [(name, scale) for name in SHIPPED_UPSCALERS for scale in (2, 4)
-            if _shipped_upscaler_path(name, scale).is_file()]
+            if shipped_upscaler_path(name, scale).is_file()]
 
 
 def load_upscaler(
@@ -464,7 +470,7 @@ def load_upscaler(
         raise LowdoseError(f"--scale must be 2 or 4, got {scale}")
     name = str(name_or_path or "gan-circle")
     if name in SHIPPED_UPSCALERS:
-        path = _shipped_upscaler_path(name, scale)
+        path = shipped_upscaler_path(name, scale)
         if not path.is_file():
             have = [f"x{s}" for n, s in shipped_upscalers() if n == name]
             raise LowdoseError(f"{name}: no shipped x{scale} weights (shipped: "

@@ -1252,8 +1252,13 @@ def load_gan_init(family: Any, init: Any) -> None:
         >>> fam = build_family("gan-circle", {"f0": 16, "critic_base": 8})
         >>> load_gan_init(fam, "runs/gan-circle/best")  # doctest: +SKIP
     """
+    from pathlib import Path
+
     from lowdose.models.loading import read_weights
 
+    if not Path(init).exists():
+        raise LowdoseError(f"--init {init}: no such run folder or weight file (a GAN run starts "
+                           "from a GAN run's weights; shipped weights keep one generator only)")
     state, config = read_weights(init)
     if config.get("family") != family.family_name:
         raise LowdoseError(f"--init {init}: holds {config.get('family') or config.get('model')!r}"
@@ -1454,6 +1459,8 @@ def train_gan_cli(
         model_over["paired_fraction"] = paired_fraction
     if scale is not None:
         model_over["scale"] = scale
+    if seed is not None:  # one seed for the whole run: the networks' start as well as the data
+        model_over["seed"] = seed
     data_over = {k: v for k, v in {"paths": data or None, "dose": dose, "method": method,
                                    "relative_dose": relative_dose, "split": split}.items()
                  if v is not None}
