@@ -125,12 +125,10 @@ def register(app: typer.Typer) -> None:
 
         Example: lowdose denoise qd.nii.gz restored.nii.gz --model red-cnn
         """
-        if list_:
-            for name, line in list_denoisers():
-                typer.echo(f"{name:<20} {line}")
+        from lowdose.cli.options import listed_or_need_io
+
+        if listed_or_need_io("denoise", list_denoisers if list_ else None, src, dst):
             return
-        if src is None or dst is None:
-            raise LowdoseError("denoise: give an INPUT and an OUTPUT (or --list)")
         for path in denoise_path(src, dst, model, device, batch_size, trust_pickle,
                                  self_ensemble=self_ensemble, strength=strength,
                                  precision=precision,

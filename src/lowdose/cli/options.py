@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 from lowdose.errors import LowdoseError
 from lowdose.image import Window
 
@@ -28,3 +31,29 @@ def parse_window(text: str | None) -> Window | None:
             f"--window {text!r}: expected 'lo,hi' in HU (e.g. -1350,150) or one of "
             f"{', '.join(sorted(NAMED_WINDOWS))}"
         ) from None
+
+
+def listed_or_need_io(
+    command: str,
+    listing: Callable[[], Sequence[tuple[str, str]]] | None,
+    src: Path | None,
+    dst: Path | None,
+) -> bool:
+    """``--list`` of a command with optional INPUT and OUTPUT: print ``listing()`` (name, line)
+    and return True (the command is done); else require both paths and return False.
+
+    Example:
+        >>> listed_or_need_io("denoise", None, Path("in.nii"), Path("out.nii"))
+        False
+    """
+    import typer
+
+    if listing is not None:
+        rows = listing()
+        width = max((len(name) for name, _ in rows), default=0) + 1
+        for name, line in rows:
+            typer.echo(f"{name:<{width}}{line}")
+        return True
+    if src is None or dst is None:
+        raise LowdoseError(f"{command}: give an INPUT and an OUTPUT (or --list)")
+    return False

@@ -83,12 +83,10 @@ def register(app: typer.Typer) -> None:
 
         Example: lowdose upscale series/ series-x2/ --scale 2
         """
-        if list_:
-            for name, line in list_upscalers():
-                typer.echo(f"{name:<26} {line}")
+        from lowdose.cli.options import listed_or_need_io
+
+        if listed_or_need_io("upscale", list_upscalers if list_ else None, src, dst):
             return
-        if src is None or dst is None:
-            raise LowdoseError("upscale: give an INPUT and an OUTPUT (or --list)")
         if scale not in (2, 4):
             raise LowdoseError(f"--scale must be 2 or 4, got {scale}")
         written = upscale_path(src, dst, scale, model, device, batch_size, precision=precision)
