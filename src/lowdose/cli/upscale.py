@@ -16,13 +16,17 @@ def list_upscalers() -> list[tuple[str, str]]:
         >>> list_upscalers()[0][0]
         'gan-circle --scale 2 (default)'
     """
-    from lowdose.models.gan_circle import shipped_upscaler_path, shipped_upscalers
+    from lowdose.models.gan_circle import (
+        DEFAULT_UPSCALER,
+        shipped_upscaler_path,
+        shipped_upscalers,
+    )
 
     rows = []
     for name, scale in shipped_upscalers():
         card = shipped_upscaler_path(name, scale).with_suffix(".md")
         title = card.read_text().splitlines()[0].split(": ", 1)[-1] if card.is_file() else ""
-        default = " (default)" if name == "gan-circle" else ""
+        default = " (default)" if name == DEFAULT_UPSCALER else ""
         rows.append((f"{name} --scale {scale}{default}", title))
     return rows
 

@@ -412,6 +412,7 @@ class GanCircleUpscaler:
 #: ``gan-circle`` (the default; every training sample an aligned pair) and
 #: ``gan-circle-unpaired`` (trained unpaired, as in the study; x2 only).
 SHIPPED_UPSCALERS = ("gan-circle", "gan-circle-unpaired")
+DEFAULT_UPSCALER = "gan-circle"
 
 
 def shipped_upscaler_path(name: str, scale: int) -> Any:
@@ -468,7 +469,7 @@ def load_upscaler(
 
     if scale not in (2, 4):
         raise LowdoseError(f"--scale must be 2 or 4, got {scale}")
-    name = str(name_or_path or "gan-circle")
+    name = str(name_or_path or DEFAULT_UPSCALER)
     if name in SHIPPED_UPSCALERS:
         path = shipped_upscaler_path(name, scale)
         if not path.is_file():

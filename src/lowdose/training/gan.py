@@ -1255,6 +1255,7 @@ def load_gan_init(family: Any, init: Any) -> None:
     from pathlib import Path
 
     from lowdose.models.loading import read_weights
+    from lowdose.training.trainer import load_module_weights
 
     if not Path(init).exists():
         raise LowdoseError(f"--init {init}: no such run folder or weight file (a GAN run starts "
@@ -1267,17 +1268,9 @@ def load_gan_init(family: Any, init: Any) -> None:
     if config.get("arch") != wanted:
         raise LowdoseError(f"--init {init}: its architecture {config.get('arch')} differs from "
                            f"the preset's {wanted} (scale included)")
-    for name, module in family.modules.items():
-        prefix = f"{name}."
-        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if not part:
-            raise LowdoseError(f"--init {init}: no {name!r} weights; give a GAN run folder, its "
-                               "best/ or a checkpoint (shipped weights keep one generator only)")
-        try:
-            module.load_state_dict(part)
-        except RuntimeError as exc:
-            raise LowdoseError(f"--init {init}: {name!r} does not fit this preset: "
-                               f"{str(exc).splitlines()[0]}") from None
+    load_module_weights(family.modules, state, f"--init {init}",
+                        hint="; give a GAN run folder, its best/ or a checkpoint (shipped "
+                        "weights keep one generator only)")
     family.init_source = str(init)
 
 

@@ -324,6 +324,31 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
+def load_module_weights(modules: dict[str, nn.Module], tensors: dict[str, torch.Tensor],
+                        source: str, hint: str = "") -> None:
+    """Load each module from the ``<module>.<key>`` tensors a checkpoint's ``model.safetensors``
+    holds (as :meth:`Trainer._write_weights` writes them).
+
+    Raises:
+        LowdoseError: a module without tensors (``hint`` says what to give instead) or whose
+            tensors do not fit it.
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> load_module_weights({"g": net}, {f"g.{k}": v for k, v in net.state_dict().items()}, "x")
+    """
+    for name, module in modules.items():
+        prefix = f"{name}."
+        part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not part:
+            raise LowdoseError(f"{source}: no {name!r} weights{hint}")
+        try:
+            module.load_state_dict(part)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise LowdoseError(f"{source}: module {name!r} does not match: {first}") from None
+
+
 class Trainer:
     """Trains a :class:`TrainingFamily` on a map-style dataset.
 
@@ -501,14 +526,7 @@ class Trainer:
                                weights_only=True)
         except Exception as exc:
             raise LowdoseError(f"{folder}: unreadable checkpoint: {exc}") from None
-        for mname, module in self.family.modules.items():
-            prefix = f"{mname}."
-            part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            try:
-                module.load_state_dict(part)
-            except RuntimeError as exc:
-                first = str(exc).splitlines()[0]
-                raise LowdoseError(f"{folder}: module {mname!r} does not match: {first}") from None
+        load_module_weights(self.family.modules, tensors, str(folder))
         for n, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][n])
         if "family" in state and hasattr(self.family, "load_state_dict"):
