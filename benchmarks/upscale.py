@@ -17,7 +17,8 @@ NAME:SCALE=PATH`` (defaults below).
 
 Writes ``benchmarks/results/upscale.json`` and ``upscale.md``. With ``--seed-run`` (several
 training runs of one recipe under one key) also ``upscale_seeds.json`` and ``.md``: each
-method's spread over seeds, and the gan-circle minus l1-only difference with its standard error.
+method's spread over seeds, and each method minus l1-only with its standard error (``--seed-file``
+names other files, e.g. for an ablation).
 
 With ``--denoise-nps`` it also writes the no-hallucination check of the GAN denoisers beside the
 supervised model on the real L506 quarter/full-dose pairs: the noise power spectrum of the
@@ -170,8 +171,9 @@ def seed_spread(runs: dict[str, list[str]]) -> dict:
 
     One run per seed can tell two recipes apart only by more than the spread of either; this
     gives that spread. For every key: each run's scores and validation PSNR (from its
-    ``config.json``), the mean and sample standard deviation over runs; for every scale with a
-    ``gan-circle`` and an ``l1-only`` key, the difference of the means with its standard error
+    ``config.json``), the mean and sample standard deviation over runs; for every other method
+    at a scale with an ``l1-only`` key (``gan-circle``, or an ablation such as
+    ``gan-circle-no-jst``), its difference of the means to ``l1-only`` with its standard error
     and, when both list as many runs (give them in the same seed order), seed by seed.
     """
     from lowdose.models.gan_circle import load_upscaler
@@ -201,24 +203,24 @@ def seed_spread(runs: dict[str, list[str]]) -> dict:
         groups.append({"scale": scale, "method": method, "runs": entries, **stats})
     differences = []
     by_key = {(g["scale"], g["method"]): g for g in groups}
-    for scale in sorted({g["scale"] for g in groups}):
-        gan, l1 = by_key.get((scale, "gan-circle")), by_key.get((scale, "l1-only"))
-        if not gan or not l1:
+    for g in groups:  # every recipe against the l1-only runs of its scale
+        l1 = by_key.get((g["scale"], "l1-only"))
+        if g["method"] == "l1-only" or not l1:
             continue
-        row = {"scale": scale}
+        row = {"scale": g["scale"], "method": g["method"]}
         for metric in ("psnr_full", "psnr_window"):
-            se = [g[metric]["sd"] ** 2 / len(g["runs"]) for g in (gan, l1)
-                  if g[metric]["sd"] is not None]
-            row[metric] = {"difference": gan[metric]["mean"] - l1[metric]["mean"],
+            se = [h[metric]["sd"] ** 2 / len(h["runs"]) for h in (g, l1)
+                  if h[metric]["sd"] is not None]
+            row[metric] = {"difference": g[metric]["mean"] - l1[metric]["mean"],
                            "standard_error": float(np.sqrt(sum(se))) if len(se) == 2 else None}
-            if len(gan["runs"]) == len(l1["runs"]):  # given in the same seed order: paired
+            if len(g["runs"]) == len(l1["runs"]):  # given in the same seed order: paired
                 row[metric]["per_seed"] = [a[metric] - b[metric]
-                                           for a, b in zip(gan["runs"], l1["runs"], strict=True)]
+                                           for a, b in zip(g["runs"], l1["runs"], strict=True)]
         differences.append(row)
     return {"benchmark": "upscale seed spread",
             "data": "mayo-l506-pairs full-dose slices " + ", ".join(names),
             "metrics": "PSNR/SSIM vs full dose; full = HU [-1024, 3072], window = [-160, 240]",
-            "groups": groups, "gan_minus_l1": differences}
+            "groups": groups, "minus_l1": differences}
 
 
 def seed_markdown(result: dict) -> str:
@@ -236,7 +238,7 @@ def seed_markdown(result: dict) -> str:
                      f"{cell(g['psnr_full'], 2)} | {cell(g['psnr_window'], 2)} | "
                      f"{cell(g['ssim_full'], 4)} | {cell(g['ssim_window'], 4)} | {val} |")
     diff = []
-    for d in result["gan_minus_l1"]:
+    for d in result["minus_l1"]:
         parts = []
         for metric, label in (("psnr_full", "full"), ("psnr_window", "window")):
             se = d[metric]["standard_error"]
@@ -245,7 +247,7 @@ def seed_markdown(result: dict) -> str:
                          + (f" (standard error {se:.2f})" if se is not None else "")
                          + (" (seed by seed: " + ", ".join(f"{v:+.2f}" for v in per_seed) + ")"
                             if per_seed else ""))
-        diff.append(f"- x{d['scale']}: gan-circle minus l1-only, mean over runs: "
+        diff.append(f"- x{d['scale']}: {d['method']} minus l1-only, mean over runs: "
                     + ", ".join(parts))
     return (f"Seed spread on {result['data']} (mean +- sample standard deviation over runs of "
             f"one recipe, one seed each; validation: each run's last validation PSNR, full "
@@ -410,6 +412,8 @@ def main() -> None:
     parser.add_argument("--seed-run", action="append", default=[],
                         help="METHOD:SCALE=RUN, repeatable with one key for several seeds: "
                         "also write the seed spread (upscale_seeds.json / .md)")
+    parser.add_argument("--seed-file", default="upscale_seeds",
+                        help="file stem of the --seed-run results (e.g. upscale_ablation_x4)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -435,8 +439,8 @@ def main() -> None:
             runs.setdefault(key, []).append(path)
         spread = seed_spread(runs)
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "upscale_seeds.json").write_text(json.dumps(spread, indent=2) + "\n")
-        (args.out / "upscale_seeds.md").write_text(seed_markdown(spread))
+        (args.out / f"{args.seed_file}.json").write_text(json.dumps(spread, indent=2) + "\n")
+        (args.out / f"{args.seed_file}.md").write_text(seed_markdown(spread))
         print(seed_markdown(spread))
     if args.denoise_nps:
         denoise_nps(args.denoiser or ["gan-circle", "cyclegan", "unet"], args.out)
