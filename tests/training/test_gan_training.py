@@ -369,7 +369,10 @@ def test_cli_preset_names_pick_the_shipped_recipe_of_the_mode() -> None:
     assert load_preset("cyclegan-unpaired-cpu")["model"]["adversarial"] == "wgan-gp"
     assert gan_preset_name("gan-circle", "gpu", 0.5) == "gan-circle"
     assert gan_preset_name("gan-circle", "gan-circle-cpu") == "gan-circle-cpu"
-    assert gan_preset_name("gan-circle", "cpu", None, 4) == "gan-circle-sr-cpu"
+    assert gan_preset_name("gan-circle", "cpu", None, 2) == "gan-circle-sr-cpu"
+    assert gan_preset_name("gan-circle", "cpu", None, 4) == "gan-circle-sr-x4-cpu"
+    x4 = load_preset("gan-circle-sr-x4-cpu")["model"]
+    assert x4["lambda_jst"] == 0 and x4["paired_fraction"] == 1 and x4.get("lambda_adv", 1) > 0
     assert gan_preset_name("gan-circle", "cpu", 0.0, 2) == "gan-circle-unpaired-x2-cpu"
     assert gan_preset_name("gan-circle", "cpu", 0.0, 4) == "gan-circle-unpaired-cpu"
     assert gan_preset_name("gan-circle", "cpu", 0.5, 1) == "gan-circle-semi-cpu-s1"
@@ -395,7 +398,7 @@ def test_presets_load_and_build() -> None:
         if "semi" in name:
             assert 0 < paired < 1, name
         else:  # unpaired, or the fully paired super-resolution recipe
-            assert paired == (1 if name == "gan-circle-sr-cpu" else 0), name
+            assert paired == (1 if name.startswith("gan-circle-sr") else 0), name
     fam = build_family("gan-circle", {**load_preset("gan-circle")["model"], "f0": 8})
     assert fam.config()["arch"]["f0"] == 8
     with pytest.raises(Exception, match="bad model settings"):

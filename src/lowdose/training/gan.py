@@ -1397,8 +1397,9 @@ def gan_preset_name(
     """The preset ``--preset`` names: ``gpu`` -> the faithful ``<model>``; ``cpu`` (or None) ->
     the recipe of the model's shipped CPU weights for the mode (GAN-CIRCLE:
     ``gan-circle-unpaired-cpu``, or ``gan-circle-semi-cpu-s1`` with a paired fraction > 0; at
-    scale 2 or 4 the upscalers' ``gan-circle-sr-cpu`` unless the paired fraction is 0, then at
-    scale 2 the first stage of the unpaired x2, ``gan-circle-unpaired-x2-cpu``;
+    scale 2 or 4 the upscalers' ``gan-circle-sr-cpu`` (x2) and ``gan-circle-sr-x4-cpu`` (x4)
+    unless the paired fraction is 0, then at scale 2 the first stage of the unpaired x2,
+    ``gan-circle-unpaired-x2-cpu``;
     CycleGAN: ``cyclegan-unpaired-cpu``); anything else is a preset name or a YAML file.
 
     Example:
@@ -1413,7 +1414,7 @@ def gan_preset_name(
         return preset
     if model == "gan-circle":
         if scale is not None and scale > 1 and paired_fraction != 0:
-            return "gan-circle-sr-cpu"
+            return "gan-circle-sr-x4-cpu" if scale == 4 else "gan-circle-sr-cpu"
         if scale == 2 and paired_fraction == 0:
             return "gan-circle-unpaired-x2-cpu"
         return "gan-circle-semi-cpu-s1" if paired_fraction else "gan-circle-unpaired-cpu"
