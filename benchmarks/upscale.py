@@ -411,7 +411,7 @@ def main() -> None:
                         "the other rows are kept from the previous upscale.json")
     parser.add_argument("--seed-run", action="append", default=[],
                         help="METHOD:SCALE=RUN, repeatable with one key for several seeds: "
-                        "also write the seed spread (upscale_seeds.json / .md)")
+                        "also write the seed spread (upscale_seeds.json / .md, or --seed-file)")
     parser.add_argument("--seed-file", default="upscale_seeds",
                         help="file stem of the --seed-run results (e.g. upscale_ablation_x4)")
     parser.add_argument("--out", type=Path, default=RESULTS)
