@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from lowdose.errors import LowdoseError
-from lowdose.training.denoising import PairedPatches, artifact_level, load_preset
+from lowdose.training.denoising import (
+    PairedPatches,
+    artifact_level,
+    load_preset,
+    validation_indices,
+)
 
 
 def test_artifact_level_separates_noise_from_streaks() -> None:
@@ -17,6 +22,13 @@ def test_artifact_level_separates_noise_from_streaks() -> None:
     streak[60:68, :] += 150.0
     assert artifact_level(noisy, full) < 6.0  # 60 HU white noise averages out over 15x15
     assert artifact_level(streak, full) > 20.0
+
+
+@pytest.mark.parametrize(("n", "k", "expected"), [
+    (97, 4, [0, 32, 64, 96]), (3, 4, [0, 2]), (1, 4, []), (10, 0, [])])
+def test_validation_indices_spread_and_never_take_every_slice(n: int, k: int,
+                                                              expected: list[int]) -> None:
+    assert validation_indices(n, k) == expected
 
 
 def test_patches_are_a_function_of_the_index() -> None:

@@ -505,6 +505,19 @@ class SupervisedDenoiserFamily(TrainingFamily):
 # ---------------------------------------------------------------- the API
 
 
+def validation_indices(n_slices: int, val_slices: int) -> list[int]:
+    """The slices a run holds out for validation: ``val_slices`` spread evenly, never all.
+
+    Example:
+        >>> validation_indices(97, 4)
+        [0, 32, 64, 96]
+    """
+    n_val = min(val_slices, max(0, n_slices - 1))
+    if not n_val:
+        return []
+    return sorted(set(np.linspace(0, n_slices - 1, n_val).round().astype(int).tolist()))
+
+
 def train_denoiser(
     cfg: DenoiserTrainConfig,
     data: list[str | Path] | None,
@@ -555,9 +568,7 @@ def train_denoiser(
                   "dropped_artifact_slices": dropped}
     else:
         raise LowdoseError("train denoiser: give --data (full-dose CT) or --pairs")
-    n_val = min(dc.val_slices, max(0, len(full) - 1))
-    val_idx = set(np.linspace(0, len(full) - 1, n_val).round().astype(int).tolist()) \
-        if n_val else set()
+    val_idx = set(validation_indices(len(full), dc.val_slices))
     train_idx = [i for i in range(len(full)) if i not in val_idx]
     dataset = PairedPatches([full[i] for i in train_idx], [low[i] for i in train_idx],
                             dc.patch_size, dc.samples_per_epoch, tc.seed, dc.min_body_fraction)

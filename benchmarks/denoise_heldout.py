@@ -1,0 +1,134 @@
+"""Learned denoisers on the training data's held-out slices (a benchmark, not a test).
+
+Choosing between two fine-tunes of one model must not look at the test pairs (L506). This script
+scores weight files on the slices `lowdose train denoiser` holds out for validation: the same
+full-dose sets as the shipped `unet`, the same artifact filter and split (4 slices spread over
+the kept ones), low dose simulated as in training (projection physics, a quarter of each slice's
+own dose), every noise draw of each slice, whole 512x512 slices. A seed gives its own draws, so
+several seeds give independent sets; the trainer's own validation (centre crops of one draw) is
+too small to separate models a few hundredths of a dB apart.
+
+PSNR of HU clipped to [-1024, 3072] scaled to [0, 1] (the full-range convention), mean over
+slices and draws. Writes ``benchmarks/results/denoise_heldout.{json,md}``.
+
+Example:
+    git show 1601cc7:src/lowdose/weights/unet.safetensors > /tmp/unet-stage4.safetensors
+    .venv/bin/python benchmarks/denoise_heldout.py --seed 3 --seed 4 \\
+        --model stage-4=/tmp/unet-stage4.safetensors --model unet
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from denoise_mayo import DEFAULT_DATA, RESULTS, write_results
+
+HU_RANGE = (-1024.0, 3072.0)
+TRAINING_SETS = ("mayo-l067-full-dose", "ct-series-itkelastix-chest", "chest-ct-dicom/*/axial",
+                 "chest-ct-dicom/A072894/*.dcm")  # the shipped unet's (see its card)
+
+
+def psnr_full(image: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR in dB of HU clipped to HU_RANGE and scaled to [0, 1]."""
+    lo, hi = HU_RANGE
+    a, b = ((np.clip(x, lo, hi) - lo) / (hi - lo) for x in (image, reference))
+    return float(-10 * np.log10(max(np.mean((a - b) ** 2), 1e-12)))
+
+
+def held_out_pairs(data: Path, seed: int, cache: Path, preset: str) -> dict[str, Any]:
+    """The held-out full-dose slices and their simulated draws, as a training run of ``seed``."""
+    from lowdose.training.denoising import (
+        artifact_level,
+        load_preset,
+        load_slices,
+        simulate_realisations,
+        validation_indices,
+    )
+
+    dc = load_preset(preset, model="unet", data={"dose": [0.25], "relative_dose": True}).data
+    specs = [data / s for s in TRAINING_SETS]
+    full, names, pixels = load_slices(specs, min_size=dc.patch_size, stride=dc.slice_stride)
+    low = simulate_realisations(full, names, dc, seed, cache, True, pixels)
+    keep = [i for i, (lo, f) in enumerate(zip(low, full, strict=True))
+            if artifact_level(lo, f) <= dc.max_artifact_hu]
+    val = [keep[i] for i in validation_indices(len(keep), dc.val_slices)]
+    return {"names": [str(names[i]) for i in val], "full": [full[i] for i in val],
+            "low": [low[i] for i in val]}
+
+
+def score(spec: str, pairs: dict[str, Any], threads: int) -> dict[str, float]:
+    """Mean PSNR of a model (a name or a weight file) and of the input over every held-out draw."""
+    import torch
+
+    from lowdose.models.loading import load_denoiser
+
+    torch.set_num_threads(threads)
+    model = load_denoiser(spec, device="cpu")
+    out, inp = [], []
+    for full, draws in zip(pairs["full"], pairs["low"], strict=True):
+        for low in draws:
+            with torch.no_grad():
+                x = torch.from_numpy(np.ascontiguousarray(low, np.float32))[None, None]
+                restored = model.denoise(x).numpy()[0, 0]
+            out.append(psnr_full(restored, full))
+            inp.append(psnr_full(low, full))
+    return {"psnr_full": float(np.mean(out)), "psnr_full_input": float(np.mean(inp)),
+            "n": len(out)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--seed", type=int, action="append", required=True,
+                        help="a training seed whose noise draws to use (repeatable)")
+    parser.add_argument("--model", action="append", required=True,
+                        help="a denoiser name or LABEL=WEIGHT_FILE (repeatable)")
+    parser.add_argument("--preset", default="cpu-finetune",
+                        help="the training preset whose data settings to mirror")
+    parser.add_argument("--cache", type=Path, default=Path("runs/heldout-cache"),
+                        help="where the simulated draws are kept (per seed)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if not (args.data / "mayo-l067-full-dose").is_dir():
+        print(f"skipped: no training data under {args.data}")
+        return 0
+    models = [m.split("=", 1) if "=" in m else [m, m] for m in args.model]
+    rows: dict[str, dict[str, Any]] = {label: {} for label, _ in models}
+    names: list[str] = []
+    for seed in args.seed:
+        pairs = held_out_pairs(args.data, seed, args.cache / f"seed-{seed}", args.preset)
+        names = pairs["names"]
+        for label, spec in models:
+            rows[label][str(seed)] = score(spec, pairs, args.threads)
+            print(f"seed {seed} {label}: {rows[label][str(seed)]['psnr_full']:.4f} dB")
+    seeds = [str(s) for s in args.seed]
+    first = rows[models[0][0]]
+    lines = ["# Learned denoisers on held-out training slices", "",
+             f"Held-out slices: {', '.join(Path(n).name for n in names)}; every noise draw of "
+             f"each (n = {first[seeds[0]]['n']} per seed), whole slices, low dose as in "
+             f"training (preset {args.preset}, projection physics, relative quarter dose). "
+             "PSNR full range ([-1024, 3072] HU to [0, 1]), mean.", "",
+             "| model | " + " | ".join(f"PSNR, draws of seed {s}" for s in seeds) + " |",
+             "|---|" + "---|" * len(seeds),
+             "| low-dose input | " + " | ".join(f"{first[s]['psnr_full_input']:.3f}"
+                                                for s in seeds) + " |"]
+    lines += [f"| {label} | " + " | ".join(f"{rows[label][s]['psnr_full']:.3f}" for s in seeds)
+              + " |" for label, _ in models]
+    machine = f"{platform.machine()}, {args.threads} threads"
+    lines += ["", f"Machine: {machine}. Written by benchmarks/denoise_heldout.py.", ""]
+    result = {"benchmark": "denoise_heldout", "held_out": names, "preset": args.preset,
+              "models": dict(models), "rows": rows, "machine": machine}
+    write_results(args.out, "denoise_heldout", result, "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
