@@ -30,16 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from denoise_mayo import DEFAULT_DATA, RESULTS, write_results
 
-HU_RANGE = (-1024.0, 3072.0)
 TRAINING_SETS = ("mayo-l067-full-dose", "ct-series-itkelastix-chest", "chest-ct-dicom/*/axial",
                  "chest-ct-dicom/A072894/*.dcm")  # the shipped unet's (see its card)
-
-
-def psnr_full(image: np.ndarray, reference: np.ndarray) -> float:
-    """PSNR in dB of HU clipped to HU_RANGE and scaled to [0, 1]."""
-    lo, hi = HU_RANGE
-    a, b = ((np.clip(x, lo, hi) - lo) / (hi - lo) for x in (image, reference))
-    return float(-10 * np.log10(max(np.mean((a - b) ** 2), 1e-12)))
 
 
 def held_out_pairs(data: Path, seed: int, cache: Path, preset: str) -> dict[str, Any]:
@@ -67,6 +59,7 @@ def score(spec: str, pairs: dict[str, Any], threads: int) -> dict[str, float]:
     """Mean PSNR of a model (a name or a weight file) and of the input over every held-out draw."""
     import torch
 
+    from lowdose.metrics.image import psnr
     from lowdose.models.loading import load_denoiser
 
     torch.set_num_threads(threads)
@@ -77,8 +70,8 @@ def score(spec: str, pairs: dict[str, Any], threads: int) -> dict[str, float]:
             with torch.no_grad():
                 x = torch.from_numpy(np.ascontiguousarray(low, np.float32))[None, None]
                 restored = model.denoise(x).numpy()[0, 0]
-            out.append(psnr_full(restored, full))
-            inp.append(psnr_full(low, full))
+            out.append(psnr(restored, full, "full"))
+            inp.append(psnr(low, full, "full"))
     return {"psnr_full": float(np.mean(out)), "psnr_full_input": float(np.mean(inp)),
             "n": len(out)}
 
