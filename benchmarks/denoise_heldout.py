@@ -36,33 +36,22 @@ TRAINING_SETS = ("mayo-l067-full-dose", "ct-series-itkelastix-chest", "chest-ct-
 
 def held_out_pairs(data: Path, seed: int, cache: Path, preset: str) -> dict[str, Any]:
     """The held-out full-dose slices and their simulated draws, as a training run of ``seed``."""
-    from lowdose.training.denoising import (
-        artifact_level,
-        load_preset,
-        load_slices,
-        simulate_realisations,
-        validation_indices,
-    )
+    from lowdose.training.denoising import load_preset, simulated_pairs, validation_indices
 
     dc = load_preset(preset, model="unet", data={"dose": [0.25], "relative_dose": True}).data
-    specs = [data / s for s in TRAINING_SETS]
-    full, names, pixels = load_slices(specs, min_size=dc.patch_size, stride=dc.slice_stride)
-    low = simulate_realisations(full, names, dc, seed, cache, True, pixels)
-    keep = [i for i, (lo, f) in enumerate(zip(low, full, strict=True))
-            if artifact_level(lo, f) <= dc.max_artifact_hu]
-    val = [keep[i] for i in validation_indices(len(keep), dc.val_slices)]
-    return {"names": [str(names[i]) for i in val], "full": [full[i] for i in val],
+    full, low, names, _, _ = simulated_pairs([data / s for s in TRAINING_SETS], dc, seed, cache)
+    val = validation_indices(len(full), dc.val_slices)
+    return {"names": [names[i] for i in val], "full": [full[i] for i in val],
             "low": [low[i] for i in val]}
 
 
-def score(spec: str, pairs: dict[str, Any], threads: int) -> dict[str, float]:
+def score(spec: str, pairs: dict[str, Any]) -> dict[str, float]:
     """Mean PSNR of a model (a name or a weight file) and of the input over every held-out draw."""
     import torch
 
     from lowdose.metrics.image import psnr
     from lowdose.models.loading import load_denoiser
 
-    torch.set_num_threads(threads)
     model = load_denoiser(spec, device="cpu")
     out, inp = [], []
     for full, draws in zip(pairs["full"], pairs["low"], strict=True):
@@ -93,6 +82,9 @@ def main() -> int:
     if not (args.data / "mayo-l067-full-dose").is_dir():
         print(f"skipped: no training data under {args.data}")
         return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
     models = [m.split("=", 1) if "=" in m else [m, m] for m in args.model]
     rows: dict[str, dict[str, Any]] = {label: {} for label, _ in models}
     names: list[str] = []
@@ -100,7 +92,7 @@ def main() -> int:
         pairs = held_out_pairs(args.data, seed, args.cache / f"seed-{seed}", args.preset)
         names = pairs["names"]
         for label, spec in models:
-            rows[label][str(seed)] = score(spec, pairs, args.threads)
+            rows[label][str(seed)] = score(spec, pairs)
             print(f"seed {seed} {label}: {rows[label][str(seed)]['psnr_full']:.4f} dB")
     seeds = [str(s) for s in args.seed]
     first = rows[models[0][0]]

@@ -505,6 +505,35 @@ class SupervisedDenoiserFamily(TrainingFamily):
 # ---------------------------------------------------------------- the API
 
 
+def simulated_pairs(
+    data: list[str | Path], dc: DataConfig, seed: int, cache: Path, progress: bool = True,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str], list[float], list[str]]:
+    """The (full, low) training pairs a run of ``seed`` simulates from full-dose ``data``.
+
+    Loads the slices (binned by ``dc.bin``), simulates ``dc.realisations`` low-dose draws of
+    each (cached in ``cache``) and drops the slices whose simulated low dose carries artifacts
+    beyond ``dc.max_artifact_hu``. Returns the kept full-dose slices, their draws, their names
+    and pixel sizes (mm), and the names of the dropped slices.
+
+    Example:
+        >>> full, low, names, pixel_mm, dropped = simulated_pairs(  # doctest: +SKIP
+        ...     ["ct/"], DataConfig(), 0, Path("runs/cache"))
+    """
+    full, names, pixels = load_slices(data, min_size=dc.patch_size * dc.bin,
+                                      stride=dc.slice_stride)
+    if dc.bin > 1:  # coarser pixels: the physics then simulates at the binned pixel size
+        full = [bin_slice(hu, dc.bin) for hu in full]
+        pixels = [{**g, "pixel_size_mm": g["pixel_size_mm"] * dc.bin} for g in pixels]
+    low = simulate_realisations(full, names, dc, seed, cache, progress, pixels)
+    levels = [artifact_level(lo, f) for lo, f in zip(low, full, strict=True)]
+    dropped = [n for n, a in zip(names, levels, strict=True) if a > dc.max_artifact_hu]
+    keep = [i for i, a in enumerate(levels) if a <= dc.max_artifact_hu]
+    if not keep:
+        raise LowdoseError(f"{data}: every slice exceeds max_artifact_hu")
+    return ([full[i] for i in keep], [low[i] for i in keep], [str(names[i]) for i in keep],
+            [pixels[i]["pixel_size_mm"] for i in keep], dropped)
+
+
 def validation_indices(n_slices: int, val_slices: int) -> list[int]:
     """The slices a run holds out for validation: ``val_slices`` spread evenly, never all.
 
@@ -547,20 +576,8 @@ def train_denoiser(
         full, low = load_real_pairs(pairs)
         source = {"pairs": str(pairs)}
     elif data:
-        full, names, pixels = load_slices(data, min_size=dc.patch_size * dc.bin,
-                                          stride=dc.slice_stride)
-        if dc.bin > 1:  # coarser pixels: the physics then simulates at the binned pixel size
-            full = [bin_slice(hu, dc.bin) for hu in full]
-            pixels = [{**g, "pixel_size_mm": g["pixel_size_mm"] * dc.bin} for g in pixels]
         cache = Path(dc.cache_dir) if dc.cache_dir else out_dir / "cache"
-        low = simulate_realisations(full, names, dc, tc.seed, cache, progress, pixels)
-        levels = [artifact_level(lo, f) for lo, f in zip(low, full, strict=True)]
-        dropped = [n for n, a in zip(names, levels, strict=True) if a > dc.max_artifact_hu]
-        keep = [i for i, a in enumerate(levels) if a <= dc.max_artifact_hu]
-        if not keep:
-            raise LowdoseError(f"{data}: every slice exceeds max_artifact_hu")
-        full, low = [full[i] for i in keep], [low[i] for i in keep]
-        kept_px = [pixels[i]["pixel_size_mm"] for i in keep]
+        full, low, _, kept_px, dropped = simulated_pairs(data, dc, tc.seed, cache, progress)
         source = {"data": [str(d) for d in data], "simulated": dc.method, "dose": dc.dose,
                   "train_pixel_mm": [min(kept_px), max(kept_px)], "bin": dc.bin,
                   "relative_dose": dc.relative_dose, "realisations": dc.realisations,
