@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from denoise_mayo import DEFAULT_DATA, RESULTS, write_results
+from denoise_mayo import DEFAULT_DATA, RESULTS, parse_data_args, write_results
 
 TRAINING_SETS = ("mayo-l067-full-dose", "ct-series-itkelastix-chest", "chest-ct-dicom/*/axial",
                  "chest-ct-dicom/A072894/*.dcm")  # the shipped unet's (see its card)
@@ -40,34 +40,36 @@ def held_out_pairs(data: Path, seed: int, cache: Path, preset: str) -> dict[str,
 
     dc = load_preset(preset, model="unet", data={"dose": [0.25], "relative_dose": True}).data
     full, low, names, _, _ = simulated_pairs([data / s for s in TRAINING_SETS], dc, seed, cache)
+    from lowdose.metrics.image import psnr
+
     val = validation_indices(len(full), dc.val_slices)
+    input_psnr = [psnr(draw, full[i], "full") for i in val for draw in low[i]]
     return {"names": [names[i] for i in val], "full": [full[i] for i in val],
-            "low": [low[i] for i in val]}
+            "low": [low[i] for i in val], "psnr_full_input": float(np.mean(input_psnr))}
 
 
 def score(spec: str, pairs: dict[str, Any]) -> dict[str, float]:
-    """Mean PSNR of a model (a name or a weight file) and of the input over every held-out draw."""
+    """Mean PSNR of a model (a name or a weight file) over every held-out draw, beside the
+    input's (scored once per seed by :func:`held_out_pairs`)."""
     import torch
 
     from lowdose.metrics.image import psnr
     from lowdose.models.loading import load_denoiser
 
     model = load_denoiser(spec, device="cpu")
-    out, inp = [], []
+    out = []
     for full, draws in zip(pairs["full"], pairs["low"], strict=True):
         for low in draws:
             with torch.no_grad():
                 x = torch.from_numpy(np.ascontiguousarray(low, np.float32))[None, None]
                 restored = model.denoise(x).numpy()[0, 0]
             out.append(psnr(restored, full, "full"))
-            inp.append(psnr(low, full, "full"))
-    return {"psnr_full": float(np.mean(out)), "psnr_full_input": float(np.mean(inp)),
+    return {"psnr_full": float(np.mean(out)), "psnr_full_input": pairs["psnr_full_input"],
             "n": len(out)}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--seed", type=int, action="append", required=True,
                         help="a training seed whose noise draws to use (repeatable)")
     parser.add_argument("--model", action="append", required=True,
@@ -76,15 +78,12 @@ def main() -> int:
                         help="the training preset whose data settings to mirror")
     parser.add_argument("--cache", type=Path, default=Path("runs/heldout-cache"),
                         help="where the simulated draws are kept (per seed)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS)
+    if args is None:
+        return 0
     if not (args.data / "mayo-l067-full-dose").is_dir():
         print(f"skipped: no training data under {args.data}")
         return 0
-    import torch
-
-    torch.set_num_threads(args.threads)
     models = [m.split("=", 1) if "=" in m else [m, m] for m in args.model]
     rows: dict[str, dict[str, Any]] = {label: {} for label, _ in models}
     names: list[str] = []
