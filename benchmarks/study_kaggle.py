@@ -11,10 +11,13 @@ Steps:
    ``--select-epochs``); the candidate with the best mean hold-out balanced accuracy is chosen.
 3. ``run_study`` with the chosen candidate: DenseNet-121 from scratch (the epoch chosen on the
    draw-0 hold-out), every registered simulation method, the chosen denoisers and doses.
-4. Extra seeds (``--seeds``): the classifier retrained with other seeds and evaluated on the
-   full-dose test split only, for the stability across seeds; ``--also-archs`` does the same
-   for other networks (e.g. ResNet-18), and ``--study-archs`` runs the whole study with their
-   first seed too (the table then holds one accuracy column per network).
+4. Extra seeds (``--seeds``): the classifier retrained with other seeds; each judges every
+   cell on the same images (the study's ``extra_classifiers``), and a second table gives each
+   cell's accuracy per seed and its change pooled over the seeds (one classifier's paired
+   counts on 267 slices say as much about that network as about the denoiser).
+   ``--also-archs`` trains other networks (e.g. ResNet-18) with the same seeds, evaluated at
+   full dose only, and ``--study-archs`` runs the whole study with their first seed too (the
+   first table then holds one accuracy column per network).
 
 Writes ``OUT/results.json``, ``OUT/report.html`` and ``benchmarks/results/study_kaggle.{json,md}``
 (the Markdown table quoted in the README). Resumable: rerun the same command. Every training
@@ -176,8 +179,52 @@ def reused_selection(path: Path) -> dict:
     return {**selection, "reused_from": selection.get("reused_from", str(path.name))}
 
 
+def _seed_run(arch: str, seed: int, full_dose: dict, classifier: dict) -> dict:
+    """One row of the seeds table (``full_dose``: task metrics, with or without intervals)."""
+    value = (lambda m: m["value"] if isinstance(m, dict) else m)  # noqa: E731
+    return {"arch": arch, "seed": seed, "accuracy": value(full_dose["accuracy"]),
+            "balanced_accuracy": value(full_dose["balanced_accuracy"]),
+            "best_epoch": classifier.get("best_epoch")}
+
+
 def _ci(a: dict) -> str:
     return f"{a['value']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
+
+
+def _across_markdown(study: dict, runs: list[dict]) -> list[str]:
+    """The second table: every cell judged by each seed's classifier, pooled over them."""
+    if not study.get("extra_classifiers"):
+        return []
+    arch = study["classifier"].get("spec", {}).get("arch")
+    seeds = [e["seed"] for e in runs if e["arch"] == arch]
+    fd = [study["full_dose"]["accuracy"]["value"]] + [
+        e["full_dose"]["accuracy"] for e in study["extra_classifiers"]]
+
+    def pooled(t: dict | None) -> str:
+        if not t:
+            return "–"
+        return (f"{100 * t['change']:+.1f} (−{t['lost']:.1f}/+{t['gained']:.1f}, "
+                f"p {t['p_value']:.2g}, Holm {t['p_holm']:.2g})")
+
+    lines = [
+        "", f"The same cells judged by {len(fd)} {arch} classifiers, seeds "
+        f"{', '.join(map(str, seeds))} (the same recipe; the same simulated and restored images "
+        "for each). Accuracy per seed and their mean; the change is the mean over the seeds in "
+        "points, then slices lost/gained per classifier (mean) and the p-value of an exact "
+        "sign-flip test over slices of the change summed over the classifiers (slices are the "
+        "sampled units, the classifiers fixed; with one classifier it is McNemar's test), "
+        "uncorrected and Holm-adjusted over the column's cells.", "",
+        "| method | dose | denoiser | accuracy per seed | mean | change vs full dose | "
+        "vs raw low dose |", "|---|---|---|---|---|---|---|",
+        f"| original | 1 | – | {' / '.join(f'{a:.3f}' for a in fd)} | {np.mean(fd):.3f} "
+        "| – | – |"]
+    for c in study["cells"]:
+        accs = [c["accuracy"]["value"]] + [e["accuracy"] for e in c["extra_classifiers"]]
+        across = c["across_classifiers"]
+        lines.append(f"| {c['method']} | {c['dose']:g} | {c['denoiser']} | "
+                     f"{' / '.join(f'{a:.3f}' for a in accs)} | {across['accuracy_mean']:.3f} | "
+                     f"{pooled(across['vs_full_dose'])} | {pooled(across.get('vs_raw'))} |")
+    return lines
 
 
 def markdown(studies: dict[str, dict], runs: list[dict], selection: dict) -> str:
@@ -260,6 +307,7 @@ def markdown(studies: dict[str, dict], runs: list[dict], selection: dict) -> str
                   f"({first['simulator_options'].get('projection', {}).get('pixel_size_mm')} "
                   "mm, an assumed 350 mm field of view), so its noise is that of a coarse "
                   "reconstruction grid."]
+    lines += _across_markdown(first, runs)
     if runs:
         lines += ["", "Full-dose test accuracy across classifier seeds:", "",
                   "| network | seed | accuracy | balanced accuracy | selected epoch |",
@@ -283,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated (default: every registered one that loads)")
     parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
     parser.add_argument("--doses", default=None, help="comma-separated (default: the preset's)")
-    parser.add_argument("--seeds", default="0", help="classifier seeds; the first runs the "
-                        "whole study, the others full dose only")
+    parser.add_argument("--seeds", default="0", help="classifier seeds; the first is the "
+                        "study's own, the others judge every cell too")
     parser.add_argument("--also-archs", default="",
                         help="other networks evaluated at full dose with the same seeds")
     parser.add_argument("--study-archs", default="",
@@ -362,23 +410,29 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     main_results = None
     studies: dict[str, dict] = {}
-    whole_archs = {args.arch} | {a for a in args.study_archs.split(",") if a}
+    whole_archs = {a for a in args.study_archs.split(",") if a}
     for arch in [args.arch] + [a for a in args.also_archs.split(",") if a]:
+        if arch == args.arch:  # its other seeds judge every cell of the main study
+            cfg = StudyConfig.from_dict({**base.to_dict(), "phantom": base.phantom.__dict__,
+                                         "seed": seeds[0], "out": str(args.out),
+                                         "extra_classifiers": seeds[1:]})
+            results = finished_study(cfg) or run_study(cfg, resume=True)
+            main_results = studies[arch] = results
+            runs.append(_seed_run(arch, seeds[0], results["full_dose"]["task"],
+                                  results["classifier"]))
+            runs += [_seed_run(arch, s, extra["full_dose"], extra["classifier"])
+                     for s, extra in zip(seeds[1:], results["extra_classifiers"], strict=True)]
+            continue
         for i, seed in enumerate(seeds):
             cfg = StudyConfig.from_dict({**base.to_dict(), "phantom": base.phantom.__dict__})
             cfg.seed = seed
             cfg.train = {**cfg.train, "arch": arch}
-            is_main = arch == args.arch and i == 0
-            cfg.out = str(args.out if is_main else args.out / f"{arch}-seed-{seed}")
+            cfg.out = str(args.out / f"{arch}-seed-{seed}")
             if not (arch in whole_archs and i == 0):
                 cfg.methods = []
             results = finished_study(cfg) or run_study(cfg, resume=True)
-            fd = results["full_dose"]["task"]
-            runs.append({"arch": arch, "seed": seed, "accuracy": fd["accuracy"]["value"],
-                         "balanced_accuracy": fd["balanced_accuracy"]["value"],
-                         "best_epoch": results["classifier"].get("best_epoch")})
-            if is_main:
-                main_results = results
+            runs.append(_seed_run(arch, seed, results["full_dose"]["task"],
+                                  results["classifier"]))
             if arch in whole_archs and i == 0:
                 studies[arch] = results
     assert main_results is not None
@@ -389,7 +443,9 @@ def main(argv: list[str] | None = None) -> int:
                "results_json": str(args.out / "results.json"), "selection": selection,
                "seeds": runs, "full_dose": main_results["full_dose"]["accuracy"],
                "cells": [{k: c[k] for k in ("method", "dose", "denoiser", "accuracy", "image",
-                                            "paired_vs_full_dose", "paired_vs_raw") if k in c}
+                                            "paired_vs_full_dose", "paired_vs_raw",
+                                            "extra_classifiers", "across_classifiers")
+                          if k in c}
                          for c in main_results["cells"]],
                "studies": {a: {"results_json": str(Path(r["config"]["out"]) / "results.json"),
                                "full_dose": r["full_dose"]["accuracy"],

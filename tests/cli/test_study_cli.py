@@ -45,7 +45,24 @@ def test_study_cli_writes_results_and_report(tmp_path, capsys, tiny_config) -> N
     assert "full dose: accuracy" in stdout and "results.json" in stdout
 
 
+def test_study_cli_extra_classifier_files(tmp_path, capsys, tiny_config) -> None:
+    torch.manual_seed(1)
+    net = build_classifier("resnet18", ClassifierSpec(arch="resnet18", input_size=32))
+    other = save_classifier(net, tmp_path / "other.safetensors")
+    out = tmp_path / "study"
+    rc, stdout, err = run(["study", "--config", str(tiny_config), "--out", str(out),
+                           "--doses", "0.25", "--methods", "image-poisson", "--denoisers", "tv",
+                           "--extra-classifiers", str(other), "--quiet"], capsys)
+    assert rc == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["extra_classifiers"] == [str(other)]
+    assert [e["label"] for e in results["extra_classifiers"]] == ["other.safetensors"]
+    assert all(c["across_classifiers"]["n_classifiers"] == 2 for c in results["cells"])
+    assert "full dose, classifier other.safetensors: accuracy" in stdout
+
+
 @pytest.mark.parametrize(("args", "needle"), [
+    (["--extra-classifiers", "1,1"], "repeated"),
     (["--doses", "0,0.5"], "must lie in (0, 1]"),
     (["--methods", "no-such-method"], "unknown simulator 'no-such-method'"),
     (["--config", "missing.yaml"], "missing.yaml: no such config file"),

@@ -304,3 +304,99 @@ def test_learned_denoiser_outside_its_training_scale_is_flagged(tmp_path, classi
                                                                ).read_text()
     cfg.fov_mm = 48 * 0.7  # 0.7 mm pixels: inside
     assert study.run_study(cfg, progress=False, log=None)["denoisers"]["pixel_size_notes"] == {}
+
+
+@pytest.fixture(scope="module")
+def other_classifier_files(tmp_path_factory) -> list[str]:
+    """Two more untrained 32 px ResNet-18s, from other initial weights."""
+    folder = tmp_path_factory.mktemp("clf-more")
+    files = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        net = build_classifier("resnet18", ClassifierSpec(arch="resnet18", input_size=32))
+        files.append(str(save_classifier(net, folder / f"clf-{seed}.safetensors")))
+    return files
+
+
+def test_extra_classifiers_judge_the_same_images(tmp_path, classifier_file,
+                                                 other_classifier_files, monkeypatch) -> None:
+    """Extra classifiers see each chunk restored once; added to a finished study they leave its
+    own cells as they were; the pooled counts and accuracies follow from the per-classifier
+    ones; a copy of the study's own classifier pools to its McNemar test."""
+    import lowdose.evaluation.study as study
+
+    monkeypatch.setattr(study, "_denoiser_list", lambda cfg: ([("tv", _CountingTV())], []))
+    _CountingTV.calls, _CountingTV.fail_after = 0, None
+    alone = run_study(_cfg(tmp_path / "out", classifier_file), progress=False, log=None)
+    assert _CountingTV.calls == 6 and alone["extra_classifiers"] == []
+    assert all("across_classifiers" not in c for c in alone["cells"])
+    _CountingTV.calls = 0
+    cfg = _cfg(tmp_path / "out", classifier_file, extra_classifiers=other_classifier_files)
+    both = run_study(cfg, progress=False, log=None)
+    assert _CountingTV.calls == 6  # once more for the new classifiers together, not per one
+    for a, b in zip(alone["cells"], both["cells"], strict=True):
+        assert a["accuracy"] == b["accuracy"] and a["paired_vs_full_dose"] == b[
+            "paired_vs_full_dose"]
+    assert [e["label"] for e in both["extra_classifiers"]] == ["clf-1.safetensors",
+                                                              "clf-2.safetensors"]
+    for c in both["cells"]:
+        accs = [c["accuracy"]["value"]] + [e["accuracy"] for e in c["extra_classifiers"]]
+        pooled = c["across_classifiers"]
+        assert pooled["n_classifiers"] == 3
+        assert pooled["accuracy_mean"] == pytest.approx(np.mean(accs))
+        fds = [both["full_dose"]["accuracy"]["value"]] + [
+            e["full_dose"]["accuracy"] for e in both["extra_classifiers"]]
+        assert pooled["vs_full_dose"]["change"] == pytest.approx(np.mean(accs) - np.mean(fds))
+        lost = [c["paired_vs_full_dose"]["lost"]] + [
+            e["paired_vs_full_dose"]["lost"] for e in c["extra_classifiers"]]
+        assert pooled["vs_full_dose"]["lost"] == pytest.approx(np.mean(lost))
+        assert 0 < pooled["vs_full_dose"]["p_value"] <= pooled["vs_full_dose"]["p_holm"] <= 1
+        assert ("vs_raw" in pooled) == (c["denoiser"] != "none")
+    assert len({e["accuracy"] for c in both["cells"] for e in c["extra_classifiers"]}) > 1
+    assert "Across classifiers" in (tmp_path / "out" / "report.html").read_text()
+    _CountingTV.calls = 0
+    again = run_study(cfg, progress=False, log=None)  # every classifier's cells cached
+    assert _CountingTV.calls == 0
+    assert [c["across_classifiers"] for c in again["cells"]] == [
+        c["across_classifiers"] for c in both["cells"]]
+    # Twin classifiers that read the noise (a slice's standard deviation), so that low dose
+    # changes their answers: pooled over the two, the counts and p are the study's own.
+    def std_classifier(cfg, data, cache, resume, progress=True):
+        class ByStd:
+            def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+                cls = (x.std(dim=(1, 2, 3)) / 2.0).long() % 4
+                return torch.nn.functional.one_hot(cls, 4).double()
+
+        return ByStd(), {"source": "loaded", "path": cfg.classifier}
+
+    monkeypatch.setattr(study, "get_classifier", std_classifier)
+    same = run_study(_cfg(tmp_path / "twin-out", "a.safetensors",
+                          extra_classifiers=["b.safetensors"]), progress=False, log=None)
+    assert any(c["paired_vs_full_dose"]["lost"] + c["paired_vs_full_dose"]["gained"]
+               for c in same["cells"])  # the comparison below is not between empty counts
+    for c in same["cells"]:
+        own, pooled = c["paired_vs_full_dose"], c["across_classifiers"]["vs_full_dose"]
+        assert (pooled["lost"], pooled["gained"]) == (own["lost"], own["gained"])
+        assert pooled["p_value"] == pytest.approx(own["p_value"], rel=1e-12)
+
+
+def test_extra_classifier_seeds_train_like_the_first(tmp_path, monkeypatch) -> None:
+    """An integer trains one more classifier with that seed (its own cache), then judges."""
+    import lowdose.evaluation.study as study
+
+    monkeypatch.setattr(study, "_denoiser_list", lambda cfg: ([], []))
+    train = {"arch": "resnet18", "epochs": 1, "input_size": 32, "batch_size": 4}
+    cfg = _cfg(tmp_path / "out", None, classifier=None, train=train, doses=[0.25],
+               extra_classifiers=[3])
+    results = run_study(cfg, progress=False, log=None)
+    (extra,) = results["extra_classifiers"]
+    assert extra["label"] == "seed 3" and extra["classifier"]["config"]["seed"] == 3
+    assert results["classifier"]["config"]["seed"] == 0
+    assert len(list((tmp_path / "out" / "cache").glob("classifier-*"))) == 2
+    assert len(list((tmp_path / "out" / "cache").glob("cells-*"))) == 2
+    with pytest.raises(LowdoseError, match="repeated"):
+        StudyConfig.from_dict({"extra_classifiers": [1, 1]})
+    with pytest.raises(LowdoseError, match="own classifier seed"):
+        StudyConfig.from_dict({"extra_classifiers": [0]})
+    with pytest.raises(LowdoseError, match="fixes the seed"):
+        StudyConfig.from_dict({"extra_classifiers": [1], "train": {"seed": 4}})

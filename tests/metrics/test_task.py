@@ -98,6 +98,57 @@ def test_mcnemar_matches_scipy_binomtest() -> None:
         task.mcnemar_exact_p(-1, 2)
 
 
+@pytest.mark.parametrize("steps", [[3, -1, 2, 2, -3, 1, 1], [2, 2, 0, -1, 1], [1, 1, 1], [0, 0]])
+def test_sign_flip_exact_matches_enumeration(steps: list[int]) -> None:
+    import itertools
+
+    a = np.array(steps)
+    sizes = np.abs(a[a != 0])
+    flips = list(itertools.product([-1, 1], repeat=len(sizes)))
+    hits = sum(abs(int((sizes * np.array(f)).sum())) >= abs(int(a.sum())) for f in flips)
+    assert task.sign_flip_exact_p(a) == pytest.approx(hits / len(flips), rel=1e-12)
+
+
+@pytest.mark.parametrize(("lost", "gained"), [(10, 0), (5, 2), (3, 11), (4, 4), (0, 0)])
+def test_sign_flip_of_unit_steps_is_mcnemar(lost: int, gained: int) -> None:
+    steps = np.array([-1] * lost + [1] * gained + [0] * 50)
+    assert task.sign_flip_exact_p(steps) == pytest.approx(task.mcnemar_exact_p(lost, gained),
+                                                          rel=1e-12)
+    # The same change seen by two identical classifiers: every step doubled, the same test.
+    assert task.sign_flip_exact_p(2 * steps) == pytest.approx(
+        task.mcnemar_exact_p(lost, gained), rel=1e-12)
+
+
+def test_paired_change_across_classifiers() -> None:
+    y = np.array([0, 1, 2, 0, 1, 2])
+    ref_a = np.eye(3)[[0, 1, 2, 0, 0, 0]]    # right on 0-3
+    new_a = np.eye(3)[[1, 1, 2, 0, 1, 0]]    # loses 0, gains 4
+    ref_b = np.eye(3)[[0, 0, 2, 0, 1, 2]]    # right on 0, 2-5
+    new_b = np.eye(3)[[0, 1, 1, 0, 1, 2]]    # gains 1, loses 2
+    out = task.paired_change_across(y, [ref_a, ref_b], [new_a, new_b])
+    assert (out["lost"], out["gained"], out["classifiers"], out["n"]) == (1.0, 1.0, 2, 6)
+    assert out["change"] == 0.0 and out["p_value"] == 1.0
+    # Per-slice sums: -1, +1, -1, 0, +1, 0: four slices of size 1, sum 0.
+    one = task.paired_change_across(y, [ref_a], [new_a])
+    assert one == {"n": 6, "classifiers": 1, "lost": 1.0, "gained": 1.0, "change": 0.0,
+                   "p_value": task.paired_change(y, ref_a, new_a)["p_value"]}
+    better = np.eye(3)[[0, 1, 2, 0, 1, 2]]   # right everywhere
+    gain = task.paired_change_across(y, [ref_a, ref_b], [better, better])
+    assert gain["gained"] == 1.5 and gain["change"] == pytest.approx(3 / 12)
+    # Slices 1 and 5 gain one each, slice 4 gains two: steps 1, 1, 2 -> P(|S| >= 4) = 2/8.
+    assert gain["p_value"] == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        task.paired_change_across(y, [ref_a], [new_a, new_b])
+
+
+def test_holm_adjustment() -> None:
+    assert task.holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert task.holm_adjust([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert task.holm_adjust([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert task.holm_adjust([0.04, 0.2, 0.03]) == pytest.approx([0.09, 0.2, 0.09])  # monotone
+    assert task.holm_adjust([]) == []
+
+
 def test_paired_change_counts_discordant_slices() -> None:
     y = np.array([0, 1, 2, 0, 1, 2])
     ref = np.eye(3)[[0, 1, 2, 0, 0, 0]]      # right on slices 0-3

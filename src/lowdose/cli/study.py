@@ -34,6 +34,11 @@ def register(app: typer.Typer) -> None:
         precision: str | None = typer.Option(
             None, "--precision",
             help="Learned denoisers in fp32 (default) or bf16 (GPU, or a CPU with native bf16)."),
+        extra_classifiers: str | None = typer.Option(
+            None, "--extra-classifiers",
+            help="Comma-separated seeds (each trains one more classifier like the first) or "
+            "classifier files; each judges every cell on the same images, and the results pool "
+            "the change over all classifiers."),
         resume: bool = typer.Option(
             True, "--resume/--fresh", help="Continue from the cache (default) or start over."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -43,7 +48,7 @@ def register(app: typer.Typer) -> None:
         Example: lowdose study --out demo-output  (built-in phantoms, <= 10 min on 2 CPU cores)
 
         Example: lowdose study -c kaggle --data ../shared/data/chest-ctscan-images
-        --manifest dedup.csv --out kaggle-study --denoisers tv,bm3d
+        --manifest dedup.csv --out kaggle-study --denoisers tv,bm3d --extra-classifiers 1,2
         """
         from lowdose.evaluation.study import StudyConfig, run_study
 
@@ -69,5 +74,9 @@ def register(app: typer.Typer) -> None:
             cfg.device = device
         if precision:
             cfg.precision = precision
+            cfg.__post_init__()
+        if extra_classifiers:
+            cfg.extra_classifiers = [int(t) if t.strip().isdigit() else t.strip()
+                                     for t in extra_classifiers.split(",") if t.strip()]
             cfg.__post_init__()
         run_study(cfg, resume=resume, progress=not quiet, log=typer.echo)

@@ -30,7 +30,7 @@ import json
 import platform
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,10 @@ from lowdose.models.classifiers import LUNG_WINDOW
 FULL_DOSE = "full-dose"
 RAW = "none"
 """The denoiser name of the unrestored low-dose images."""
-RESULTS_FORMAT = "lowdose-study/2"
+RESULTS_FORMAT = "lowdose-study/3"
 """``results.json``'s format: 2 adds each cell's paired counts against full dose and (restored
-cells) against the unrestored low dose."""
+cells) against the unrestored low dose; 3 the extra classifiers and the counts pooled over
+all classifiers."""
 
 
 @dataclass
@@ -96,6 +97,12 @@ class StudyConfig:
             are drawn on 350 mm; for body-cropped PNGs (no spacing stored) 350 mm, about a
             chest's width, is an assumption stated in the report.
         simulator_options: extra keyword options per simulation method.
+        extra_classifiers: more classifiers that judge every cell on the same images (each
+            chunk is simulated and restored once): an integer trains one like the first with
+            that seed, a string loads a classifier file. Their accuracies, and the change of
+            each cell averaged over all classifiers with a test that pools them, sit beside the
+            first classifier's; on a small test split one classifier's paired counts can
+            reflect that network more than the denoiser.
     """
 
     data: str | None = None
@@ -122,6 +129,7 @@ class StudyConfig:
     max_test: int | None = None
     fov_mm: float = 350.0
     simulator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra_classifiers: list[int | str] = field(default_factory=list)
 
     @property
     def pixel_mm(self) -> float:
@@ -141,6 +149,17 @@ class StudyConfig:
             raise LowdoseError(f"study doses {bad}: each must lie in (0, 1]")
         if not self.doses:
             raise LowdoseError("study: no doses given")
+        self.extra_classifiers = [c if isinstance(c, str) else int(c)
+                                  for c in self.extra_classifiers]
+        seeds = [c for c in self.extra_classifiers if isinstance(c, int)]
+        if len(set(map(str, self.extra_classifiers))) != len(self.extra_classifiers):
+            raise LowdoseError(f"study extra_classifiers {self.extra_classifiers}: repeated")
+        if seeds and self.classifier is None and self.seed in seeds:
+            raise LowdoseError(f"study extra_classifiers: seed {self.seed} is the study's own "
+                               "classifier seed")
+        if seeds and "seed" in self.train:
+            raise LowdoseError("study extra_classifiers: seeds cannot vary while `train` fixes "
+                               f"the seed ({self.train['seed']})")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
@@ -409,6 +428,35 @@ def get_classifier(cfg: StudyConfig, data: StudyData, cache: Path, resume: bool,
     return model, summary
 
 
+def extra_classifiers(cfg: StudyConfig, data: StudyData, cache: Path, resume: bool,
+                      progress: bool = True) -> list[tuple[str, Any, dict[str, Any]]]:
+    """The study's ``extra_classifiers`` as ``(label, model, summary)``: a seed trains one like
+    the study's own (cached like it), a path loads one."""
+    from dataclasses import replace
+
+    out = []
+    for extra in cfg.extra_classifiers:
+        if isinstance(extra, int):
+            sub = replace(cfg, seed=extra, classifier=None, extra_classifiers=[])
+            label = f"seed {extra}"
+        else:
+            sub = replace(cfg, classifier=extra, extra_classifiers=[])
+            label = Path(extra).name
+        model, summary = get_classifier(sub, data, cache, resume, progress)
+        out.append((label, model, summary))
+    return out
+
+
+def _cells_dir(cache: Path, cfg: StudyConfig, data: StudyData, clf_summary: dict[str, Any]
+               ) -> Path:
+    """Where one classifier's cells are cached (they depend on it and on the data)."""
+    key = _hash({"clf": clf_summary.get("config") or clf_summary.get("path"),
+                 "data": data.source, "n_test": len(data.labels["test"]),
+                 "size": cfg.slice_size, "phantom": asdict(cfg.phantom),
+                 "manifest": cfg.manifest, "max_test": cfg.max_test})
+    return cache / f"cells-{key}"
+
+
 # ------------------------------------------------------------------------------ cell stage
 
 
@@ -435,50 +483,58 @@ def _select_grid(labels: np.ndarray, n: int) -> list[int]:
 def run_cell(
     *,
     full: np.ndarray,
-    model: Any,
-    path: Path,
+    targets: Sequence[tuple[Any, Path]],
     low_fn: Callable[[int, int], np.ndarray] | None,
     denoiser: Any | None,
     chunk: int,
     grid: list[int],
     desc: str,
     progress: bool = True,
-) -> dict[str, np.ndarray]:
+) -> list[dict[str, np.ndarray]]:
     """Probabilities, per-image metrics and grid images of one cell, resumable by chunk.
 
     ``low_fn(start, stop)`` gives the (low-dose) inputs of slices ``start:stop`` (``None``: the
-    full-dose images themselves); ``denoiser`` restores them (``None``: raw).
+    full-dose images themselves); ``denoiser`` restores them (``None``: raw). ``targets`` are
+    ``(classifier, cache file)`` pairs: each chunk is restored once and judged by every
+    classifier still missing it; one result per target, in order.
     """
     import torch
 
     n = len(full)
-    done: dict[str, np.ndarray] = {}
-    if path.is_file():
-        with np.load(path) as z:
-            done = {k: z[k] for k in z.files}
-        if int(done.get("n_done", 0)) >= n:
-            return done
-    start = int(done.get("n_done", 0))
-    bar = _progress(total=n, initial=start, desc=desc, leave=False, disable=not progress)
+    done: list[dict[str, np.ndarray]] = []
+    for _, path in targets:
+        found: dict[str, np.ndarray] = {}
+        if path.is_file():
+            with np.load(path) as z:
+                found = {k: z[k] for k in z.files}
+        done.append(found)
+    n_done = [int(d.get("n_done", 0)) for d in done]
+    start = min(n_done)
+    bar = _progress(total=n, initial=start, desc=desc, leave=False,
+                    disable=not progress or start >= n)
     while start < n:
         stop = min(n, start + chunk)
-        first = start
         x = full[start:stop] if low_fn is None else low_fn(start, stop)
         if denoiser is not None:
             with torch.no_grad():
                 x = denoiser.denoise(torch.from_numpy(np.ascontiguousarray(x))[:, None].float())
             x = x[:, 0].detach().cpu().numpy().astype(np.float32)
-        probs = model.predict_proba(torch.from_numpy(np.ascontiguousarray(x))[:, None]).numpy()
         metrics = _image_metrics(x, full[start:stop])
         in_chunk = [g for g in grid if start <= g < stop]
-        new = {"probs": probs, **{f"m_{k}": v for k, v in metrics.items()},
-               "grid_idx": np.array(in_chunk, np.int64),
-               "grid_img": x[[g - start for g in in_chunk]].astype(np.float32)}
-        done = {k: np.concatenate([done[k], new[k]]) for k in new} if "probs" in done else new
+        for k, (model, path) in enumerate(targets):
+            if n_done[k] > start:  # chunks are the same for every target: this one has it
+                continue
+            probs = model.predict_proba(torch.from_numpy(np.ascontiguousarray(x))[:, None])
+            new = {"probs": probs.numpy(), **{f"m_{m}": v for m, v in metrics.items()},
+                   "grid_idx": np.array(in_chunk, np.int64),
+                   "grid_img": x[[g - start for g in in_chunk]].astype(np.float32)}
+            merged = ({m: np.concatenate([done[k][m], new[m]]) for m in new}
+                      if "probs" in done[k] else new)
+            merged["n_done"] = np.array(stop)
+            _save_npz(path, **merged)
+            done[k], n_done[k] = merged, stop
+        bar.update(stop - start)
         start = stop
-        done["n_done"] = np.array(start)
-        _save_npz(path, **done)
-        bar.update(stop - first)
     bar.close()
     return done
 
@@ -509,6 +565,51 @@ def _cell_summary(y: np.ndarray, res: dict[str, np.ndarray], n_boot: int, seed: 
     if raw_probs is not None:
         out["paired_vs_raw"] = paired_change(y, raw_probs, res["probs"])
     return out
+
+
+def _plain_task(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Accuracy and balanced accuracy without intervals (for the extra classifiers)."""
+    from lowdose.metrics.task import accuracy, balanced_accuracy
+
+    return {"accuracy": accuracy(y, probs), "balanced_accuracy": balanced_accuracy(y, probs)}
+
+
+def _across_classifiers(y: np.ndarray, labels: list[str], refs: list[dict[str, np.ndarray]],
+                        judged: list[dict[str, np.ndarray]],
+                        raw_probs: list[np.ndarray] | None) -> dict[str, Any]:
+    """A cell as each extra classifier sees it, and its change pooled over all classifiers
+    (the study's own first): against full dose and, for a restored cell, the raw low dose."""
+    from lowdose.metrics.task import paired_change, paired_change_across
+
+    each = []
+    for k, label in enumerate(labels, start=1):
+        entry = {"label": label, **_plain_task(y, judged[k]["probs"]),
+                 "paired_vs_full_dose": paired_change(y, refs[k]["probs"], judged[k]["probs"])}
+        if raw_probs is not None:
+            entry["paired_vs_raw"] = paired_change(y, raw_probs[k], judged[k]["probs"])
+        each.append(entry)
+    accs = [_plain_task(y, j["probs"])["accuracy"] for j in judged]
+    pooled: dict[str, Any] = {
+        "n_classifiers": len(judged), "accuracy_mean": float(np.mean(accs)),
+        "accuracy_min": float(np.min(accs)), "accuracy_max": float(np.max(accs)),
+        "vs_full_dose": paired_change_across(y, [r["probs"] for r in refs],
+                                             [j["probs"] for j in judged])}
+    if raw_probs is not None:
+        pooled["vs_raw"] = paired_change_across(y, raw_probs, [j["probs"] for j in judged])
+    return {"extra_classifiers": each, "across_classifiers": pooled}
+
+
+def _holm_across_cells(cells: list[dict[str, Any]]) -> None:
+    """Add ``p_holm`` to each pooled test: Holm's adjustment over all the study's cells
+    (against full dose) and over its restored cells (against the raw low dose)."""
+    from lowdose.metrics.task import holm_adjust
+
+    for key in ("vs_full_dose", "vs_raw"):
+        tests = [c["across_classifiers"][key] for c in cells
+                 if key in c.get("across_classifiers", {})]
+        for test, adjusted in zip(tests, holm_adjust([t["p_value"] for t in tests]),
+                                  strict=True):
+            test["p_holm"] = adjusted
 
 
 def _versions() -> dict[str, str]:
@@ -673,23 +774,29 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
 
     t0 = time.perf_counter()
     model, clf_summary = get_classifier(cfg, data, cache, resume, progress)
+    others = extra_classifiers(cfg, data, cache, resume, progress)
     timings["classifier"] = time.perf_counter() - t0
-    clf_key = _hash({"clf": clf_summary.get("config") or clf_summary.get("path"),
-                     "data": data.source, "n_test": len(data.labels["test"]),
-                     "size": cfg.slice_size, "phantom": asdict(cfg.phantom),
-                     "manifest": cfg.manifest, "max_test": cfg.max_test})
-    cells_dir = cache / f"cells-{clf_key}"
+    judges = [(model, _cells_dir(cache, cfg, data, clf_summary))] + [
+        (m, _cells_dir(cache, cfg, data, summ)) for _, m, summ in others]
 
     full = data.hu["test"]
     y = data.labels["test"]
     grid = _select_grid(y, cfg.grid_slices)
     t0 = time.perf_counter()
-    ref = run_cell(full=full, model=model, path=cells_dir / "full-dose.npz", low_fn=None,
-                   denoiser=None, chunk=cfg.chunk, grid=grid, desc="full dose", progress=progress)
+    refs = run_cell(full=full, targets=[(m, d / "full-dose.npz") for m, d in judges],
+                    low_fn=None, denoiser=None, chunk=cfg.chunk, grid=grid, desc="full dose",
+                    progress=progress)
+    ref = refs[0]
     full_summary = _cell_summary(y, ref, cfg.n_boot, cfg.seed)
     timings["full_dose"] = time.perf_counter() - t0
     acc = full_summary["accuracy"]
     say(f"full dose: accuracy {acc['value']:.3f} [{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}]")
+    extra_results = []
+    for (label, _, summ), r in zip(others, refs[1:], strict=True):
+        extra_results.append({"label": label, "full_dose": _plain_task(y, r["probs"]),
+                              "classifier": {k: v for k, v in summ.items() if k != "history"}})
+        say(f"full dose, classifier {label}: accuracy "
+            f"{extra_results[-1]['full_dose']['accuracy']:.3f}")
 
     methods = cfg.methods if cfg.methods is not None else simulators.names()
     for m in methods:
@@ -700,7 +807,8 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
     pixel_notes = {n: note for n, d in dens if (note := d.pixel_size_note(cfg.pixel_mm))}
     for note in pixel_notes.values():
         say(f"warning: {note}")
-    fingerprints = _forget_changed_denoisers(cells_dir, dens, say)
+    for _, cells_dir in judges:
+        fingerprints = _forget_changed_denoisers(cells_dir, dens, say)
     den_names = [RAW] + [n for n, _ in dens]
     cells: list[dict[str, Any]] = []
     grid_images: dict[str, np.ndarray] = {"full-dose": ref["grid_img"]}
@@ -725,19 +833,24 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                         full[a:b], _dose, simulator=_sim, seed=_seed + a, device=cfg.device)
                 return _cache[(a, b)]
 
-            raw_probs = None  # the unrestored cell comes first (den_names[0] is RAW)
+            raw_probs: list[np.ndarray] | None = None  # the unrestored cell comes first
             for den_name in den_names:
                 den = None if den_name == RAW else dict(dens)[den_name]
                 t1 = time.perf_counter()
                 tag = f"{method}_{dose:g}_{den_name}"
-                res = run_cell(full=full, model=model,
-                               path=cells_dir / f"{tag}-{sim_key}.npz",
+                judged = run_cell(full=full,
+                               targets=[(m, d / f"{tag}-{sim_key}.npz") for m, d in judges],
                                low_fn=low_fn, denoiser=den, chunk=cfg.chunk, grid=grid,
                                desc=f"{method} dose {dose:g} {den_name}", progress=progress)
                 cell_times[tag] = time.perf_counter() - t1
-                summary = _cell_summary(y, res, cfg.n_boot, cfg.seed, ref["probs"], raw_probs)
+                res = judged[0]
+                summary = _cell_summary(y, res, cfg.n_boot, cfg.seed, ref["probs"],
+                                        raw_probs[0] if raw_probs else None)
+                if others:
+                    summary.update(_across_classifiers(
+                        y, [label for label, _, _ in others], refs, judged, raw_probs))
                 if den_name == RAW:
-                    raw_probs = res["probs"]
+                    raw_probs = [r["probs"] for r in judged]
                 cells.append({"method": method, "dose": dose, "denoiser": den_name, **summary})
                 grid_images[tag] = res["grid_img"]
                 outer.update(1)
@@ -753,6 +866,8 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                             + (f"{psnr:.2f} dB" if psnr is not None else "inf (unchanged)"))
     outer.close()
     timings["cells"] = time.perf_counter() - t_cells
+    if others:
+        _holm_across_cells(cells)
 
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT,
@@ -777,6 +892,7 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
         "audit": data.audit,
         "read_failures": {"count": len(data.failures), "files": data.failures},
         "classifier": clf_summary,
+        "extra_classifiers": extra_results,
         "methods": methods,
         "simulator_options": sim_options,
         "doses": cfg.doses,

@@ -340,6 +340,49 @@ def _table(results: dict[str, Any]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _across_table(results: dict[str, Any]) -> str:
+    """Each cell's accuracy under every classifier and its change pooled over them."""
+    extra = results.get("extra_classifiers") or []
+    if not extra:
+        return ""
+    own = results.get("seeds", {}).get("classifier")
+    labels = [f"seed {own}" if own is not None else "the study's classifier"] + [
+        e["label"] for e in extra]
+
+    def pooled(test: dict[str, Any] | None) -> str:
+        if not test:
+            return "–"
+        return (f"−{test['lost']:.1f} / +{test['gained']:.1f} <span class='note'>(p "
+                f"{test['p_value']:.2g}, Holm {test.get('p_holm', float('nan')):.2g})</span>")
+
+    head = ("<tr><th>method</th><th>dose</th><th>denoiser</th>"
+            + "".join(f"<th>{html.escape(str(lab))}</th>" for lab in labels)
+            + "<th>mean</th><th>vs full dose: lost / gained per classifier (p)</th>"
+            "<th>vs raw low dose (p)</th></tr>")
+    fd = [results["full_dose"]["accuracy"]["value"]] + [
+        e["full_dose"]["accuracy"] for e in extra]
+    rows = [head, "<tr class='ref'><td class='l'>original</td><td>1</td><td class='l'>–</td>"
+            + "".join(f"<td>{_fmt(a)}</td>" for a in fd)
+            + f"<td>{_fmt(float(np.mean(fd)))}</td><td>–</td><td>–</td></tr>"]
+    for c in results["cells"]:
+        across = c.get("across_classifiers")
+        if not across:
+            continue
+        accs = [c["accuracy"]["value"]] + [e["accuracy"] for e in c["extra_classifiers"]]
+        rows.append(f"<tr><td class='l'>{html.escape(c['method'])}</td><td>{c['dose']:g}</td>"
+                    f"<td class='l'>{html.escape(c['denoiser'])}</td>"
+                    + "".join(f"<td>{_fmt(a)}</td>" for a in accs)
+                    + f"<td class='acc'>{_fmt(across['accuracy_mean'])}</td>"
+                    f"<td>{pooled(across['vs_full_dose'])}</td>"
+                    f"<td>{pooled(across.get('vs_raw'))}</td></tr>")
+    return ("<h2>Across classifiers</h2><p class='note'>The same images judged by "
+            f"{len(labels)} classifiers ({html.escape(', '.join(map(str, labels)))}). Lost / "
+            "gained: slices per classifier, averaged; p: an exact sign-flip test over slices "
+            "of the change summed over the classifiers (the slices are the sampled units, the "
+            "classifiers fixed; with one classifier it is McNemar's test); Holm: adjusted for "
+            "all the cells of the column.</p><table>" + "".join(rows) + "</table>")
+
+
 def _summary(results: dict[str, Any]) -> str:
     fd = results["full_dose"]["accuracy"]
     target = min(results["doses"], key=lambda d: abs(d - 0.25))
@@ -468,7 +511,7 @@ def render_report(results: dict[str, Any], grid: dict[str, np.ndarray]) -> str:
         "PSNR/SSIM/RMSE compare each image with its "
         "full-dose original; <i>full</i>: HU clipped to [-1024, 3072]; <i>window</i>: "
         "[-160, 240] HU; a dash for PSNR: the image equals its reference (infinite PSNR).</p>",
-        _png_metric_note(results), _table(results),
+        _png_metric_note(results), _table(results), _across_table(results),
         "<h2>Image quality vs dose</h2>", _image_curves(results),
         "<h2>Confusion matrices</h2>", _confusions(results),
         "<h2>Same slices: full dose, low dose and each restoration</h2>", _grid(results, grid),
