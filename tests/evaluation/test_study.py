@@ -353,7 +353,9 @@ def test_extra_classifiers_judge_the_same_images(tmp_path, classifier_file,
         assert 0 < pooled["vs_full_dose"]["p_value"] <= pooled["vs_full_dose"]["p_holm"] <= 1
         assert ("vs_raw" in pooled) == (c["denoiser"] != "none")
     assert len({e["accuracy"] for c in both["cells"] for e in c["extra_classifiers"]}) > 1
-    assert "Across classifiers" in (tmp_path / "out" / "report.html").read_text()
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Across classifiers" in html
+    assert "Over all 3 classifiers, image-poisson dose 0.25" in html
     _CountingTV.calls = 0
     again = run_study(cfg, progress=False, log=None)  # every classifier's cells cached
     assert _CountingTV.calls == 0

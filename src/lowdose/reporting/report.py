@@ -406,7 +406,35 @@ def _summary(results: dict[str, Any]) -> str:
                      "the raw low dose" + (_paired_phrase(best.get("paired_vs_raw")) or " –")
                      + ")")
         lines.append(text + ".</li>")
+        lines += _pooled_summary(results, method, target)
     return "<ul>" + "".join(lines) + "</ul>"
+
+
+def _pooled_summary(results: dict[str, Any], method: str, dose: float) -> list[str]:
+    """One line per method: the same cells pooled over every classifier (if several)."""
+    extra = results.get("extra_classifiers") or []
+    at = [c for c in results["cells"] if c["method"] == method and c["dose"] == dose
+          and "across_classifiers" in c]
+    raw = next((c for c in at if c["denoiser"] == "none"), None)
+    if not extra or raw is None:
+        return []
+    fd = np.mean([results["full_dose"]["accuracy"]["value"]]
+                 + [e["full_dose"]["accuracy"] for e in extra])
+
+    def change(test: dict[str, Any]) -> str:
+        return (f"{100 * test['change']:+.1f} points, p {test['p_value']:.2g} "
+                f"(Holm {test.get('p_holm', float('nan')):.2g})")
+
+    text = (f"<li>Over all {len(extra) + 1} classifiers, {html.escape(method)} dose {dose:g}: "
+            f"full dose {_fmt(float(fd))} on average; raw low dose "
+            f"{change(raw['across_classifiers']['vs_full_dose'])}")
+    rest = [c for c in at if c["denoiser"] != "none"]
+    if rest:
+        best = max(rest, key=lambda c: c["across_classifiers"]["accuracy_mean"])
+        text += (f"; best restoration {html.escape(best['denoiser'])} "
+                 f"{_fmt(best['across_classifiers']['accuracy_mean'])}, against the raw low dose "
+                 f"{change(best['across_classifiers']['vs_raw'])}")
+    return [text + ".</li>"]
 
 
 def _audit(results: dict[str, Any]) -> str:
