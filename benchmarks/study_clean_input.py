@@ -7,7 +7,9 @@ and measures, against those slices:
 - the change in HU (RMS over the slice, and over the body: HU > -500),
 - the classifier's paired count against full dose: slices it gets right on the original and
   wrong on the denoised one (lost), the reverse (gained), and the exact McNemar p-value,
-- the mean probability of the true class per class.
+- the mean probability of the true class per class,
+- when the study has extra classifiers (other seeds), each one's accuracy and the count pooled
+  over all of them (:func:`lowdose.metrics.task.paired_change_across`).
 
 It reads the study's cached test slices and classifier (``OUT/cache``), so run
 ``benchmarks/study_kaggle.py`` first. ``--weights NAME=FILE`` adds other weight files (e.g. an
@@ -39,20 +41,22 @@ def _in_chunks(fn, x: np.ndarray, chunk: int = 32) -> np.ndarray:
     return np.concatenate([fn(x[a:a + chunk]) for a in range(0, len(x), chunk)])
 
 
-def measure(full: np.ndarray, y: np.ndarray, classifier, denoisers: dict[str, object]
+def measure(full: np.ndarray, y: np.ndarray, classifiers: list, denoisers: dict[str, object]
             ) -> tuple[list[dict], dict[str, np.ndarray]]:
     """One row per denoiser (the first row: the original slices, no denoiser), and each
-    denoiser's output on the first slice of each class."""
+    denoiser's output on the first slice of each class. ``classifiers[0]`` is the study's own;
+    with more, each row also holds every classifier's accuracy and the count pooled over them."""
     import torch
 
     from lowdose.io.datasets import CLASSES
-    from lowdose.metrics.task import paired_change
+    from lowdose.metrics.task import paired_change, paired_change_across
 
-    def probs_of(x: np.ndarray) -> np.ndarray:
+    def probs_of(x: np.ndarray, classifier) -> np.ndarray:
         return _in_chunks(lambda c: classifier.predict_proba(torch.from_numpy(c)[:, None]).numpy(),
                           x)
 
-    ref = probs_of(full)
+    refs = [probs_of(full, c) for c in classifiers]
+    ref = refs[0]
     body = full > -500
     rows = []
     shown = [int(np.flatnonzero(y == k)[0]) for k in np.unique(y)]
@@ -64,7 +68,8 @@ def measure(full: np.ndarray, y: np.ndarray, classifier, denoisers: dict[str, ob
             with torch.no_grad():
                 out = _in_chunks(lambda c, d=den: d.denoise(torch.from_numpy(c)[:, None].float())
                                  [:, 0].numpy().astype(np.float32), full)
-        p = ref if den is None else probs_of(out)
+        ps = refs if den is None else [probs_of(out, c) for c in classifiers]
+        p = ps[0]
         outputs[name] = out[shown]
         diff = out - full
         p_true = p[np.arange(len(y)), y]
@@ -77,6 +82,9 @@ def measure(full: np.ndarray, y: np.ndarray, classifier, denoisers: dict[str, ob
             "mean_p_true": {c: float(p_true[y == k].mean()) for k, c in enumerate(CLASSES)
                             if np.any(y == k)},
         })
+        if len(classifiers) > 1:
+            rows[-1]["accuracy_per_classifier"] = [float(np.mean(q.argmax(1) == y)) for q in ps]
+            rows[-1]["pooled_vs_original"] = paired_change_across(y, refs, ps)
     return rows, outputs
 
 
@@ -138,6 +146,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"| {r['denoiser']} | {r['change_rms_hu']:.1f} | {r['change_rms_hu_body']:.1f} | "
             f"{r['accuracy']:.3f} | −{pc['lost']} / +{pc['gained']} ({pc['p_value']:.2g}) | "
             + " | ".join(f"{r['mean_p_true'][c]:.3f}" for c in classes) + " |")
+    if "pooled_vs_original" in rows[0]:
+        lines += ["", f"The same slices judged by all {len(meta['classifiers'])} classifiers of "
+                  f"the study ({', '.join(meta['classifiers'])}): accuracy of each, and lost / "
+                  "gained per classifier (mean) with the exact sign-flip test over slices of "
+                  "the change summed over the classifiers.", "",
+                  "| denoiser | accuracy per classifier | mean | change (points) | "
+                  "lost / gained (p) |", "|---|---|---|---|---|"]
+        for r in rows:
+            pc = r["pooled_vs_original"]
+            accs = r["accuracy_per_classifier"]
+            lines.append(f"| {r['denoiser']} | {' / '.join(f'{a:.3f}' for a in accs)} | "
+                         f"{np.mean(accs):.3f} | {100 * pc['change']:+.1f} | "
+                         f"−{pc['lost']:.2f} / +{pc['gained']:.2f} ({pc['p_value']:.2g}) |")
     if meta.get("extra"):
         lines += ["", "Extra weight files: " + "; ".join(
             f"{k} = `{v}`" for k, v in meta["extra"].items()) + "."]
@@ -163,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from lowdose.evaluation.study import StudyConfig, get_classifier, load_study_data
+    from lowdose.evaluation.study import (
+        StudyConfig,
+        extra_classifiers,
+        get_classifier,
+        load_study_data,
+    )
     from lowdose.models.loading import load_denoiser
 
     torch.set_num_threads(args.threads)
@@ -172,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.study / "cache"
     data = load_study_data(cfg, cache, progress=False)
     # resume=True loads the cached classifier; it only trains if the cache is gone.
-    classifier, _ = get_classifier(cfg, data, cache, resume=True, progress=False)
+    classifier, summary = get_classifier(cfg, data, cache, resume=True, progress=False)
+    others = extra_classifiers(cfg, data, cache, resume=True, progress=False)
+    own_seed = summary.get("config", {}).get("seed")
+    labels = [f"seed {own_seed}" if own_seed is not None else "the study's"] + [
+        label for label, _, _ in others]
     names = (args.denoisers.split(",") if args.denoisers
              else [d for d in results["denoisers"]["used"] if d != "none"])
     denoisers = {n: load_denoiser(n, device="cpu") for n in names}
@@ -184,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         denoisers[name] = load_denoiser(path, device="cpu")
         extra[name] = path
     full, y = data.hu["test"], data.labels["test"]
-    rows, outputs = measure(full, y, classifier, denoisers)
+    rows, outputs = measure(full, y, [classifier] + [m for _, m, _ in others], denoisers)
     meta = {"study": str(args.study), "n": len(y), "slice_size": cfg.slice_size,
-            "pixel_mm": cfg.pixel_mm, "extra": extra,
+            "pixel_mm": cfg.pixel_mm, "extra": extra, "classifiers": labels,
             "machine": f"{platform.machine()}, torch {torch.__version__}, "
                        f"{args.threads} threads"}
     RESULTS.mkdir(parents=True, exist_ok=True)
