@@ -400,5 +400,8 @@ def test_extra_classifier_seeds_train_like_the_first(tmp_path, monkeypatch) -> N
         StudyConfig.from_dict({"extra_classifiers": [1, 1]})
     with pytest.raises(LowdoseError, match="own classifier seed"):
         StudyConfig.from_dict({"extra_classifiers": [0]})
+    with pytest.raises(LowdoseError, match="the study's own classifier"):
+        StudyConfig.from_dict({"classifier": "a.safetensors",
+                               "extra_classifiers": ["a.safetensors"]})
     with pytest.raises(LowdoseError, match="fixes the seed"):
         StudyConfig.from_dict({"extra_classifiers": [1], "train": {"seed": 4}})

@@ -154,6 +154,9 @@ class StudyConfig:
         seeds = [c for c in self.extra_classifiers if isinstance(c, int)]
         if len(set(map(str, self.extra_classifiers))) != len(self.extra_classifiers):
             raise LowdoseError(f"study extra_classifiers {self.extra_classifiers}: repeated")
+        if self.classifier is not None and str(self.classifier) in self.extra_classifiers:
+            raise LowdoseError(f"study extra_classifiers: {self.classifier} is the study's own "
+                               "classifier")
         if seeds and self.classifier is None and self.seed in seeds:
             raise LowdoseError(f"study extra_classifiers: seed {self.seed} is the study's own "
                                "classifier seed")
