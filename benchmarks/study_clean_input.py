@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lowdose.evaluation.study import (
         StudyConfig,
+        classifier_label,
         extra_classifiers,
         get_classifier,
         load_study_data,
@@ -200,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     # resume=True loads the cached classifier; it only trains if the cache is gone.
     classifier, summary = get_classifier(cfg, data, cache, resume=True, progress=False)
     others = extra_classifiers(cfg, data, cache, resume=True, progress=False)
-    own_seed = summary.get("config", {}).get("seed")
-    labels = [f"seed {own_seed}" if own_seed is not None else "the study's"] + [
-        label for label, _, _ in others]
+    labels = [classifier_label(summary)] + [label for label, _, _ in others]
     names = (args.denoisers.split(",") if args.denoisers
              else [d for d in results["denoisers"]["used"] if d != "none"])
     denoisers = {n: load_denoiser(n, device="cpu") for n in names}

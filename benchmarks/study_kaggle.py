@@ -193,12 +193,13 @@ def _ci(a: dict) -> str:
 
 def _across_markdown(study: dict, runs: list[dict]) -> list[str]:
     """The second table: every cell judged by each seed's classifier, pooled over them."""
+    from lowdose.reporting.report import classifier_accuracies
+
     if not study.get("extra_classifiers"):
         return []
     arch = study["classifier"].get("spec", {}).get("arch")
     seeds = [e["seed"] for e in runs if e["arch"] == arch]
-    fd = [study["full_dose"]["accuracy"]["value"]] + [
-        e["full_dose"]["accuracy"] for e in study["extra_classifiers"]]
+    fd = classifier_accuracies(study)
 
     def pooled(t: dict | None) -> str:
         if not t:
@@ -219,7 +220,7 @@ def _across_markdown(study: dict, runs: list[dict]) -> list[str]:
         f"| original | 1 | – | {' / '.join(f'{a:.3f}' for a in fd)} | {np.mean(fd):.3f} "
         "| – | – |"]
     for c in study["cells"]:
-        accs = [c["accuracy"]["value"]] + [e["accuracy"] for e in c["extra_classifiers"]]
+        accs = classifier_accuracies(study, c)
         across = c["across_classifiers"]
         lines.append(f"| {c['method']} | {c['dose']:g} | {c['denoiser']} | "
                      f"{' / '.join(f'{a:.3f}' for a in accs)} | {across['accuracy_mean']:.3f} | "

@@ -439,15 +439,24 @@ def extra_classifiers(cfg: StudyConfig, data: StudyData, cache: Path, resume: bo
 
     out = []
     for extra in cfg.extra_classifiers:
-        if isinstance(extra, int):
-            sub = replace(cfg, seed=extra, classifier=None, extra_classifiers=[])
-            label = f"seed {extra}"
-        else:
-            sub = replace(cfg, classifier=extra, extra_classifiers=[])
-            label = Path(extra).name
+        sub = (replace(cfg, seed=extra, classifier=None, extra_classifiers=[])
+               if isinstance(extra, int) else
+               replace(cfg, classifier=extra, extra_classifiers=[]))
         model, summary = get_classifier(sub, data, cache, resume, progress)
-        out.append((label, model, summary))
+        out.append((classifier_label(summary), model, summary))
     return out
+
+
+def classifier_label(summary: dict[str, Any]) -> str:
+    """How tables name a classifier from its :func:`get_classifier` summary: ``seed N`` for
+    one trained here, the file's name for one loaded.
+
+    Example:
+        >>> classifier_label({"config": {"seed": 2}}), classifier_label({"path": "/a/b.pt"})
+        ('seed 2', 'b.pt')
+    """
+    seed = summary.get("config", {}).get("seed")
+    return f"seed {seed}" if seed is not None else Path(summary["path"]).name
 
 
 def _cells_dir(cache: Path, cfg: StudyConfig, data: StudyData, clf_summary: dict[str, Any]
@@ -522,15 +531,15 @@ def run_cell(
             with torch.no_grad():
                 x = denoiser.denoise(torch.from_numpy(np.ascontiguousarray(x))[:, None].float())
             x = x[:, 0].detach().cpu().numpy().astype(np.float32)
-        metrics = _image_metrics(x, full[start:stop])
+        batch = torch.from_numpy(np.ascontiguousarray(x))[:, None]
+        metrics = {f"m_{m}": v for m, v in _image_metrics(x, full[start:stop]).items()}
         in_chunk = [g for g in grid if start <= g < stop]
+        shown = {"grid_idx": np.array(in_chunk, np.int64),
+                 "grid_img": x[[g - start for g in in_chunk]].astype(np.float32)}
         for k, (model, path) in enumerate(targets):
             if n_done[k] > start:  # chunks are the same for every target: this one has it
                 continue
-            probs = model.predict_proba(torch.from_numpy(np.ascontiguousarray(x))[:, None])
-            new = {"probs": probs.numpy(), **{f"m_{m}": v for m, v in metrics.items()},
-                   "grid_idx": np.array(in_chunk, np.int64),
-                   "grid_img": x[[g - start for g in in_chunk]].astype(np.float32)}
+            new = {"probs": model.predict_proba(batch).numpy(), **metrics, **shown}
             merged = ({m: np.concatenate([done[k][m], new[m]]) for m in new}
                       if "probs" in done[k] else new)
             merged["n_done"] = np.array(stop)
@@ -584,14 +593,15 @@ def _across_classifiers(y: np.ndarray, labels: list[str], refs: list[dict[str, n
     (the study's own first): against full dose and, for a restored cell, the raw low dose."""
     from lowdose.metrics.task import paired_change, paired_change_across
 
+    tasks = [_plain_task(y, j["probs"]) for j in judged]
     each = []
     for k, label in enumerate(labels, start=1):
-        entry = {"label": label, **_plain_task(y, judged[k]["probs"]),
+        entry = {"label": label, **tasks[k],
                  "paired_vs_full_dose": paired_change(y, refs[k]["probs"], judged[k]["probs"])}
         if raw_probs is not None:
             entry["paired_vs_raw"] = paired_change(y, raw_probs[k], judged[k]["probs"])
         each.append(entry)
-    accs = [_plain_task(y, j["probs"])["accuracy"] for j in judged]
+    accs = [t["accuracy"] for t in tasks]
     pooled: dict[str, Any] = {
         "n_classifiers": len(judged), "accuracy_mean": float(np.mean(accs)),
         "accuracy_min": float(np.min(accs)), "accuracy_max": float(np.max(accs)),
@@ -895,6 +905,7 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
         "audit": data.audit,
         "read_failures": {"count": len(data.failures), "files": data.failures},
         "classifier": clf_summary,
+        "classifier_label": classifier_label(clf_summary),
         "extra_classifiers": extra_results,
         "methods": methods,
         "simulator_options": sim_options,

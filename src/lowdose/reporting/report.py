@@ -340,14 +340,27 @@ def _table(results: dict[str, Any]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def classifier_accuracies(results: dict[str, Any], cell: dict[str, Any] | None = None
+                          ) -> list[float]:
+    """Accuracy under each classifier of a study, its own first: at full dose, or in ``cell``.
+
+    Example:
+        >>> classifier_accuracies({"full_dose": {"accuracy": {"value": 0.9}},
+        ...                        "extra_classifiers": [{"full_dose": {"accuracy": 0.8}}]})
+        [0.9, 0.8]
+    """
+    if cell is None:
+        return [results["full_dose"]["accuracy"]["value"]] + [
+            e["full_dose"]["accuracy"] for e in results.get("extra_classifiers") or []]
+    return [cell["accuracy"]["value"]] + [e["accuracy"] for e in cell.get("extra_classifiers", [])]
+
+
 def _across_table(results: dict[str, Any]) -> str:
     """Each cell's accuracy under every classifier and its change pooled over them."""
     extra = results.get("extra_classifiers") or []
     if not extra:
         return ""
-    own = results.get("seeds", {}).get("classifier")
-    labels = [f"seed {own}" if own is not None else "the study's classifier"] + [
-        e["label"] for e in extra]
+    labels = [results["classifier_label"]] + [e["label"] for e in extra]
 
     def pooled(test: dict[str, Any] | None) -> str:
         if not test:
@@ -359,8 +372,7 @@ def _across_table(results: dict[str, Any]) -> str:
             + "".join(f"<th>{html.escape(str(lab))}</th>" for lab in labels)
             + "<th>mean</th><th>vs full dose: lost / gained per classifier (p)</th>"
             "<th>vs raw low dose (p)</th></tr>")
-    fd = [results["full_dose"]["accuracy"]["value"]] + [
-        e["full_dose"]["accuracy"] for e in extra]
+    fd = classifier_accuracies(results)
     rows = [head, "<tr class='ref'><td class='l'>original</td><td>1</td><td class='l'>–</td>"
             + "".join(f"<td>{_fmt(a)}</td>" for a in fd)
             + f"<td>{_fmt(float(np.mean(fd)))}</td><td>–</td><td>–</td></tr>"]
@@ -368,7 +380,7 @@ def _across_table(results: dict[str, Any]) -> str:
         across = c.get("across_classifiers")
         if not across:
             continue
-        accs = [c["accuracy"]["value"]] + [e["accuracy"] for e in c["extra_classifiers"]]
+        accs = classifier_accuracies(results, c)
         rows.append(f"<tr><td class='l'>{html.escape(c['method'])}</td><td>{c['dose']:g}</td>"
                     f"<td class='l'>{html.escape(c['denoiser'])}</td>"
                     + "".join(f"<td>{_fmt(a)}</td>" for a in accs)
@@ -418,8 +430,7 @@ def _pooled_summary(results: dict[str, Any], method: str, dose: float) -> list[s
     raw = next((c for c in at if c["denoiser"] == "none"), None)
     if not extra or raw is None:
         return []
-    fd = np.mean([results["full_dose"]["accuracy"]["value"]]
-                 + [e["full_dose"]["accuracy"] for e in extra])
+    fd = np.mean(classifier_accuracies(results))
 
     def change(test: dict[str, Any]) -> str:
         return (f"{100 * test['change']:+.1f} points, p {test['p_value']:.2g} "
