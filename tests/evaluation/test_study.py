@@ -403,5 +403,13 @@ def test_extra_classifier_seeds_train_like_the_first(tmp_path, monkeypatch) -> N
     with pytest.raises(LowdoseError, match="the study's own classifier"):
         StudyConfig.from_dict({"classifier": "a.safetensors",
                                "extra_classifiers": ["a.safetensors"]})
+    # One file spelt two ways is still one classifier.
+    with pytest.raises(LowdoseError, match="the study's own classifier"):
+        StudyConfig.from_dict({"classifier": "./a.safetensors",
+                               "extra_classifiers": ["a.safetensors"]})
+    with pytest.raises(LowdoseError, match="repeated"):
+        StudyConfig.from_dict({"extra_classifiers": ["a.safetensors", "./a.safetensors"]})
+    assert StudyConfig.from_dict({"extra_classifiers": [2, "2.safetensors"]}).extra_classifiers \
+        == [2, "2.safetensors"]
     with pytest.raises(LowdoseError, match="fixes the seed"):
         StudyConfig.from_dict({"extra_classifiers": [1], "train": {"seed": 4}})

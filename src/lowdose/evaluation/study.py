@@ -152,9 +152,11 @@ class StudyConfig:
         self.extra_classifiers = [c if isinstance(c, str) else int(c)
                                   for c in self.extra_classifiers]
         seeds = [c for c in self.extra_classifiers if isinstance(c, int)]
-        if len(set(map(str, self.extra_classifiers))) != len(self.extra_classifiers):
+        # Files compare by resolved path: `./a.safetensors` and `a.safetensors` are one classifier.
+        keys = [_classifier_key(c) for c in self.extra_classifiers]
+        if len(set(keys)) != len(keys):
             raise LowdoseError(f"study extra_classifiers {self.extra_classifiers}: repeated")
-        if self.classifier is not None and str(self.classifier) in self.extra_classifiers:
+        if self.classifier is not None and _classifier_key(str(self.classifier)) in keys:
             raise LowdoseError(f"study extra_classifiers: {self.classifier} is the study's own "
                                "classifier")
         if seeds and self.classifier is None and self.seed in seeds:
@@ -429,6 +431,16 @@ def get_classifier(cfg: StudyConfig, data: StudyData, cache: Path, resume: bool,
     summary = {"source": "trained", "preset": cfg.preset, "config": tcfg.to_dict(), **summary}
     atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str))
     return model, summary
+
+
+def _classifier_key(entry: int | str) -> str:
+    """What makes two ``extra_classifiers`` entries the same: the seed, or the resolved file.
+
+    Example:
+        >>> _classifier_key(3), _classifier_key("./x.pt") == _classifier_key("x.pt")
+        ('3', True)
+    """
+    return str(entry) if isinstance(entry, int) else str(Path(entry).expanduser().resolve())
 
 
 def extra_classifiers(cfg: StudyConfig, data: StudyData, cache: Path, resume: bool,
