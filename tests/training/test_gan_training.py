@@ -471,7 +471,7 @@ def test_gan_init_starts_every_network_from_a_run_and_refuses_what_cannot(
 
     from lowdose.errors import LowdoseError
     from lowdose.models.loading import read_weights
-    from lowdose.training.gan import build_family, export_generator, load_gan_init, train_gan
+    from lowdose.training.gan import build_family, load_gan_init, train_gan
 
     yy, xx = np.mgrid[:64, :64]
     body = ((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2).astype(np.float32)
@@ -500,10 +500,59 @@ def test_gan_init_starts_every_network_from_a_run_and_refuses_what_cannot(
     with pytest.raises(LowdoseError, match="not 'cyclegan'"):
         load_gan_init(build_family("cyclegan", {}), tmp_path / "run")
     with pytest.raises(LowdoseError, match="no such run folder"):
+        load_gan_init(build_family("gan-circle", {"f0": 8, "critic_base": 8}), "no-such-model")
+    with pytest.raises(LowdoseError, match="architecture"):  # the shipped G is full size
         load_gan_init(build_family("gan-circle", {"f0": 8, "critic_base": 8}), "gan-circle")
-    shipped = export_generator(tmp_path / "run", tmp_path / "w" / "gc")
-    with pytest.raises(LowdoseError, match="no 'g_lh' weights"):
-        load_gan_init(build_family("gan-circle", {"f0": 8, "critic_base": 8}), shipped)
+
+
+def test_gan_init_from_a_generator_alone_starts_g_and_its_average_only(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from lowdose.models.loading import WEIGHTS_DIR, read_weights
+    from lowdose.training.gan import build_family, export_generator, load_gan_init, train_gan
+
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2).astype(np.float32)
+    np.save(tmp_path / "vol.npy", np.stack([-1000 + 1040 * body + 10 * k for k in range(4)]))
+    over = {
+        "model": {"f0": 8, "critic_base": 8},
+        "data": {"paths": [str(tmp_path / "vol.npy")], "slice_size": 64, "patch": 32,
+                 "method": "image-poisson", "min_mean_hu": -2000, "val_length": 4},
+        "trainer": {"max_steps": 2, "batch_size": 2},
+    }
+    train_gan("gan-circle-cpu", tmp_path / "run", overrides=over)
+    exported, _ = read_weights(export_generator(tmp_path / "run", tmp_path / "w" / "gc"))
+    family = build_family("gan-circle", {"f0": 8, "critic_base": 8, "ema_decay": 0.999})
+    fresh = {name: {k: v.clone() for k, v in family.modules[name].state_dict().items()}
+             for name in ("g_hl", "d_high", "d_low")}
+    load_gan_init(family, tmp_path / "w" / "gc.safetensors")
+    for key, value in family.modules["g_lh"].state_dict().items():
+        assert torch.equal(value, exported[key]), key
+    for key, value in family.modules["g_lh_ema"].module.state_dict().items():
+        assert torch.equal(value, exported[key]), key
+    for name, state in fresh.items():  # F and the critics keep their fresh start
+        for key, value in family.modules[name].state_dict().items():
+            assert torch.equal(value, state[key]), f"{name}.{key}"
+    assert family.init_source.endswith("(generator only)")
+    over["model"]["ema_decay"] = 0.999
+    res = train_gan("gan-circle-cpu", tmp_path / "tuned", overrides=over,
+                    init=tmp_path / "w" / "gc.safetensors")
+    assert res.step == 2
+    config = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert config["family"]["init"].endswith("gc.safetensors (generator only)")
+
+    # Shipped weights by name: the semi-supervised G (stride 1) and an upscaler at its scale.
+    for name, arch, file in (("gan-circle-semi", {"stride": 1}, "gan-circle-semi"),
+                             ("gan-circle", {"scale": 2}, "gan-circle-x2")):
+        family = build_family("gan-circle", arch)
+        load_gan_init(family, name)
+        shipped, _ = read_weights(WEIGHTS_DIR / f"{file}.safetensors")
+        for key, value in family.modules["g_lh"].state_dict().items():
+            assert torch.equal(value, shipped[key]), f"{name}: {key}"
+    with pytest.raises(LowdoseError, match="shipped gan-circle weights at scale 2"):
+        load_gan_init(build_family("gan-circle", {"scale": 2}), "gan-circle-semi")
 
 
 def test_cli_train_denoiser_routes_gan_models(tmp_path: Path) -> None:

@@ -65,7 +65,8 @@ def register(app: typer.Typer) -> None:
         init: str | None = typer.Option(
             None, "--init", help="Fine-tune: start from these weights of the same model (a "
             "shipped name such as unet, a .safetensors file or a run folder; gan-circle/"
-            "cyclegan: a run folder, its best/ or a checkpoint, which hold every network)."),
+            "cyclegan: a run folder, its best/ or a checkpoint start every network, shipped "
+            "or exported weights such as gan-circle-semi the generator alone)."),
         bin_: int | None = typer.Option(
             None, "--bin", min=1, help="Supervised models: average the full-dose slices over "
             "K x K pixels first, to train at K times their pixel size (for coarse data)."),

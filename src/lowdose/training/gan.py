@@ -1237,13 +1237,31 @@ def build_family(family: str, model: dict[str, Any]) -> TrainingFamily:
     raise LowdoseError(f"unknown GAN family {family!r}; known: {', '.join(GAN_MODELS)}")
 
 
-def load_gan_init(family: Any, init: Any) -> None:
-    """Start every module of ``family`` from a GAN run's weights (fine-tuning, ``--init``).
+def _shipped_generator_path(family: Any, init: Any) -> Any:
+    """The weight file a shipped name stands for (``gan-circle-semi``; an upscaler at the
+    family's scale), or ``None`` when ``init`` names none."""
+    from lowdose.models.base import denoisers
+    from lowdose.models.gan_circle import SHIPPED_UPSCALERS, shipped_upscaler_path
+    from lowdose.models.loading import WEIGHTS_DIR
 
-    ``init`` is a run folder, its ``best`` folder, a checkpoint folder or their
-    ``model.safetensors``: they hold both generators, both critics and the EMA, all of which a
-    GAN needs to go on. The optimisers, the learning-rate schedule and the step start afresh.
-    Shipped weights (the low->high generator alone) cannot start a GAN run.
+    name, scale = str(init), int(family.arch.get("scale", 1))
+    if scale > 1:
+        return shipped_upscaler_path(name, scale) if name in SHIPPED_UPSCALERS else None
+    if name in denoisers and getattr(denoisers.get(name), "shipped", None):
+        return WEIGHTS_DIR / f"{denoisers.get(name).shipped}.safetensors"
+    return None
+
+
+def load_gan_init(family: Any, init: Any) -> None:
+    """Start a GAN run from earlier weights (fine-tuning, ``--init``).
+
+    ``init`` is either a GAN run (its folder, its ``best`` folder, a checkpoint folder or their
+    ``model.safetensors``), which holds both generators, both critics and the EMA, and every
+    module starts from it; or a generator alone: shipped weights by name (``gan-circle-semi``,
+    or an upscaler such as ``gan-circle`` at scale 2) or a file that
+    :func:`export_generator` wrote. Then only ``G`` (and its EMA) starts from it; ``F`` and the
+    critics start fresh, so a preset with ``critic_warmup`` steps lets the critics catch up
+    before ``G`` moves. The optimisers, the learning-rate schedule and the step start afresh.
 
     Raises:
         LowdoseError: another family, scale or architecture, or a module missing or mismatched.
@@ -1257,10 +1275,14 @@ def load_gan_init(family: Any, init: Any) -> None:
     from lowdose.models.loading import read_weights
     from lowdose.training.trainer import load_module_weights
 
-    if not Path(init).exists():
-        raise LowdoseError(f"--init {init}: no such run folder or weight file (a GAN run starts "
-                           "from a GAN run's weights; shipped weights keep one generator only)")
-    state, config = read_weights(init)
+    path = Path(init)
+    if not path.exists():
+        path = _shipped_generator_path(family, init)
+        if path is None or not path.is_file():
+            raise LowdoseError(f"--init {init}: no such run folder, weight file or shipped "
+                               f"{family.family_name} weights at scale "
+                               f"{family.arch.get('scale', 1)}")
+    state, config = read_weights(path)
     if config.get("family") != family.family_name:
         raise LowdoseError(f"--init {init}: holds {config.get('family') or config.get('model')!r}"
                            f" weights, not {family.family_name!r}")
@@ -1268,10 +1290,16 @@ def load_gan_init(family: Any, init: Any) -> None:
     if config.get("arch") != wanted:
         raise LowdoseError(f"--init {init}: its architecture {config.get('arch')} differs from "
                            f"the preset's {wanted} (scale included)")
-    load_module_weights(family.modules, state, f"--init {init}",
-                        hint="; give a GAN run folder, its best/ or a checkpoint (shipped "
-                        "weights keep one generator only)")
-    family.init_source = str(init)
+    if "module_prefix" in config:  # a run: every network
+        load_module_weights(family.modules, state, f"--init {init}")
+        family.init_source = str(init)
+        return
+    modules = family.modules
+    load_module_weights({"g_lh": modules["g_lh"]}, {f"g_lh.{k}": v for k, v in state.items()},
+                        f"--init {init}")
+    if "g_lh_ema" in modules:  # the average starts where G starts
+        modules["g_lh_ema"] = EMA(modules["g_lh"], modules["g_lh_ema"].decay)
+    family.init_source = f"{init} (generator only)"
 
 
 def train_gan(
