@@ -463,15 +463,11 @@ def test_train_gan_on_user_paths_builds_the_pool_and_resumes(tmp_path: Path) -> 
     assert res.resumed_from == 2 and res.step == 3
 
 
-def test_gan_init_starts_every_network_from_a_run_and_refuses_what_cannot(
-        tmp_path: Path) -> None:
-    import json
-
+def _tiny_gan_run(tmp_path: Path) -> dict[str, dict]:
+    """Train a 2-step tiny GAN-CIRCLE run into ``tmp_path/run``; returns its overrides."""
     import numpy as np
 
-    from lowdose.errors import LowdoseError
-    from lowdose.models.loading import read_weights
-    from lowdose.training.gan import build_family, load_gan_init, train_gan
+    from lowdose.training.gan import train_gan
 
     yy, xx = np.mgrid[:64, :64]
     body = ((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2).astype(np.float32)
@@ -483,6 +479,18 @@ def test_gan_init_starts_every_network_from_a_run_and_refuses_what_cannot(
         "trainer": {"max_steps": 2, "batch_size": 2},
     }
     train_gan("gan-circle-cpu", tmp_path / "run", overrides=over)
+    return over
+
+
+def test_gan_init_starts_every_network_from_a_run_and_refuses_what_cannot(
+        tmp_path: Path) -> None:
+    import json
+
+    from lowdose.errors import LowdoseError
+    from lowdose.models.loading import read_weights
+    from lowdose.training.gan import build_family, load_gan_init, train_gan
+
+    over = _tiny_gan_run(tmp_path)
     saved, _ = read_weights(tmp_path / "run")
     family = build_family("gan-circle", {"f0": 8, "critic_base": 8})
     first = next(iter(family.modules["g_hl"].state_dict()))
@@ -508,21 +516,10 @@ def test_gan_init_starts_every_network_from_a_run_and_refuses_what_cannot(
 def test_gan_init_from_a_generator_alone_starts_g_and_its_average_only(tmp_path: Path) -> None:
     import json
 
-    import numpy as np
-
     from lowdose.models.loading import WEIGHTS_DIR, read_weights
     from lowdose.training.gan import build_family, export_generator, load_gan_init, train_gan
 
-    yy, xx = np.mgrid[:64, :64]
-    body = ((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2).astype(np.float32)
-    np.save(tmp_path / "vol.npy", np.stack([-1000 + 1040 * body + 10 * k for k in range(4)]))
-    over = {
-        "model": {"f0": 8, "critic_base": 8},
-        "data": {"paths": [str(tmp_path / "vol.npy")], "slice_size": 64, "patch": 32,
-                 "method": "image-poisson", "min_mean_hu": -2000, "val_length": 4},
-        "trainer": {"max_steps": 2, "batch_size": 2},
-    }
-    train_gan("gan-circle-cpu", tmp_path / "run", overrides=over)
+    over = _tiny_gan_run(tmp_path)
     exported, _ = read_weights(export_generator(tmp_path / "run", tmp_path / "w" / "gc"))
     family = build_family("gan-circle", {"f0": 8, "critic_base": 8, "ema_decay": 0.999})
     fresh = {name: {k: v.clone() for k, v in family.modules[name].state_dict().items()}
