@@ -182,12 +182,23 @@ def build_from_weights(
     return LoadedWeights(net, arch, hu_range, config, dict(config.get("metadata", {})))
 
 
+def shipped_path(cls: type[NetworkDenoiser]) -> Path:
+    """Where the shipped weights of ``cls`` live (they may be absent).
+
+    Example:
+        >>> from lowdose.models.unet import ResUNetDenoiser
+        >>> shipped_path(ResUNetDenoiser).name
+        'unet.safetensors'
+    """
+    return WEIGHTS_DIR / f"{cls.shipped}.safetensors"
+
+
 def load_shipped(cls: type[NetworkDenoiser], device: str | torch.device | None = None
                  ) -> LoadedWeights:
     """The weights shipped in ``lowdose/weights`` for ``cls``."""
     if not cls.shipped:
         raise LowdoseError(f"{cls.name}: no shipped weights; pass a weight file")
-    path = WEIGHTS_DIR / f"{cls.shipped}.safetensors"
+    path = shipped_path(cls)
     if not path.is_file():
         raise LowdoseError(f"{path}: shipped weights for {cls.name!r} are missing")
     state, config = read_weights(path)
@@ -207,7 +218,7 @@ def shipped_learned() -> list[str]:
     for name in denoisers.names():
         cls = denoisers.get(name)
         if (isinstance(cls, type) and issubclass(cls, NetworkDenoiser) and cls.shipped
-                and (WEIGHTS_DIR / f"{cls.shipped}.safetensors").is_file()):
+                and shipped_path(cls).is_file()):
             names.append(name)
     return names
 

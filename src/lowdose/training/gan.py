@@ -1242,13 +1242,13 @@ def _shipped_generator_path(family: Any, init: Any) -> Any:
     family's scale), or ``None`` when ``init`` names none."""
     from lowdose.models.base import denoisers
     from lowdose.models.gan_circle import SHIPPED_UPSCALERS, shipped_upscaler_path
-    from lowdose.models.loading import WEIGHTS_DIR
+    from lowdose.models.loading import shipped_path
 
     name, scale = str(init), int(family.arch.get("scale", 1))
     if scale > 1:
         return shipped_upscaler_path(name, scale) if name in SHIPPED_UPSCALERS else None
     if name in denoisers and getattr(denoisers.get(name), "shipped", None):
-        return WEIGHTS_DIR / f"{denoisers.get(name).shipped}.safetensors"
+        return shipped_path(denoisers.get(name))
     return None
 
 
@@ -1298,7 +1298,7 @@ def load_gan_init(family: Any, init: Any) -> None:
     load_module_weights({"g_lh": modules["g_lh"]}, {f"g_lh.{k}": v for k, v in state.items()},
                         f"--init {init}")
     if "g_lh_ema" in modules:  # the average starts where G starts
-        modules["g_lh_ema"] = EMA(modules["g_lh"], modules["g_lh_ema"].decay)
+        modules["g_lh_ema"].module.load_state_dict(modules["g_lh"].state_dict())
     family.init_source = f"{init} (generator only)"
 
 
