@@ -539,9 +539,12 @@ def test_gan_init_from_a_generator_alone_starts_g_and_its_average_only(tmp_path:
     assert res.step == 2
     config = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert config["family"]["init"].endswith("gc.safetensors (generator only)")
+    _, shipped_config = read_weights(export_generator(tmp_path / "tuned", tmp_path / "w" / "t"))
+    assert "init" not in shipped_config  # the start is training history: metadata only
+    assert shipped_config["metadata"]["init"] == config["family"]["init"]
 
-    # Shipped weights by name: the semi-supervised G (stride 1) and an upscaler at its scale.
-    for name, arch, file in (("gan-circle-semi", {"stride": 1}, "gan-circle-semi"),
+    # Shipped weights by name: the semi-supervised G (stride 1, f0 128) and an upscaler.
+    for name, arch, file in (("gan-circle-semi", {"stride": 1, "f0": 128}, "gan-circle-semi"),
                              ("gan-circle", {"scale": 2}, "gan-circle-x2")):
         family = build_family("gan-circle", arch)
         load_gan_init(family, name)

@@ -42,9 +42,11 @@ def register(app: typer.Typer) -> None:
             "noise (3x its noise power inserted at 0.25), not of the calibration's full dose."),
         preset: str = typer.Option("cpu", help="Preset name (cpu, gpu) or a YAML file. "
                                     "gan-circle: cpu is the recipe of the shipped weights of the "
-                                    "mode (unpaired, with --paired-fraction, or with --scale 2|4 "
-                                    "the upscalers'; --scale 2 --paired-fraction 0: the "
-                                    "unpaired x2's first stage)."),
+                                    "mode (unpaired, or with --scale 2|4 the upscalers'; "
+                                    "--scale 2 --paired-fraction 0: the unpaired x2's first "
+                                    "stage); with --paired-fraction the one-stage semi recipe "
+                                    "(the shipped semi weights: presets gan-circle-semi-f128-"
+                                    "l1-cpu, then gan-circle-semi-f128-cpu with --init)."),
         out: Path = typer.Option(Path("runs/denoiser"), "--out", help="Output folder."),
         resume: bool = typer.Option(False, "--resume", help="Continue from --out's checkpoint."),
         steps: int | None = typer.Option(None, help="Override the preset's max_steps."),

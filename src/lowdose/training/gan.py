@@ -1395,7 +1395,8 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
         raise LowdoseError(f"{run_dir}: no {prefix!r} weights in the run")
     summary_path = run_dir / "config.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    shipped = {k: v for k, v in config.items() if k not in ("module_prefix", "training")}
+    shipped = {k: v for k, v in config.items()
+               if k not in ("module_prefix", "training", "init")}
     if model:
         shipped["model"] = model
     shipped["metadata"] = {
@@ -1424,7 +1425,9 @@ def gan_preset_name(
 ) -> str:
     """The preset ``--preset`` names: ``gpu`` -> the faithful ``<model>``; ``cpu`` (or None) ->
     the recipe of the model's shipped CPU weights for the mode (GAN-CIRCLE:
-    ``gan-circle-unpaired-cpu``, or ``gan-circle-semi-cpu-s1`` with a paired fraction > 0; at
+    ``gan-circle-unpaired-cpu``, or with a paired fraction > 0 ``gan-circle-semi-cpu-s1``, the
+    one-stage semi-supervised recipe (the shipped semi weights are two stages, each a preset:
+    ``gan-circle-semi-f128-l1-cpu``, then ``gan-circle-semi-f128-cpu`` with ``--init``); at
     scale 2 or 4 the upscalers' ``gan-circle-sr-cpu`` (x2) and ``gan-circle-sr-x4-cpu`` (x4)
     unless the paired fraction is 0, then at scale 2 the first stage of the unpaired x2,
     ``gan-circle-unpaired-x2-cpu``;
