@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from lowdose import Window
-from lowdose.metrics.image import image_metrics, image_quality, psnr, rmse, rmse_hu, ssim
+from lowdose.metrics.image import (
+    TISSUE_BANDS_HU,
+    image_metrics,
+    image_quality,
+    psnr,
+    rmse,
+    rmse_hu,
+    rmse_hu_by_tissue,
+    ssim,
+)
 
 
 def test_psnr_hand_computed_full_and_window():
@@ -58,3 +67,22 @@ def test_image_quality_reports_both_conventions():
     expected = {f"{m}_{c}" for m in ("psnr", "rmse", "ssim") for c in ("full", "window")}
     assert set(out) == expected | {"rmse_hu"}
     assert out["psnr_window"] == pytest.approx(40.0, abs=1e-4)
+
+
+def test_rmse_by_tissue_puts_each_error_in_the_band_of_the_reference():
+    # One column per band of the reference: air, lung, soft tissue, bone.
+    ref = np.repeat(np.array([[-1000.0, -700.0, 40.0, 1000.0]], np.float32), 4, axis=0)
+    pred = ref + np.array([0.0, 30.0, 10.0, -20.0], np.float32)  # a band-specific error each
+    out = rmse_hu_by_tissue(np.stack([pred, pred]), np.stack([ref, ref]))  # a stack pools
+    assert list(out) == list(TISSUE_BANDS_HU)
+    assert [out[b] for b in TISSUE_BANDS_HU] == pytest.approx([0.0, 30.0, 10.0, 20.0])
+    # Both sides are clipped to the full range: air below -1024 HU is no error.
+    deep_air = ref.copy()
+    deep_air[:, 0] = -3000.0
+    assert rmse_hu_by_tissue(deep_air, ref)["air"] == pytest.approx(24.0)  # -1024 vs -1000
+    # Bands follow the reference, not the prediction; an absent band is nan.
+    flat = np.full((4, 4), 40.0, np.float32)
+    out = rmse_hu_by_tissue(flat - 2000.0, flat)
+    assert out["soft tissue"] == pytest.approx(1064.0) and math.isnan(out["bone"])
+    with pytest.raises(ValueError, match="shape mismatch"):
+        rmse_hu_by_tissue(flat, ref[:2])

@@ -95,6 +95,43 @@ def rmse_hu(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.sqrt(np.mean(diff**2)))
 
 
+#: Tissue classes by the reference's HU (lower bound inclusive): where in the image an error lies.
+TISSUE_BANDS_HU: dict[str, tuple[float, float]] = {
+    "air": (-np.inf, -900.0),
+    "lung": (-900.0, -500.0),
+    "soft tissue": (-500.0, 300.0),
+    "bone": (300.0, np.inf),
+}
+
+
+def rmse_hu_by_tissue(
+    pred: np.ndarray, target: np.ndarray,
+    bands: dict[str, tuple[float, float]] = TISSUE_BANDS_HU,
+) -> dict[str, float]:
+    """RMSE in HU within each tissue band of the reference, both images clipped to the full
+    range [-1024, 3072] HU (the ``"full"`` convention, so air below -1024 HU counts as -1024).
+
+    Each band holds the pixels whose *reference* HU lies in ``[low, high)``; a stack is pooled
+    over its slices. A band without pixels gives ``nan``.
+
+    Example:
+        >>> ref = np.full((4, 4), -1000.0, np.float32); ref[:, 2:] = 40.0
+        >>> out = rmse_hu_by_tissue(ref + np.where(ref > 0, 10.0, 0.0), ref)
+        >>> out["air"], out["soft tissue"]
+        (0.0, 10.0)
+    """
+    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+    if pred.shape != target.shape:
+        raise ValueError(f"shape mismatch: prediction {pred.shape} vs reference {target.shape}")
+    full = resolve_range("full")
+    diff = np.clip(pred, full.lo, full.hi) - np.clip(target, full.lo, full.hi)
+    out = {}
+    for name, (low, high) in bands.items():
+        inside = (target >= low) & (target < high)
+        out[name] = float(np.sqrt(np.mean(diff[inside] ** 2))) if inside.any() else float("nan")
+    return out
+
+
 def image_quality(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Every registered metric under both conventions (``psnr_full``, ``ssim_window``, ...)."""
     return {
