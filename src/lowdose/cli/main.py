@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "lowdose.cli.train",
     "lowdose.cli.denoise",
     "lowdose.cli.upscale",
+    "lowdose.cli.score",
     "lowdose.cli.classify",
     "lowdose.cli.study",
 )

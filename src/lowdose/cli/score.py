@@ -1,0 +1,58 @@
+"""``lowdose score REFERENCE IMAGE [IMAGE ...] [--json OUT]``: image metrics on your own data."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import typer
+
+from lowdose.cli.options import parse_window
+
+
+def score(
+    reference: Path = typer.Argument(..., help="The full-dose reference: a file, DICOM series "
+                                     "folder or NIfTI volume."),
+    images: list[Path] = typer.Argument(..., help="Images on the reference's grid to score "
+                                        "(restorations, or the low-dose scan itself)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the scores here."),
+    window: str | None = typer.Option(
+        None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name."),
+    npy_scale: str | None = typer.Option(
+        None, "--npy-scale", help="How .npy values map to HU: 'hu' or 'mayo' (4096*v - 1024)."),
+) -> None:
+    """Score images against a full-dose reference: PSNR/SSIM (full range and soft-tissue
+    window) and RMSE in HU, overall and by tissue (air, lung, soft tissue, bone).
+
+    Example: lowdose score fd.nii.gz qd.nii.gz restored.nii.gz --json scores.json
+    """
+    from lowdose.evaluation.score import format_scores, score_images
+    from lowdose.io import read_ct
+    from lowdose.io.atomic import atomic_write_text
+
+    hu_window = parse_window(window)
+    ref = read_ct(reference, window=hu_window, npy_scale=npy_scale)
+    labels = [str(p) for p in images]
+    if len(set(labels)) != len(labels):
+        raise typer.BadParameter("an image is named twice")
+    scores = score_images(ref, {label: read_ct(path, window=hu_window, npy_scale=npy_scale)
+                                for label, path in zip(labels, images, strict=True)})
+    typer.echo(f"reference: {reference} (full: HU clipped to [-1024, 3072]; window: "
+               "[-160, 240] HU; RMSE HU by the reference's tissue)")
+    typer.echo(format_scores(scores))
+    if json_out is not None:
+        # Strict JSON: null for what is not finite (the PSNR of an image identical to the
+        # reference, the RMSE of a tissue the reference lacks).
+        strict = {label: {k: v if math.isfinite(v) else None for k, v in entry.items()}
+                  for label, entry in scores.items()}
+        record = {"reference": str(reference), "scores": strict,
+                  "conventions": {"full": [-1024.0, 3072.0], "window": [-160.0, 240.0]},
+                  "null": "not finite: infinite PSNR (identical images) or no pixel of a tissue"}
+        atomic_write_text(json_out, json.dumps(record, indent=2, allow_nan=False) + "\n")
+        typer.echo(f"wrote {json_out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``lowdose score`` to app."""
+    app.command("score")(score)

@@ -1,0 +1,56 @@
+"""``lowdose score``: metrics of images against a reference, by tissue, with one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lowdose.image import CTImage
+from lowdose.io import write_ct
+from tests.cli.cli_helpers import assert_one_error_line, run
+
+
+def _phantom(size: int = 64) -> np.ndarray:
+    """Air around a soft-tissue disc holding a lung region and a bone spot."""
+    yy, xx = np.mgrid[:size, :size]
+    r2 = (yy - size / 2) ** 2 + (xx - size / 2) ** 2
+    hu = np.where(r2 < (size * 0.4) ** 2, 40.0, -1000.0)
+    hu[20:30, 20:30] = -750.0  # lung
+    hu[40:44, 40:44] = 700.0  # bone
+    return hu.astype(np.float32)
+
+
+def test_scores_a_noisy_image_by_tissue_and_writes_strict_json(tmp_path: Path, capsys) -> None:
+    ref = _phantom()
+    noisy = ref + np.where(ref > -900, 20.0, 0.0).astype(np.float32)  # +20 HU in the body only
+    write_ct(CTImage(ref, spacing=(0.7, 0.7)), tmp_path / "fd.nii.gz")
+    write_ct(CTImage(noisy, spacing=(0.7, 0.7)), tmp_path / "qd.nii.gz")
+    rc, out, _ = run(["score", str(tmp_path / "fd.nii.gz"), str(tmp_path / "qd.nii.gz"),
+                      str(tmp_path / "fd.nii.gz"), "--json", str(tmp_path / "s.json")], capsys)
+    assert rc == 0 and "soft_tissue HU" in out
+    record = json.loads((tmp_path / "s.json").read_text())
+    qd, same = (record["scores"][str(tmp_path / n)] for n in ("qd.nii.gz", "fd.nii.gz"))
+    assert qd["rmse_hu_air"] == pytest.approx(0.0, abs=1e-3)
+    for band in ("lung", "soft_tissue", "bone"):
+        assert qd[f"rmse_hu_{band}"] == pytest.approx(20.0, abs=1e-3)
+    assert qd["psnr_full"] < 60 and same["psnr_full"] is None  # identical: infinite, null
+    assert same["rmse_hu"] == 0.0
+
+
+def test_images_off_the_reference_grid_are_one_error_line(tmp_path: Path, capsys) -> None:
+    ref = _phantom()
+    write_ct(CTImage(ref, spacing=(0.7, 0.7)), tmp_path / "fd.nii.gz")
+    write_ct(CTImage(ref[:32, :32], spacing=(0.7, 0.7)), tmp_path / "small.nii.gz")
+    write_ct(CTImage(ref, spacing=(0.35, 0.35)), tmp_path / "fine.nii.gz")
+    rc, _, err = run(["score", str(tmp_path / "fd.nii.gz"), str(tmp_path / "small.nii.gz")],
+                     capsys)
+    assert_one_error_line(rc, err, "small.nii.gz", "shape (32, 32)", "(64, 64)")
+    rc, _, err = run(["score", str(tmp_path / "fd.nii.gz"), str(tmp_path / "fine.nii.gz")],
+                     capsys)
+    assert_one_error_line(rc, err, "fine.nii.gz", "pixel spacing")
+    rc, _, err = run(["score", str(tmp_path / "fd.nii.gz"), str(tmp_path / "none.nii.gz")],
+                     capsys)
+    assert_one_error_line(rc, err, "none.nii.gz")

@@ -1,0 +1,38 @@
+"""``lowdose.evaluation.score``: the image metrics of several images against one reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lowdose.errors import LowdoseError
+from lowdose.evaluation.score import format_scores, score_images
+from lowdose.image import CTImage
+from lowdose.metrics.image import TISSUE_BANDS_HU
+
+
+def test_a_volume_scores_its_slices_and_pools_its_tissue_errors() -> None:
+    ref_hu = np.full((2, 16, 16), 40.0, np.float32)  # SSIM's window needs 11 px
+    ref_hu[:, :, :8] = -1000.0  # half air
+    low_hu = ref_hu.copy()
+    low_hu[0, :, 8:] += 10.0  # slice 0: +10 HU in soft tissue; slice 1 exact
+    ref, low = (CTImage(h, spacing=(2.0, 0.7, 0.7)) for h in (ref_hu, low_hu))
+    scores = score_images(ref, {"low": low, "ref": ref})
+    assert set(scores) == {"low", "ref"}
+    low_s = scores["low"]
+    assert low_s["rmse_hu_soft_tissue"] == pytest.approx(math.sqrt(100 / 2))  # pooled
+    assert low_s["rmse_hu_air"] == 0.0 and math.isnan(low_s["rmse_hu_bone"])
+    assert math.isinf(low_s["psnr_full"])  # the mean over slices holds one exact slice
+    assert len(TISSUE_BANDS_HU) == sum(k.startswith("rmse_hu_") for k in low_s)
+    table = format_scores(scores).splitlines()
+    assert table[0].split()[:3] == ["image", "PSNR", "full"] and len(table) == 3
+
+
+def test_another_grid_is_refused() -> None:
+    ref = CTImage(np.zeros((8, 8), np.float32), spacing=(0.7, 0.7))
+    with pytest.raises(LowdoseError, match="shape"):
+        score_images(ref, {"x": CTImage(np.zeros((4, 8), np.float32), spacing=(0.7, 0.7))})
+    with pytest.raises(LowdoseError, match="spacing"):
+        score_images(ref, {"x": CTImage(np.zeros((8, 8), np.float32), spacing=(0.7, 0.8))})
