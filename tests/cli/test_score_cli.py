@@ -54,3 +54,21 @@ def test_images_off_the_reference_grid_are_one_error_line(tmp_path: Path, capsys
     rc, _, err = run(["score", str(tmp_path / "fd.nii.gz"), str(tmp_path / "none.nii.gz")],
                      capsys)
     assert_one_error_line(rc, err, "none.nii.gz")
+
+
+def test_scores_a_restored_dicom_series_against_its_source(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    ref = np.stack([_phantom(), _phantom()])
+    noisy = ref + rng.normal(0, 30, ref.shape).astype(np.float32)
+    geometry = {"spacing": (2.0, 0.7, 0.7), "origin": (0.0, 0.0, 0.0), "direction": np.eye(3)}
+    src = write_ct(CTImage(ref, **geometry), tmp_path / "fd")  # DICOM series folders
+    low = write_ct(CTImage(noisy, **geometry), tmp_path / "qd")
+    assert run(["denoise", str(low), str(tmp_path / "tv"), "--model", "tv"], capsys)[0] == 0
+    rc, out, _ = run(["score", str(src), str(low), str(tmp_path / "tv"), "--json",
+                      str(tmp_path / "s.json")], capsys)
+    assert rc == 0 and str(tmp_path / "tv") in out
+    scores = json.loads((tmp_path / "s.json").read_text())["scores"]
+    before, after = scores[str(low)], scores[str(tmp_path / "tv")]
+    assert before["rmse_hu_soft_tissue"] == pytest.approx(30.0, rel=0.1)  # DICOM rounds to 1 HU
+    assert after["rmse_hu_soft_tissue"] < before["rmse_hu_soft_tissue"]
+    assert after["psnr_full"] > before["psnr_full"]
