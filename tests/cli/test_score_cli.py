@@ -65,8 +65,16 @@ def test_scores_a_restored_dicom_series_against_its_source(tmp_path: Path, capsy
     low = write_ct(CTImage(noisy, **geometry), tmp_path / "qd")
     assert run(["denoise", str(low), str(tmp_path / "tv"), "--model", "tv"], capsys)[0] == 0
     rc, out, _ = run(["score", str(src), str(low), str(tmp_path / "tv"), "--json",
-                      str(tmp_path / "s.json")], capsys)
+                      str(tmp_path / "s.json"), "--diff", str(tmp_path / "diff")], capsys)
     assert rc == 0 and str(tmp_path / "tv") in out
+    # The difference images, on the reference's geometry: what the restoration changed.
+    from lowdose.io import read_ct
+
+    for stem, source in (("qd", noisy), ("tv", None)):
+        d = read_ct(tmp_path / "diff" / f"{stem}-minus-reference.nii.gz")
+        assert d.shape == ref.shape and d.spacing == pytest.approx(geometry["spacing"])
+        if source is not None:  # DICOM stores whole HU
+            np.testing.assert_allclose(d.hu, source - ref, atol=0.51)
     scores = json.loads((tmp_path / "s.json").read_text())["scores"]
     before, after = scores[str(low)], scores[str(tmp_path / "tv")]
     assert before["rmse_hu_soft_tissue"] == pytest.approx(30.0, rel=0.1)  # DICOM rounds to 1 HU

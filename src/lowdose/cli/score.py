@@ -17,6 +17,9 @@ def score(
     images: list[Path] = typer.Argument(..., help="Images on the reference's grid to score "
                                         "(restorations, or the low-dose scan itself)."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the scores here."),
+    diff: Path | None = typer.Option(
+        None, "--diff", help="Also write each image minus the reference (HU, NIfTI) into this "
+        "folder, to view where it changed structure."),
     window: str | None = typer.Option(
         None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name."),
     npy_scale: str | None = typer.Option(
@@ -36,11 +39,22 @@ def score(
     labels = [str(p) for p in images]
     if len(set(labels)) != len(labels):
         raise typer.BadParameter("an image is named twice")
-    scores = score_images(ref, {label: read_ct(path, window=hu_window, npy_scale=npy_scale)
-                                for label, path in zip(labels, images, strict=True)})
+    loaded = {label: read_ct(path, window=hu_window, npy_scale=npy_scale)
+              for label, path in zip(labels, images, strict=True)}
+    scores = score_images(ref, loaded)
     typer.echo(f"reference: {reference} (full: HU clipped to [-1024, 3072]; window: "
                "[-160, 240] HU; RMSE HU by the reference's tissue)")
     typer.echo(format_scores(scores))
+    if diff is not None:
+        from lowdose.evaluation.score import difference_image
+        from lowdose.io import write_ct
+
+        stems = [_stem(p) for p in images]
+        for i, image in enumerate(loaded.values()):
+            stem = stems[i] if stems.count(stems[i]) == 1 else f"{i + 1}-{stems[i]}"
+            path = write_ct(difference_image(ref, image),
+                            diff / f"{stem}-minus-reference.nii.gz")
+            typer.echo(f"wrote {path}")
     if json_out is not None:
         # Strict JSON: null for what is not finite (the PSNR of an image identical to the
         # reference, the RMSE of a tissue the reference lacks).
@@ -51,6 +65,15 @@ def score(
                   "null": "not finite: infinite PSNR (identical images) or no pixel of a tissue"}
         atomic_write_text(json_out, json.dumps(record, indent=2, allow_nan=False) + "\n")
         typer.echo(f"wrote {json_out}")
+
+
+def _stem(path: Path) -> str:
+    """``restored`` for ``restored.nii.gz``, a folder's own name for a DICOM series."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", ".dcm", ".ima"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def register(app: typer.Typer) -> None:

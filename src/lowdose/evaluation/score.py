@@ -64,6 +64,20 @@ def score_images(reference: CTImage, images: dict[str, CTImage]) -> dict[str, di
     return scores
 
 
+def difference_image(reference: CTImage, image: CTImage) -> CTImage:
+    """``image - reference`` in HU on the reference's geometry (unclipped), to look at where a
+    restoration changed structure, not only noise.
+
+    Example:
+        >>> ref = CTImage(np.zeros((4, 4), np.float32), spacing=(0.7, 0.7))
+        >>> float(difference_image(ref, ref.with_pixels(ref.hu + 5)).hu.max())
+        5.0
+    """
+    check_same_grid(reference, image, "image")
+    return reference.with_pixels(image.slices() - reference.slices(),
+                                 metadata={"difference": "image minus reference, HU"})
+
+
 def format_scores(scores: dict[str, dict[str, Any]]) -> str:
     """A plain-text table: one row per image, PSNR/SSIM in both conventions, then RMSE in HU
     overall and by tissue."""
