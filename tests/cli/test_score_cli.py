@@ -30,11 +30,11 @@ def test_scores_a_noisy_image_by_tissue_and_writes_strict_json(tmp_path: Path, c
     write_ct(CTImage(noisy, spacing=(0.7, 0.7)), tmp_path / "qd.nii.gz")
     rc, out, _ = run(["score", str(tmp_path / "fd.nii.gz"), str(tmp_path / "qd.nii.gz"),
                       str(tmp_path / "fd.nii.gz"), "--json", str(tmp_path / "s.json")], capsys)
-    assert rc == 0 and "soft_tissue HU" in out
+    assert rc == 0 and "soft_tissue HU" in out and "lung_and_gas HU" in out
     record = json.loads((tmp_path / "s.json").read_text())
     qd, same = (record["scores"][str(tmp_path / n)] for n in ("qd.nii.gz", "fd.nii.gz"))
-    assert qd["rmse_hu_air"] == pytest.approx(0.0, abs=1e-3)
-    for band in ("lung", "soft_tissue", "bone"):
+    assert qd["rmse_hu_outside_body"] == pytest.approx(0.0, abs=1e-3)
+    for band in ("lung_and_gas", "soft_tissue", "bone"):
         assert qd[f"rmse_hu_{band}"] == pytest.approx(20.0, abs=1e-3)
     assert qd["psnr_full"] < 60 and same["psnr_full"] is None  # identical: infinite, null
     assert same["rmse_hu"] == 0.0
@@ -99,5 +99,5 @@ def test_real_mayo_pair_scores_as_the_benchmark_does(shared_data: Path, tmp_path
     low, out = scores[str(qd)], scores[str(restored)]
     assert low["psnr_full"] == pytest.approx(38.12, abs=0.01)
     assert out["psnr_full"] > low["psnr_full"] + 4
-    for band in ("air", "lung", "soft_tissue", "bone"):
-        assert out[f"rmse_hu_{band}"] < low[f"rmse_hu_{band}"], band
+    for tissue in ("outside_body", "lung_and_gas", "soft_tissue", "bone"):
+        assert out[f"rmse_hu_{tissue}"] < low[f"rmse_hu_{tissue}"], tissue

@@ -10,12 +10,12 @@ import pytest
 from lowdose.errors import LowdoseError
 from lowdose.evaluation.score import format_scores, score_images
 from lowdose.image import CTImage
-from lowdose.metrics.image import TISSUE_BANDS_HU
+from lowdose.metrics.image import TISSUES
 
 
 def test_a_volume_scores_its_slices_and_pools_its_tissue_errors() -> None:
     ref_hu = np.full((2, 16, 16), 40.0, np.float32)  # SSIM's window needs 11 px
-    ref_hu[:, :, :8] = -1000.0  # half air
+    ref_hu[:, :, :8] = -1000.0  # half outside the body
     low_hu = ref_hu.copy()
     low_hu[0, :, 8:] += 10.0  # slice 0: +10 HU in soft tissue; slice 1 exact
     ref, low = (CTImage(h, spacing=(2.0, 0.7, 0.7)) for h in (ref_hu, low_hu))
@@ -23,9 +23,9 @@ def test_a_volume_scores_its_slices_and_pools_its_tissue_errors() -> None:
     assert set(scores) == {"low", "ref"}
     low_s = scores["low"]
     assert low_s["rmse_hu_soft_tissue"] == pytest.approx(math.sqrt(100 / 2))  # pooled
-    assert low_s["rmse_hu_air"] == 0.0 and math.isnan(low_s["rmse_hu_bone"])
+    assert low_s["rmse_hu_outside_body"] == 0.0 and math.isnan(low_s["rmse_hu_bone"])
     assert math.isinf(low_s["psnr_full"])  # the mean over slices holds one exact slice
-    assert len(TISSUE_BANDS_HU) == sum(k.startswith("rmse_hu_") for k in low_s)
+    assert len(TISSUES) == sum(k.startswith("rmse_hu_") for k in low_s)
     table = format_scores(scores).splitlines()
     assert table[0].split()[:3] == ["image", "PSNR", "full"] and len(table) == 3
 

@@ -7,7 +7,7 @@ import pytest
 
 from lowdose import Window
 from lowdose.metrics.image import (
-    TISSUE_BANDS_HU,
+    TISSUES,
     image_metrics,
     image_quality,
     psnr,
@@ -15,6 +15,7 @@ from lowdose.metrics.image import (
     rmse_hu,
     rmse_hu_by_tissue,
     ssim,
+    tissue_masks,
 )
 
 
@@ -69,20 +70,46 @@ def test_image_quality_reports_both_conventions():
     assert out["psnr_window"] == pytest.approx(40.0, abs=1e-4)
 
 
-def test_rmse_by_tissue_puts_each_error_in_the_band_of_the_reference():
-    # One column per band of the reference: air, lung, soft tissue, bone.
-    ref = np.repeat(np.array([[-1000.0, -700.0, 40.0, 1000.0]], np.float32), 4, axis=0)
-    pred = ref + np.array([0.0, 30.0, 10.0, -20.0], np.float32)  # a band-specific error each
+def _body(size: int = 64) -> np.ndarray:
+    """Air, a couch strip apart from the body, and a body of soft tissue holding a lung (with a
+    small vessel) and a bone."""
+    ref = np.full((size, size), -1000.0, np.float32)
+    ref[60:62, 4:60] = -600.0  # the couch: lung-like HU, outside the body
+    ref[8:56, 8:56] = 40.0
+    ref[14:34, 14:34] = -800.0  # lung
+    ref[23:25, 23:25] = 40.0  # a vessel inside it
+    ref[44:50, 40:50] = 900.0  # bone
+    return ref
+
+
+def test_tissue_masks_partition_the_image_and_keep_the_couch_outside_the_body():
+    masks = tissue_masks(_body())
+    assert list(masks) == list(TISSUES)
+    assert sum(m.astype(int) for m in masks.values()).max() == 1  # a partition
+    assert masks["outside body"][60:62, 4:60].all()  # the couch is not lung
+    assert masks["lung and gas"][24, 24] and masks["lung and gas"][20, 20]  # vessel stays in
+    assert masks["bone"][46, 45] and masks["soft tissue"][50, 20]
+    stack = tissue_masks(np.stack([_body(), np.full((64, 64), -1000.0, np.float32)]))
+    assert stack["outside body"][1].all() and stack["lung and gas"].shape == (2, 64, 64)
+
+
+def test_rmse_by_tissue_puts_each_error_in_the_tissue_of_the_reference():
+    ref = _body()
+    masks = tissue_masks(ref)
+    pred = ref.copy()
+    for name, error in zip(TISSUES, (0.0, 30.0, 10.0, 20.0), strict=True):
+        pred[masks[name]] += error  # a tissue-specific error each
     out = rmse_hu_by_tissue(np.stack([pred, pred]), np.stack([ref, ref]))  # a stack pools
-    assert list(out) == list(TISSUE_BANDS_HU)
-    assert [out[b] for b in TISSUE_BANDS_HU] == pytest.approx([0.0, 30.0, 10.0, 20.0])
+    assert list(out) == list(TISSUES)
+    assert [out[t] for t in TISSUES] == pytest.approx([0.0, 30.0, 10.0, 20.0])
     # Both sides are clipped to the full range: air below -1024 HU is no error.
     deep_air = ref.copy()
-    deep_air[:, 0] = -3000.0
-    assert rmse_hu_by_tissue(deep_air, ref)["air"] == pytest.approx(24.0)  # -1024 vs -1000
-    # Bands follow the reference, not the prediction; an absent band is nan.
-    flat = np.full((4, 4), 40.0, np.float32)
+    deep_air[0:4, :] = -3000.0
+    assert rmse_hu_by_tissue(deep_air, ref)["outside body"] == pytest.approx(
+        24.0 * math.sqrt(4 * 64 / masks["outside body"].sum()))  # -1024 vs -1000
+    # An absent tissue is nan; a shape mismatch is an error.
+    flat = np.full((32, 32), 40.0, np.float32)
     out = rmse_hu_by_tissue(flat - 2000.0, flat)
     assert out["soft tissue"] == pytest.approx(1064.0) and math.isnan(out["bone"])
     with pytest.raises(ValueError, match="shape mismatch"):
-        rmse_hu_by_tissue(flat, ref[:2])
+        rmse_hu_by_tissue(flat, ref)

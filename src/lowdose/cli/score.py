@@ -26,7 +26,8 @@ def score(
         None, "--npy-scale", help="How .npy values map to HU: 'hu' or 'mayo' (4096*v - 1024)."),
 ) -> None:
     """Score images against a full-dose reference: PSNR/SSIM (full range and soft-tissue
-    window) and RMSE in HU, overall and by tissue (air, lung, soft tissue, bone).
+    window) and RMSE in HU, overall and by tissue of the reference (outside the body, lung and
+    gas, soft tissue, bone).
 
     Example: lowdose score fd.nii.gz qd.nii.gz restored.nii.gz --json scores.json
     """

@@ -3,7 +3,8 @@
 For each image (a restoration, or the low-dose scan itself) of the reference's grid: PSNR, SSIM
 and RMSE under both conventions (``full``: HU clipped to [-1024, 3072]; ``window``: [-160, 240]
 HU; :mod:`lowdose.metrics.image`), the RMSE in HU, and the RMSE in HU within each tissue band of
-the reference (:data:`lowdose.metrics.image.TISSUE_BANDS_HU`). A volume scores the mean over its
+the reference (:func:`lowdose.metrics.image.tissue_masks`: outside the body, lung and gas,
+soft tissue, bone). A volume scores the mean over its
 slices (PSNR, SSIM, RMSE) or pools its pixels (RMSE in HU, by tissue).
 
 Example:
@@ -44,8 +45,8 @@ def score_images(reference: CTImage, images: dict[str, CTImage]) -> dict[str, di
     """Metrics of each image against ``reference``, keyed by the images' labels.
 
     Each entry holds ``psnr_full``, ``ssim_full``, ``rmse_full``, the same for ``window``,
-    ``rmse_hu`` and ``rmse_hu_<band>`` for each tissue band (``nan`` where the reference has no
-    pixel of the band).
+    ``rmse_hu`` and ``rmse_hu_<tissue>`` for each tissue (``outside_body``, ``lung_and_gas``,
+    ``soft_tissue``, ``bone``; ``nan`` where the reference has none).
 
     Raises:
         LowdoseError: an image on another grid than the reference (shape or pixel spacing).
@@ -58,8 +59,8 @@ def score_images(reference: CTImage, images: dict[str, CTImage]) -> dict[str, di
         check_same_grid(reference, image, label)
         pred = image.slices()
         entry = image_quality(pred, target)
-        for band, value in rmse_hu_by_tissue(pred, target).items():
-            entry[f"rmse_hu_{band.replace(' ', '_')}"] = value
+        for tissue, value in rmse_hu_by_tissue(pred, target).items():
+            entry[f"rmse_hu_{tissue.replace(' ', '_')}"] = value
         scores[label] = entry
     return scores
 
@@ -81,9 +82,9 @@ def difference_image(reference: CTImage, image: CTImage) -> CTImage:
 def format_scores(scores: dict[str, dict[str, Any]]) -> str:
     """A plain-text table: one row per image, PSNR/SSIM in both conventions, then RMSE in HU
     overall and by tissue."""
-    from lowdose.metrics.image import TISSUE_BANDS_HU
+    from lowdose.metrics.image import TISSUES
 
-    bands = [b.replace(" ", "_") for b in TISSUE_BANDS_HU]
+    bands = [t.replace(" ", "_") for t in TISSUES]
     head = ["image", "PSNR full", "SSIM full", "PSNR window", "SSIM window", "RMSE HU",
             *(f"{b} HU" for b in bands)]
     rows = [head]

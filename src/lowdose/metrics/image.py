@@ -95,29 +95,62 @@ def rmse_hu(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.sqrt(np.mean(diff**2)))
 
 
-#: Tissue classes by the reference's HU (lower bound inclusive): where in the image an error lies.
-TISSUE_BANDS_HU: dict[str, tuple[float, float]] = {
-    "air": (-np.inf, -900.0),
-    "lung": (-900.0, -500.0),
-    "soft tissue": (-500.0, 300.0),
-    "bone": (300.0, np.inf),
-}
+#: The tissues an error is split into (:func:`tissue_masks`), in this order.
+TISSUES = ("outside body", "lung and gas", "soft tissue", "bone")
+BODY_HU = -400.0  # the body: the largest connected region above this, its holes filled
+GAS_HU = -400.0  # lung and gas: inside the body, where the smoothed reference is below this
+GAS_SMOOTHING_PX = 2.0  # Gaussian sigma, so that small vessels and septa stay in the lung
+BONE_HU = 300.0  # bone: the rest of the body at or above this
 
 
-def rmse_hu_by_tissue(
-    pred: np.ndarray, target: np.ndarray,
-    bands: dict[str, tuple[float, float]] = TISSUE_BANDS_HU,
-) -> dict[str, float]:
-    """RMSE in HU within each tissue band of the reference, both images clipped to the full
-    range [-1024, 3072] HU (the ``"full"`` convention, so air below -1024 HU counts as -1024).
+def tissue_masks(reference: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean masks of :data:`TISSUES` in a reference slice or stack (slice by slice).
 
-    Each band holds the pixels whose *reference* HU lies in ``[low, high)``; a stack is pooled
-    over its slices. A band without pixels gives ``nan``.
+    - ``outside body``: everything outside the body (air around the patient, the couch);
+    - ``lung and gas``: inside the body where the reference smoothed (Gaussian, sigma
+      ``GAS_SMOOTHING_PX``) lies below ``GAS_HU``: the lungs with their small vessels and
+      septa, airways and bowel gas;
+    - ``soft tissue`` and ``bone``: the rest of the body, below and from ``BONE_HU``.
+
+    The body is the largest connected region of the reference above ``BODY_HU``, its holes
+    (the lungs) filled. The masks partition the image.
 
     Example:
-        >>> ref = np.full((4, 4), -1000.0, np.float32); ref[:, 2:] = 40.0
+        >>> ref = np.full((32, 32), -1000.0); ref[4:28, 4:28] = 40.0; ref[10:20, 8:16] = -800.0
+        >>> # 10 x 8 px of lung; the smoothed boundary takes in some of the wall around it
+        >>> {k: int(v.sum()) for k, v in tissue_masks(ref).items()}
+        {'outside body': 448, 'lung and gas': 104, 'soft tissue': 472, 'bone': 0}
+    """
+    from scipy import ndimage
+
+    ref = np.asarray(reference, np.float64)
+    stack = ref[None] if ref.ndim == 2 else ref
+    masks = {name: np.zeros(stack.shape, bool) for name in TISSUES}
+    for i, hu in enumerate(stack):
+        labels, count = ndimage.label(hu > BODY_HU)
+        if count == 0:
+            masks["outside body"][i] = True
+            continue
+        largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(hu), labels,
+                                                        range(1, count + 1))))
+        body = ndimage.binary_fill_holes(labels == largest)
+        gas = body & (ndimage.gaussian_filter(hu, GAS_SMOOTHING_PX) < GAS_HU)
+        masks["outside body"][i] = ~body
+        masks["lung and gas"][i] = gas
+        masks["soft tissue"][i] = body & ~gas & (hu < BONE_HU)
+        masks["bone"][i] = body & ~gas & (hu >= BONE_HU)
+    return {k: v[0] if ref.ndim == 2 else v for k, v in masks.items()}
+
+
+def rmse_hu_by_tissue(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """RMSE in HU within each tissue of the reference (:func:`tissue_masks`), both images
+    clipped to the full range [-1024, 3072] HU (the ``"full"`` convention, so air below
+    -1024 HU counts as -1024). A stack pools its slices; a tissue without pixels gives ``nan``.
+
+    Example:
+        >>> ref = np.full((32, 32), -1000.0); ref[4:28, 4:28] = 40.0
         >>> out = rmse_hu_by_tissue(ref + np.where(ref > 0, 10.0, 0.0), ref)
-        >>> out["air"], out["soft tissue"]
+        >>> out["outside body"], out["soft tissue"]
         (0.0, 10.0)
     """
     pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
@@ -125,11 +158,8 @@ def rmse_hu_by_tissue(
         raise ValueError(f"shape mismatch: prediction {pred.shape} vs reference {target.shape}")
     full = resolve_range("full")
     diff = np.clip(pred, full.lo, full.hi) - np.clip(target, full.lo, full.hi)
-    out = {}
-    for name, (low, high) in bands.items():
-        inside = (target >= low) & (target < high)
-        out[name] = float(np.sqrt(np.mean(diff[inside] ** 2))) if inside.any() else float("nan")
-    return out
+    return {name: float(np.sqrt(np.mean(diff[mask] ** 2))) if mask.any() else float("nan")
+            for name, mask in tissue_masks(target).items()}
 
 
 def image_quality(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
