@@ -33,9 +33,10 @@ INPUT = "low-dose input"
 
 
 def tissue_errors(label: str, denoiser: Any, pairs: list[tuple[str, np.ndarray, np.ndarray]],
-                  keep: str) -> tuple[dict[str, dict[str, float]], np.ndarray]:
-    """Per pair, the RMSE in HU of each tissue band (``denoiser`` None: the input itself), and
-    the output on pair ``keep`` (for the figure)."""
+                  masks: dict[str, dict[str, np.ndarray]], keep: str
+                  ) -> tuple[dict[str, dict[str, float]], np.ndarray]:
+    """Per pair, the RMSE in HU of each tissue (``masks``: each pair's reference tissues;
+    ``denoiser`` None: the input itself), and the output on pair ``keep`` (for the figure)."""
     import torch
 
     from lowdose.metrics.image import rmse_hu_by_tissue
@@ -47,20 +48,17 @@ def tissue_errors(label: str, denoiser: Any, pairs: list[tuple[str, np.ndarray, 
         if denoiser is not None:
             with torch.inference_mode():
                 out = denoiser.denoise(torch.from_numpy(low)[None, None])[0, 0].numpy()
-        per_pair[name] = rmse_hu_by_tissue(out, full)
+        per_pair[name] = rmse_hu_by_tissue(out, full, masks[name])
         if name == keep:
             kept = out
     return per_pair, kept
 
 
-def bone_crop(full: np.ndarray, size: int = 128) -> tuple[slice, slice]:
-    """The ``size`` x ``size`` window holding the most bone of ``full`` (fine, high-contrast
-    structure, where the GANs' error stays at the input's)."""
+def bone_crop(bone: np.ndarray, size: int = 128) -> tuple[slice, slice]:
+    """The ``size`` x ``size`` window holding the most of the ``bone`` mask (fine,
+    high-contrast structure, where the GANs' error stays at the input's)."""
     from scipy import ndimage
 
-    from lowdose.metrics.image import tissue_masks
-
-    bone = tissue_masks(full)["bone"]
     density = ndimage.uniform_filter(bone.astype(np.float64), size)
     half = size // 2
     inner = density[half:-half, half:-half]  # windows that fit inside the slice
@@ -68,7 +66,8 @@ def bone_crop(full: np.ndarray, size: int = 128) -> tuple[slice, slice]:
     return slice(y, y + size), slice(x, x + size)
 
 
-def figure(full: np.ndarray, outputs: dict[str, np.ndarray], pair: str, path: Path) -> None:
+def figure(full: np.ndarray, bone: np.ndarray, outputs: dict[str, np.ndarray], pair: str,
+           path: Path) -> None:
     """Crops of the full dose and each output (window [-500, 1300] HU), and each output minus
     the full dose (+-100 HU): what every method does to bone and its edges."""
     import matplotlib
@@ -76,7 +75,7 @@ def figure(full: np.ndarray, outputs: dict[str, np.ndarray], pair: str, path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, cols = bone_crop(full)
+    rows, cols = bone_crop(bone)
     labels = list(outputs)
     fig, axes = plt.subplots(2, len(labels) + 1, figsize=(2.2 * (len(labels) + 1), 4.8))
     axes[0, 0].imshow(full[rows, cols], cmap="gray", vmin=-500, vmax=1300)
@@ -98,28 +97,27 @@ def figure(full: np.ndarray, outputs: dict[str, np.ndarray], pair: str, path: Pa
 
 
 def summarise(per_method: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
-    """Mean RMSE over pairs per band, its ratio to the input's, and the pairs where a method
-    leaves a band's error at or above the input's."""
+    """Mean RMSE over pairs per tissue, its ratio to the input's, and the pairs where a method
+    leaves a tissue's error at or above the input's."""
     base = per_method[INPUT]
     names = list(base)
-    bands = list(next(iter(base.values())))
+    tissues = list(next(iter(base.values())))
     summary = {}
     for method, per_pair in per_method.items():
         row = {}
-        for band in bands:
-            values = [per_pair[n][band] for n in names]
-            mean = float(np.mean(values))
-            row[band] = {
+        for t in tissues:
+            mean = float(np.mean([per_pair[n][t] for n in names]))
+            row[t] = {
                 "rmse_hu": mean,
-                "ratio_to_input": mean / float(np.mean([base[n][band] for n in names])),
-                "pairs_not_below_input": [n for n in names if per_pair[n][band] >= base[n][band]],
+                "ratio_to_input": mean / float(np.mean([base[n][t] for n in names])),
+                "pairs_not_below_input": [n for n in names if per_pair[n][t] >= base[n][t]],
             }
         summary[method] = row
     return summary
 
 
 def markdown(result: dict[str, Any]) -> str:
-    bands = list(result["tissue_fraction"])
+    tissues = list(result["tissue_fraction"])
     lines = [
         "# Error by tissue on the real AAPM-Mayo L506 pairs",
         "",
@@ -128,21 +126,21 @@ def markdown(result: dict[str, Any]) -> str:
         "lung and gas, with their small vessels, inside the body where the reference smoothed "
         "over 2 px is below -400 HU; the rest of the body below 300 HU, soft tissue, and from "
         "300 HU, bone; " + ", ".join(
-            f"{b} {100 * f:.1f}%" for b, f in result["tissue_fraction"].items())
+            f"{t} {100 * f:.1f}%" for t, f in result["tissue_fraction"].items())
         + " of the pixels), both images clipped to [-1024, 3072] HU; mean over pairs, then the "
         "ratio to the unrestored input's. `not below input`: pairs on which the tissue's error "
         "is at or above the input's. Denoisers at their defaults (as `lowdose denoise` runs "
         "them).",
         "",
-        "| method | " + " | ".join(f"{b} RMSE (HU) | x input" for b in bands)
+        "| method | " + " | ".join(f"{t} RMSE (HU) | x input" for t in tissues)
         + " | not below input |",
-        "|---|" + "---|---|" * len(bands) + "---|",
+        "|---|" + "---|---|" * len(tissues) + "---|",
     ]
     for method, row in result["methods"].items():
-        worse = [f"{b} {len(row[b]['pairs_not_below_input'])}/{len(result['pairs'])}"
-                 for b in bands if row[b]["pairs_not_below_input"]]
-        cells = " | ".join(f"{row[b]['rmse_hu']:.1f} | {row[b]['ratio_to_input']:.2f}"
-                           for b in bands)
+        worse = [f"{t} {len(row[t]['pairs_not_below_input'])}/{len(result['pairs'])}"
+                 for t in tissues if row[t]["pairs_not_below_input"]]
+        cells = " | ".join(f"{row[t]['rmse_hu']:.1f} | {row[t]['ratio_to_input']:.2f}"
+                           for t in tissues)
         note = "–" if method == INPUT else (", ".join(worse) or "none")
         lines.append(f"| {method} | {cells} | {note} |")
     lines += ["", f"Figure: benchmarks/results/denoise_tissue.png (the 128 px window of pair "
@@ -170,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     masks = {name: tissue_masks(full) for name, _, full in pairs}
     shown = max(masks, key=lambda name: int(masks[name]["bone"].sum()))  # the figure's pair
     per_method, outputs = {}, {}
-    per_method[INPUT], outputs[INPUT] = tissue_errors(INPUT, None, pairs, shown)
+    per_method[INPUT], outputs[INPUT] = tissue_errors(INPUT, None, pairs, masks, shown)
     skipped = {}
     for name in denoisers.names():
         try:
@@ -178,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         except LowdoseError as err:  # e.g. an optional package missing
             skipped[name] = str(err)
             continue
-        per_method[name], outputs[name] = tissue_errors(name, denoiser, pairs, shown)
-    figure(next(p[2] for p in pairs if p[0] == shown), outputs, shown,
+        per_method[name], outputs[name] = tissue_errors(name, denoiser, pairs, masks, shown)
+    figure(next(p[2] for p in pairs if p[0] == shown), masks[shown]["bone"], outputs, shown,
            args.out / "denoise_tissue.png")
     fraction = {t: float(np.mean([m[t].mean() for m in masks.values()])) for t in TISSUES}
     result = {

@@ -34,8 +34,8 @@ def test_scores_a_noisy_image_by_tissue_and_writes_strict_json(tmp_path: Path, c
     record = json.loads((tmp_path / "s.json").read_text())
     qd, same = (record["scores"][str(tmp_path / n)] for n in ("qd.nii.gz", "fd.nii.gz"))
     assert qd["rmse_hu_outside_body"] == pytest.approx(0.0, abs=1e-3)
-    for band in ("lung_and_gas", "soft_tissue", "bone"):
-        assert qd[f"rmse_hu_{band}"] == pytest.approx(20.0, abs=1e-3)
+    for tissue in ("lung_and_gas", "soft_tissue", "bone"):
+        assert qd[f"rmse_hu_{tissue}"] == pytest.approx(20.0, abs=1e-3)
     assert qd["psnr_full"] < 60 and same["psnr_full"] is None  # identical: infinite, null
     assert same["rmse_hu"] == 0.0
 
@@ -87,7 +87,7 @@ def test_real_mayo_pair_scores_as_the_benchmark_does(shared_data: Path, tmp_path
                                                     capsys) -> None:
     """The real L506 1 mm DICOM pair: `lowdose score` gives the input's PSNR that
     `benchmarks/denoise_mayo.py` reports for it (38.12 dB full range), and the default model
-    lowers the error in every tissue band."""
+    lowers the error in every tissue."""
     folder = shared_data / "mayo-l506-pairs" / "dicom"
     qd, fd = (sorted(folder.glob(f"*_{d}_*"))[0] for d in ("QD", "FD"))
     restored = tmp_path / "restored.nii.gz"

@@ -34,6 +34,9 @@ def score(
     from lowdose.evaluation.score import format_scores, score_images
     from lowdose.io import read_ct
     from lowdose.io.atomic import atomic_write_text
+    from lowdose.metrics.image import RANGES
+
+    conventions = {name: [w.lo, w.hi] for name, w in RANGES.items()}
 
     hu_window = parse_window(window)
     ref = read_ct(reference, window=hu_window, npy_scale=npy_scale)
@@ -43,8 +46,9 @@ def score(
     loaded = {label: read_ct(path, window=hu_window, npy_scale=npy_scale)
               for label, path in zip(labels, images, strict=True)}
     scores = score_images(ref, loaded)
-    typer.echo(f"reference: {reference} (full: HU clipped to [-1024, 3072]; window: "
-               "[-160, 240] HU; RMSE HU by the reference's tissue)")
+    full, window_hu = ([f"{v:g}" for v in conventions[k]] for k in ("full", "window"))
+    typer.echo(f"reference: {reference} (full: HU clipped to [{', '.join(full)}]; window: "
+               f"[{', '.join(window_hu)}] HU; RMSE HU by the reference's tissue)")
     typer.echo(format_scores(scores))
     if diff is not None:
         from lowdose.evaluation.score import difference_image
@@ -62,7 +66,7 @@ def score(
         strict = {label: {k: v if math.isfinite(v) else None for k, v in entry.items()}
                   for label, entry in scores.items()}
         record = {"reference": str(reference), "scores": strict,
-                  "conventions": {"full": [-1024.0, 3072.0], "window": [-160.0, 240.0]},
+                  "conventions": conventions,
                   "null": "not finite: infinite PSNR (identical images) or no pixel of a tissue"}
         atomic_write_text(json_out, json.dumps(record, indent=2, allow_nan=False) + "\n")
         typer.echo(f"wrote {json_out}")
@@ -70,11 +74,11 @@ def score(
 
 def _stem(path: Path) -> str:
     """``restored`` for ``restored.nii.gz``, a folder's own name for a DICOM series."""
+    from lowdose.cli.denoise import IMAGE_SUFFIXES  # the suffixes `lowdose denoise` reads
+
     name = path.name
-    for suffix in (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", ".dcm", ".ima"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    suffix = next((s for s in IMAGE_SUFFIXES if name.lower().endswith(s)), "")
+    return name[: len(name) - len(suffix)]
 
 
 def register(app: typer.Typer) -> None:

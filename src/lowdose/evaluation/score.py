@@ -2,10 +2,10 @@
 
 For each image (a restoration, or the low-dose scan itself) of the reference's grid: PSNR, SSIM
 and RMSE under both conventions (``full``: HU clipped to [-1024, 3072]; ``window``: [-160, 240]
-HU; :mod:`lowdose.metrics.image`), the RMSE in HU, and the RMSE in HU within each tissue band of
-the reference (:func:`lowdose.metrics.image.tissue_masks`: outside the body, lung and gas,
-soft tissue, bone). A volume scores the mean over its
-slices (PSNR, SSIM, RMSE) or pools its pixels (RMSE in HU, by tissue).
+HU; :mod:`lowdose.metrics.image`), the RMSE in HU, and the RMSE in HU within each tissue of the
+reference (:func:`lowdose.metrics.image.tissue_masks`: outside the body, lung and gas, soft
+tissue, bone). A volume scores the mean over its slices (PSNR, SSIM, RMSE) or pools its pixels
+(RMSE in HU, by tissue).
 
 Example:
     >>> import numpy as np
@@ -51,15 +51,16 @@ def score_images(reference: CTImage, images: dict[str, CTImage]) -> dict[str, di
     Raises:
         LowdoseError: an image on another grid than the reference (shape or pixel spacing).
     """
-    from lowdose.metrics.image import image_quality, rmse_hu_by_tissue
+    from lowdose.metrics.image import image_quality, rmse_hu_by_tissue, tissue_masks
 
     target = reference.slices()
+    masks = tissue_masks(target)  # the reference's, once for every image
     scores = {}
     for label, image in images.items():
         check_same_grid(reference, image, label)
         pred = image.slices()
         entry = image_quality(pred, target)
-        for tissue, value in rmse_hu_by_tissue(pred, target).items():
+        for tissue, value in rmse_hu_by_tissue(pred, target, masks).items():
             entry[f"rmse_hu_{tissue.replace(' ', '_')}"] = value
         scores[label] = entry
     return scores
@@ -84,14 +85,14 @@ def format_scores(scores: dict[str, dict[str, Any]]) -> str:
     overall and by tissue."""
     from lowdose.metrics.image import TISSUES
 
-    bands = [t.replace(" ", "_") for t in TISSUES]
+    tissues = [t.replace(" ", "_") for t in TISSUES]
     head = ["image", "PSNR full", "SSIM full", "PSNR window", "SSIM window", "RMSE HU",
-            *(f"{b} HU" for b in bands)]
+            *(f"{t} HU" for t in tissues)]
     rows = [head]
     for label, s in scores.items():
         rows.append([label, f"{s['psnr_full']:.2f}", f"{s['ssim_full']:.4f}",
                      f"{s['psnr_window']:.2f}", f"{s['ssim_window']:.4f}", f"{s['rmse_hu']:.1f}",
-                     *(f"{s[f'rmse_hu_{b}']:.1f}" for b in bands)])
+                     *(f"{s[f'rmse_hu_{t}']:.1f}" for t in tissues)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
                        enumerate(zip(r, widths, strict=True))) for r in rows]

@@ -131,8 +131,7 @@ def tissue_masks(reference: np.ndarray) -> dict[str, np.ndarray]:
         if count == 0:
             masks["outside body"][i] = True
             continue
-        largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(hu), labels,
-                                                        range(1, count + 1))))
+        largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))  # label 0: outside
         body = ndimage.binary_fill_holes(labels == largest)
         gas = body & (ndimage.gaussian_filter(hu, GAS_SMOOTHING_PX) < GAS_HU)
         masks["outside body"][i] = ~body
@@ -142,10 +141,13 @@ def tissue_masks(reference: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v[0] if ref.ndim == 2 else v for k, v in masks.items()}
 
 
-def rmse_hu_by_tissue(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+def rmse_hu_by_tissue(pred: np.ndarray, target: np.ndarray,
+                      masks: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """RMSE in HU within each tissue of the reference (:func:`tissue_masks`), both images
     clipped to the full range [-1024, 3072] HU (the ``"full"`` convention, so air below
     -1024 HU counts as -1024). A stack pools its slices; a tissue without pixels gives ``nan``.
+    ``masks``: ``tissue_masks(target)`` when already made (scoring several images against one
+    reference).
 
     Example:
         >>> ref = np.full((32, 32), -1000.0); ref[4:28, 4:28] = 40.0
@@ -159,7 +161,7 @@ def rmse_hu_by_tissue(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     full = resolve_range("full")
     diff = np.clip(pred, full.lo, full.hi) - np.clip(target, full.lo, full.hi)
     return {name: float(np.sqrt(np.mean(diff[mask] ** 2))) if mask.any() else float("nan")
-            for name, mask in tissue_masks(target).items()}
+            for name, mask in (tissue_masks(target) if masks is None else masks).items()}
 
 
 def image_quality(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
