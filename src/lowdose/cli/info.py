@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lowdose.cli.options import parse_window
+from lowdose.cli.options import npy_scale_option, parse_window
 
 
 def info(
@@ -20,9 +20,7 @@ def info(
         "--window",
         help="HU window for 8-bit PNG/JPEG: 'lo,hi' or a name (default lung = -1350,150).",
     ),
-    npy_scale: str | None = typer.Option(
-        None, "--npy-scale", help="How .npy values map to HU: 'hu' or 'mayo' (4096*v - 1024)."
-    ),
+    npy_scale: str | None = npy_scale_option(),
 ) -> None:
     """Print what a file or folder holds: kind, shape, spacing, HU range, series, skipped files.
 

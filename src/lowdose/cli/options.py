@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lowdose.errors import LowdoseError
 from lowdose.image import Window
+
+
+def npy_scale_option(default: str | None = None) -> Any:
+    """The ``--npy-scale`` option of the commands that read ``.npy`` images.
+
+    Example:
+        >>> npy_scale_option().param_decls
+        ('--npy-scale',)
+    """
+    import typer
+
+    return typer.Option(default, "--npy-scale",
+                        help="How .npy values map to HU: 'hu' or 'mayo' (4096*v - 1024).")
 
 
 def parse_window(text: str | None) -> Window | None:

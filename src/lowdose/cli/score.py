@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from lowdose.cli.options import parse_window
+from lowdose.cli.options import npy_scale_option, parse_window
 
 
 def score(
@@ -22,8 +22,7 @@ def score(
         "folder, to view where it changed structure."),
     window: str | None = typer.Option(
         None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name."),
-    npy_scale: str | None = typer.Option(
-        None, "--npy-scale", help="How .npy values map to HU: 'hu' or 'mayo' (4096*v - 1024)."),
+    npy_scale: str | None = npy_scale_option(),
 ) -> None:
     """Score images against a full-dose reference: PSNR/SSIM (full range and soft-tissue
     window) and RMSE in HU, overall and by tissue of the reference (outside the body, lung and

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from lowdose.cli.options import npy_scale_option
 from lowdose.errors import LowdoseError
 
 
@@ -48,9 +49,7 @@ def simulate(
     window: str | None = typer.Option(
         None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name (lung)."
     ),
-    npy_scale: str | None = typer.Option(
-        None, "--npy-scale", help="How .npy values map to HU: 'hu' or 'mayo' (4096*v - 1024)."
-    ),
+    npy_scale: str | None = npy_scale_option(),
     pixel_size: float | None = typer.Option(
         None, "--pixel-size", help="Pixel size (mm) for inputs without one (npy, PNG); "
         "default: the larger side spans 380 mm (0.742 mm at 512 px)."
@@ -86,7 +85,7 @@ def calibrate(
         Path("calibration.json"), "--out", "-o", help="Calibration JSON to write."
     ),
     dose: float = typer.Option(0.25, "--dose", help="Dose fraction of the real low-dose images."),
-    npy_scale: str = typer.Option("mayo", "--npy-scale", help="How .npy values map to HU."),
+    npy_scale: str = npy_scale_option("mayo"),
     pixel_size: float | None = typer.Option(
         None, "--pixel-size", help="Pixel size (mm) when the files carry none (npy)."
     ),
