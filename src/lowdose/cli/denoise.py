@@ -9,8 +9,6 @@ import typer
 
 from lowdose.errors import LowdoseError
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", ".dcm", ".ima")
-
 
 def list_denoisers() -> list[tuple[str, str]]:
     """``(name, one-line description)`` for every registered denoiser; the default is marked."""
@@ -28,9 +26,11 @@ def list_denoisers() -> list[tuple[str, str]]:
 def _inputs(src: Path) -> list[tuple[Path, str]]:
     """``(input, output name)`` pairs: one for a file or a DICOM series, one per image in a
     folder of images (NIfTI, npy, PNG)."""
+    from lowdose.io.read import IMAGE_FILE_SUFFIXES
+
     if src.is_dir():
         files = sorted(p for p in src.iterdir()
-                       if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+                       if p.is_file() and p.name.lower().endswith(IMAGE_FILE_SUFFIXES))
         non_dicom = [p for p in files if not p.name.lower().endswith((".dcm", ".ima"))]
         if non_dicom and len(non_dicom) == len(files):
             return [(p, p.name) for p in non_dicom]

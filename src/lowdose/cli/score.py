@@ -73,10 +73,10 @@ def score(
 
 def _stem(path: Path) -> str:
     """``restored`` for ``restored.nii.gz``, a folder's own name for a DICOM series."""
-    from lowdose.cli.denoise import IMAGE_SUFFIXES  # the suffixes `lowdose denoise` reads
+    from lowdose.io.read import IMAGE_FILE_SUFFIXES
 
     name = path.name
-    suffix = next((s for s in IMAGE_SUFFIXES if name.lower().endswith(s)), "")
+    suffix = next((s for s in IMAGE_FILE_SUFFIXES if name.lower().endswith(s)), "")
     return name[: len(name) - len(suffix)]
 
 

@@ -44,6 +44,7 @@ from lowdose.io.datasets import CLASSES
 from lowdose.models.classifiers import LUNG_WINDOW
 
 FULL_DOSE = "full-dose"
+"""The grid column of the full-dose images (``results.json`` ``grid``; the report's first)."""
 RAW = "none"
 """The denoiser name of the unrestored low-dose images."""
 RESULTS_FORMAT = "lowdose-study/3"
@@ -836,7 +837,7 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
         fingerprints = _forget_changed_denoisers(cells_dir, dens, say)
     den_names = [RAW] + [n for n, _ in dens]
     cells: list[dict[str, Any]] = []
-    grid_images: dict[str, np.ndarray] = {"full-dose": ref["grid_img"]}
+    grid_images: dict[str, np.ndarray] = {FULL_DOSE: ref["grid_img"]}
     t_cells = time.perf_counter()
     cell_times: dict[str, float] = {}
     total = len(methods) * len(cfg.doses) * len(den_names)

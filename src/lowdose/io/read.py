@@ -21,6 +21,9 @@ from lowdose.io.base import Reader, Writer, readers, writers
 from lowdose.io.formats.common import ReadOptions, WriteOptions
 from lowdose.io.formats.dicom import SeriesInfo
 
+#: Files that hold one image each, as the commands that walk a folder of images look for them.
+IMAGE_FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", ".dcm", ".ima")
+
 
 def _pick_reader(path: Path, options) -> Reader:
     candidates = [readers.get(name)(options) for name in readers.names()]

@@ -28,9 +28,6 @@ from lowdose.errors import LowdoseError
 from lowdose.image import HU_MIN, CTImage, Window
 from lowdose.physics.checks import check_dose
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", ".nii", ".nii.gz", ".dcm", ".ima")
-EIGHT_BIT = (".png", ".jpg", ".jpeg")
-
 
 @dataclass
 class Job:
@@ -74,10 +71,12 @@ def plan_jobs(source: Path) -> list[Job]:
         return [Job(source, Path(source.name))]
     if _is_series_folder(source):
         return [Job(source, Path("."), is_series=True)]
+    from lowdose.io.read import IMAGE_FILE_SUFFIXES
+
     jobs = []
     for path in sorted(source.rglob("*")):
         if path.is_file() and not path.name.startswith(".") and (
-            _suffix(path) in IMAGE_SUFFIXES
+            _suffix(path) in IMAGE_FILE_SUFFIXES
         ):
             jobs.append(Job(path, path.relative_to(source)))
     if not jobs:

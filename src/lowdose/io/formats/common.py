@@ -152,10 +152,6 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def fmt_spacing(spacing: tuple[float, ...]) -> str:
-    return " x ".join(f"{s:.4g}" for s in spacing) + " mm"
-
-
 def is_close(a: float, b: float, tol: float = 1e-3) -> bool:
     return math.isclose(a, b, rel_tol=tol, abs_tol=tol)
 
