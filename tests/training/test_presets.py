@@ -71,13 +71,17 @@ def test_shipped_presets_that_build_on_another_keep_their_recipes() -> None:
     assert s1["family"] == "gan-circle" and s1["model"]["stride"] == 1
     assert s1["model"]["jst_tau"] == 0.5  # from gan-circle-semi-cpu, two bases up
     assert s1["model"]["gp_weight"] == 10.0  # from gan-circle-cpu, three bases up
-    # The shipped semi weights' two stages: the same G (f0 128) and pool, L1 first, then the GAN.
+    # The shipped semi weights' stages: the same G (f0 128) and pool, L1 first, then the GAN,
+    # then more L1 steps at half the rate and the same GAN stage again.
     l1 = gan.load_preset("gan-circle-semi-f128-l1-cpu")
     gan2 = gan.load_preset("gan-circle-semi-f128-cpu")
+    l1_ft = gan.load_preset("gan-circle-semi-f128-l1-ft-cpu")
     assert l1["model"]["l1_only"] and not gan2["model"].get("l1_only", False)
     assert l1["model"]["f0"] == gan2["model"]["f0"] == 128 and gan2["model"]["stride"] == 1
     assert gan2["model"]["lr_generator"] < l1["model"]["lr_generator"]
     assert gan2["data"] == s1["data"] and l1["data"] == {**s1["data"], "patch": 96}
+    assert l1_ft["model"] == {**l1["model"], "lr_generator": 1.5e-4, "lr_decay": [1000, 3000]}
+    assert l1_ft["data"] == l1["data"] and l1_ft["trainer"] == l1["trainer"]
     tune, long = denoising.load_preset("cpu-finetune"), denoising.load_preset("cpu-long")
     assert tune.data == long.data and tune.optim.lr == long.optim.lr / 4
 

@@ -46,7 +46,9 @@ def register(app: typer.Typer) -> None:
                                     "--scale 2 --paired-fraction 0: the unpaired x2's first "
                                     "stage); with --paired-fraction the one-stage semi recipe "
                                     "(the shipped semi weights: presets gan-circle-semi-f128-"
-                                    "l1-cpu, then gan-circle-semi-f128-cpu with --init)."),
+                                    "l1-cpu, gan-circle-semi-f128-cpu, gan-circle-semi-f128-l1-"
+                                    "ft-cpu and gan-circle-semi-f128-cpu again, each with --init "
+                                    "the generator of the one before)."),
         out: Path = typer.Option(Path("runs/denoiser"), "--out", help="Output folder."),
         resume: bool = typer.Option(False, "--resume", help="Continue from --out's checkpoint."),
         steps: int | None = typer.Option(None, help="Override the preset's max_steps."),

@@ -1426,8 +1426,10 @@ def gan_preset_name(
     """The preset ``--preset`` names: ``gpu`` -> the faithful ``<model>``; ``cpu`` (or None) ->
     the recipe of the model's shipped CPU weights for the mode (GAN-CIRCLE:
     ``gan-circle-unpaired-cpu``, or with a paired fraction > 0 ``gan-circle-semi-cpu-s1``, the
-    one-stage semi-supervised recipe (the shipped semi weights are two stages, each a preset:
-    ``gan-circle-semi-f128-l1-cpu``, then ``gan-circle-semi-f128-cpu`` with ``--init``); at
+    one-stage semi-supervised recipe (the shipped semi weights are four stages, each a preset:
+    ``gan-circle-semi-f128-l1-cpu``, ``gan-circle-semi-f128-cpu``,
+    ``gan-circle-semi-f128-l1-ft-cpu`` and ``gan-circle-semi-f128-cpu`` again, each with
+    ``--init`` the generator of the one before); at
     scale 2 or 4 the upscalers' ``gan-circle-sr-cpu`` (x2) and ``gan-circle-sr-x4-cpu`` (x4)
     unless the paired fraction is 0, then at scale 2 the first stage of the unpaired x2,
     ``gan-circle-unpaired-x2-cpu``;
