@@ -26,12 +26,13 @@ def list_denoisers() -> list[tuple[str, str]]:
 def _inputs(src: Path) -> list[tuple[Path, str]]:
     """``(input, output name)`` pairs: one for a file or a DICOM series, one per image in a
     folder of images (NIfTI, npy, PNG)."""
+    from lowdose.io.formats.dicom import DICOM_SUFFIXES
     from lowdose.io.read import IMAGE_FILE_SUFFIXES
 
     if src.is_dir():
         files = sorted(p for p in src.iterdir()
                        if p.is_file() and p.name.lower().endswith(IMAGE_FILE_SUFFIXES))
-        non_dicom = [p for p in files if not p.name.lower().endswith((".dcm", ".ima"))]
+        non_dicom = [p for p in files if not p.name.lower().endswith(DICOM_SUFFIXES)]
         if non_dicom and len(non_dicom) == len(files):
             return [(p, p.name) for p in non_dicom]
     return [(src, "")]
