@@ -96,6 +96,21 @@ def test_dicom_series_in_series_out(tmp_path, capsys):
     assert low.metadata["format"] == "dicom"
 
 
+def test_a_tree_of_dicom_files_named_dicom_or_ima_writes_dcm(tmp_path, capsys):
+    from tests.io.test_dicom import ct_slice
+
+    for name in ("a/one.dicom", "b/two.IMA"):
+        (tmp_path / "tree" / name).parent.mkdir(parents=True, exist_ok=True)
+        ct_slice(tmp_path / "tree" / name, np.round(body(32)))
+    rc, _, err = run(["simulate", str(tmp_path / "tree"), str(tmp_path / "low"),
+                      "--dose", "0.5"], capsys)
+    assert rc == 0, err
+    outs = sorted(p.relative_to(tmp_path / "low").as_posix()
+                  for p in (tmp_path / "low").rglob("*") if p.is_file())
+    assert outs == ["a/one.dcm", "b/two.dcm"]
+    assert read_ct(tmp_path / "low" / "a" / "one.dcm").shape == (32, 32)
+
+
 def test_png_dataset_keeps_its_layout_and_window(tmp_path, capsys):
     data = tmp_path / "data"
     lung = Window.named("lung")

@@ -36,3 +36,14 @@ def test_another_grid_is_refused() -> None:
         score_images(ref, {"x": CTImage(np.zeros((4, 8), np.float32), spacing=(0.7, 0.7))})
     with pytest.raises(LowdoseError, match="spacing"):
         score_images(ref, {"x": CTImage(np.zeros((8, 8), np.float32), spacing=(0.7, 0.8))})
+
+
+def test_rmse_hu_counts_scanner_padding_as_air() -> None:
+    ref_hu = np.full((16, 16), 40.0, np.float32)
+    ref_hu[:, :4] = -3024.0  # padding outside the reconstruction circle
+    restored_hu = np.where(ref_hu < -1024, -1024.0, ref_hu + 5.0).astype(np.float32)
+    ref, restored = (CTImage(h, spacing=(0.7, 0.7)) for h in (ref_hu, restored_hu))
+    scores = score_images(ref, {"restored": restored})["restored"]
+    # 5 HU in the 12 body columns, 0 in the 4 padded ones (unclipped it would be ~1000 HU)
+    assert scores["rmse_hu"] == pytest.approx(math.sqrt(25 * 12 / 16))
+    assert scores["rmse_hu_outside_body"] == 0.0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from lowdose.cli.options import npy_scale_option, series_option
 from lowdose.errors import LowdoseError
 
 
@@ -56,6 +57,8 @@ def denoise_path(
     strength: float = 1.0,
     precision: str = "fp32",
     warn: Callable[[str], None] | None = None,
+    series: str | None = None,
+    npy_scale: str | None = None,
 ) -> list[Path]:
     """Denoise a file, a DICOM series folder, a NIfTI volume or a folder of images into ``dst``.
 
@@ -63,7 +66,8 @@ def denoise_path(
     other images becomes a folder of restored images with the same names. Never writes over
     the input. Returns the written paths. Inputs whose pixel size lies outside what the model
     was trained on are reported through ``warn`` (default: :func:`warnings.warn`), once per
-    distinct message.
+    distinct message. ``series`` picks one series of a folder holding several; ``npy_scale``
+    says how ``.npy`` values map to HU (see :func:`lowdose.io.read_ct`).
 
     Example:
         >>> denoise_path("qd.nii.gz", "restored.nii.gz", model="bm3d")  # doctest: +SKIP
@@ -86,7 +90,7 @@ def denoise_path(
         out = dst / name if name else dst
         if out.resolve() == path.resolve():
             raise LowdoseError(f"{out}: output would overwrite the input")
-        image = read_ct(path)
+        image = read_ct(path, series=series, npy_scale=npy_scale)
         note = denoiser.pixel_size_note(image.pixel_size_mm)
         if note and note not in said:
             said.add(note)
@@ -121,6 +125,8 @@ def register(app: typer.Typer) -> None:
         precision: str = typer.Option(
             "fp32", help="Learned models: fp32, or bf16 (a GPU, or a CPU with native bf16: "
             "2-3x faster there, about 1 HU rms of rounding; see the README)."),
+        series: str | None = series_option(),
+        npy_scale: str | None = npy_scale_option(),
     ) -> None:
         """Restore a low-dose CT image, volume or DICOM series.
 
@@ -132,6 +138,6 @@ def register(app: typer.Typer) -> None:
             return
         for path in denoise_path(src, dst, model, device, batch_size, trust_pickle,
                                  self_ensemble=self_ensemble, strength=strength,
-                                 precision=precision,
+                                 precision=precision, series=series, npy_scale=npy_scale,
                                  warn=lambda m: typer.echo(f"warning: {m}", err=True)):
             typer.echo(f"wrote {path}")

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import typer
 
-from lowdose.cli.options import npy_scale_option, parse_window
+from lowdose.cli.options import npy_scale_option, parse_window, series_option
 
 
 def info(
     path: Path = typer.Argument(..., help="A CT file (DICOM, NIfTI, .npy, PNG/JPEG) or a folder."),
-    series: str | None = typer.Option(
-        None, "--series", help="SeriesInstanceUID (or a unique part) in a folder of several."
-    ),
+    series: str | None = series_option(of="PATH"),
     window: str | None = typer.Option(
         None,
         "--window",

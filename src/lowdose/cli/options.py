@@ -23,6 +23,19 @@ def npy_scale_option(default: str | None = None) -> Any:
                         help="How .npy values map to HU: 'hu' or 'mayo' (4096*v - 1024).")
 
 
+def series_option(flag: str = "--series", of: str = "the input") -> Any:
+    """A ``--series UID`` option: which DICOM series to read from a folder that holds several.
+
+    Example:
+        >>> series_option().param_decls
+        ('--series',)
+    """
+    import typer
+
+    return typer.Option(None, flag, help=f"SeriesInstanceUID (or a unique part of it) to read "
+                        f"when {of} is a folder of several DICOM series (lowdose info lists them).")
+
+
 def parse_window(text: str | None) -> Window | None:
     """A :class:`lowdose.Window` from ``"lo,hi"`` or a name (``lung``, ``abdomen``, ...).
 

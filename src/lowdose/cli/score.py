@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from lowdose.cli.options import npy_scale_option, parse_window
+from lowdose.cli.options import npy_scale_option, parse_window, series_option
+
+if TYPE_CHECKING:
+    from lowdose.image import CTImage
 
 
 def score(
@@ -23,6 +27,10 @@ def score(
     window: str | None = typer.Option(
         None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name."),
     npy_scale: str | None = npy_scale_option(),
+    reference_series: str | None = series_option("--reference-series", of="REFERENCE"),
+    series: str | None = typer.Option(
+        None, "--series", help="SeriesInstanceUID (or a unique part of it) to read from each "
+        "IMAGE that is a folder of several DICOM series (lowdose info lists them)."),
 ) -> None:
     """Score images against a full-dose reference: PSNR/SSIM (full range and soft-tissue
     window) and RMSE in HU, overall and by tissue of the reference (outside the body, lung and
@@ -31,23 +39,24 @@ def score(
     Example: lowdose score fd.nii.gz qd.nii.gz restored.nii.gz --json scores.json
     """
     from lowdose.evaluation.score import format_scores, score_images
-    from lowdose.io import read_ct
     from lowdose.io.atomic import atomic_write_text
     from lowdose.metrics.image import RANGES
 
     conventions = {name: [w.lo, w.hi] for name, w in RANGES.items()}
 
     hu_window = parse_window(window)
-    ref = read_ct(reference, window=hu_window, npy_scale=npy_scale)
+    ref = _read_reference(reference, window=hu_window, npy_scale=npy_scale,
+                          series=reference_series)
     labels = [str(p) for p in images]
     if len(set(labels)) != len(labels):
         raise typer.BadParameter("an image is named twice")
-    loaded = {label: read_ct(path, window=hu_window, npy_scale=npy_scale)
+    loaded = {label: _read_image(path, series, window=hu_window, npy_scale=npy_scale)
               for label, path in zip(labels, images, strict=True)}
     scores = score_images(ref, loaded)
     full, window_hu = ([f"{v:g}" for v in conventions[k]] for k in ("full", "window"))
     typer.echo(f"reference: {reference} (full: HU clipped to [{', '.join(full)}]; window: "
-               f"[{', '.join(window_hu)}] HU; RMSE HU by the reference's tissue)")
+               f"[{', '.join(window_hu)}] HU; RMSE HU clipped to the full range, overall and by "
+               "the reference's tissue)")
     typer.echo(format_scores(scores))
     if diff is not None:
         from lowdose.evaluation.score import difference_image
@@ -69,6 +78,32 @@ def score(
                   "null": "not finite: infinite PSNR (identical images) or no pixel of a tissue"}
         atomic_write_text(json_out, json.dumps(record, indent=2, allow_nan=False) + "\n")
         typer.echo(f"wrote {json_out}")
+
+
+def _read_reference(path: Path, **options: Any) -> CTImage:
+    """The reference, with the option that picks its series named as score spells it."""
+    from lowdose.errors import LowdoseError
+    from lowdose.io import read_ct
+    from lowdose.io.formats.dicom import MixedSeriesError
+
+    try:
+        return read_ct(path, **options)
+    except MixedSeriesError as exc:
+        raise LowdoseError(str(exc).replace("--series UID", "--reference-series UID")) from None
+
+
+def _read_image(path: Path, series: str | None, **options: Any) -> CTImage:
+    """An image to score; ``series`` applies only where the image is a folder of several
+    series, so restored series written by lowdose (one series each) read as they are."""
+    from lowdose.io import read_ct
+    from lowdose.io.formats.dicom import MixedSeriesError
+
+    try:
+        return read_ct(path, **options)
+    except MixedSeriesError:
+        if series is None:
+            raise
+        return read_ct(path, series=series, **options)
 
 
 def _stem(path: Path) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lowdose.cli.options import npy_scale_option
+from lowdose.cli.options import npy_scale_option, series_option
 from lowdose.errors import LowdoseError
 
 
@@ -50,6 +50,7 @@ def simulate(
         None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name (lung)."
     ),
     npy_scale: str | None = npy_scale_option(),
+    series: str | None = series_option(),
     pixel_size: float | None = typer.Option(
         None, "--pixel-size", help="Pixel size (mm) for inputs without one (npy, PNG); "
         "default: the larger side spans 380 mm (0.742 mm at 512 px)."
@@ -71,7 +72,8 @@ def simulate(
     written = simulate_path(
         input, output, _parse_doses(dose, doses), method=method, seed=seed,
         calibration=calibration, window=parse_window(window), npy_scale=npy_scale,
-        pixel_size_mm=pixel_size, relative_dose=relative_dose, device=device, progress=True,
+        series=series, pixel_size_mm=pixel_size, relative_dose=relative_dose, device=device,
+        progress=True,
     )
     typer.echo(f"wrote {len(written)} output(s) under {output}")
 

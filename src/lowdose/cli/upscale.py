@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from lowdose.cli.options import npy_scale_option, series_option
 from lowdose.errors import LowdoseError
 
 
@@ -40,12 +41,15 @@ def upscale_path(
     batch_size: int = 4,
     progress: bool = True,
     precision: str = "fp32",
+    series: str | None = None,
+    npy_scale: str | None = None,
 ) -> Path:
     """Upscale a CT file, volume or DICOM series in-plane by ``scale`` into ``dst``.
 
     The output has the in-plane spacing divided by ``scale`` and the same field of view; a DICOM
     series is written as a derived series (new series UID, patient and study kept). Never
-    writes over the input.
+    writes over the input. ``series`` picks one series of a folder holding several;
+    ``npy_scale`` says how ``.npy`` values map to HU (see :func:`lowdose.io.read_ct`).
 
     Example:
         >>> upscale_path("series/", "series-x2/", scale=2)  # doctest: +SKIP
@@ -60,7 +64,7 @@ def upscale_path(
     if dst.resolve() == src.resolve():
         raise LowdoseError(f"{dst}: output would overwrite the input")
     upscaler = load_upscaler(model, scale=scale, device=device, precision=precision)
-    image = read_ct(src)
+    image = read_ct(src, series=series, npy_scale=npy_scale)
     out = upscaler.upscale_image(image, batch_size=batch_size, progress=progress)
     return write_ct(out, dst, description=f"lowdose gan-circle x{scale}")
 
@@ -82,6 +86,8 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(4, min=1, help="Slices per batch."),
         precision: str = typer.Option(
             "fp32", help="fp32, or bf16 (a GPU, or a CPU with native bf16: faster there)."),
+        series: str | None = series_option(),
+        npy_scale: str | None = npy_scale_option(),
     ) -> None:
         """Super-resolve CT slices in-plane with GAN-CIRCLE (spacing divided by the scale).
 
@@ -93,5 +99,6 @@ def register(app: typer.Typer) -> None:
             return
         if scale not in (2, 4):
             raise LowdoseError(f"--scale must be 2 or 4, got {scale}")
-        written = upscale_path(src, dst, scale, model, device, batch_size, precision=precision)
+        written = upscale_path(src, dst, scale, model, device, batch_size, precision=precision,
+                               series=series, npy_scale=npy_scale)
         typer.echo(f"wrote {written}")

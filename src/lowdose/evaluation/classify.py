@@ -16,7 +16,7 @@ import numpy as np
 
 from lowdose.errors import LowdoseError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".ima", ".npy", ".nii", ".gz", ".tif",
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".ima", ".npy", ".nii", ".gz", ".tif",
                   ".tiff", ".bmp")
 
 

@@ -2,10 +2,11 @@
 
 For each image (a restoration, or the low-dose scan itself) of the reference's grid: PSNR, SSIM
 and RMSE under both conventions (``full``: HU clipped to [-1024, 3072]; ``window``: [-160, 240]
-HU; :mod:`lowdose.metrics.image`), the RMSE in HU, and the RMSE in HU within each tissue of the
-reference (:func:`lowdose.metrics.image.tissue_masks`: outside the body, lung and gas, soft
-tissue, bone). A volume scores the mean over its slices (PSNR, SSIM, RMSE) or pools its pixels
-(RMSE in HU, by tissue).
+HU; :mod:`lowdose.metrics.image`), the RMSE in HU (both images clipped to the full range, so
+scanner padding of -2048 or -3024 HU outside the reconstruction circle counts as air), and the
+same RMSE within each tissue of the reference (:func:`lowdose.metrics.image.tissue_masks`:
+outside the body, lung and gas, soft tissue, bone). A volume scores the mean over its slices
+(PSNR, SSIM, RMSE) or pools its pixels (RMSE in HU, by tissue).
 
 Example:
     >>> import numpy as np
@@ -45,13 +46,22 @@ def score_images(reference: CTImage, images: dict[str, CTImage]) -> dict[str, di
     """Metrics of each image against ``reference``, keyed by the images' labels.
 
     Each entry holds ``psnr_full``, ``ssim_full``, ``rmse_full``, the same for ``window``,
-    ``rmse_hu`` and ``rmse_hu_<tissue>`` for each tissue (``outside_body``, ``lung_and_gas``,
+    ``rmse_hu`` (HU, both images clipped to the full range) and ``rmse_hu_<tissue>`` for each
+    tissue (``outside_body``, ``lung_and_gas``,
     ``soft_tissue``, ``bone``; ``nan`` where the reference has none).
 
     Raises:
         LowdoseError: an image on another grid than the reference (shape or pixel spacing).
     """
-    from lowdose.metrics.image import image_quality, rmse_hu_by_tissue, tissue_masks
+    from lowdose.metrics.image import (
+        image_quality,
+        resolve_range,
+        rmse_hu,
+        rmse_hu_by_tissue,
+        tissue_masks,
+    )
+
+    full = resolve_range("full")
 
     target = reference.slices()
     masks = tissue_masks(target)  # the reference's, once for every image
@@ -60,6 +70,10 @@ def score_images(reference: CTImage, images: dict[str, CTImage]) -> dict[str, di
         check_same_grid(reference, image, label)
         pred = image.slices()
         entry = image_quality(pred, target)
+        # Clipped like the tissue columns: unclipped, a scanner's padding (-3024 HU) against a
+        # restoration that floors air at -1024 HU reads as an error of hundreds of HU.
+        entry["rmse_hu"] = rmse_hu(np.clip(pred, full.lo, full.hi),
+                                   np.clip(target, full.lo, full.hi))
         for tissue, value in rmse_hu_by_tissue(pred, target, masks).items():
             entry[f"rmse_hu_{tissue.replace(' ', '_')}"] = value
         scores[label] = entry

@@ -22,7 +22,7 @@ from lowdose.io.formats.common import ReadOptions, WriteOptions
 from lowdose.io.formats.dicom import SeriesInfo
 
 #: Files that hold one image each, as the commands that walk a folder of images look for them.
-IMAGE_FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", ".dcm", ".ima")
+IMAGE_FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".ima")
 
 
 def _pick_reader(path: Path, options) -> Reader:

@@ -48,7 +48,7 @@ def _output_name(relative: Path) -> Path:
     suffix = _suffix(relative)
     if suffix in (".jpg", ".jpeg"):
         return relative.with_suffix(".png")
-    if suffix == ".ima":
+    if suffix in (".ima", ".dicom"):
         return relative.with_suffix(".dcm")
     return relative
 
@@ -127,6 +127,7 @@ def simulate_path(
     calibration: str | os.PathLike[str] | None = None,
     window: Window | None = None,
     npy_scale: str | None = None,
+    series: str | None = None,
     pixel_size_mm: float | None = None,
     relative_dose: bool = False,
     device: str | None = None,
@@ -146,6 +147,9 @@ def simulate_path(
         calibration: a calibration JSON for ``projection`` (default: the shipped Mayo fit).
         window: HU window of 8-bit inputs (else the one a lowdose PNG recorded).
         npy_scale: how ``.npy`` values map to HU (``hu`` or ``mayo``).
+        series: SeriesInstanceUID (or a unique part) to read when ``source`` is a folder of
+            several DICOM series (then it is read as one series folder, subfolders included),
+            or the series a DICOM file must belong to.
         pixel_size_mm: pixel size for inputs without one (npy, PNG); default: the image's
             larger side spans 380 mm (0.742 mm for 512 pixels).
         relative_dose: ``projection``: each dose is a fraction of each slice's own dose, read
@@ -176,7 +180,12 @@ def simulate_path(
         options["calibration"] = Path(calibration)
     if relative_dose:
         options.update(relative_dose_options(method, "--relative-dose"))
-    jobs = plan_jobs(source)
+    if series is not None and source.is_dir():
+        # Naming a series says the folder is a series folder, even with subfolders (viewer
+        # exports keep captures or other series in them).
+        jobs = [Job(source, Path("."), is_series=True)]
+    else:
+        jobs = plan_jobs(source)
     many = len(jobs) > 1 or jobs[0].is_series or len(doses) > 1
     if many and output.exists() and not output.is_dir():
         raise LowdoseError(f"{output}: expected a folder (a series, a dataset or several doses)")
@@ -185,6 +194,8 @@ def simulate_path(
     reads: dict[str, Any] = {"window": window}
     if npy_scale is not None:
         reads["npy_scale"] = npy_scale
+    if series is not None:
+        reads["series"] = series
 
     bar = None
     if progress:

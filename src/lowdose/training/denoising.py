@@ -32,7 +32,7 @@ from lowdose.training.base import TrainingFamily
 from lowdose.training.presets import CONFIG_DIR, merge_settings, read_preset, shipped_names
 from lowdose.training.trainer import Trainer, TrainerConfig, TrainResult
 
-CT_SUFFIXES = (".dcm", ".ima", ".nii", ".nii.gz", ".npy")
+CT_SUFFIXES = (".dcm", ".dicom", ".ima", ".nii", ".nii.gz", ".npy")
 
 
 @dataclass

@@ -1,0 +1,108 @@
+"""``--series`` on every command that reads a CT input: a folder holding two DICOM series fails
+with one error line that names the option to use, and the option picks the series."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lowdose.image import CTImage
+from lowdose.io import read_ct, write_ct
+from tests.cli.cli_helpers import assert_one_error_line, run
+
+
+def _series(tmp_path: Path, name: str, n: int, level: float) -> Path:
+    rng = np.random.default_rng(n)
+    yy, xx = np.mgrid[:32, :32]
+    body = ((yy - 16) ** 2 + (xx - 16) ** 2) < 12**2
+    hu = np.where(body, level, -1000.0)[None].repeat(n, 0) + rng.normal(0, 30, (n, 32, 32))
+    image = CTImage(hu.astype(np.float32), spacing=(2.0, 0.8, 0.8), origin=(0.0, 0.0, 0.0),
+                    direction=np.eye(3))
+    return write_ct(image, tmp_path / name)
+
+
+def _uid(folder: Path) -> str:
+    return read_ct(folder).metadata["series_uid"]
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> tuple[Path, str, str]:
+    """One flat folder holding a 3-slice series and a 2-slice series; their UIDs."""
+    three, two = _series(tmp_path, "three", 3, 40.0), _series(tmp_path, "two", 2, 60.0)
+    uid3, uid2 = _uid(three), _uid(two)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for source in (three, two):
+        for f in source.iterdir():
+            f.rename(folder / f"{source.name}-{f.name}")
+    return folder, uid3, uid2
+
+
+@pytest.mark.parametrize("command", [
+    ["denoise", "--model", "tv"],
+    ["upscale", "--scale", "2"],
+    ["simulate", "--dose", "0.5", "--method", "image-poisson"],
+])
+def test_series_picks_one_of_two_in_a_folder(mixed, tmp_path: Path, capsys, command) -> None:
+    folder, uid3, uid2 = mixed
+    name, *options = command
+    out = tmp_path / "out"
+    rc, _, err = run([name, str(folder), str(out), *options], capsys)
+    err = "\n".join(line for line in err.replace("\r", "\n").splitlines() if "%|" not in line)
+    assert_one_error_line(rc, err, "2 DICOM series", "--series UID", uid3, uid2)
+    assert not out.exists()
+    rc, _, err = run([name, str(folder), str(out), *options, "--series", uid2], capsys)
+    assert rc == 0, err
+    written = read_ct(out)
+    assert written.shape[0] == 2  # the 2-slice series, not the 3-slice one
+    rc, _, err = run([name, str(folder), str(tmp_path / "out3"), *options,
+                      "--series", uid3[-6:]], capsys)  # a unique part of the UID does too
+    assert rc == 0, err
+    assert read_ct(tmp_path / "out3").shape[0] == 3
+
+
+def test_series_refuses_a_uid_the_folder_lacks(mixed, tmp_path: Path, capsys) -> None:
+    folder, uid3, _ = mixed
+    rc, _, err = run(["denoise", str(folder), str(tmp_path / "o"), "--model", "tv",
+                      "--series", "9.9.9.9"], capsys)
+    assert_one_error_line(rc, err, "'9.9.9.9' is not here", uid3)
+
+
+def test_simulate_series_reads_a_folder_with_subfolders_as_one_series_folder(
+    mixed, tmp_path: Path, capsys
+) -> None:
+    folder, _, uid2 = mixed
+    (folder / "info").mkdir()  # a subfolder makes it a dataset tree unless a series is named
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "info" / "capture.png")
+    with pytest.warns(UserWarning, match="skipped info/capture.png"):
+        rc, _, err = run(["simulate", str(folder), str(tmp_path / "o"), "--series", uid2],
+                         capsys)
+    assert rc == 0, err
+    assert read_ct(tmp_path / "o").shape == (2, 32, 32)
+    pngs = tmp_path / "pngs" / "class"
+    pngs.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(pngs / "a.png")
+    rc, _, err = run(["simulate", str(tmp_path / "pngs"), str(tmp_path / "p"),
+                      "--series", uid2], capsys)
+    err = "\n".join(line for line in err.replace("\r", "\n").splitlines() if "%|" not in line)
+    assert_one_error_line(rc, err, "no DICOM series")
+
+
+def test_score_reference_series_and_image_series(mixed, tmp_path: Path, capsys) -> None:
+    folder, uid3, _ = mixed
+    restored = _series(tmp_path, "restored", 3, 45.0)  # one series: read as it is
+    rc, _, err = run(["score", str(folder), str(restored)], capsys)
+    assert_one_error_line(rc, err, "--reference-series UID", uid3)
+    scores = tmp_path / "s.json"
+    rc, _, err = run(["score", str(folder), str(restored), str(folder),
+                      "--reference-series", uid3, "--series", uid3, "--json", str(scores)],
+                     capsys)
+    assert rc == 0, err
+    entries = json.loads(scores.read_text())["scores"]
+    # the mixed folder as an image read its 3-slice series: identical to the reference
+    assert entries[str(folder)]["psnr_full"] is None and entries[str(folder)]["rmse_hu"] == 0
+    assert 0 < entries[str(restored)]["rmse_hu"] < 30
