@@ -4,6 +4,8 @@ with one error line that names the option to use, and the option picks the serie
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +108,17 @@ def test_score_reference_series_and_image_series(mixed, tmp_path: Path, capsys) 
     # the mixed folder as an image read its 3-slice series: identical to the reference
     assert entries[str(folder)]["psnr_full"] is None and entries[str(folder)]["rmse_hu"] == 0
     assert 0 < entries[str(restored)]["rmse_hu"] < 30
+
+
+def test_from_the_shell_a_warning_is_one_line(mixed, tmp_path: Path) -> None:
+    folder, _, uid2 = mixed
+    (folder / "info").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "info" / "capture.png")
+    script = [sys.executable, "-c",
+              "import sys; from lowdose.cli.main import main; sys.exit(main())"]
+    done = subprocess.run([*script, "denoise", str(folder), str(tmp_path / "o"), "--model", "tv",
+                           "--series", uid2], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.replace("\r", "\n").splitlines()
+             if line.strip() and "%|" not in line]
+    assert lines == [f"warning: {folder}: skipped info/capture.png (not DICOM (png file))"]

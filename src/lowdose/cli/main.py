@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
+from typing import TextIO
 
 import typer
 
@@ -54,10 +56,27 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors become one ``error:`` line on stderr and exit code 2."""
+    """Run the CLI; user errors become one ``error:`` line on stderr and exit code 2.
+
+    Run from the shell (``argv`` None) without ``--debug``, warnings print as one
+    ``warning: ...`` line each, without the Python source line that raised them.
+    """
+    from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    with warnings.catch_warnings():
+        if from_shell and not debug:
+            warnings.showwarning = _show_warning
+        return _run(argv, debug)
+
+
+def _run(argv: list[str], debug: bool) -> int:
     try:
         build_app()(args=argv, prog_name="lowdose", standalone_mode=False)
     except typer.Exit as exc:
