@@ -54,7 +54,6 @@ def test_series_picks_one_of_two_in_a_folder(mixed, tmp_path: Path, capsys, comm
     name, *options = command
     out = tmp_path / "out"
     rc, _, err = run([name, str(folder), str(out), *options], capsys)
-    err = "\n".join(line for line in err.replace("\r", "\n").splitlines() if "%|" not in line)
     assert_one_error_line(rc, err, "2 DICOM series", "--series UID", uid3, uid2)
     assert not out.exists()
     rc, _, err = run([name, str(folder), str(out), *options, "--series", uid2], capsys)
@@ -90,7 +89,6 @@ def test_simulate_series_reads_a_folder_with_subfolders_as_one_series_folder(
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(pngs / "a.png")
     rc, _, err = run(["simulate", str(tmp_path / "pngs"), str(tmp_path / "p"),
                       "--series", uid2], capsys)
-    err = "\n".join(line for line in err.replace("\r", "\n").splitlines() if "%|" not in line)
     assert_one_error_line(rc, err, "no DICOM series")
 
 

@@ -198,14 +198,15 @@ def simulate_path(
         reads["series"] = series
 
     bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs) * len(doses), desc=f"simulate {method}", unit="image")
     written: list[Path] = []
     try:
         for job in jobs:
             image = read_ct(job.source, **reads)
+            if progress and bar is None:
+                # Drawn once the first input reads, so an unreadable one is one error line alone.
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(jobs) * len(doses), desc=f"simulate {method}", unit="image")
             win = _window_for(image, job.source, window)
             # Below -1024 HU is never tissue: DICOM padding outside the reconstruction circle
             # (-2048, -3024) or the floor of a display window (lung: -1350). Both are air.
