@@ -28,9 +28,7 @@ def score(
         None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name."),
     npy_scale: str | None = npy_scale_option(),
     reference_series: str | None = series_option("--reference-series", of="REFERENCE"),
-    series: str | None = typer.Option(
-        None, "--series", help="SeriesInstanceUID (or a unique part of it) to read from each "
-        "IMAGE that is a folder of several DICOM series (lowdose info lists them)."),
+    series: str | None = series_option(of="an IMAGE"),
 ) -> None:
     """Score images against a full-dose reference: PSNR/SSIM (full range and soft-tissue
     window) and RMSE in HU, overall and by tissue of the reference (outside the body, lung and

@@ -19,10 +19,10 @@ from lowdose.errors import LowdoseError
 from lowdose.image import CTImage, Window
 from lowdose.io.base import Reader, Writer, readers, writers
 from lowdose.io.formats.common import ReadOptions, WriteOptions
-from lowdose.io.formats.dicom import SeriesInfo
+from lowdose.io.formats.dicom import DICOM_SUFFIXES, SeriesInfo
 
 #: Files that hold one image each, as the commands that walk a folder of images look for them.
-IMAGE_FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".ima")
+IMAGE_FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
 
 
 def _pick_reader(path: Path, options) -> Reader:

@@ -45,10 +45,12 @@ def _suffix(path: Path) -> str:
 
 def _output_name(relative: Path) -> Path:
     """The output's relative path: same format, 8-bit images as PNG, DICOM files as .dcm."""
+    from lowdose.io.formats.dicom import DICOM_SUFFIXES
+
     suffix = _suffix(relative)
     if suffix in (".jpg", ".jpeg"):
         return relative.with_suffix(".png")
-    if suffix in (".ima", ".dicom"):
+    if suffix in DICOM_SUFFIXES:
         return relative.with_suffix(".dcm")
     return relative
 
@@ -63,13 +65,15 @@ def _is_series_folder(folder: Path) -> bool:
     return bool(scan.series)
 
 
-def plan_jobs(source: Path) -> list[Job]:
-    """What to simulate under ``source``: one file, one DICOM series, or every image of a tree."""
+def plan_jobs(source: Path, series: str | None = None) -> list[Job]:
+    """What to simulate under ``source``: one file, one DICOM series, or every image of a tree.
+    A folder from which a ``series`` is named is one series folder, even with subfolders (viewer
+    exports keep captures or other series in them)."""
     if not source.exists():
         raise LowdoseError(f"{source}: no such file or folder")
     if source.is_file():
         return [Job(source, Path(source.name))]
-    if _is_series_folder(source):
+    if series is not None or _is_series_folder(source):
         return [Job(source, Path("."), is_series=True)]
     from lowdose.io.read import IMAGE_FILE_SUFFIXES
 
@@ -180,12 +184,7 @@ def simulate_path(
         options["calibration"] = Path(calibration)
     if relative_dose:
         options.update(relative_dose_options(method, "--relative-dose"))
-    if series is not None and source.is_dir():
-        # Naming a series says the folder is a series folder, even with subfolders (viewer
-        # exports keep captures or other series in them).
-        jobs = [Job(source, Path("."), is_series=True)]
-    else:
-        jobs = plan_jobs(source)
+    jobs = plan_jobs(source, series)
     many = len(jobs) > 1 or jobs[0].is_series or len(doses) > 1
     if many and output.exists() and not output.is_dir():
         raise LowdoseError(f"{output}: expected a folder (a series, a dataset or several doses)")
