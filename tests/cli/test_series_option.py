@@ -1,5 +1,6 @@
 """``--series`` on every command that reads a CT input: a folder holding two DICOM series fails
-with one error line that names the option to use, and the option picks the series."""
+with one error line that names the option to use, and the option picks the series;
+``--series all`` (denoise, upscale, simulate) writes each series into a subfolder of its own."""
 
 from __future__ import annotations
 
@@ -120,3 +121,55 @@ def test_from_the_shell_a_warning_is_one_line(mixed, tmp_path: Path) -> None:
     lines = [line for line in done.stderr.replace("\r", "\n").splitlines()
              if line.strip() and "%|" not in line]
     assert lines == [f"warning: {folder}: skipped info/capture.png (not DICOM (png file))"]
+
+
+@pytest.mark.parametrize("command", [
+    ["denoise", "--model", "tv"],
+    ["upscale", "--scale", "2"],
+    ["simulate", "--dose", "0.5", "--method", "image-poisson"],
+    ["simulate", "--doses", "0.5,0.25", "--method", "image-poisson"],
+])
+def test_series_all_writes_each_series_into_its_own_subfolder(
+    mixed, tmp_path: Path, capsys, command
+) -> None:
+    from lowdose.io.read import each_series
+
+    folder, _, _ = mixed
+    (folder / "info").mkdir()  # a viewer's capture beside the series: warned of once
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "info" / "capture.png")
+    names = [name for name, _ in each_series(folder)]
+    assert len(set(names)) == 2
+    name, *options = command
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="skipped info/capture.png") as caught:
+        rc, _, err = run([name, str(folder), str(out), *options, "--series", "all"], capsys)
+    assert rc == 0, err
+    assert len(caught) == 1
+    roots = [out / "dose-0.5", out / "dose-0.25"] if "--doses" in options else [out]
+    for root in roots:
+        assert sorted(p.name for p in root.iterdir()) == sorted(names)
+        three, two = (read_ct(root / n) for n in names)  # largest series first
+        assert (three.shape[0], two.shape[0]) == (3, 2)
+        c, k = three.shape[-1] // 2, three.shape[-1] // 8
+        body = (slice(None), slice(c - k, c + k), slice(c - k, c + k))
+        # each subfolder holds its own series: the 40 HU and the 60 HU body
+        assert abs(float(three.slices()[body].mean()) - 40) < 8
+        assert abs(float(two.slices()[body].mean()) - 60) < 8
+
+
+def test_series_all_refuses_a_file_and_commands_that_read_one_series(
+    mixed, tmp_path: Path, capsys
+) -> None:
+    folder, uid3, _ = mixed
+    one = next(folder.iterdir())
+    rc, _, err = run(["denoise", str(one), str(tmp_path / "o"), "--model", "tv",
+                      "--series", "all"], capsys)
+    assert_one_error_line(rc, err, "--series all reads a folder of DICOM series, not a file")
+    rc, _, err = run(["score", str(folder), str(folder), "--reference-series", uid3,
+                      "--series", "all"], capsys)
+    assert_one_error_line(rc, err, "--series all is for the commands that write each series "
+                          "apart")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, _, err = run(["simulate", str(empty), str(tmp_path / "s"), "--series", "all"], capsys)
+    assert_one_error_line(rc, err, "empty folder")

@@ -82,8 +82,8 @@ def test_upscale_nifti_x4(tmp_path: Path, scale: int) -> None:
 
     src = write_ct(CTImage(np.zeros((16, 12), np.float32) + 40, spacing=(1.0, 1.0)),
                    tmp_path / "a.nii.gz")
-    out = upscale_path(src, tmp_path / "b.nii.gz", scale, str(_weights(tmp_path, scale)),
-                       progress=False)
+    [out] = upscale_path(src, tmp_path / "b.nii.gz", scale, str(_weights(tmp_path, scale)),
+                         progress=False)
     img = read_ct(out)
     assert img.shape[-2:] == (64, 48)
     assert np.allclose(img.spacing[-2:], (0.25, 0.25))

@@ -376,3 +376,22 @@ def test_changed_shape_writes_geometry_from_the_image_but_keeps_patient_tags(tmp
     assert back.shape == (3, 8, 8) and back.spacing == pytest.approx((2.0, 1.6, 1.4))
     ds = pydicom.dcmread(next((tmp_path / "half").iterdir()))
     assert ds.PatientID == "P001" and ds.StudyInstanceUID == img.metadata["study_uid"]
+
+
+def test_series_folder_names_are_unique_folder_names() -> None:
+    from lowdose.io.formats.dicom import SeriesInfo, series_folder_names
+
+    def info(uid: str, description: str, number: int | None) -> SeriesInfo:
+        return SeriesInfo(uid, description, 1, "CT", 8, 8, "axial", number, "1.2")
+
+    names = series_folder_names([
+        info("1.2.3.100", "CHEST 2.5 MM/ABD.PEL 2.5MM", 2),
+        info("1.2.3.201", "Lung", 3),
+        info("1.2.3.202", "Lung", 3),  # two series alike: their UIDs' ends keep them apart
+        info("1.2.3.300", "", None),
+        info("1.2.3.400", "  ", None),
+        info("9.300", "", None),  # and where those end alike too, their positions
+    ])
+    assert names == ["2-CHEST_2_5_MM_ABD_PEL_2_5MM", "3-Lung-201", "3-Lung-202",
+                     "series-300-4", "series-400", "series-300-6"]
+    assert all("." not in n and "/" not in n for n in names)  # no suffix, no subfolder

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from lowdose.cli.options import npy_scale_option, series_option
 from lowdose.errors import LowdoseError
+
+if TYPE_CHECKING:
+    from lowdose.image import CTImage
 
 
 def list_denoisers() -> list[tuple[str, str]]:
@@ -24,19 +28,27 @@ def list_denoisers() -> list[tuple[str, str]]:
     return rows
 
 
-def _inputs(src: Path) -> list[tuple[Path, str]]:
-    """``(input, output name)`` pairs: one for a file or a DICOM series, one per image in a
-    folder of images (NIfTI, npy, PNG)."""
+def _inputs(src: Path, dst: Path, series: str | None, npy_scale: str | None
+            ) -> list[tuple[Path, Callable[[], CTImage]]]:
+    """``(output, read)`` pairs: one for a file or a DICOM series, one per image in a folder of
+    images (NIfTI, npy, PNG), one per series with ``--series all`` (``dst/<series name>/``)."""
+    from lowdose.io import read_ct
     from lowdose.io.formats.dicom import DICOM_SUFFIXES
-    from lowdose.io.read import IMAGE_FILE_SUFFIXES
+    from lowdose.io.read import ALL_SERIES, IMAGE_FILE_SUFFIXES, each_series
+
+    if series == ALL_SERIES:
+        return [(dst / name, read) for name, read in each_series(src)]
+
+    def reader(path: Path) -> Callable[[], CTImage]:
+        return lambda: read_ct(path, series=series, npy_scale=npy_scale)
 
     if src.is_dir():
         files = sorted(p for p in src.iterdir()
                        if p.is_file() and p.name.lower().endswith(IMAGE_FILE_SUFFIXES))
         non_dicom = [p for p in files if not p.name.lower().endswith(DICOM_SUFFIXES)]
         if non_dicom and len(non_dicom) == len(files):
-            return [(p, p.name) for p in non_dicom]
-    return [(src, "")]
+            return [(dst / p.name, reader(p)) for p in non_dicom]
+    return [(dst, reader(src))]
 
 
 def _warn(message: str) -> None:
@@ -66,13 +78,14 @@ def denoise_path(
     other images becomes a folder of restored images with the same names. Never writes over
     the input. Returns the written paths. Inputs whose pixel size lies outside what the model
     was trained on are reported through ``warn`` (default: :func:`warnings.warn`), once per
-    distinct message. ``series`` picks one series of a folder holding several; ``npy_scale``
+    distinct message. ``series`` picks one series of a folder holding several (``"all"``: each
+    series into a subfolder of ``dst`` named by its number and description); ``npy_scale``
     says how ``.npy`` values map to HU (see :func:`lowdose.io.read_ct`).
 
     Example:
         >>> denoise_path("qd.nii.gz", "restored.nii.gz", model="bm3d")  # doctest: +SKIP
     """
-    from lowdose.io import read_ct, write_ct
+    from lowdose.io import write_ct
     from lowdose.models.loading import load_denoiser
 
     src, dst = Path(src), Path(dst)
@@ -83,14 +96,10 @@ def denoise_path(
     denoiser = load_denoiser(model, device=device, trust_pickle=trust_pickle,
                              self_ensemble=self_ensemble, strength=strength,
                              precision=precision)
-    jobs = _inputs(src)
     written = []
     said: set[str] = set()
-    for path, name in jobs:
-        out = dst / name if name else dst
-        if out.resolve() == path.resolve():
-            raise LowdoseError(f"{out}: output would overwrite the input")
-        image = read_ct(path, series=series, npy_scale=npy_scale)
+    for out, read in _inputs(src, dst, series, npy_scale):
+        image = read()
         note = denoiser.pixel_size_note(image.pixel_size_mm)
         if note and note not in said:
             said.add(note)
@@ -125,7 +134,7 @@ def register(app: typer.Typer) -> None:
         precision: str = typer.Option(
             "fp32", help="Learned models: fp32, or bf16 (a GPU, or a CPU with native bf16: "
             "2-3x faster there, about 1 HU rms of rounding; see the README)."),
-        series: str | None = series_option(),
+        series: str | None = series_option(each=True),
         npy_scale: str | None = npy_scale_option(),
     ) -> None:
         """Restore a low-dose CT image, volume or DICOM series.

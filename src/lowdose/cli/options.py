@@ -23,8 +23,9 @@ def npy_scale_option(default: str | None = None) -> Any:
                         help="How .npy values map to HU: 'hu' or 'mayo' (4096*v - 1024).")
 
 
-def series_option(flag: str = "--series", of: str = "the input") -> Any:
-    """A ``--series UID`` option: which DICOM series to read from a folder that holds several.
+def series_option(flag: str = "--series", of: str = "the input", each: bool = False) -> Any:
+    """A ``--series UID`` option: which DICOM series to read from a folder that holds several;
+    ``each``: the command also takes ``all`` (every series, each into a subfolder of the output).
 
     Example:
         >>> series_option().param_decls
@@ -32,8 +33,11 @@ def series_option(flag: str = "--series", of: str = "the input") -> Any:
     """
     import typer
 
+    every = (", or 'all': each series into a subfolder of the output named by its number and "
+             "description") if each else ""
     return typer.Option(None, flag, help=f"SeriesInstanceUID (or a unique part of it) to read "
-                        f"when {of} is a folder of several DICOM series (lowdose info lists them).")
+                        f"when {of} is a folder of several DICOM series (lowdose info lists "
+                        f"them){every}.")
 
 
 def parse_window(text: str | None) -> Window | None:

@@ -50,7 +50,7 @@ def simulate(
         None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name (lung)."
     ),
     npy_scale: str | None = npy_scale_option(),
-    series: str | None = series_option(),
+    series: str | None = series_option(each=True),
     pixel_size: float | None = typer.Option(
         None, "--pixel-size", help="Pixel size (mm) for inputs without one (npy, PNG); "
         "default: the larger side spans 380 mm (0.742 mm at 512 px)."

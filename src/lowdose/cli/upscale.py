@@ -43,19 +43,22 @@ def upscale_path(
     precision: str = "fp32",
     series: str | None = None,
     npy_scale: str | None = None,
-) -> Path:
+) -> list[Path]:
     """Upscale a CT file, volume or DICOM series in-plane by ``scale`` into ``dst``.
 
     The output has the in-plane spacing divided by ``scale`` and the same field of view; a DICOM
     series is written as a derived series (new series UID, patient and study kept). Never
-    writes over the input. ``series`` picks one series of a folder holding several;
-    ``npy_scale`` says how ``.npy`` values map to HU (see :func:`lowdose.io.read_ct`).
+    writes over the input. ``series`` picks one series of a folder holding several (``"all"``:
+    each series into a subfolder of ``dst`` named by its number and description); ``npy_scale``
+    says how ``.npy`` values map to HU (see :func:`lowdose.io.read_ct`). Returns the written
+    paths.
 
     Example:
         >>> upscale_path("series/", "series-x2/", scale=2)  # doctest: +SKIP
-        PosixPath('series-x2')
+        [PosixPath('series-x2')]
     """
     from lowdose.io import read_ct, write_ct
+    from lowdose.io.read import ALL_SERIES, each_series
     from lowdose.models.gan_circle import load_upscaler
 
     src, dst = Path(src), Path(dst)
@@ -64,9 +67,15 @@ def upscale_path(
     if dst.resolve() == src.resolve():
         raise LowdoseError(f"{dst}: output would overwrite the input")
     upscaler = load_upscaler(model, scale=scale, device=device, precision=precision)
-    image = read_ct(src, series=series, npy_scale=npy_scale)
-    out = upscaler.upscale_image(image, batch_size=batch_size, progress=progress)
-    return write_ct(out, dst, description=f"lowdose gan-circle x{scale}")
+    if series == ALL_SERIES:
+        jobs = [(dst / name, read) for name, read in each_series(src)]
+    else:
+        jobs = [(dst, lambda: read_ct(src, series=series, npy_scale=npy_scale))]
+    written = []
+    for out, read in jobs:
+        image = upscaler.upscale_image(read(), batch_size=batch_size, progress=progress)
+        written.append(write_ct(image, out, description=f"lowdose gan-circle x{scale}"))
+    return written
 
 
 def register(app: typer.Typer) -> None:
@@ -86,7 +95,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(4, min=1, help="Slices per batch."),
         precision: str = typer.Option(
             "fp32", help="fp32, or bf16 (a GPU, or a CPU with native bf16: faster there)."),
-        series: str | None = series_option(),
+        series: str | None = series_option(each=True),
         npy_scale: str | None = npy_scale_option(),
     ) -> None:
         """Super-resolve CT slices in-plane with GAN-CIRCLE (spacing divided by the scale).
@@ -99,6 +108,6 @@ def register(app: typer.Typer) -> None:
             return
         if scale not in (2, 4):
             raise LowdoseError(f"--scale must be 2 or 4, got {scale}")
-        written = upscale_path(src, dst, scale, model, device, batch_size, precision=precision,
-                               series=series, npy_scale=npy_scale)
-        typer.echo(f"wrote {written}")
+        for path in upscale_path(src, dst, scale, model, device, batch_size, precision=precision,
+                                 series=series, npy_scale=npy_scale):
+            typer.echo(f"wrote {path}")

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from lowdose.errors import LowdoseError
+from lowdose.io.formats.dicom import DICOM_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".ima", ".npy", ".nii", ".gz", ".tif",
-                  ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *DICOM_SUFFIXES, ".npy", ".nii", ".gz", ".tif", ".tiff",
+                  ".bmp")
 
 
 def _inputs(path: Path) -> list[Path]:

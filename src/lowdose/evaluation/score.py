@@ -56,7 +56,6 @@ def score_images(reference: CTImage, images: dict[str, CTImage]) -> dict[str, di
     from lowdose.metrics.image import (
         image_quality,
         resolve_range,
-        rmse_hu,
         rmse_hu_by_tissue,
         tissue_masks,
     )
@@ -69,11 +68,9 @@ def score_images(reference: CTImage, images: dict[str, CTImage]) -> dict[str, di
     for label, image in images.items():
         check_same_grid(reference, image, label)
         pred = image.slices()
-        entry = image_quality(pred, target)
-        # Clipped like the tissue columns: unclipped, a scanner's padding (-3024 HU) against a
-        # restoration that floors air at -1024 HU reads as an error of hundreds of HU.
-        entry["rmse_hu"] = rmse_hu(np.clip(pred, full.lo, full.hi),
-                                   np.clip(target, full.lo, full.hi))
+        # rmse_hu clipped like the tissue columns: unclipped, a scanner's padding (-3024 HU)
+        # against a restoration that floors air at -1024 HU reads as hundreds of HU of error.
+        entry = image_quality(pred, target, rmse_hu_range=(full.lo, full.hi))
         for tissue, value in rmse_hu_by_tissue(pred, target, masks).items():
             entry[f"rmse_hu_{tissue.replace(' ', '_')}"] = value
         scores[label] = entry

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from lowdose.io.formats.dicom import DICOM_SUFFIXES, SeriesInfo
 
 #: Files that hold one image each, as the commands that walk a folder of images look for them.
 IMAGE_FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
+
+#: ``--series all``: every DICOM series of a folder, each written to a subfolder of the output.
+ALL_SERIES = "all"
 
 
 def _pick_reader(path: Path, options) -> Reader:
@@ -66,6 +70,9 @@ def read_ct(
         (512, 512)
     """
     path = Path(path)
+    if series == ALL_SERIES:
+        raise LowdoseError(f"{path}: --series {ALL_SERIES} is for the commands that write each "
+                           "series apart (denoise, upscale, simulate); here name one series")
     options = ReadOptions(window=window, npy_scale=npy_scale, series=series)
     if not path.exists():
         raise LowdoseError(f"{path}: no such file or folder")
@@ -148,6 +155,37 @@ def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
     from lowdose.io.formats.dicom import list_series as dicom_series
 
     return dicom_series(folder)
+
+
+def each_series(folder: str | os.PathLike[str]) -> list[tuple[str, Callable[[], CTImage]]]:
+    """Every DICOM series under ``folder`` (searched recursively, largest first) as
+    ``(folder name, read)`` pairs: the headers are scanned once, a series' pixels are read when
+    its ``read()`` is called (as ``read_ct(folder, series=uid)`` would). The names are unique
+    (:func:`lowdose.io.formats.dicom.series_folder_names`): where ``--series all`` writes each.
+
+    Raises:
+        LowdoseError: ``folder`` is not a folder, or holds no readable DICOM series.
+
+    Example:
+        >>> [name for name, _ in each_series("exam/")]  # doctest: +SKIP
+        ['2-CHEST_2_5_MM_ABD_PEL_2_5MM', '4-CHEST_1_25_MM']
+    """
+    from lowdose.io.formats.dicom import DicomReader, scan_folder, series_folder_names
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LowdoseError(f"{folder}: --series {ALL_SERIES} reads a folder of DICOM series, "
+                           "not a file")
+    scan = scan_folder(folder)
+    if scan.corrupt or not scan.series:
+        DicomReader(ReadOptions()).read_folder(folder, scan)  # raises the reader's own error
+    infos = sorted(scan.infos(), key=lambda s: (-s.n_slices, s.uid))
+
+    def reader(uid: str, first: bool) -> Callable[[], CTImage]:
+        return lambda: DicomReader(ReadOptions(series=uid)).read_folder(folder, scan, first)
+
+    return [(name, reader(info.uid, i == 0))
+            for i, (name, info) in enumerate(zip(series_folder_names(infos), infos, strict=True))]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -89,10 +89,19 @@ def ssim(pred: np.ndarray, target: np.ndarray, data_range: str | Window = "full"
     return float(np.mean(values))
 
 
-def rmse_hu(pred: np.ndarray, target: np.ndarray) -> float:
-    """Root-mean-square error in HU, unclipped, over all pixels."""
-    diff = np.asarray(pred, np.float64) - np.asarray(target, np.float64)
-    return float(np.sqrt(np.mean(diff**2)))
+def rmse_hu(pred: np.ndarray, target: np.ndarray,
+            hu_range: tuple[float, float] | None = None) -> float:
+    """Root-mean-square error in HU over all pixels, unclipped, or with both images clipped to
+    ``hu_range`` (``(-1024, 3072)``: a scanner's -3024 HU padding counts as air).
+
+    Example:
+        >>> rmse_hu(np.array([-3024.0, 10.0]), np.array([-1024.0, 10.0]), (-1024, 3072))
+        0.0
+    """
+    pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+    if hu_range is not None:
+        pred, target = np.clip(pred, *hu_range), np.clip(target, *hu_range)
+    return float(np.sqrt(np.mean((pred - target) ** 2)))
 
 
 #: The tissues an error is split into (:func:`tissue_masks`), in this order.
@@ -164,10 +173,12 @@ def rmse_hu_by_tissue(pred: np.ndarray, target: np.ndarray,
             for name, mask in (tissue_masks(target) if masks is None else masks).items()}
 
 
-def image_quality(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """Every registered metric under both conventions (``psnr_full``, ``ssim_window``, ...)."""
+def image_quality(pred: np.ndarray, target: np.ndarray,
+                  rmse_hu_range: tuple[float, float] | None = None) -> dict[str, float]:
+    """Every registered metric under both conventions (``psnr_full``, ``ssim_window``, ...) and
+    ``rmse_hu`` (unclipped, or both images clipped to ``rmse_hu_range``)."""
     return {
         f"{name}_{convention}": image_metrics.get(name)(pred, target, data_range=convention)
         for name in image_metrics.names()
         for convention in RANGES
-    } | {"rmse_hu": rmse_hu(pred, target)}
+    } | {"rmse_hu": rmse_hu(pred, target, rmse_hu_range)}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,13 @@ from lowdose.physics.checks import check_dose
 
 @dataclass
 class Job:
-    """One thing to simulate: an input (file or series folder) and its output per dose."""
+    """One thing to simulate: an input (file or series folder) and its output per dose;
+    ``read`` reads it where ``read_ct(source)`` would not (one series of several)."""
 
     source: Path
     relative: Path
     is_series: bool = False
+    read: Callable[[], CTImage] | None = None
 
 
 def _suffix(path: Path) -> str:
@@ -68,15 +70,19 @@ def _is_series_folder(folder: Path) -> bool:
 def plan_jobs(source: Path, series: str | None = None) -> list[Job]:
     """What to simulate under ``source``: one file, one DICOM series, or every image of a tree.
     A folder from which a ``series`` is named is one series folder, even with subfolders (viewer
-    exports keep captures or other series in them)."""
+    exports keep captures or other series in them); ``series="all"``: one job per series, each
+    written to a subfolder named by its number and description."""
+    from lowdose.io.read import ALL_SERIES, IMAGE_FILE_SUFFIXES, each_series
+
     if not source.exists():
         raise LowdoseError(f"{source}: no such file or folder")
+    if series == ALL_SERIES:
+        return [Job(source, Path(name), is_series=True, read=read)
+                for name, read in each_series(source)]
     if source.is_file():
         return [Job(source, Path(source.name))]
     if series is not None or _is_series_folder(source):
         return [Job(source, Path("."), is_series=True)]
-    from lowdose.io.read import IMAGE_FILE_SUFFIXES
-
     jobs = []
     for path in sorted(source.rglob("*")):
         if path.is_file() and not path.name.startswith(".") and (
@@ -153,7 +159,9 @@ def simulate_path(
         npy_scale: how ``.npy`` values map to HU (``hu`` or ``mayo``).
         series: SeriesInstanceUID (or a unique part) to read when ``source`` is a folder of
             several DICOM series (then it is read as one series folder, subfolders included),
-            or the series a DICOM file must belong to.
+            or the series a DICOM file must belong to; ``"all"``: every series of the folder,
+            each into a subfolder of ``output`` (of each dose's folder) named by its number and
+            description.
         pixel_size_mm: pixel size for inputs without one (npy, PNG); default: the image's
             larger side spans 380 mm (0.742 mm for 512 pixels).
         relative_dose: ``projection``: each dose is a fraction of each slice's own dose, read
@@ -200,7 +208,7 @@ def simulate_path(
     written: list[Path] = []
     try:
         for job in jobs:
-            image = read_ct(job.source, **reads)
+            image = job.read() if job.read is not None else read_ct(job.source, **reads)
             if progress and bar is None:
                 # Drawn once the first input reads, so an unreadable one is one error line alone.
                 from tqdm import tqdm
@@ -221,7 +229,7 @@ def simulate_path(
                 )
                 dest_root = output if len(doses) == 1 else output / f"dose-{dose:g}"
                 if job.is_series:
-                    dest = dest_root
+                    dest = dest_root / job.relative
                 elif len(jobs) == 1 and len(doses) == 1:
                     dest = output
                 else:

@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from lowdose.errors import LowdoseError
+from lowdose.io.formats.dicom import DICOM_SUFFIXES
 from lowdose.models.network import NetworkDenoiser
 from lowdose.training.base import TrainingFamily
 from lowdose.training.presets import CONFIG_DIR, merge_settings, read_preset, shipped_names
 from lowdose.training.trainer import Trainer, TrainerConfig, TrainResult
 
-CT_SUFFIXES = (".dcm", ".dicom", ".ima", ".nii", ".nii.gz", ".npy")
+CT_SUFFIXES = (*DICOM_SUFFIXES, ".nii", ".nii.gz", ".npy")
 
 
 @dataclass

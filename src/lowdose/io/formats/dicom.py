@@ -264,6 +264,31 @@ def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
     return sorted(infos, key=lambda s: (-s.n_slices, s.uid))
 
 
+def series_folder_names(infos: list[SeriesInfo]) -> list[str]:
+    """A folder name for each series, unique among ``infos``: its SeriesNumber and description
+    with anything but letters, digits, ``_`` and ``-`` made ``_`` (at most 60 characters; no
+    ``.``, which would read as a file suffix), else ``series``; where two names coincide, the end
+    of the UID is added.
+
+    Example:
+        >>> a = SeriesInfo("1.2.31", "CHEST 1.25 MM", 1, "CT", 8, 8, "axial", 4, "1.2")
+        >>> b = SeriesInfo("1.2.32", "", 1, "CT", 8, 8, "axial", None, "1.2")
+        >>> series_folder_names([a, b])
+        ['4-CHEST_1_25_MM', 'series']
+    """
+    import re
+
+    names = []
+    for info in infos:
+        words = re.sub(r"[^A-Za-z0-9-]+", "_", info.description).strip("_-")[:60]
+        number = str(info.series_number) if info.series_number is not None else ""
+        names.append("-".join(part for part in (number, words) if part) or "series")
+    names = [f"{name}-{info.uid.rsplit('.', 1)[-1][-12:]}" if names.count(name) > 1 else name
+             for name, info in zip(names, infos, strict=True)]
+    # UIDs that end alike (or none): the position in the list keeps the names apart
+    return [name if names.count(name) == 1 else f"{name}-{i + 1}" for i, name in enumerate(names)]
+
+
 # ---------------------------------------------------------------------------------------------
 # decoding
 
@@ -602,7 +627,9 @@ class DicomReader(FormatReader):
             )
         return read_dicom_series([(path, ds)], path)
 
-    def read_folder(self, folder: Path, scan: DicomScan) -> CTImage:
+    def read_folder(self, folder: Path, scan: DicomScan, warn_skipped: bool = True) -> CTImage:
+        """The series of ``scan`` that the options pick; ``warn_skipped``: warn of the files
+        skipped (once per folder, where several series of one scan are read)."""
         if scan.corrupt:
             bad, why = scan.corrupt[0]
             more = f" (and {len(scan.corrupt) - 1} more)" if len(scan.corrupt) > 1 else ""
@@ -617,7 +644,7 @@ class DicomReader(FormatReader):
             for p, _ in items
         ]
         skipped = [(p.relative_to(folder), r) for p, r in scan.skipped + others]
-        if scan.skipped:
+        if scan.skipped and warn_skipped:
             names = ", ".join(f"{p.relative_to(folder)} ({r})" for p, r in scan.skipped[:5])
             more = f" and {len(scan.skipped) - 5} more" if len(scan.skipped) > 5 else ""
             warnings.warn(f"{folder}: skipped {names}{more}", stacklevel=3)
