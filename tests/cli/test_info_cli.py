@@ -11,6 +11,7 @@ from PIL import Image
 
 from lowdose import LowdoseError
 from lowdose.cli.main import main
+from lowdose.io.read import each_series
 from tests.cli.cli_helpers import assert_one_error_line, run
 from tests.io.test_dicom import ct_slice, make_series, phantom_volume
 
@@ -54,6 +55,9 @@ def test_info_mixed_series_lists_them_then_one_error_and_series_picks(tmp_path, 
     rc, out, err = run(["info", str(tmp_path / "m")], capsys)
     assert_one_error_line(rc, err, "2 DICOM series", "--series", "1.2.3.111", "1.2.3.222")
     assert "series found: 2" in out and "1.2.3.222" in out
+    names = [name for name, _ in each_series(tmp_path / "m")]  # where --series all writes
+    assert f"--series all (denoise, upscale, simulate) writes them to: {names[0]}/, {names[1]}/" \
+        in out
     rc, out, err = run(["info", str(tmp_path / "m"), "--series", "1.2.3.222"], capsys)
     assert rc == 0 and "shape:       2 x 16 x 16" in out
     assert "other series 1.2.3.111" in out

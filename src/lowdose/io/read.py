@@ -232,12 +232,19 @@ def _fmt_number(x: float) -> str:
 
 
 def format_series_table(found: list[SeriesInfo]) -> list[str]:
+    """The series of a folder, a line each; with several, where ``--series all`` writes each."""
+    from lowdose.io.formats.dicom import series_folder_names
+
     lines = [f"  {'UID':<66} {'slices':>6}  {'size':>9}  {'orientation':<11} description"]
     for s in found:
         lines.append(
             f"  {s.uid:<66} {s.n_slices:>6}  {f'{s.rows}x{s.cols}':>9}  {s.orientation:<11} "
             f"{s.description}"
         )
+    if len(found) > 1:
+        folders = ", ".join(f"{name}/" for name in series_folder_names(found))
+        lines.append(f"  --series {ALL_SERIES} (denoise, upscale, simulate) writes them to: "
+                     f"{folders}")
     return lines
 
 
