@@ -34,8 +34,9 @@ def _uid(folder: Path) -> str:
 
 @pytest.fixture
 def mixed(tmp_path: Path) -> tuple[Path, str, str]:
-    """One flat folder holding a 3-slice series and a 2-slice series; their UIDs."""
-    three, two = _series(tmp_path, "three", 3, 40.0), _series(tmp_path, "two", 2, 60.0)
+    """One flat folder holding a 3-slice series (40 HU body) and a 2-slice series (300 HU);
+    their UIDs."""
+    three, two = _series(tmp_path, "three", 3, 40.0), _series(tmp_path, "two", 2, 300.0)
     uid3, uid2 = _uid(three), _uid(two)
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -152,9 +153,10 @@ def test_series_all_writes_each_series_into_its_own_subfolder(
         assert (three.shape[0], two.shape[0]) == (3, 2)
         c, k = three.shape[-1] // 2, three.shape[-1] // 8
         body = (slice(None), slice(c - k, c + k), slice(c - k, c + k))
-        # each subfolder holds its own series: the 40 HU and the 60 HU body
-        assert abs(float(three.slices()[body].mean()) - 40) < 8
-        assert abs(float(two.slices()[body].mean()) - 60) < 8
+        # each subfolder holds its own series: the 40 HU and the 300 HU body (image-poisson
+        # noise moves the mean of these 128-192 pixels by up to about 10 HU)
+        assert abs(float(three.slices()[body].mean()) - 40) < 50
+        assert abs(float(two.slices()[body].mean()) - 300) < 50
 
 
 def test_series_all_refuses_a_file_and_commands_that_read_one_series(
