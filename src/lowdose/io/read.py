@@ -179,7 +179,7 @@ def each_series(folder: str | os.PathLike[str]) -> list[tuple[str, Callable[[], 
     scan = scan_folder(folder)
     if scan.corrupt or not scan.series:
         DicomReader(ReadOptions()).read_folder(folder, scan)  # raises the reader's own error
-    infos = sorted(scan.infos(), key=lambda s: (-s.n_slices, s.uid))
+    infos = scan.infos()
 
     def reader(uid: str, first: bool) -> Callable[[], CTImage]:
         return lambda: DicomReader(ReadOptions(series=uid)).read_folder(folder, scan, first)

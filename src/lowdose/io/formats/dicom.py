@@ -132,7 +132,9 @@ class DicomScan:
     n_files: int
 
     def infos(self) -> list[SeriesInfo]:
-        return [_series_info(uid, items) for uid, items in self.series.items()]
+        """The series found, largest first (then by UID)."""
+        found = [_series_info(uid, items) for uid, items in self.series.items()]
+        return sorted(found, key=lambda s: (-s.n_slices, s.uid))
 
 
 def _orientation_label(iop: Any) -> str:
@@ -260,8 +262,7 @@ def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
             return []
         uid = str(ds.get("SeriesInstanceUID", "") or "") or "(no SeriesInstanceUID)"
         return [_series_info(uid, [(path, ds)])]
-    infos = scan_folder(path).infos()
-    return sorted(infos, key=lambda s: (-s.n_slices, s.uid))
+    return scan_folder(path).infos()
 
 
 def series_folder_names(infos: list[SeriesInfo]) -> list[str]:
