@@ -49,18 +49,31 @@ def test_info_on_single_files(tmp_path, capsys):
     assert rc == 0 and "min 0.0" in out and "npy scale:   mayo" in out
 
 
-def test_info_mixed_series_lists_them_then_one_error_and_series_picks(tmp_path, capsys):
+def test_info_mixed_series_describes_each_and_series_picks_one(tmp_path, capsys):
     make_series(tmp_path / "m" / "a", phantom_volume(3), series_uid="1.2.3.111")
-    make_series(tmp_path / "m" / "b", phantom_volume(2), series_uid="1.2.3.222")
-    rc, out, err = run(["info", str(tmp_path / "m")], capsys)
-    assert_one_error_line(rc, err, "2 DICOM series", "--series", "1.2.3.111", "1.2.3.222")
-    assert "series found: 2" in out and "1.2.3.222" in out
-    names = [name for name, _ in each_series(tmp_path / "m")]  # where --series all writes
-    assert f"--series all (denoise, upscale, simulate) writes them to: {names[0]}/, {names[1]}/" \
-        in out
+    make_series(tmp_path / "m" / "b", phantom_volume(2) + 100, series_uid="1.2.3.222")
+    (tmp_path / "m" / "notes.txt").write_text("not DICOM")
+    for argv in (["info", str(tmp_path / "m")], ["info", str(tmp_path / "m"), "--series", "all"]):
+        rc, out, err = run(argv, capsys)
+        assert rc == 0 and err == ""
+        assert "series found: 2" in out and "1.2.3.222" in out
+        names = [name for name, _ in each_series(tmp_path / "m")]  # where --series all writes
+        assert f"--series all (denoise, upscale, simulate) writes them to: {names[0]}/, " \
+            f"{names[1]}/" in out
+        # each series described in turn, largest first, with its own HU and shape
+        blocks = out.split("\n\nseries ")[1:]
+        assert [b.split("\n", 1)[0] for b in blocks] == [f"1 of 2 ({names[0]}/):",
+                                                          f"2 of 2 ({names[1]}/):"]
+        assert "shape:       3 x 16 x 16" in blocks[0] and "shape:       2 x 16 x 16" in blocks[1]
+        assert f"max {phantom_volume(2).max() + 100:.1f}" in blocks[1]
+        # the scan's skipped file is listed; the other series' files are not "skipped"
+        assert all("skipped:     1 file(s)" in b and "notes.txt" in b for b in blocks)
+        assert "other series" not in out
     rc, out, err = run(["info", str(tmp_path / "m"), "--series", "1.2.3.222"], capsys)
     assert rc == 0 and "shape:       2 x 16 x 16" in out
     assert "other series 1.2.3.111" in out
+    rc, out, err = run(["info", str(tmp_path / "m"), "--series", "1.2.3"], capsys)
+    assert_one_error_line(rc, err, "1.2.3.111", "1.2.3.222")
 
 
 @pytest.mark.parametrize(

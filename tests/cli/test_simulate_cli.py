@@ -71,9 +71,11 @@ def test_nifti_volume_round_trip_default_projection(tmp_path, capsys):
 def test_single_slice_nifti_and_several_doses(tmp_path, capsys):
     fd = tmp_path / "slice.nii.gz"
     write_nifti(fd, body()[None])
-    rc, _, err = run(["simulate", str(fd), str(tmp_path / "doses"), "--doses", "1,0.25,0.05"],
-                     capsys)
+    rc, out, err = run(["simulate", str(fd), str(tmp_path / "doses"), "--doses", "1,0.25,0.05"],
+                       capsys)
     assert rc == 0, err
+    assert out.splitlines() == [f"wrote {tmp_path / 'doses' / f'dose-{d}' / 'slice.nii.gz'}"
+                                for d in ("1", "0.25", "0.05")]
     original = read_ct(fd).hu
     stds = {}
     for dose in ("1", "0.25", "0.05"):
@@ -119,13 +121,27 @@ def test_png_dataset_keeps_its_layout_and_window(tmp_path, capsys):
         img = CTImage(body(64), spacing=(0.7, 0.7))
         write_ct(img, data / split / label / "a.png", window=lung)
     (data / "README.txt").write_text("not an image")
-    rc, _, err = run(["simulate", str(data), str(tmp_path / "low"), "--dose", "0.25"], capsys)
+    rc, out, err = run(["simulate", str(data), str(tmp_path / "low"), "--dose", "0.25"], capsys)
     assert rc == 0, err
+    assert len(out.splitlines()) == 2 and out.startswith("wrote ")
     outs = sorted(p.relative_to(tmp_path / "low").as_posix()
                   for p in (tmp_path / "low").rglob("*.png"))
     assert outs == ["test/adenocarcinoma/a.png", "train/normal/a.png"]
     low = read_ct(tmp_path / "low" / "train" / "normal" / "a.png")
     assert tuple(low.metadata["window"]) == (lung.lo, lung.hi)
+
+
+def test_many_outputs_are_counted_not_listed(tmp_path, capsys, monkeypatch):
+    from lowdose.cli import simulate
+
+    monkeypatch.setattr(simulate, "MAX_OUTPUTS_LISTED", 1)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a.png", "b.png"):
+        write_ct(CTImage(body(32), spacing=(0.7, 0.7)), data / name, window=Window.named("lung"))
+    rc, out, err = run(["simulate", str(data), str(tmp_path / "low"), "--dose", "0.5"], capsys)
+    assert rc == 0, err
+    assert out.strip() == f"wrote 2 files under {tmp_path / 'low'}"
 
 
 def test_png_without_a_stated_window_needs_one(tmp_path, capsys):

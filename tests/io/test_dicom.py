@@ -272,6 +272,29 @@ def test_mixed_series_error_names_them_and_series_picks_one(tmp_path):
     ]
 
 
+def test_read_ct_picking_uses_the_series_only_where_several_and_scans_once(tmp_path,
+                                                                            monkeypatch):
+    from lowdose.io.formats import dicom
+    from lowdose.io.read import read_ct_picking
+
+    mixed, single = tmp_path / "mixed", tmp_path / "single"
+    make_series(mixed / "a", phantom_volume(3), series_uid="1.2.3.111")
+    make_series(mixed / "b", phantom_volume(2, seed=2), series_uid="1.2.3.222")
+    make_series(single, phantom_volume(4), series_uid="1.2.3.333")
+    scans = []
+    real_scan = dicom.scan_folder
+    monkeypatch.setattr(dicom, "scan_folder", lambda f: scans.append(f) or real_scan(f))
+    picked = read_ct_picking(mixed, "222")
+    assert picked.metadata["series_uid"] == "1.2.3.222" and picked.shape == (2, 16, 16)
+    np.testing.assert_array_equal(picked.hu, read_ct(mixed, series="222").hu)
+    assert scans.count(mixed) == 2  # once for read_ct_picking, once for the plain read_ct
+    assert read_ct_picking(single, "222").metadata["series_uid"] == "1.2.3.333"
+    with pytest.raises(MixedSeriesError, match="2 DICOM series"):
+        read_ct_picking(mixed, None)
+    with pytest.raises(MixedSeriesError, match="'999' is not here"):
+        read_ct_picking(mixed, "999")
+
+
 def test_duplicate_instance_copies_are_kept_once(tmp_path):
     vol = phantom_volume(3)
     folder = make_series(tmp_path / "s", vol)

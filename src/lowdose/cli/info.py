@@ -7,12 +7,14 @@ from pathlib import Path
 
 import typer
 
-from lowdose.cli.options import npy_scale_option, parse_window, series_option
+from lowdose.cli.options import npy_scale_option, parse_window
 
 
 def info(
     path: Path = typer.Argument(..., help="A CT file (DICOM, NIfTI, .npy, PNG/JPEG) or a folder."),
-    series: str | None = series_option(of="PATH"),
+    series: str | None = typer.Option(
+        None, "--series", help="SeriesInstanceUID (or a unique part of it) of the one series "
+        "to describe when PATH is a folder of several DICOM series (default: each of them)."),
     window: str | None = typer.Option(
         None,
         "--window",
@@ -22,29 +24,49 @@ def info(
 ) -> None:
     """Print what a file or folder holds: kind, shape, spacing, HU range, series, skipped files.
 
+    A folder of several DICOM series: the series, then each one described in turn.
+
     Example: lowdose info ../shared/data/ct-series-itkelastix-chest
     """
     from lowdose.io.formats.dicom import MixedSeriesError
-    from lowdose.io.read import describe, format_inventory, format_series_table
+    from lowdose.io.read import ALL_SERIES, describe, format_inventory
 
     # Warnings (files skipped, irregular spacing) go to stdout as notes: stderr carries only
     # the one error line on failure.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            inventory = describe(
-                path, window=parse_window(window), npy_scale=npy_scale, series=series
-            )
-        except MixedSeriesError as exc:
-            # Say which series exist before the one error line, so the user can pick one.
-            typer.echo(f"path:        {path}\nseries found: {len(exc.series)}")
-            typer.echo("\n".join(format_series_table(exc.series)))
-            raise
-    typer.echo(format_inventory(inventory))
+            if series == ALL_SERIES:
+                _describe_each(path)
+            else:
+                typer.echo(format_inventory(describe(
+                    path, window=parse_window(window), npy_scale=npy_scale, series=series)))
+        except MixedSeriesError:
+            if series is not None:
+                raise  # the UID given matches several series: the error names them
+            _describe_each(path)
     notes = dict.fromkeys(str(w.message) for w in caught)
     for note in notes:
         if ": skipped " not in note:  # skipped files are listed above already
             typer.echo(f"note:        {note}")
+
+
+def _describe_each(folder: Path) -> None:
+    """The series table of ``folder``, then each series described in turn."""
+    from lowdose.io.read import (
+        describe_each_series,
+        format_inventory,
+        format_series_table,
+        list_series,
+    )
+
+    found = list_series(folder)
+    typer.echo(f"path:        {folder}\nseries found: {len(found)}")
+    typer.echo("\n".join(format_series_table(found)))
+    described = describe_each_series(folder)
+    for i, (name, inventory) in enumerate(described, 1):
+        typer.echo(f"\nseries {i} of {len(described)} ({name}/):")
+        typer.echo(format_inventory(inventory, with_path=False))
 
 
 def register(app: typer.Typer) -> None:

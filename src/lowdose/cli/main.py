@@ -53,7 +53,44 @@ def build_app() -> typer.Typer:
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(app)
+    _unwrap_help(app)
     return app
+
+
+def unwrap_paragraphs(text: str) -> str:
+    r"""Join the hard-wrapped lines of each paragraph of a docstring into one line.
+
+    typer (0.29) prints a command's help with the docstring's own line breaks, and then wraps
+    those lines again at the terminal's width, which leaves ragged half-lines. Lines that start
+    a list item (``-``, ``*``) or are indented keep their own line.
+
+    Example:
+        >>> unwrap_paragraphs("Score images\nagainst a reference.\n\nExample: lowdose a\nb")
+        'Score images against a reference.\n\nExample: lowdose a b'
+    """
+    import inspect
+
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.startswith((" ", "-", "*", "\b")):
+                lines[-1] = f"{lines[-1].rstrip()} {line.strip()}"
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _unwrap_help(app: typer.Typer) -> None:
+    """Set every command's help (``app`` and its groups) to its unwrapped docstring."""
+    for command in app.registered_commands:
+        text = command.help or (command.callback.__doc__ if command.callback else None)
+        if text:
+            command.help = unwrap_paragraphs(text)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _unwrap_help(group.typer_instance)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

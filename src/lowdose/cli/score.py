@@ -38,6 +38,7 @@ def score(
     """
     from lowdose.evaluation.score import format_scores, score_images
     from lowdose.io.atomic import atomic_write_text
+    from lowdose.io.read import read_ct_picking
     from lowdose.metrics.image import RANGES
 
     conventions = {name: [w.lo, w.hi] for name, w in RANGES.items()}
@@ -48,7 +49,7 @@ def score(
     labels = [str(p) for p in images]
     if len(set(labels)) != len(labels):
         raise typer.BadParameter("an image is named twice")
-    loaded = {label: _read_image(path, series, window=hu_window, npy_scale=npy_scale)
+    loaded = {label: read_ct_picking(path, series, window=hu_window, npy_scale=npy_scale)
               for label, path in zip(labels, images, strict=True)}
     scores = score_images(ref, loaded)
     full, window_hu = ([f"{v:g}" for v in conventions[k]] for k in ("full", "window"))
@@ -88,20 +89,6 @@ def _read_reference(path: Path, **options: Any) -> CTImage:
         return read_ct(path, **options)
     except MixedSeriesError as exc:
         raise LowdoseError(str(exc).replace("--series UID", "--reference-series UID")) from None
-
-
-def _read_image(path: Path, series: str | None, **options: Any) -> CTImage:
-    """An image to score; ``series`` applies only where the image is a folder of several
-    series, so restored series written by lowdose (one series each) read as they are."""
-    from lowdose.io import read_ct
-    from lowdose.io.formats.dicom import MixedSeriesError
-
-    try:
-        return read_ct(path, **options)
-    except MixedSeriesError:
-        if series is None:
-            raise
-        return read_ct(path, series=series, **options)
 
 
 def _stem(path: Path) -> str:

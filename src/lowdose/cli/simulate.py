@@ -9,6 +9,8 @@ import typer
 from lowdose.cli.options import npy_scale_option, series_option
 from lowdose.errors import LowdoseError
 
+MAX_OUTPUTS_LISTED = 10
+
 
 def _parse_doses(dose: float | None, doses: str | None) -> list[float]:
     if doses is not None:
@@ -75,7 +77,12 @@ def simulate(
         series=series, pixel_size_mm=pixel_size, relative_dose=relative_dose, device=device,
         progress=True,
     )
-    typer.echo(f"wrote {len(written)} output(s) under {output}")
+    # Each output by name, as denoise does, unless a dataset of images made many.
+    if len(written) <= MAX_OUTPUTS_LISTED:
+        for path in written:
+            typer.echo(f"wrote {path}")
+    else:
+        typer.echo(f"wrote {len(written)} files under {output}")
 
 
 def calibrate(

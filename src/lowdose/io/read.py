@@ -70,9 +70,7 @@ def read_ct(
         (512, 512)
     """
     path = Path(path)
-    if series == ALL_SERIES:
-        raise LowdoseError(f"{path}: --series {ALL_SERIES} is for the commands that write each "
-                           "series apart (denoise, upscale, simulate); here name one series")
+    _refuse_all_series(path, series)
     options = ReadOptions(window=window, npy_scale=npy_scale, series=series)
     if not path.exists():
         raise LowdoseError(f"{path}: no such file or folder")
@@ -81,6 +79,35 @@ def read_ct(
     if path.stat().st_size == 0:
         raise LowdoseError(f"{path}: empty file")
     return _pick_reader(path, options).read(path)
+
+
+def _refuse_all_series(path: Path, series: str | None) -> None:
+    if series == ALL_SERIES:
+        raise LowdoseError(f"{path}: --series {ALL_SERIES} is for the commands that write each "
+                           "series apart (denoise, upscale, simulate) or describe each (info); "
+                           "here name one series")
+
+
+def read_ct_picking(path: str | os.PathLike[str], series: str | None, *,
+                    window: Window | None = None, npy_scale: str | None = None) -> CTImage:
+    """:func:`read_ct`, where ``series`` is used only if ``path`` is a folder of several
+    DICOM series: a folder of one series (a restored series lowdose wrote, say) reads as it
+    is. The folder's headers are scanned once.
+
+    Example:
+        >>> read_ct_picking("restored/", series="1.3.6.1.4.1.9328.50").shape  # doctest: +SKIP
+        (243, 512, 512)
+    """
+    from lowdose.io.formats.dicom import DicomReader, MixedSeriesError
+
+    _refuse_all_series(Path(path), series)
+    try:
+        return read_ct(path, window=window, npy_scale=npy_scale)
+    except MixedSeriesError as exc:
+        if series is None:
+            raise
+        picked = ReadOptions(window=window, npy_scale=npy_scale, series=series)
+        return DicomReader(picked).read_folder(exc.scan.folder, exc.scan)
 
 
 def _read_folder(folder: Path, options) -> CTImage:
@@ -213,8 +240,33 @@ def describe(
     """Read ``path`` and list what it holds (series, skipped files); errors as in read_ct."""
     path = Path(path)
     image = read_ct(path, window=window, npy_scale=npy_scale, series=series)
+    found = list_series(path) if image.metadata.get("format") == "dicom" else []
+    return _inventory(path, image, found)
+
+
+def describe_each_series(path: str | os.PathLike[str]) -> list[tuple[str, Inventory]]:
+    """Every DICOM series of a folder (largest first), read and described, as
+    ``(folder name, inventory)`` pairs named as ``--series all`` names them. Each inventory
+    lists the files the scan skipped (not DICOM, copies), not the other series' files.
+
+    Example:
+        >>> [(name, inv.image.shape) for name, inv in describe_each_series("exam/")]
+        ... # doctest: +SKIP
+        [('2-CHEST_2_5_MM', (121, 512, 512)), ('4-CHEST_1_25_MM', (243, 512, 512))]
+    """
+    path = Path(path)
+    described = []
+    for name, read in each_series(path):
+        image = read()
+        skipped = [d for d in image.metadata.get("skipped", [])
+                   if not d["reason"].startswith("other series ")]
+        image.metadata["skipped"] = skipped
+        described.append((name, _inventory(path, image, [])))
+    return described
+
+
+def _inventory(path: Path, image: CTImage, found: list[SeriesInfo]) -> Inventory:
     fmt = image.metadata.get("format", "?")
-    found = list_series(path) if fmt == "dicom" else []
     skipped = [(d["file"], d["reason"]) for d in image.metadata.get("skipped", [])]
     if path.is_dir() and fmt == "dicom":
         kind = f"folder: DICOM series ({image.metadata.get('n_files', '?')} files read)"
@@ -248,13 +300,14 @@ def format_series_table(found: list[SeriesInfo]) -> list[str]:
     return lines
 
 
-def format_inventory(inv: Inventory) -> str:
-    """The human-readable report ``lowdose info`` prints."""
+def format_inventory(inv: Inventory, with_path: bool = True) -> str:
+    """The human-readable report ``lowdose info`` prints (``with_path``: its first line
+    names the path)."""
     img, meta = inv.image, inv.image.metadata
     axes = "slices x rows x cols" if img.is_volume else "rows x cols"
     hu = img.hu
     lines = [
-        f"path:        {inv.path}",
+        *([f"path:        {inv.path}"] if with_path else []),
         f"kind:        {inv.kind}",
         f"format:      {meta.get('format')}"
         + (f" ({meta['transfer_syntax']})" if meta.get("transfer_syntax") else ""),

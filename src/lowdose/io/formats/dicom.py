@@ -564,11 +564,13 @@ class MixedSeriesError(LowdoseError):
 
     Attributes:
         series: the series found, largest first.
+        scan: the folder's scan, so that a caller can pick a series without scanning again.
     """
 
-    def __init__(self, message: str, series: list[SeriesInfo]) -> None:
+    def __init__(self, message: str, series: list[SeriesInfo], scan: DicomScan) -> None:
         super().__init__(message)
         self.series = series
+        self.scan = scan
 
 
 def pick_series(scan: DicomScan, wanted: str | None) -> str:
@@ -587,13 +589,13 @@ def pick_series(scan: DicomScan, wanted: str | None) -> str:
         reason = "matches several series" if hits else "is not here"
         raise MixedSeriesError(
             f"{scan.folder}: series {wanted!r} {reason}; found: {listing}",
-            [infos[u] for u in uids],
+            [infos[u] for u in uids], scan,
         )
     if len(uids) > 1:
         raise MixedSeriesError(
             f"{scan.folder}: {len(uids)} DICOM series in one folder; pick one with "
             f"--series UID: {listing}",
-            [infos[u] for u in uids],
+            [infos[u] for u in uids], scan,
         )
     return uids[0]
 

@@ -1,0 +1,58 @@
+"""The ``lowdose`` app: every command registered, and its help free of hard line breaks."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from lowdose.cli.main import build_app, unwrap_paragraphs
+from tests.cli.cli_helpers import run
+
+
+def _commands(group, prefix=()):
+    for name, command in group.commands.items():
+        yield (*prefix, name), command
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+
+
+COMMANDS = dict(_commands(typer.main.get_command(build_app())))
+
+
+def test_every_command_module_registers_its_commands():
+    names = {" ".join(path) for path in COMMANDS}
+    assert {"info", "simulate", "calibrate", "denoise", "upscale", "score", "classify", "study",
+            "data phantom", "data audit", "train denoiser", "train classifier"} <= names
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS), ids=" ".join)
+def test_help_paragraphs_are_one_line_each(path):
+    """typer keeps a docstring's line breaks and then wraps again: the paragraphs arrive
+    unwrapped, so the terminal wraps them once."""
+    help_text = COMMANDS[path].help or ""
+    assert help_text.strip(), f"{' '.join(path)} has no help"
+    for paragraph in help_text.split("\n\n"):
+        lines = paragraph.splitlines()
+        assert all(line.startswith((" ", "-", "*")) for line in lines[1:]), paragraph
+
+
+def test_help_prints_a_wrapped_docstring_as_one_paragraph(capsys):
+    rc, out, _ = run(["classify", "--help"], capsys)
+    assert rc == 0
+    flat = " ".join(out.split())
+    assert "the window the model was trained with (stored in it: the lung window" in flat
+
+
+def test_unwrap_keeps_list_items_and_paragraphs():
+    text = """Intro line
+        continues here.
+
+        - item one
+        - item two
+          wrapped
+
+        Example: a
+        b
+        """
+    assert unwrap_paragraphs(text) == (
+        "Intro line continues here.\n\n- item one\n- item two\n  wrapped\n\nExample: a b")
