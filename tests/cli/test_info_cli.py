@@ -49,13 +49,20 @@ def test_info_on_single_files(tmp_path, capsys):
     assert rc == 0 and "min 0.0" in out and "npy scale:   mayo" in out
 
 
-def test_info_mixed_series_describes_each_and_series_picks_one(tmp_path, capsys):
+def test_info_mixed_series_describes_each_and_series_picks_one(tmp_path, capsys, monkeypatch):
+    from lowdose.io.formats import dicom
+
     make_series(tmp_path / "m" / "a", phantom_volume(3), series_uid="1.2.3.111")
     make_series(tmp_path / "m" / "b", phantom_volume(2) + 100, series_uid="1.2.3.222")
     (tmp_path / "m" / "notes.txt").write_text("not DICOM")
+    scans = []
+    real_scan = dicom.scan_folder
+    monkeypatch.setattr(dicom, "scan_folder", lambda f: scans.append(f) or real_scan(f))
     for argv in (["info", str(tmp_path / "m")], ["info", str(tmp_path / "m"), "--series", "all"]):
+        scans.clear()
         rc, out, err = run(argv, capsys)
         assert rc == 0 and err == ""
+        assert len(scans) == 1  # the headers are read once
         assert "series found: 2" in out and "1.2.3.222" in out
         names = [name for name, _ in each_series(tmp_path / "m")]  # where --series all writes
         assert f"--series all (denoise, upscale, simulate) writes them to: {names[0]}/, " \
@@ -69,8 +76,10 @@ def test_info_mixed_series_describes_each_and_series_picks_one(tmp_path, capsys)
         # the scan's skipped file is listed; the other series' files are not "skipped"
         assert all("skipped:     1 file(s)" in b and "notes.txt" in b for b in blocks)
         assert "other series" not in out
+    scans.clear()
     rc, out, err = run(["info", str(tmp_path / "m"), "--series", "1.2.3.222"], capsys)
     assert rc == 0 and "shape:       2 x 16 x 16" in out
+    assert len(scans) == 1
     assert "other series 1.2.3.111" in out
     rc, out, err = run(["info", str(tmp_path / "m"), "--series", "1.2.3"], capsys)
     assert_one_error_line(rc, err, "1.2.3.111", "1.2.3.222")

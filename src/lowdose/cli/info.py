@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from lowdose.cli.options import npy_scale_option, parse_window
+
+if TYPE_CHECKING:
+    from lowdose.io.formats.dicom import DicomScan
 
 
 def info(
@@ -41,29 +45,24 @@ def info(
             else:
                 typer.echo(format_inventory(describe(
                     path, window=parse_window(window), npy_scale=npy_scale, series=series)))
-        except MixedSeriesError:
+        except MixedSeriesError as exc:
             if series is not None:
                 raise  # the UID given matches several series: the error names them
-            _describe_each(path)
+            _describe_each(path, exc.scan)
     notes = dict.fromkeys(str(w.message) for w in caught)
     for note in notes:
         if ": skipped " not in note:  # skipped files are listed above already
             typer.echo(f"note:        {note}")
 
 
-def _describe_each(folder: Path) -> None:
-    """The series table of ``folder``, then each series described in turn."""
-    from lowdose.io.read import (
-        describe_each_series,
-        format_inventory,
-        format_series_table,
-        list_series,
-    )
+def _describe_each(folder: Path, scan: DicomScan | None = None) -> None:
+    """The series table of ``folder``, then each series described in turn (``scan``: the
+    folder's scan, where a first read made it)."""
+    from lowdose.io.read import describe_each_series, format_inventory, format_series_table
 
-    found = list_series(folder)
+    found, described = describe_each_series(folder, scan)
     typer.echo(f"path:        {folder}\nseries found: {len(found)}")
     typer.echo("\n".join(format_series_table(found)))
-    described = describe_each_series(folder)
     for i, (name, inventory) in enumerate(described, 1):
         typer.echo(f"\nseries {i} of {len(described)} ({name}/):")
         typer.echo(format_inventory(inventory, with_path=False))

@@ -20,7 +20,7 @@ from lowdose.errors import LowdoseError
 from lowdose.image import CTImage, Window
 from lowdose.io.base import Reader, Writer, readers, writers
 from lowdose.io.formats.common import ReadOptions, WriteOptions
-from lowdose.io.formats.dicom import DICOM_SUFFIXES, SeriesInfo
+from lowdose.io.formats.dicom import DICOM_SUFFIXES, DicomScan, SeriesInfo
 
 #: Files that hold one image each, as the commands that walk a folder of images look for them.
 IMAGE_FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
@@ -110,10 +110,10 @@ def read_ct_picking(path: str | os.PathLike[str], series: str | None, *,
         return DicomReader(picked).read_folder(exc.scan.folder, exc.scan)
 
 
-def _read_folder(folder: Path, options) -> CTImage:
+def _read_folder(folder: Path, options, scan: DicomScan | None = None) -> CTImage:
     from lowdose.io.formats.dicom import DicomReader, scan_folder
 
-    scan = scan_folder(folder)
+    scan = scan if scan is not None else scan_folder(folder)
     if scan.series or scan.corrupt:
         return DicomReader(options).read_folder(folder, scan)
     skipped = [p for p, _ in scan.skipped]
@@ -184,11 +184,14 @@ def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
     return dicom_series(folder)
 
 
-def each_series(folder: str | os.PathLike[str]) -> list[tuple[str, Callable[[], CTImage]]]:
+def each_series(folder: str | os.PathLike[str], scan: DicomScan | None = None
+                ) -> list[tuple[str, Callable[[], CTImage]]]:
     """Every DICOM series under ``folder`` (searched recursively, largest first) as
     ``(folder name, read)`` pairs: the headers are scanned once, a series' pixels are read when
     its ``read()`` is called (as ``read_ct(folder, series=uid)`` would). The names are unique
     (:func:`lowdose.io.formats.dicom.series_folder_names`): where ``--series all`` writes each.
+    ``scan``: the folder's scan where the caller has it already (as a
+    :class:`~lowdose.io.formats.dicom.MixedSeriesError` carries it).
 
     Raises:
         LowdoseError: ``folder`` is not a folder, or holds no readable DICOM series.
@@ -203,7 +206,7 @@ def each_series(folder: str | os.PathLike[str]) -> list[tuple[str, Callable[[], 
     if not folder.is_dir():
         raise LowdoseError(f"{folder}: --series {ALL_SERIES} reads a folder of DICOM series, "
                            "not a file")
-    scan = scan_folder(folder)
+    scan = scan if scan is not None else scan_folder(folder)
     if scan.corrupt or not scan.series:
         DicomReader(ReadOptions()).read_folder(folder, scan)  # raises the reader's own error
     infos = scan.infos()
@@ -238,31 +241,45 @@ def describe(
     series: str | None = None,
 ) -> Inventory:
     """Read ``path`` and list what it holds (series, skipped files); errors as in read_ct."""
+    from lowdose.io.formats.dicom import scan_folder
+
     path = Path(path)
-    image = read_ct(path, window=window, npy_scale=npy_scale, series=series)
-    found = list_series(path) if image.metadata.get("format") == "dicom" else []
+    if not path.is_dir():
+        image = read_ct(path, window=window, npy_scale=npy_scale, series=series)
+        found = list_series(path) if image.metadata.get("format") == "dicom" else []
+        return _inventory(path, image, found)
+    _refuse_all_series(path, series)
+    scan = scan_folder(path)  # once, for the image and the list of series
+    image = _read_folder(path, ReadOptions(window=window, npy_scale=npy_scale, series=series),
+                         scan)
+    found = scan.infos() if image.metadata.get("format") == "dicom" else []
     return _inventory(path, image, found)
 
 
-def describe_each_series(path: str | os.PathLike[str]) -> list[tuple[str, Inventory]]:
-    """Every DICOM series of a folder (largest first), read and described, as
-    ``(folder name, inventory)`` pairs named as ``--series all`` names them. Each inventory
-    lists the files the scan skipped (not DICOM, copies), not the other series' files.
+def describe_each_series(path: str | os.PathLike[str], scan: DicomScan | None = None
+                         ) -> tuple[list[SeriesInfo], list[tuple[str, Inventory]]]:
+    """Every DICOM series of a folder (largest first): the series found, and each one read and
+    described as a ``(folder name, inventory)`` pair named as ``--series all`` names it. Each
+    inventory lists the files the scan skipped (not DICOM, copies), not the other series'
+    files. ``scan``: as for :func:`each_series`.
 
     Example:
-        >>> [(name, inv.image.shape) for name, inv in describe_each_series("exam/")]
+        >>> [(name, inv.image.shape) for name, inv in describe_each_series("exam/")[1]]
         ... # doctest: +SKIP
         [('2-CHEST_2_5_MM', (121, 512, 512)), ('4-CHEST_1_25_MM', (243, 512, 512))]
     """
+    from lowdose.io.formats.dicom import scan_folder
+
     path = Path(path)
+    scan = scan if scan is not None or not path.is_dir() else scan_folder(path)
     described = []
-    for name, read in each_series(path):
+    for name, read in each_series(path, scan):
         image = read()
         skipped = [d for d in image.metadata.get("skipped", [])
                    if not d["reason"].startswith("other series ")]
         image.metadata["skipped"] = skipped
         described.append((name, _inventory(path, image, [])))
-    return described
+    return (scan.infos() if scan is not None else []), described
 
 
 def _inventory(path: Path, image: CTImage, found: list[SeriesInfo]) -> Inventory:
