@@ -30,6 +30,21 @@ def test_ctimage_slices_and_with_pixels():
         CTImage(np.zeros((8, 8)), spacing=(1.0,))
 
 
+@pytest.mark.parametrize(("row", "col", "plane"), [
+    ((1, 0, 0), (0, 1, 0), "axial"),
+    ((1, 0, 0), (0, 0, -1), "coronal"),
+    ((0, 1, 0), (0, 0, -1), "sagittal"),
+    ((0, -1, 0), (-1, 0, 0), "axial"),  # flipped axes: still axial
+    ((1, 0, 0), (0, np.cos(0.7), -np.sin(0.7)), "oblique"),  # tilted 40 degrees
+    ((1, 0, 0), (0, np.cos(0.5), -np.sin(0.5)), "axial"),  # a gantry tilt of 29 degrees
+])
+def test_ctimage_orientation_from_its_direction(row, col, plane):
+    direction = np.column_stack([row, col, np.cross(row, col)])
+    img = CTImage(np.zeros((2, 4, 4)), spacing=(1.0, 0.5, 0.5), direction=direction)
+    assert img.orientation == plane
+    assert CTImage(np.zeros((4, 4)), spacing=(0.5, 0.5)).orientation is None
+
+
 def test_registry_register_get_and_unknown():
     reg: Registry[int] = Registry("thing")
     reg.register("a")(1)

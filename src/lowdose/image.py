@@ -125,6 +125,25 @@ class CTImage:
             return None
         return float(np.mean(self.spacing[-2:]))
 
+    @property
+    def orientation(self) -> str | None:
+        """The plane of the slices, from ``direction``: ``axial``, ``coronal``, ``sagittal``, or
+        ``oblique`` (no patient axis within 37 degrees of the normal); ``None`` when unknown.
+
+        Example:
+            >>> coronal = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # columns: x, -z, y
+            >>> CTImage(np.zeros((8, 8), np.float32), (0.7, 0.7), direction=coronal).orientation
+            'coronal'
+        """
+        if self.direction is None:
+            return None
+        d = np.asarray(self.direction, dtype=float)
+        normal = np.abs(np.cross(d[:, 0], d[:, 1]))
+        axis = int(np.argmax(normal))
+        if normal[axis] < 0.8 * np.linalg.norm(normal):
+            return "oblique"
+        return ("sagittal", "coronal", "axial")[axis]  # normal along x (L), y (P), z (S)
+
     def slices(self) -> np.ndarray:
         """The pixels as a ``(N, H, W)`` stack (a 2D slice becomes ``N = 1``)."""
         return self.hu if self.is_volume else self.hu[None]

@@ -140,3 +140,25 @@ def test_pixels_outside_the_training_scale_warn_once(
     assert main(["denoise", str(tmp_path / "x.npy"), str(tmp_path / "c.npy"), "-m",
                  str(weights)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_reformats_warn_once_and_axial_slices_do_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A coronal series (read from its DICOM orientation, kept through NIfTI) gets one warning
+    that names the plane and the advice; the same pixels as an axial series get none."""
+    from tests.io.test_dicom import make_series
+
+    hu = np.round(_volume(3).hu)
+    coronal = make_series(tmp_path / "cor", hu, iop=(1, 0, 0, 0, 0, -1), series_uid="1.2.3.4")
+    axial = make_series(tmp_path / "ax", hu, series_uid="1.2.3.5")
+    capsys.readouterr()
+    assert main(["denoise", str(coronal), str(tmp_path / "c.nii.gz"), "-m", "tv"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("these slices are coronal") == 1
+    assert "denoise it and reformat the result" in err
+    assert main(["denoise", str(tmp_path / "c.nii.gz"), str(tmp_path / "c2.nii.gz"),
+                 "-m", "tv"]) == 0  # the orientation survives the NIfTI round trip
+    assert "these slices are coronal" in capsys.readouterr().err
+    assert main(["denoise", str(axial), str(tmp_path / "a.nii.gz"), "-m", "tv"]) == 0
+    assert "these slices are" not in capsys.readouterr().err

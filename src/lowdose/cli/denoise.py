@@ -77,10 +77,11 @@ def denoise_path(
     A DICOM series is written back as a derived series when ``dst`` is a folder; a folder of
     other images becomes a folder of restored images with the same names. Never writes over
     the input. Returns the written paths. Inputs whose pixel size lies outside what the model
-    was trained on are reported through ``warn`` (default: :func:`warnings.warn`), once per
-    distinct message. ``series`` picks one series of a folder holding several (``"all"``: each
-    series into a subfolder of ``dst`` named by its number and description); ``npy_scale``
-    says how ``.npy`` values map to HU (see :func:`lowdose.io.read_ct`).
+    was trained on, and reformats (coronal, sagittal, oblique slices), are reported through
+    ``warn`` (default: :func:`warnings.warn`), once per distinct message. ``series`` picks one
+    series of a folder holding several (``"all"``: each series into a subfolder of ``dst``
+    named by its number and description); ``npy_scale`` says how ``.npy`` values map to HU
+    (see :func:`lowdose.io.read_ct`).
 
     Example:
         >>> denoise_path("qd.nii.gz", "restored.nii.gz", model="bm3d")  # doctest: +SKIP
@@ -100,10 +101,11 @@ def denoise_path(
     said: set[str] = set()
     for out, read in _inputs(src, dst, series, npy_scale):
         image = read()
-        note = denoiser.pixel_size_note(image.pixel_size_mm)
-        if note and note not in said:
-            said.add(note)
-            (warn or _warn)(note)
+        for note in (denoiser.pixel_size_note(image.pixel_size_mm),
+                     denoiser.plane_note(image.orientation)):
+            if note and note not in said:
+                said.add(note)
+                (warn or _warn)(note)
         restored = denoiser.denoise_image(image, batch_size=batch_size, progress=progress)
         written.append(write_ct(restored, out, description=f"lowdose {denoiser.name}"))
     return written

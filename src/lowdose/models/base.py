@@ -71,6 +71,28 @@ class Denoiser(ABC):
         made for; ``None`` when they are inside, or when nothing is known (the default)."""
         return None
 
+    def plane_note(self, orientation: str | None) -> str | None:
+        """A warning when the slices are not axial (``orientation``: :attr:`CTImage.orientation
+        <lowdose.image.CTImage.orientation>`). CT noise is made in the axial plane: every axial
+        slice has its own draw, correlated within the slice by the reconstruction, so a
+        reformat shows another texture along z, and every denoiser here, learned or classical,
+        removed less of it (``benchmarks/results/denoise_orientation.md``).
+
+        Example:
+            >>> from lowdose.models.classical import TotalVariation
+            >>> tv = TotalVariation()
+            >>> tv.plane_note("axial") is None, tv.plane_note("coronal")[:28]
+            (True, 'tv: these slices are coronal')
+        """
+        if orientation in (None, "axial", "unknown"):
+            return None
+        # The 1.0-2.5 dB: benchmarks/denoise_orientation.py (session 32), every denoiser.
+        return (f"{self.name}: these slices are {orientation}; CT noise is made in the axial "
+                "plane, and on a simulated quarter dose every denoiser gained 1.0-2.5 dB less on "
+                "reformats than on the axial slices reformatted after denoising "
+                "(benchmarks/results/denoise_orientation.md): where you have the axial series, "
+                "denoise it and reformat the result")
+
     def denoise_image(
         self, image: CTImage, batch_size: int = 8, progress: bool = False
     ) -> CTImage:
