@@ -122,10 +122,12 @@ PRESETS: dict[str, ClassifierTrainConfig] = {
     # GPU: 256 px input (the study used 224-512), more epochs.
     "gpu": ClassifierTrainConfig(input_size=256, slice_size=288, epochs=60, batch_size=32,
                                  lr=1e-3, patience=15, ema_decay=0.99),
-    # The demo on phantoms: small and short (the whole study runs in minutes on 2 cores).
-    "demo": ClassifierTrainConfig(arch="densenet121", input_size=96, slice_size=96, epochs=12,
+    # The demo on phantoms: small and short (the whole study runs in minutes on 2 cores). 24
+    # epochs with the weight average: 0.56 accuracy on 400 fresh 96 px phantoms, against 0.42
+    # for 12 epochs without it (session 32; 4 classes), for about a minute more.
+    "demo": ClassifierTrainConfig(arch="densenet121", input_size=96, slice_size=96, epochs=24,
                                   batch_size=16, lr=1e-3, patience=8, warmup_epochs=1.0,
-                                  dropout=0.0),
+                                  dropout=0.0, ema_decay=0.99),
 }
 
 
