@@ -111,6 +111,36 @@ def test_tiled_apply_exact_for_pointwise() -> None:
     assert torch.allclose(y, x * 3 + 1, atol=1e-6)
 
 
+@pytest.mark.parametrize(("shape", "tile_batch", "batches"), [
+    ((5, 1, 64, 64), 1, [1, 1, 1, 1, 1]),  # whole images of a full tile: tile_batch at a time
+    ((5, 1, 64, 64), 2, [2, 2, 1]),
+    ((9, 1, 32, 32), 1, [4, 4, 1]),  # quarter-tile images: four hold one tile's pixels
+    ((2, 1, 100, 70), 3, [3, 3, 2]),  # 2 x 2 tiles per image, 3 at a time
+])
+def test_tiled_apply_bounds_the_pixels_run_at_once(shape, tile_batch, batches) -> None:
+    seen: list[int] = []
+
+    def record(t: torch.Tensor) -> torch.Tensor:
+        seen.append(t.shape[0])
+        return t * 2
+
+    x = torch.rand(shape)
+    y = tiled_apply(record, x, tile_size=64, tile_overlap=16, tile_batch=tile_batch)
+    assert seen == batches and torch.allclose(y, x * 2)
+
+
+def test_networks_run_one_slice_at_a_time_on_a_cpu_by_default() -> None:
+    from lowdose.models.network import default_tile_batch
+
+    d = ResUNetDenoiser.untrained(SMALL["unet"], tile_size=64, tile_overlap=16)
+    seen: list[int] = []
+    hook = d.net.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    d.denoise(torch.zeros(3, 1, 64, 64))
+    hook.remove()
+    assert default_tile_batch("cpu") == 1 and seen == [1, 1, 1]
+    assert default_tile_batch("cuda") == 8
+
+
 @pytest.mark.parametrize("cls", [RedCNNDenoiser, ResUNetDenoiser])
 def test_few_steps_lower_the_loss(cls: type[NetworkDenoiser]) -> None:
     from lowdose.training.denoising import OptimConfig, SupervisedDenoiserFamily

@@ -39,6 +39,7 @@ from lowdose.models.base import denoisers
 from lowdose.models.network import (
     NetworkDenoiser,
     checked_precision,
+    default_tile_batch,
     precision_context,
     tiled_apply,
 )
@@ -338,7 +339,7 @@ class GanCircleUpscaler:
         *,
         tile_size: int = 512,
         tile_overlap: int = 64,
-        tile_batch: int = 4,
+        tile_batch: int | None = None,
         precision: str = "fp32",
         metadata: dict[str, Any] | None = None,
     ) -> None:
@@ -365,7 +366,8 @@ class GanCircleUpscaler:
                 with precision_context(self.precision, x.device):
                     return self.net(x).float()
 
-            out = tiled_apply(run, fine, self.tile_size, self.tile_overlap, 4, self.tile_batch)
+            out = tiled_apply(run, fine, self.tile_size, self.tile_overlap, 4,
+                              self.tile_batch or default_tile_batch(self.device))
             return net_to_hu(out.clamp(0.0, 1.0)).to(hu.device)
 
     def upscale_image(self, image: Any, batch_size: int = 4, progress: bool = False) -> Any:
