@@ -271,20 +271,21 @@ def describe_each_series(path: str | os.PathLike[str], scan: DicomScan | None = 
     from lowdose.io.formats.dicom import scan_folder
 
     path = Path(path)
-    scan = scan if scan is not None or not path.is_dir() else scan_folder(path)
-    described = []
-    for name, read in each_series(path, scan):
-        image = read()
-        skipped = [d for d in image.metadata.get("skipped", [])
-                   if not d["reason"].startswith("other series ")]
-        image.metadata["skipped"] = skipped
-        described.append((name, _inventory(path, image, [])))
-    return (scan.infos() if scan is not None else []), described
+    if not path.is_dir():
+        each_series(path)  # raises: --series all reads a folder
+    scan = scan if scan is not None else scan_folder(path)
+    skipped = [(str(p.relative_to(path)), reason) for p, reason in scan.skipped]
+    described = [(name, _inventory(path, read(), [], skipped))
+                 for name, read in each_series(path, scan)]
+    return scan.infos(), described
 
 
-def _inventory(path: Path, image: CTImage, found: list[SeriesInfo]) -> Inventory:
+def _inventory(path: Path, image: CTImage, found: list[SeriesInfo],
+               skipped: list[tuple[str, str]] | None = None) -> Inventory:
+    """``skipped``: the files to list as skipped (default: those the image's reader skipped)."""
     fmt = image.metadata.get("format", "?")
-    skipped = [(d["file"], d["reason"]) for d in image.metadata.get("skipped", [])]
+    if skipped is None:
+        skipped = [(d["file"], d["reason"]) for d in image.metadata.get("skipped", [])]
     if path.is_dir() and fmt == "dicom":
         kind = f"folder: DICOM series ({image.metadata.get('n_files', '?')} files read)"
     elif path.is_dir():
