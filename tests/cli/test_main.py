@@ -6,7 +6,6 @@ import pytest
 import typer
 
 from lowdose.cli.main import build_app, unwrap_paragraphs
-from tests.cli.cli_helpers import run
 
 
 def _commands(group, prefix=()):
@@ -34,13 +33,6 @@ def test_help_paragraphs_are_one_line_each(path):
     for paragraph in help_text.split("\n\n"):
         lines = paragraph.splitlines()
         assert all(line.startswith((" ", "-", "*")) for line in lines[1:]), paragraph
-
-
-def test_help_prints_a_wrapped_docstring_as_one_paragraph(capsys):
-    rc, out, _ = run(["classify", "--help"], capsys)
-    assert rc == 0
-    flat = " ".join(out.split())
-    assert "the window the model was trained with (stored in it: the lung window" in flat
 
 
 def test_unwrap_keeps_list_items_and_paragraphs():
