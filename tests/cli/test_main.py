@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 import typer
 
 from lowdose.cli.main import build_app, unwrap_paragraphs
+from tests.cli.cli_helpers import assert_one_error_line, run
 
 
 def _commands(group, prefix=()):
@@ -48,3 +50,22 @@ def test_unwrap_keeps_list_items_and_paragraphs():
         """
     assert unwrap_paragraphs(text) == (
         "Intro line continues here.\n\n- item one\n- item two\n  wrapped\n\nExample: a b")
+
+
+@pytest.mark.parametrize("error", [
+    lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    lambda: RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                         "allocate memory: you tried to allocate 40000000000000 bytes."),
+    lambda: MemoryError(),
+], ids=["cuda", "cpu-allocator", "python"])
+def test_out_of_memory_is_one_line_with_the_way_out(tmp_path, capsys, monkeypatch, error):
+    from lowdose.cli import denoise
+
+    def fail(*args, **kwargs):
+        raise error()
+
+    monkeypatch.setattr(denoise, "denoise_path", fail)
+    rc, _, err = run(["denoise", str(tmp_path / "in.nii.gz"), str(tmp_path / "out.nii.gz")],
+                     capsys)
+    assert_one_error_line(rc, err, "out of ", "memory", "--batch-size")
+    assert ("--device cpu" in err) == ("CUDA" in str(error()))  # the CPU way out on a GPU only

@@ -134,6 +134,12 @@ def _run(argv: list[str], debug: bool) -> int:
             raise
         if isinstance(exc, LowdoseError):
             message = str(exc)
+        elif _out_of_memory(exc):
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            on_gpu = "cuda" in detail.lower()
+            message = (f"out of {'GPU ' if on_gpu else ''}memory ({detail}); lower --batch-size "
+                       "(slices at once) where the command has it"
+                       + (", or run on the CPU with --device cpu" if on_gpu else ""))
         elif isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
             message = f"{exc.filename}: {exc.strerror}"
         else:
@@ -141,6 +147,13 @@ def _run(argv: list[str], debug: bool) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A GPU or CPU allocation failed: torch's ``OutOfMemoryError``, its CPU allocator's
+    error, or Python's ``MemoryError`` (matched by name, so ``main`` needs no torch import)."""
+    return (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in str(exc))
 
 
 if __name__ == "__main__":
