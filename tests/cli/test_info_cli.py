@@ -83,6 +83,9 @@ def test_info_mixed_series_describes_each_and_series_picks_one(tmp_path, capsys,
     assert "other series 1.2.3.111" in out
     rc, out, err = run(["info", str(tmp_path / "m"), "--series", "1.2.3"], capsys)
     assert_one_error_line(rc, err, "1.2.3.111", "1.2.3.222")
+    one_file = next((tmp_path / "m" / "b").iterdir())
+    rc, out, err = run(["info", str(one_file), "--series", "all"], capsys)
+    assert rc == 0 and "kind:        DICOM file" in out and "shape:       16 x 16" in out
 
 
 @pytest.mark.parametrize(

@@ -40,11 +40,12 @@ def info(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            if series == ALL_SERIES:
+            if series == ALL_SERIES and path.is_dir():
                 _describe_each(path)
-            else:
+            else:  # a file holds one series: --series all describes it as it is
                 typer.echo(format_inventory(describe(
-                    path, window=parse_window(window), npy_scale=npy_scale, series=series)))
+                    path, window=parse_window(window), npy_scale=npy_scale,
+                    series=None if series == ALL_SERIES else series)))
         except MixedSeriesError as exc:
             if series is not None:
                 raise  # the UID given matches several series: the error names them
