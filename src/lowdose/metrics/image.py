@@ -62,13 +62,22 @@ def rmse(pred: np.ndarray, target: np.ndarray, data_range: str | Window = "full"
 def psnr(pred: np.ndarray, target: np.ndarray, data_range: str | Window = "full") -> float:
     """Peak signal-to-noise ratio in dB with peak 1 on the scaled range, mean over slices.
 
-    Identical images give ``inf``.
+    Slices identical in the range (an all-air slice at the end of a volume, clipped to a
+    window) have no finite PSNR and are left out of the mean; identical images give ``inf``.
+
+    Example:
+        >>> ref = np.zeros((2, 4, 4), np.float32) - 1000  # two air slices
+        >>> noisy = ref.copy()
+        >>> noisy[1, 0, 0] = 0  # one pixel of the second slice differs
+        >>> round(psnr(noisy, ref, "window"), 2), psnr(ref, ref, "window")
+        (20.0, inf)
     """
     p, t = _unit_stacks(pred, target, data_range)
     mse = np.mean((p.astype(np.float64) - t) ** 2, axis=(1, 2))
-    with np.errstate(divide="ignore"):
-        values = 10.0 * np.log10(1.0 / mse)
-    return float(np.mean(values))
+    differ = mse > 0
+    if not differ.any():
+        return float("inf")
+    return float(np.mean(10.0 * np.log10(1.0 / mse[differ])))
 
 
 @image_metrics.register("ssim")
