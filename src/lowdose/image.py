@@ -144,6 +144,22 @@ class CTImage:
             return "oblique"
         return ("sagittal", "coronal", "axial")[axis]  # normal along x (L), y (P), z (S)
 
+    def axial_axis(self) -> int | None:
+        """The array axis of a volume that runs head to foot (the patient's z), from
+        ``direction``: 0 for an axial stack, 1 for a coronal or sagittal one (its image rows);
+        ``None`` for a 2D slice or an unknown direction.
+
+        Example:
+            >>> coronal = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
+            >>> CTImage(np.zeros((3, 8, 8)), (1, 0.7, 0.7), direction=coronal).axial_axis()
+            1
+        """
+        if self.direction is None or not self.is_volume:
+            return None
+        along_z = np.abs(np.asarray(self.direction, dtype=float)[2])
+        # direction columns: the column (array axis 2), row (1) and slice (0) axes
+        return (2, 1, 0)[int(np.argmax(along_z))]
+
     def slices(self) -> np.ndarray:
         """The pixels as a ``(N, H, W)`` stack (a 2D slice becomes ``N = 1``)."""
         return self.hu if self.is_volume else self.hu[None]

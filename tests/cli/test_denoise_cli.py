@@ -162,3 +162,41 @@ def test_reformats_warn_once_and_axial_slices_do_not(
     assert "these slices are coronal" in capsys.readouterr().err
     assert main(["denoise", str(axial), str(tmp_path / "a.nii.gz"), "-m", "tv"]) == 0
     assert "these slices are" not in capsys.readouterr().err
+
+
+def test_along_axial_denoises_a_coronal_volume_along_its_axial_planes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A coronal volume (slices stacked front to back, image rows running head to foot) is
+    denoised plane by plane across its slices: the same as TV on each axial plane of the
+    array, not TV on each coronal slice; no reformat warning then, and a single slice or an
+    unknown --along is one error line."""
+    from lowdose.models.classical import TotalVariation
+    from tests.io.test_dicom import make_series
+
+    rng = np.random.default_rng(3)
+    hu = np.round(_volume(6, size=32).hu + rng.normal(0, 40, (6, 32, 32)))
+    coronal = make_series(tmp_path / "cor", hu, iop=(1, 0, 0, 0, 0, -1), series_uid="1.2.3.6")
+    image = read_ct(coronal)
+    assert image.orientation == "coronal" and image.axial_axis() == 1
+    capsys.readouterr()
+    assert main(["denoise", str(coronal), str(tmp_path / "p.nii.gz"), "-m", "tv",
+                 "--along", "axial"]) == 0
+    assert "these slices are" not in capsys.readouterr().err
+    tv = TotalVariation()
+    planes = np.moveaxis(image.hu, 1, 0)
+    expected = np.moveaxis(tv.denoise_image(CTImage(planes, (0.8, 2.0, 0.7))).hu, 0, 1)
+    by_slice = tv.denoise_image(image).hu
+    got = read_ct(tmp_path / "p.nii.gz").hu
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    assert np.abs(got - by_slice).max() > 5  # another result than slice by slice
+    assert main(["denoise", str(coronal), str(tmp_path / "s.nii.gz"), "-m", "tv"]) == 0
+    assert "--along axial" in capsys.readouterr().err  # the hint, for a volume
+    one = make_series(tmp_path / "one", hu[:1], iop=(1, 0, 0, 0, 0, -1), series_uid="1.2.3.7")
+    for argv, needle in (([str(one), str(tmp_path / "o.nii.gz"), "--along", "axial"],
+                          "needs a volume"),
+                         ([str(coronal), str(tmp_path / "x.nii.gz"), "--along", "sideways"],
+                          "--along 'sideways'")):
+        assert main(["denoise", *argv, "-m", "tv"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err

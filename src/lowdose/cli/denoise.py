@@ -13,6 +13,7 @@ from lowdose.errors import LowdoseError
 
 if TYPE_CHECKING:
     from lowdose.image import CTImage
+    from lowdose.models.base import Denoiser
 
 
 def list_denoisers() -> list[tuple[str, str]]:
@@ -71,6 +72,7 @@ def denoise_path(
     warn: Callable[[str], None] | None = None,
     series: str | None = None,
     npy_scale: str | None = None,
+    along: str = "slices",
 ) -> list[Path]:
     """Denoise a file, a DICOM series folder, a NIfTI volume or a folder of images into ``dst``.
 
@@ -81,7 +83,9 @@ def denoise_path(
     ``warn`` (default: :func:`warnings.warn`), once per distinct message. ``series`` picks one
     series of a folder holding several (``"all"``: each series into a subfolder of ``dst``
     named by its number and description); ``npy_scale`` says how ``.npy`` values map to HU
-    (see :func:`lowdose.io.read_ct`).
+    (see :func:`lowdose.io.read_ct`). ``along="axial"`` denoises a coronal or sagittal volume
+    along its axial planes instead of its own slices, as CT noise is made
+    (``benchmarks/results/denoise_orientation.md``); axial input is denoised as it is.
 
     Example:
         >>> denoise_path("qd.nii.gz", "restored.nii.gz", model="bm3d")  # doctest: +SKIP
@@ -90,6 +94,8 @@ def denoise_path(
     from lowdose.models.loading import load_denoiser
 
     src, dst = Path(src), Path(dst)
+    if along not in ALONG:
+        raise LowdoseError(f"--along {along!r}: use one of {', '.join(ALONG)}")
     if not src.exists():
         raise LowdoseError(f"{src}: no such file or folder")
     if dst.resolve() == src.resolve():
@@ -101,14 +107,72 @@ def denoise_path(
     said: set[str] = set()
     for out, read in _inputs(src, dst, series, npy_scale):
         image = read()
-        for note in (denoiser.pixel_size_note(image.pixel_size_mm),
-                     denoiser.plane_note(image.orientation)):
+        planes = along == "axial" and image.orientation not in (None, "axial")
+        notes = [denoiser.pixel_size_note(image.pixel_size_mm)]
+        if planes:
+            notes.append(_axial_planes_note(image))
+        elif note := denoiser.plane_note(image.orientation):
+            notes.append(note + ("; or denoise this volume along its axial planes: --along "
+                                 "axial" if image.is_volume else ""))
+        for note in notes:
             if note and note not in said:
                 said.add(note)
                 (warn or _warn)(note)
-        restored = denoiser.denoise_image(image, batch_size=batch_size, progress=progress)
+        if planes:
+            restored = denoise_along_axial(denoiser, image, batch_size, progress)
+        else:
+            restored = denoiser.denoise_image(image, batch_size=batch_size, progress=progress)
         written.append(write_ct(restored, out, description=f"lowdose {denoiser.name}"))
     return written
+
+
+ALONG = ("slices", "axial")
+
+
+def denoise_along_axial(denoiser: Denoiser, image: CTImage, batch_size: int = 8,
+                        progress: bool = False) -> CTImage:
+    """Denoise a coronal or sagittal volume along its axial planes (each image row of its
+    slices stacked across the slices), then put the pixels back in the volume's own order.
+
+    Raises:
+        LowdoseError: ``image`` is one slice, or oblique (no axis of it runs head to foot).
+
+    Example:
+        >>> denoise_along_axial(load_denoiser("tv"), read_ct("coronal/"))  # doctest: +SKIP
+    """
+    import numpy as np
+
+    from lowdose.image import CTImage
+
+    source = image.metadata.get("source", "the input")
+    if not image.is_volume:
+        raise LowdoseError(f"{source}: --along axial needs a volume of reformatted slices; "
+                           "this is one slice")
+    if image.orientation == "oblique":
+        raise LowdoseError(f"{source}: --along axial: an oblique series has no axial planes "
+                           "among its axes")
+    axis = image.axial_axis()
+    assert axis is not None
+    order = [axis, *(k for k in range(3) if k != axis)]
+    planes = CTImage(np.ascontiguousarray(np.moveaxis(image.hu, axis, 0)),
+                     spacing=tuple(image.spacing[k] for k in order))
+    out = denoiser.denoise_image(planes, batch_size=batch_size, progress=progress).hu
+    return image.with_pixels(np.moveaxis(out, 0, axis),
+                             metadata={"denoiser": denoiser.name, "denoised_along": "axial"})
+
+
+def _axial_planes_note(image: CTImage) -> str | None:
+    """A warning when the axial planes of a reformatted volume have far from square pixels
+    (the series' slice spacing against its pixel size): a denoiser sees them stretched."""
+    axis = image.axial_axis()
+    if axis is None:
+        return None
+    sizes = [s for k, s in enumerate(image.spacing) if k != axis]
+    if max(sizes) <= 1.5 * min(sizes):
+        return None
+    return (f"the axial planes of this volume have {sizes[0]:.2f} x {sizes[1]:.2f} mm pixels "
+            "(its slice spacing against its pixel size): the denoiser sees them stretched, "
+            "and may remove less noise or blur along the longer side")
 
 
 def register(app: typer.Typer) -> None:
@@ -138,6 +202,10 @@ def register(app: typer.Typer) -> None:
             "2-3x faster there, about 1 HU rms of rounding; see the README)."),
         series: str | None = series_option(each=True),
         npy_scale: str | None = npy_scale_option(),
+        along: str = typer.Option(
+            "slices", "--along", help="slices: denoise each slice as stored; axial: a coronal "
+            "or sagittal volume along its axial planes, as CT noise is made (reformats denoised "
+            "slice by slice lose 1-2.5 dB; see the README)."),
     ) -> None:
         """Restore a low-dose CT image, volume or DICOM series.
 
@@ -150,5 +218,6 @@ def register(app: typer.Typer) -> None:
         for path in denoise_path(src, dst, model, device, batch_size, trust_pickle,
                                  self_ensemble=self_ensemble, strength=strength,
                                  precision=precision, series=series, npy_scale=npy_scale,
+                                 along=along,
                                  warn=lambda m: typer.echo(f"warning: {m}", err=True)):
             typer.echo(f"wrote {path}")
