@@ -112,8 +112,9 @@ def denoise_path(
         if planes:
             notes.append(_axial_planes_note(image))
         elif note := denoiser.plane_note(image.orientation):
+            can_turn = image.is_volume and image.orientation in ("coronal", "sagittal")
             notes.append(note + ("; or denoise this volume along its axial planes: --along "
-                                 "axial" if image.is_volume else ""))
+                                 "axial" if can_turn else ""))
         for note in notes:
             if note and note not in said:
                 said.add(note)
