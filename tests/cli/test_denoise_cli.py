@@ -200,3 +200,23 @@ def test_along_axial_denoises_a_coronal_volume_along_its_axial_planes(
         assert main(["denoise", *argv, "-m", "tv"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
+
+
+def test_a_series_goes_to_a_folder_whatever_dots_its_name_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`restored-0.5` for a DICOM series is a folder (was: "cannot tell the output format from
+    '.5'"); a NIfTI input to such a name is still refused, and `.nii.gz` still means NIfTI."""
+    from tests.io.test_dicom import make_series
+
+    series = make_series(tmp_path / "s", np.round(_volume(2).hu), series_uid="1.2.3.10")
+    for command in (["denoise", "-m", "tv"], ["upscale", "--scale", "2"]):
+        out = tmp_path / f"{command[0]}-0.5"
+        assert main([*command, str(series), str(out)]) == 0
+        assert out.is_dir() and read_ct(out).metadata["format"] == "dicom"
+    assert main(["denoise", str(series), str(tmp_path / "r.nii.gz"), "-m", "tv"]) == 0
+    assert read_ct(tmp_path / "r.nii.gz").metadata["format"] == "nifti"
+    nifti = write_ct(_volume(2), tmp_path / "v.nii.gz")
+    capsys.readouterr()
+    assert main(["denoise", str(nifti), str(tmp_path / "v-0.5"), "-m", "tv"]) == 2
+    assert "cannot tell the output format" in capsys.readouterr().err

@@ -233,3 +233,26 @@ def test_calibrate_then_simulate_with_the_file(tmp_path, capsys):
     assert rc == 0, err
     rc, _, err = run(["calibrate", str(tmp_path / "fd.nii.gz")], capsys)
     assert_one_error_line(rc, err, "fd.nii.gz")
+
+
+def test_projection_on_a_reformat_warns_once(tmp_path):
+    """The projection physics makes axial noise: handed a coronal series it says so, once;
+    an axial series and the image-domain method get no such warning."""
+    import warnings
+
+    from lowdose.cli.main import main
+    from tests.io.test_dicom import make_series
+
+    vol = np.round(np.stack([body(32)] * 3) + 0.0)
+    coronal = make_series(tmp_path / "cor", vol, iop=(1, 0, 0, 0, 0, -1), series_uid="1.2.3.8")
+    axial = make_series(tmp_path / "ax", vol, series_uid="1.2.3.9")
+    with pytest.warns(UserWarning, match="these slices are coronal") as caught:
+        assert main(["simulate", str(coronal), str(tmp_path / "c"), "--doses", "0.5,0.25"]) == 0
+    assert sum("these slices are" in str(w.message) for w in caught) == 1
+    for argv in ([str(axial), str(tmp_path / "a"), "--dose", "0.5"],
+                 [str(coronal), str(tmp_path / "i"), "--dose", "0.5", "--method",
+                  "image-poisson"]):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert main(["simulate", *argv]) == 0
+        assert not any("these slices are" in str(w.message) for w in seen)

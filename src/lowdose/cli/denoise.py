@@ -91,6 +91,7 @@ def denoise_path(
         >>> denoise_path("qd.nii.gz", "restored.nii.gz", model="bm3d")  # doctest: +SKIP
     """
     from lowdose.io import write_ct
+    from lowdose.io.read import from_series_folder
     from lowdose.models.loading import load_denoiser
 
     src, dst = Path(src), Path(dst)
@@ -123,7 +124,8 @@ def denoise_path(
             restored = denoise_along_axial(denoiser, image, batch_size, progress)
         else:
             restored = denoiser.denoise_image(image, batch_size=batch_size, progress=progress)
-        written.append(write_ct(restored, out, description=f"lowdose {denoiser.name}"))
+        written.append(write_ct(restored, out, description=f"lowdose {denoiser.name}",
+                                folder_if_unknown=from_series_folder(image)))
     return written
 
 

@@ -58,7 +58,7 @@ def upscale_path(
         [PosixPath('series-x2')]
     """
     from lowdose.io import read_ct, write_ct
-    from lowdose.io.read import ALL_SERIES, each_series
+    from lowdose.io.read import ALL_SERIES, each_series, from_series_folder
     from lowdose.models.gan_circle import load_upscaler
 
     src, dst = Path(src), Path(dst)
@@ -74,7 +74,8 @@ def upscale_path(
     written = []
     for out, read in jobs:
         image = upscaler.upscale_image(read(), batch_size=batch_size, progress=progress)
-        written.append(write_ct(image, out, description=f"lowdose gan-circle x{scale}"))
+        written.append(write_ct(image, out, description=f"lowdose gan-circle x{scale}",
+                                folder_if_unknown=from_series_folder(image)))
     return written
 
 

@@ -133,18 +133,34 @@ def _read_folder(folder: Path, options, scan: DicomScan | None = None) -> CTImag
     return DicomReader(options).read_folder(folder, scan)
 
 
-def _writer_name(raw: str, path: Path) -> str:
+def _writer_name(raw: str, path: Path, folder_if_unknown: bool = False) -> str:
     name = path.name.lower()
     if raw.endswith(("/", os.sep)) or path.is_dir() or not path.suffix:
         return "dicom"
     for writer in writers.names():
         if name.endswith(writers.get(writer).suffixes):
             return writer
+    if folder_if_unknown:
+        return "dicom"
     known = sorted({s for w in writers.names() for s in writers.get(w).suffixes})
     raise LowdoseError(
         f"{path}: cannot tell the output format from {path.suffix!r}; use one of "
         f"{', '.join(known)} or a folder (a DICOM series)"
     )
+
+
+def from_series_folder(image: CTImage) -> bool:
+    """``image`` was read from a folder of DICOM files, so it is written back as a folder
+    (whatever dots the output's name holds: see ``write_ct(folder_if_unknown=...)``).
+
+    Example:
+        >>> import numpy as np
+        >>> from_series_folder(CTImage(np.zeros((2, 2), np.float32), (1.0, 1.0)))
+        False
+    """
+    source = image.metadata.get("source")
+    return image.metadata.get("format") == "dicom" and source is not None and Path(
+        source).is_dir()
 
 
 def write_ct(
@@ -153,6 +169,7 @@ def write_ct(
     *,
     window: Window | None = None,
     description: str = "lowdose",
+    folder_if_unknown: bool = False,
 ) -> Path:
     """Write ``image`` by the path's suffix; atomic, never over (or into) the input.
 
@@ -160,6 +177,8 @@ def write_ct(
     ``.nii``/``.nii.gz``: float32 HU with the geometry. ``.npy``: float32 HU.
     A folder (existing, ending in ``/``, or without suffix): a derived DICOM series;
     ``.dcm``: one derived slice. DICOM pixels are int16 HU (within 0.5 HU).
+    ``folder_if_unknown``: a name whose suffix no writer knows (``dose-0.5``, ``out.v2``) is a
+    folder too, as where a DICOM series is written back as one; otherwise it is an error.
 
     Example:
         >>> write_ct(img, "out.nii.gz")  # doctest: +SKIP
@@ -167,7 +186,7 @@ def write_ct(
     """
     raw = os.fspath(path)
     target = Path(raw)
-    writer_cls = writers.get(_writer_name(raw, target))
+    writer_cls = writers.get(_writer_name(raw, target, folder_if_unknown))
     writer: Writer = writer_cls(WriteOptions(window=window, description=description))
     return writer.write(image, target)
 

@@ -206,6 +206,7 @@ def simulate_path(
 
     bar = None
     written: list[Path] = []
+    planes_said: set[str] = set()
     try:
         for job in jobs:
             image = job.read() if job.read is not None else read_ct(job.source, **reads)
@@ -218,6 +219,8 @@ def simulate_path(
             # Below -1024 HU is never tissue: DICOM padding outside the reconstruction circle
             # (-2048, -3024) or the floor of a display window (lung: -1350). Both are air.
             hu = np.maximum(image.slices(), HU_MIN)
+            if method == "projection" and image.orientation not in (None, "axial"):
+                _warn_reformat(image, planes_said)
             if method == "projection":
                 # unknown spacing: the given size, else the simulator's stated default
                 simulator.pixel_size_mm = image.pixel_size_mm or pixel_size_mm
@@ -237,7 +240,8 @@ def simulate_path(
                 meta = {"simulated_dose": dose, "simulator": method, "simulation_seed": seed}
                 result = image.with_pixels(low, metadata=meta)
                 written.append(write_ct(
-                    result, dest, window=win, description=f"lowdose {method} dose {dose:g}"
+                    result, dest, window=win, description=f"lowdose {method} dose {dose:g}",
+                    folder_if_unknown=job.is_series,  # dose-0.5/ is a folder, not a '.5' file
                 ))
                 if bar is not None:
                     bar.update(1)
@@ -245,3 +249,18 @@ def simulate_path(
         if bar is not None:
             bar.close()
     return written
+
+
+def _warn_reformat(image: CTImage, said: set[str]) -> None:
+    """Warn, once per plane, that the projection physics was given a reformat: it inserts the
+    noise of an axial reconstruction into whatever plane it is handed."""
+    import warnings
+
+    plane = str(image.orientation)
+    if plane in said:
+        return
+    said.add(plane)
+    warnings.warn(f"{image.metadata.get('source', 'input')}: these slices are {plane}; the "
+                  "projection physics simulates an axial scan, so it inserts noise with the "
+                  "axial texture into this plane. Simulate the axial series and reformat the "
+                  "result", stacklevel=3)
