@@ -210,6 +210,8 @@ def simulate_path(
     try:
         for job in jobs:
             image = job.read() if job.read is not None else read_ct(job.source, **reads)
+            if method == "projection" and image.orientation not in (None, "axial"):
+                _warn_reformat(image, planes_said)  # before the bar, not into its line
             if progress and bar is None:
                 # Drawn once the first input reads, so an unreadable one is one error line alone.
                 from tqdm import tqdm
@@ -219,8 +221,6 @@ def simulate_path(
             # Below -1024 HU is never tissue: DICOM padding outside the reconstruction circle
             # (-2048, -3024) or the floor of a display window (lung: -1350). Both are air.
             hu = np.maximum(image.slices(), HU_MIN)
-            if method == "projection" and image.orientation not in (None, "axial"):
-                _warn_reformat(image, planes_said)
             if method == "projection":
                 # unknown spacing: the given size, else the simulator's stated default
                 simulator.pixel_size_mm = image.pixel_size_mm or pixel_size_mm
