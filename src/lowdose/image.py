@@ -64,6 +64,24 @@ NAMED_WINDOWS: dict[str, Window] = {
 }
 
 
+def plane_of(row: np.ndarray, col: np.ndarray) -> str:
+    """The plane of slices whose rows and columns run along ``row`` and ``col`` (patient LPS
+    directions, as DICOM's ImageOrientationPatient): ``axial``, ``coronal``, ``sagittal``, or
+    ``oblique`` when no patient axis lies within 37 degrees of the normal (or the directions
+    are degenerate).
+
+    Example:
+        >>> plane_of(np.array([1.0, 0, 0]), np.array([0.0, 0, -1]))
+        'coronal'
+    """
+    normal = np.abs(np.cross(np.asarray(row, float), np.asarray(col, float)))
+    axis = int(np.argmax(normal))
+    length = float(np.linalg.norm(normal))
+    if length == 0 or normal[axis] < 0.8 * length:
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]  # normal along x (L), y (P), z (S)
+
+
 @dataclass
 class CTImage:
     """A 2D slice ``(H, W)`` or 3D volume ``(D, H, W)`` in HU.
@@ -138,11 +156,7 @@ class CTImage:
         if self.direction is None:
             return None
         d = np.asarray(self.direction, dtype=float)
-        normal = np.abs(np.cross(d[:, 0], d[:, 1]))
-        axis = int(np.argmax(normal))
-        if normal[axis] < 0.8 * np.linalg.norm(normal):
-            return "oblique"
-        return ("sagittal", "coronal", "axial")[axis]  # normal along x (L), y (P), z (S)
+        return plane_of(d[:, 0], d[:, 1])
 
     def axial_axis(self) -> int | None:
         """The array axis of a volume that runs head to foot (the patient's z), from

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from lowdose.errors import LowdoseError
-from lowdose.image import CTImage
+from lowdose.image import CTImage, plane_of
 from lowdose.io.atomic import atomic_path
 from lowdose.io.base import readers, writers
 from lowdose.io.formats.common import (
@@ -144,11 +144,7 @@ def _orientation_label(iop: Any) -> str:
         return "unknown"
     if row.shape != (3,) or col.shape != (3,):
         return "unknown"
-    normal = np.abs(np.cross(row, col))
-    axis = int(np.argmax(normal))
-    if normal[axis] < 0.8:
-        return "oblique"
-    return ("sagittal", "coronal", "axial")[axis]
+    return plane_of(row, col)
 
 
 def _n_frames(ds: Any) -> int:
