@@ -272,6 +272,24 @@ def test_mixed_series_error_names_them_and_series_picks_one(tmp_path):
     ]
 
 
+def test_series_listing_puts_the_most_slices_first_counting_frames(tmp_path):
+    # One 4-frame file against two single-frame files: the listing (error and info alike)
+    # ranks by slices, not by files.
+    folder = tmp_path / "mixed"
+    make_series(folder / "two", phantom_volume(2), series_uid="1.2.3.222")
+    path = ct_slice(folder / "multi.dcm", phantom_volume(1)[0], series_uid="1.2.3.444")
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 4
+    ds.PixelData = np.tile(np.frombuffer(ds.PixelData, np.uint16), 4).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(MixedSeriesError) as raised:
+        read_ct(folder)
+    assert [(s.uid, s.n_slices) for s in raised.value.series] == [
+        ("1.2.3.444", 4), ("1.2.3.222", 2)]
+    assert str(raised.value).index("1.2.3.444") < str(raised.value).index("1.2.3.222")
+    assert [s.uid for s in list_series(folder)] == ["1.2.3.444", "1.2.3.222"]
+
+
 def test_read_ct_picking_uses_the_series_only_where_several_and_scans_once(tmp_path,
                                                                             monkeypatch):
     from lowdose.io.formats import dicom

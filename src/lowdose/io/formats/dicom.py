@@ -571,9 +571,9 @@ class MixedSeriesError(LowdoseError):
 
 def pick_series(scan: DicomScan, wanted: str | None) -> str:
     """The UID of the series to read: the only one, or the one ``wanted`` names."""
-    uids = sorted(scan.series, key=lambda u: (-len(scan.series[u]), u))
-    infos = {u: _series_info(u, scan.series[u]) for u in uids}
-    listing = "; ".join(infos[u].summary() for u in uids[:8])
+    found = scan.infos()
+    uids = [s.uid for s in found]
+    listing = "; ".join(s.summary() for s in found[:8])
     if len(uids) > 8:
         listing += f"; and {len(uids) - 8} more (lowdose info lists them)"
     if wanted:
@@ -584,14 +584,12 @@ def pick_series(scan: DicomScan, wanted: str | None) -> str:
             return hits[0]
         reason = "matches several series" if hits else "is not here"
         raise MixedSeriesError(
-            f"{scan.folder}: series {wanted!r} {reason}; found: {listing}",
-            [infos[u] for u in uids], scan,
+            f"{scan.folder}: series {wanted!r} {reason}; found: {listing}", found, scan,
         )
     if len(uids) > 1:
         raise MixedSeriesError(
             f"{scan.folder}: {len(uids)} DICOM series in one folder; pick one with "
-            f"--series UID: {listing}",
-            [infos[u] for u in uids], scan,
+            f"--series UID: {listing}", found, scan,
         )
     return uids[0]
 
