@@ -130,3 +130,52 @@ def test_upscale_list_names_the_shipped_upscalers_and_refuses_missing_scales(
                 load_upscaler(name, scale=scale)
     with pytest.raises(LowdoseError, match="neither a shipped upscaler"):
         load_upscaler("gan-circle-x9", scale=2)
+
+
+def test_upscale_a_folder_of_images_writes_each_under_its_name(tmp_path: Path) -> None:
+    from lowdose.cli.upscale import upscale_path
+    from lowdose.io import read_ct, write_ct
+
+    folder = tmp_path / "pngs"
+    for k in range(3):
+        hu = np.full((12, 10), -600.0 + 100 * k, np.float32)
+        write_ct(CTImage(hu, spacing=(1.4, 1.4)), folder / f"s{k}.png")
+    written = upscale_path(folder, tmp_path / "out", 2, str(_weights(tmp_path, 2)),
+                           progress=False)
+    assert [p.name for p in written] == ["s0.png", "s1.png", "s2.png"]
+    for k, path in enumerate(written):
+        out = read_ct(path)
+        assert out.shape == (24, 20)
+        assert abs(float(np.median(out.hu)) - (-600.0 + 100 * k)) < 60
+
+
+def test_upscale_warns_once_on_pixels_outside_its_training_scale_and_on_reformats(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Weights that record their inputs' pixel sizes warn on much finer slices; a coronal
+    series warns that the model saw axial slices; each note once, whatever the number of
+    inputs; slices inside the range and axial say nothing."""
+    from lowdose.cli.main import main
+    from lowdose.io import write_ct
+    from lowdose.models.loading import read_weights, save_weights
+    from tests.io.test_dicom import make_series
+
+    state, config = read_weights(_weights(tmp_path, 2))
+    config["metadata"]["train_pixel_mm"] = [1.2, 1.9]
+    weights = save_weights(state, config, tmp_path / "px.safetensors")
+    hu = np.round(np.random.default_rng(0).normal(40, 20, (2, 16, 16))).astype(np.float32)
+    axial_fine = make_series(tmp_path / "ax", hu, series_uid="1.2.3.5")  # 0.8 x 0.7 mm: 0.75
+    coronal = make_series(tmp_path / "cor", hu, iop=(1, 0, 0, 0, 0, -1), series_uid="1.2.3.4",
+                          pixel_spacing=(1.4, 1.4))
+    capsys.readouterr()
+    assert main(["upscale", str(axial_fine), str(tmp_path / "a"), "-m", str(weights)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: gan-circle x2 was trained on 1.20-1.90 mm pixels") == 1
+    assert "0.75 mm pixels, outside its training scale" in err and "coronal" not in err
+    assert main(["upscale", str(coronal), str(tmp_path / "c"), "-m", str(weights)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("gan-circle x2: these slices are coronal") == 1
+    assert "upscale it and reformat the result" in err and "training scale" not in err
+    for k in range(3):  # three fine images in one folder: one note
+        write_ct(CTImage(hu[0] + k, spacing=(0.7, 0.7)), tmp_path / "many" / f"s{k}.nii.gz")
+    assert main(["upscale", str(tmp_path / "many"), str(tmp_path / "m"), "-m", str(weights)]) == 0
+    assert capsys.readouterr().err.count("outside its training scale") == 1

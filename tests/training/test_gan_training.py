@@ -436,6 +436,13 @@ def test_export_generator_loads_as_denoiser_and_upscaler(tmp_path: Path) -> None
     Trainer(_circle(scale=2), data2, _trainer_cfg(max_steps=2), tmp_path / "r2").fit()
     up = load_upscaler(str(export_generator(tmp_path / "r2", tmp_path / "w" / "x2")), scale=2)
     assert up.upscale(torch.zeros(1, 1, 16, 16)).shape == (1, 1, 32, 32)
+    assert "train_pixel_mm" not in up.metadata and up.pixel_size_note(9.0) is None
+    # An x2 run's pool: G saw the full-dose slices binned 2x2, so twice their pixel sizes.
+    SlicePool(*tensors, {"scale": 2, "pixel_mm": [0.6, 0.9]}).save(
+        tmp_path / "r2" / "pool-x2.safetensors")
+    up = load_upscaler(str(export_generator(tmp_path / "r2", tmp_path / "w" / "x2p")), scale=2)
+    assert up.metadata["train_pixel_mm"] == [1.2, 1.8]
+    assert up.pixel_size_note(1.5) is None and "0.60 mm pixels" in up.pixel_size_note(0.6)
     with pytest.raises(Exception, match="x2"):
         load_denoiser(str(tmp_path / "w" / "x2.safetensors"), device="cpu")
 

@@ -29,35 +29,6 @@ def list_denoisers() -> list[tuple[str, str]]:
     return rows
 
 
-def _inputs(src: Path, dst: Path, series: str | None, npy_scale: str | None
-            ) -> list[tuple[Path, Callable[[], CTImage]]]:
-    """``(output, read)`` pairs: one for a file or a DICOM series, one per image in a folder of
-    images (NIfTI, npy, PNG), one per series with ``--series all`` (``dst/<series name>/``)."""
-    from lowdose.io import read_ct
-    from lowdose.io.formats.dicom import DICOM_SUFFIXES
-    from lowdose.io.read import ALL_SERIES, IMAGE_FILE_SUFFIXES, each_series
-
-    if series == ALL_SERIES:
-        return [(dst / name, read) for name, read in each_series(src)]
-
-    def reader(path: Path) -> Callable[[], CTImage]:
-        return lambda: read_ct(path, series=series, npy_scale=npy_scale)
-
-    if src.is_dir():
-        files = sorted(p for p in src.iterdir()
-                       if p.is_file() and p.name.lower().endswith(IMAGE_FILE_SUFFIXES))
-        non_dicom = [p for p in files if not p.name.lower().endswith(DICOM_SUFFIXES)]
-        if non_dicom and len(non_dicom) == len(files):
-            return [(dst / p.name, reader(p)) for p in non_dicom]
-    return [(dst, reader(src))]
-
-
-def _warn(message: str) -> None:
-    import warnings
-
-    warnings.warn(message, stacklevel=3)
-
-
 def denoise_path(
     src: str | Path,
     dst: str | Path,
@@ -90,6 +61,7 @@ def denoise_path(
     Example:
         >>> denoise_path("qd.nii.gz", "restored.nii.gz", model="bm3d")  # doctest: +SKIP
     """
+    from lowdose.cli.jobs import OnceEach, input_jobs
     from lowdose.io import write_ct
     from lowdose.io.read import from_series_folder
     from lowdose.models.loading import load_denoiser
@@ -105,8 +77,8 @@ def denoise_path(
                              self_ensemble=self_ensemble, strength=strength,
                              precision=precision)
     written = []
-    said: set[str] = set()
-    for out, read in _inputs(src, dst, series, npy_scale):
+    say = OnceEach(warn)
+    for out, read in input_jobs(src, dst, series, npy_scale):
         image = read()
         planes = along == "axial" and image.orientation not in (None, "axial")
         notes = [denoiser.pixel_size_note(image.pixel_size_mm)]
@@ -116,10 +88,7 @@ def denoise_path(
             can_turn = image.is_volume and image.orientation in ("coronal", "sagittal")
             notes.append(note + ("; or denoise this volume along its axial planes: --along "
                                  "axial" if can_turn else ""))
-        for note in notes:
-            if note and note not in said:
-                said.add(note)
-                (warn or _warn)(note)
+        say(notes)
         if planes:
             restored = denoise_along_axial(denoiser, image, batch_size, progress)
         else:

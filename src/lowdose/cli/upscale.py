@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -43,22 +44,28 @@ def upscale_path(
     precision: str = "fp32",
     series: str | None = None,
     npy_scale: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Upscale a CT file, volume or DICOM series in-plane by ``scale`` into ``dst``.
+    """Upscale a CT file, volume, DICOM series or folder of images in-plane by ``scale`` into
+    ``dst``.
 
     The output has the in-plane spacing divided by ``scale`` and the same field of view; a DICOM
-    series is written as a derived series (new series UID, patient and study kept). Never
-    writes over the input. ``series`` picks one series of a folder holding several (``"all"``:
-    each series into a subfolder of ``dst`` named by its number and description); ``npy_scale``
-    says how ``.npy`` values map to HU (see :func:`lowdose.io.read_ct`). Returns the written
-    paths.
+    series is written as a derived series (new series UID, patient and study kept), a folder of
+    images (NIfTI, npy, PNG) as a folder of upscaled images with the same names. Never writes
+    over the input. Inputs whose pixel size lies outside what the model was trained on, and
+    reformats (coronal, sagittal, oblique slices), are reported through ``warn`` (default:
+    :func:`warnings.warn`), once per distinct message. ``series`` picks one series of a folder
+    holding several (``"all"``: each series into a subfolder of ``dst`` named by its number
+    and description); ``npy_scale`` says how ``.npy`` values map to HU (see
+    :func:`lowdose.io.read_ct`). Returns the written paths.
 
     Example:
         >>> upscale_path("series/", "series-x2/", scale=2)  # doctest: +SKIP
         [PosixPath('series-x2')]
     """
-    from lowdose.io import read_ct, write_ct
-    from lowdose.io.read import ALL_SERIES, each_series, from_series_folder
+    from lowdose.cli.jobs import OnceEach, input_jobs
+    from lowdose.io import write_ct
+    from lowdose.io.read import from_series_folder
     from lowdose.models.gan_circle import load_upscaler
 
     src, dst = Path(src), Path(dst)
@@ -67,13 +74,12 @@ def upscale_path(
     if dst.resolve() == src.resolve():
         raise LowdoseError(f"{dst}: output would overwrite the input")
     upscaler = load_upscaler(model, scale=scale, device=device, precision=precision)
-    if series == ALL_SERIES:
-        jobs = [(dst / name, read) for name, read in each_series(src)]
-    else:
-        jobs = [(dst, lambda: read_ct(src, series=series, npy_scale=npy_scale))]
     written = []
-    for out, read in jobs:
-        image = upscaler.upscale_image(read(), batch_size=batch_size, progress=progress)
+    say = OnceEach(warn)
+    for out, read in input_jobs(src, dst, series, npy_scale):
+        image = read()
+        say([upscaler.pixel_size_note(image.pixel_size_mm), upscaler.plane_note(image.orientation)])
+        image = upscaler.upscale_image(image, batch_size=batch_size, progress=progress)
         written.append(write_ct(image, out, description=f"lowdose gan-circle x{scale}",
                                 folder_if_unknown=from_series_folder(image)))
     return written
@@ -85,7 +91,7 @@ def register(app: typer.Typer) -> None:
     @app.command("upscale")
     def upscale(
         src: Path | None = typer.Argument(
-            None, help="Input: file, DICOM series folder or NIfTI volume."),
+            None, help="Input: file, DICOM series folder, NIfTI volume, or folder of images."),
         dst: Path | None = typer.Argument(None, help="Output file or folder (never the input)."),
         scale: int = typer.Option(2, "--scale", "-s", help="In-plane factor: 2 or 4."),
         model: str | None = typer.Option(
@@ -110,5 +116,6 @@ def register(app: typer.Typer) -> None:
         if scale not in (2, 4):
             raise LowdoseError(f"--scale must be 2 or 4, got {scale}")
         for path in upscale_path(src, dst, scale, model, device, batch_size, precision=precision,
-                                 series=series, npy_scale=npy_scale):
+                                 series=series, npy_scale=npy_scale,
+                                 warn=lambda m: typer.echo(f"warning: {m}", err=True)):
             typer.echo(f"wrote {path}")

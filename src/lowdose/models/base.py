@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -48,6 +48,45 @@ classifiers: Registry[type[nn.Module]] = Registry(
 )
 
 
+PIXEL_TOLERANCE = 1.5
+"""Pixel sizes up to this factor beyond a model's training range count as inside it."""
+
+
+def training_scale_note(name: str, trained_mm: Any, pixel_mm: float | None, risk: str,
+                        tolerance: float = PIXEL_TOLERANCE) -> str | None:
+    """A warning when input slices of ``pixel_mm`` lie beyond the pixel sizes a model was
+    trained on (``trained_mm``: [smallest, largest] of its inputs) by more than ``tolerance``
+    times; ``None`` inside, or when either size is unknown. ``risk`` says what may go wrong.
+
+    Example:
+        >>> training_scale_note("unet", [0.66, 0.78], 0.74, "it may blur") is None
+        True
+        >>> training_scale_note("unet", [0.66, 0.78], 3.1, "it may blur")[:39]
+        'unet was trained on 0.66-0.78 mm pixels'
+    """
+    if not trained_mm or pixel_mm is None or not pixel_mm > 0:
+        return None
+    lo, hi = float(min(trained_mm)), float(max(trained_mm))
+    if lo / tolerance <= pixel_mm <= hi * tolerance:
+        return None
+    return (f"{name} was trained on {lo:.2f}-{hi:.2f} mm pixels; these slices have "
+            f"{pixel_mm:.2f} mm pixels, outside its training scale: {risk}")
+
+
+def reformat_note(name: str, orientation: str | None, consequence: str) -> str | None:
+    """A warning when the slices are not axial (``orientation``: :attr:`CTImage.orientation
+    <lowdose.image.CTImage.orientation>`): ``"{name}: these slices are {orientation};
+    {consequence}"``; ``None`` for axial or unknown slices.
+
+    Example:
+        >>> reformat_note("tv", "coronal", "careful")
+        'tv: these slices are coronal; careful'
+    """
+    if orientation in (None, "axial", "unknown"):
+        return None
+    return f"{name}: these slices are {orientation}; {consequence}"
+
+
 class Denoiser(ABC):
     """Restores low-dose CT slices. Input and output are ``(B, 1, H, W)`` float32 HU tensors.
 
@@ -84,14 +123,12 @@ class Denoiser(ABC):
             >>> tv.plane_note("axial") is None, tv.plane_note("coronal")[:28]
             (True, 'tv: these slices are coronal')
         """
-        if orientation in (None, "axial", "unknown"):
-            return None
         # The 1.0-2.5 dB: benchmarks/denoise_orientation.py (session 32), every denoiser.
-        return (f"{self.name}: these slices are {orientation}; CT noise is made in the axial "
-                "plane, and on a simulated quarter dose every denoiser gained 1.0-2.5 dB less on "
-                "reformats than on the axial slices reformatted after denoising "
-                "(benchmarks/results/denoise_orientation.md): where you have the axial series, "
-                "denoise it and reformat the result")
+        return reformat_note(
+            self.name, orientation, "CT noise is made in the axial plane, and on a simulated "
+            "quarter dose every denoiser gained 1.0-2.5 dB less on reformats than on the axial "
+            "slices reformatted after denoising (benchmarks/results/denoise_orientation.md): "
+            "where you have the axial series, denoise it and reformat the result")
 
     def denoise_image(
         self, image: CTImage, batch_size: int = 8, progress: bool = False

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from lowdose.models.base import denoisers
+from lowdose.models.base import denoisers, reformat_note, training_scale_note
 from lowdose.models.network import (
     NetworkDenoiser,
     checked_precision,
@@ -354,6 +354,39 @@ class GanCircleUpscaler:
     @property
     def device(self) -> torch.device:
         return next(iter(self.net.parameters())).device
+
+    def pixel_size_note(self, pixel_mm: float | None) -> str | None:
+        """A warning when input slices of ``pixel_mm`` lie beyond the pixel sizes of the
+        coarse slices it was trained on (``metadata["train_pixel_mm"]``: the full-dose pixel
+        sizes times the scale, as the degradation bins them) by more than
+        :data:`~lowdose.models.base.PIXEL_TOLERANCE` times. Its quality is measured only at
+        that scale (``benchmarks/upscale.py``).
+
+        Example:
+            >>> up = GanCircleUpscaler(CircleGenerator(scale=2, f0=16), 2,
+            ...                        metadata={"train_pixel_mm": [1.24, 1.95]})
+            >>> up.pixel_size_note(1.4) is None, up.pixel_size_note(0.7)[:45]
+            (True, 'gan-circle x2 was trained on 1.24-1.95 mm pix')
+        """
+        return training_scale_note(
+            f"{self.name} x{self.scale}", self.metadata.get("train_pixel_mm"), pixel_mm,
+            f"it learned x{self.scale} from full-dose slices blurred and binned to those sizes, "
+            "and its quality on others is not measured (benchmarks/upscale.py)")
+
+    def plane_note(self, orientation: str | None) -> str | None:
+        """A warning when the slices are coronal, sagittal or oblique: it was trained on axial
+        slices, whose blur and noise are alike along both in-plane axes, unlike a reformat's.
+
+        Example:
+            >>> up = GanCircleUpscaler(CircleGenerator(scale=2, f0=16), 2)
+            >>> up.plane_note("axial") is None, up.plane_note("sagittal")[:36]
+            (True, 'gan-circle x2: these slices are sagi')
+        """
+        return reformat_note(
+            f"{self.name} x{self.scale}", orientation,
+            "it was trained on axial slices, and a reformat's resolution and noise differ "
+            "along the head-foot axis (not measured): where you have the axial series, "
+            "upscale it and reformat the result")
 
     def upscale(self, hu: torch.Tensor) -> torch.Tensor:
         """``(B, 1, h, w)`` HU -> ``(B, 1, h * scale, w * scale)`` HU."""

@@ -37,7 +37,7 @@ from torch import nn
 
 from lowdose.errors import LowdoseError
 from lowdose.image import HU_MAX, HU_MIN
-from lowdose.models.base import Denoiser
+from lowdose.models.base import PIXEL_TOLERANCE, Denoiser, training_scale_note
 
 FORMAT = "lowdose.denoiser"
 FORMAT_VERSION = 1
@@ -221,7 +221,7 @@ class NetworkDenoiser(Denoiser):
         metadata: free-form facts about the weights (training data, dose, steps).
     """
 
-    pixel_tolerance: ClassVar[float] = 1.5
+    pixel_tolerance: ClassVar[float] = PIXEL_TOLERANCE
     """Pixel sizes up to this factor beyond the training range count as inside it."""
     arch_class: ClassVar[Callable[..., nn.Module] | None] = None
     default_arch: ClassVar[dict[str, Any]] = {}
@@ -304,15 +304,10 @@ class NetworkDenoiser(Denoiser):
             >>> den.pixel_size_note(0.74) is None, den.pixel_size_note(3.1)[:39]
             (True, 'unet was trained on 0.66-0.78 mm pixels')
         """
-        known = self.metadata.get("train_pixel_mm")
-        if not known or pixel_mm is None or not pixel_mm > 0:
-            return None
-        lo, hi = float(min(known)), float(max(known))
-        if lo / self.pixel_tolerance <= pixel_mm <= hi * self.pixel_tolerance:
-            return None
-        return (f"{self.name} was trained on {lo:.2f}-{hi:.2f} mm pixels; these slices have "
-                f"{pixel_mm:.2f} mm pixels, outside its training scale: it may remove fine "
-                "anatomy as if it were noise, or leave noise behind")
+        return training_scale_note(
+            self.name, self.metadata.get("train_pixel_mm"), pixel_mm,
+            "it may remove fine anatomy as if it were noise, or leave noise behind",
+            self.pixel_tolerance)
 
     def to_unit(self, hu: torch.Tensor) -> torch.Tensor:
         """HU -> the network's [0, 1] range (clipped)."""

@@ -1373,8 +1373,9 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
 
     Keeps only ``G`` (its EMA copy when the run kept one), stores the denoiser config (model,
     scale, architecture, HU range) with the training settings and final metrics in its
-    metadata (with the training slices' pixel sizes, ``train_pixel_mm``, for a scale-1 run whose
-    pool is in ``run_dir`` or, for its ``best`` folder, the folder above), and writes ``card``
+    metadata (with the pixel sizes of G's inputs, ``train_pixel_mm``: the training slices',
+    times the scale of a super-resolution run, when its pool is in ``run_dir`` or, for its
+    ``best`` folder, the folder above), and writes ``card``
     as ``<dest>.md``. ``model`` renames the registered model the weights load as (e.g.
     ``gan-circle-semi``). Returns the safetensors path.
 
@@ -1406,14 +1407,16 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
         "card": dest.with_suffix(".md").name,
         **({"init": config["init"]} if config.get("init") else {}),
     }
-    # The pixel sizes a denoiser saw (pools cached elsewhere, or older ones, do not say); the
-    # trainer's ``best`` folder sits inside the run folder that holds the pool.
-    pools = [d / "pool-x1.safetensors" for d in (run_dir, run_dir.parent)]
+    # The pixel sizes of the inputs G saw: the full-dose slices' (pools cached elsewhere, or
+    # older ones, do not say), times the scale for super-resolution, whose degradation bins
+    # them. The trainer's ``best`` folder sits inside the run folder that holds the pool.
+    scale = int(shipped.get("scale", 1))
+    pools = [d / f"pool-x{scale}.safetensors" for d in (run_dir, run_dir.parent)]
     pool = next((p for p in pools if p.is_file()), None)
-    if int(shipped.get("scale", 1)) == 1 and pool is not None:
+    if pool is not None:
         pixel_mm = SlicePool.read_info(pool).get("pixel_mm")
         if pixel_mm:
-            shipped["metadata"]["train_pixel_mm"] = pixel_mm
+            shipped["metadata"]["train_pixel_mm"] = [float(v) * scale for v in pixel_mm]
     path = save_weights(state, shipped, dest.with_suffix(".safetensors"))
     if card:
         atomic_write_text(dest.with_suffix(".md"), card)
