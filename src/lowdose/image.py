@@ -178,6 +178,37 @@ class CTImage:
         """The pixels as a ``(N, H, W)`` stack (a 2D slice becomes ``N = 1``)."""
         return self.hu if self.is_volume else self.hu[None]
 
+    def every_nth(self, step: int, start: int = 0) -> CTImage:
+        """Slices ``start``, ``start + step``, ... of a volume, with the geometry that makes
+        them one: slice spacing times ``step``, origin moved to slice ``start`` along the slice
+        axis, per-slice headers kept for the slices kept. A 2D image is returned as it is.
+
+        Example:
+            >>> vol = CTImage(np.zeros((9, 4, 4), np.float32), spacing=(2.0, 0.7, 0.7),
+            ...               origin=(0.0, 0.0, 10.0), direction=np.eye(3))
+            >>> sub = vol.every_nth(4, start=1)
+            >>> sub.n_slices, sub.spacing[0], sub.origin
+            (2, 8.0, (0.0, 0.0, 12.0))
+        """
+        if step < 1 or start < 0:
+            raise ValueError(f"every_nth: step >= 1 and start >= 0, got {step}, {start}")
+        if not self.is_volume:
+            return self
+        keep = range(start, self.n_slices, step)
+        if not len(keep):
+            raise ValueError(f"every_nth: start {start} is past the last of {self.n_slices} slices")
+        origin = self.origin
+        if origin is not None:
+            axis = np.eye(3) if self.direction is None else np.asarray(self.direction, float)
+            moved = np.asarray(origin, float) + start * self.spacing[0] * axis[:, 2]
+            origin = tuple(float(v) for v in moved)
+        headers = None
+        if self.source_headers is not None and len(self.source_headers) == self.n_slices:
+            headers = [self.source_headers[k] for k in keep]
+        return replace(self, hu=np.ascontiguousarray(self.hu[start::step]),
+                       spacing=(self.spacing[0] * step, *self.spacing[1:]), origin=origin,
+                       metadata=dict(self.metadata), source_headers=headers)
+
     def with_pixels(self, hu: np.ndarray, **changes: Any) -> CTImage:
         """A copy with new pixels (same geometry unless ``changes`` say otherwise).
 

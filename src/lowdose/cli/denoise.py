@@ -61,7 +61,8 @@ def denoise_path(
     Example:
         >>> denoise_path("qd.nii.gz", "restored.nii.gz", model="bm3d")  # doctest: +SKIP
     """
-    from lowdose.cli.jobs import OnceEach, input_jobs
+    from lowdose.cli.jobs import input_jobs
+    from lowdose.errors import OnceEach
     from lowdose.io import write_ct
     from lowdose.io.read import from_series_folder
     from lowdose.models.loading import load_denoiser

@@ -1,8 +1,8 @@
-"""What ``denoise`` and ``upscale`` share: the images one input names, and warnings said once."""
+"""What ``denoise`` and ``upscale`` share: the images one input names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,32 +38,3 @@ def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None
         if non_dicom and len(non_dicom) == len(files):
             return [(dst / p.name, reader(p)) for p in non_dicom]
     return [(dst, reader(src))]
-
-
-class OnceEach:
-    """Passes each distinct warning to ``warn`` once (default: :func:`warnings.warn`); ``None``
-    notes are dropped. A run over many images says what applies to all of them once.
-
-    Example:
-        >>> said = []
-        >>> once = OnceEach(said.append)
-        >>> once(["a", None, "b"]); once(["a"])
-        >>> said
-        ['a', 'b']
-    """
-
-    def __init__(self, warn: Callable[[str], None] | None = None) -> None:
-        self.warn = warn or _warn
-        self.said: set[str] = set()
-
-    def __call__(self, notes: Iterable[str | None]) -> None:
-        for note in notes:
-            if note and note not in self.said:
-                self.said.add(note)
-                self.warn(note)
-
-
-def _warn(message: str) -> None:
-    import warnings
-
-    warnings.warn(message, stacklevel=4)

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "lowdose.cli.denoise",
     "lowdose.cli.upscale",
     "lowdose.cli.score",
+    "lowdose.cli.compare",
     "lowdose.cli.classify",
     "lowdose.cli.study",
 )

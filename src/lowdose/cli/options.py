@@ -88,3 +88,21 @@ def listed_or_need_io(
     if src is None or dst is None:
         raise LowdoseError(f"{command}: give an INPUT and an OUTPUT (or --list)")
     return False
+
+
+def parse_doses(text: str, flag: str = "--doses") -> list[float]:
+    """``"0.25"`` -> ``[0.25]``; ``"0.25,0.1"`` -> ``[0.25, 0.1]``; bad or empty text: a clear
+    error naming ``flag``. (Each dose's range is checked where it is used.)
+
+    Example:
+        >>> parse_doses("0.25,0.1")
+        [0.25, 0.1]
+    """
+    try:
+        doses = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise LowdoseError(f"{flag} {text!r}: give numbers in (0, 1], comma-separated, like "
+                           "0.5,0.25") from None
+    if not doses:
+        raise LowdoseError(f"{flag}: give at least one dose fraction")
+    return doses

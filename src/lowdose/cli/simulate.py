@@ -6,21 +6,10 @@ from pathlib import Path
 
 import typer
 
-from lowdose.cli.options import npy_scale_option, series_option
+from lowdose.cli.options import npy_scale_option, parse_doses, series_option
 from lowdose.errors import LowdoseError
 
 MAX_OUTPUTS_LISTED = 10
-
-
-def _parse_doses(dose: float | None, doses: str | None) -> list[float]:
-    if doses is not None:
-        if dose is not None:
-            raise LowdoseError("--dose and --doses: give one of them")
-        try:
-            return [float(d) for d in doses.split(",") if d.strip()]
-        except ValueError:
-            raise LowdoseError(f"--doses {doses!r}: expected numbers like 1,0.5,0.25") from None
-    return [0.25 if dose is None else dose]
 
 
 def simulate(
@@ -71,8 +60,11 @@ def simulate(
     from lowdose.cli.options import parse_window
     from lowdose.physics.batch import simulate_path
 
+    if doses is not None and dose is not None:
+        raise LowdoseError("--dose and --doses: give one of them")
+    dose_list = parse_doses(doses) if doses is not None else [0.25 if dose is None else dose]
     written = simulate_path(
-        input, output, _parse_doses(dose, doses), method=method, seed=seed,
+        input, output, dose_list, method=method, seed=seed,
         calibration=calibration, window=parse_window(window), npy_scale=npy_scale,
         series=series, pixel_size_mm=pixel_size, relative_dose=relative_dose, device=device,
         progress=True,

@@ -6,18 +6,8 @@ from pathlib import Path
 
 import typer
 
+from lowdose.cli.options import parse_doses
 from lowdose.errors import LowdoseError
-
-
-def _parse_doses(text: str) -> list[float]:
-    """``"0.25"`` -> ``[0.25]``; ``"0.15,0.25"`` -> ``[0.15, 0.25]``; bad text: a clear error."""
-    try:
-        doses = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise LowdoseError(f"--dose {text}: give numbers in (0, 1], comma-separated") from None
-    if not doses:
-        raise LowdoseError("--dose: give at least one dose fraction")
-    return doses
 
 
 def register(app: typer.Typer) -> None:
@@ -92,7 +82,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{entry.name:<{width}} {entry.model:<11} {base:<{width + 5}} "
                            f"{entry.max_steps or 0:>6} steps  {entry.summary}")
             return
-        doses = _parse_doses(dose) if dose is not None else None
+        doses = parse_doses(dose, "--dose") if dose is not None else None
         if model in ("gan-circle", "cyclegan"):  # GAN families: lowdose.training.gan
             if bin_ is not None:
                 raise LowdoseError(f"--bin: supervised models only, not {model}")

@@ -63,7 +63,8 @@ def upscale_path(
         >>> upscale_path("series/", "series-x2/", scale=2)  # doctest: +SKIP
         [PosixPath('series-x2')]
     """
-    from lowdose.cli.jobs import OnceEach, input_jobs
+    from lowdose.cli.jobs import input_jobs
+    from lowdose.errors import OnceEach
     from lowdose.io import write_ct
     from lowdose.io.read import from_series_folder
     from lowdose.models.gan_circle import load_upscaler

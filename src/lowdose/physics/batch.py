@@ -20,13 +20,18 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lowdose.errors import LowdoseError
 from lowdose.image import HU_MIN, CTImage, Window
 from lowdose.physics.checks import check_dose
+
+if TYPE_CHECKING:
+    import torch
+
+    from lowdose.physics.base import LowDoseSimulator
 
 
 @dataclass
@@ -127,6 +132,33 @@ def _window_for(image: CTImage, path: Path, window: Window | None) -> Window | N
     return Window(float(lo), float(hi))
 
 
+def simulate_image(image: CTImage, dose: float, simulator: LowDoseSimulator, seed: int,
+                   device: str | torch.device | None = None,
+                   pixel_size_mm: float | None = None) -> np.ndarray:
+    """Low-dose HU pixels ``(N, H, W)`` of ``image`` at ``dose``, seeded by ``seed``.
+
+    Values below -1024 HU are read as air first. A simulator with a ``pixel_size_mm`` (the
+    projection physics) is given the image's pixel size (else ``pixel_size_mm``, else its own
+    stated default) and slice thickness (header, else a volume's slice spacing).
+
+    Example:
+        >>> from lowdose.physics.api import build_simulator
+        >>> img = CTImage(np.full((32, 32), 40.0, np.float32), spacing=(0.7, 0.7))
+        >>> simulate_image(img, 0.25, build_simulator("image-poisson"), seed=1).shape
+        (1, 32, 32)
+    """
+    from lowdose.physics.api import simulate_low_dose
+
+    # Below -1024 HU is never tissue: DICOM padding outside the reconstruction circle
+    # (-2048, -3024) or the floor of a display window (lung: -1350). Both are air.
+    hu = np.maximum(image.slices(), HU_MIN)
+    if hasattr(simulator, "pixel_size_mm"):
+        # unknown spacing: the given size, else the simulator's stated default
+        simulator.pixel_size_mm = image.pixel_size_mm or pixel_size_mm
+        simulator.slice_thickness_mm = _slice_thickness(image)
+    return simulate_low_dose(hu, dose, seed=seed, device=device, simulator=simulator)
+
+
 def simulate_path(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -174,7 +206,7 @@ def simulate_path(
     """
     from lowdose.device import pick_device
     from lowdose.io import read_ct, write_ct
-    from lowdose.physics.api import build_simulator, relative_dose_options, simulate_low_dose
+    from lowdose.physics.api import build_simulator, relative_dose_options
 
     source, output = Path(source), Path(output)
     doses = [check_dose(d, "--dose") for d in doses]
@@ -218,18 +250,9 @@ def simulate_path(
 
                 bar = tqdm(total=len(jobs) * len(doses), desc=f"simulate {method}", unit="image")
             win = _window_for(image, job.source, window)
-            # Below -1024 HU is never tissue: DICOM padding outside the reconstruction circle
-            # (-2048, -3024) or the floor of a display window (lung: -1350). Both are air.
-            hu = np.maximum(image.slices(), HU_MIN)
-            if method == "projection":
-                # unknown spacing: the given size, else the simulator's stated default
-                simulator.pixel_size_mm = image.pixel_size_mm or pixel_size_mm
-                simulator.slice_thickness_mm = _slice_thickness(image)
             for dose in doses:
-                low = simulate_low_dose(
-                    hu, dose, seed=job_seed(seed, job.relative, dose), device=target,
-                    simulator=simulator,
-                )
+                low = simulate_image(image, dose, simulator, job_seed(seed, job.relative, dose),
+                                     device=target, pixel_size_mm=pixel_size_mm)
                 dest_root = output if len(doses) == 1 else output / f"dose-{dose:g}"
                 if job.is_series:
                     dest = dest_root / job.relative

@@ -1,0 +1,350 @@
+"""Compare denoisers on your own full-dose CT: simulate lower doses, restore, score.
+
+The study (:mod:`lowdose.evaluation.study`) judges restorations by a classifier on a labelled
+dataset; this is the image-quality half for any full-dose scan a user brings (a DICOM series, a
+NIfTI volume, a slice): each dose is simulated from it (seeded, with the scan's pixel size and
+thickness), every denoiser restores it, and :func:`lowdose.evaluation.score.score_images`
+scores the low dose and each restoration against the full dose (PSNR/SSIM in both conventions,
+RMSE in HU overall and by tissue), with the time each denoiser took. A volume is scored on a
+few evenly spaced slices (``slices``), so that the slow classical methods stay affordable.
+
+The full dose is the reference: it carries its own noise, so the gains read as "how close to
+the full-dose scan", the convention of the Mayo benchmark (``benchmarks/denoise_mayo.py``).
+
+Example:
+    >>> cfg = CompareConfig(doses=[0.25, 0.1])
+    >>> result = compare_denoisers(read_ct("fd.nii.gz"), cfg, out="cmp/")  # doctest: +SKIP
+    >>> result["doses"]["0.25"]["methods"]["unet"]["gain_db_full"]  # doctest: +SKIP
+    4.1
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lowdose.errors import LowdoseError, OnceEach
+from lowdose.image import CTImage
+
+#: The row of the unrestored simulated low dose.
+LOW_DOSE = "low-dose input"
+#: Slices of a volume scored by default (evenly spaced).
+DEFAULT_SLICES = 8
+
+
+@dataclass
+class CompareConfig:
+    """What :func:`compare_denoisers` runs.
+
+    Attributes:
+        doses: fractions of the full dose to simulate, each in (0, 1].
+        method: simulation method (``projection``: calibrated physics; ``image-poisson``: the
+            original study's).
+        relative_dose: ``projection``: each dose is a fraction of the scan's own dose, read
+            from its noise, not of the calibration's full dose.
+        calibration: a calibration JSON for ``projection`` (default: the shipped Mayo fit).
+        denoisers: registered names or weight files; ``None``: every registered denoiser that
+            loads (the others are reported as skipped).
+        seed: the simulation's seed (one seed reproduces the low-dose images).
+        slices: score at most this many evenly spaced slices of a volume; 0: all.
+        batch_size: slices per denoiser call.
+        device: ``cpu``, ``cuda``, ... (default: a GPU when present).
+        precision: the learned denoisers' arithmetic, ``fp32`` or ``bf16``.
+        save_images: also write the full dose, each low dose and each restoration as NIfTI.
+    """
+
+    doses: list[float] = field(default_factory=lambda: [0.25])
+    method: str = "projection"
+    relative_dose: bool = False
+    calibration: str | None = None
+    denoisers: list[str] | None = None
+    seed: int = 0
+    slices: int = DEFAULT_SLICES
+    batch_size: int = 4
+    device: str | None = None
+    precision: str = "fp32"
+    save_images: bool = False
+
+    def __post_init__(self) -> None:
+        from lowdose.physics.checks import check_dose
+
+        self.doses = [check_dose(d, "--doses") for d in self.doses]
+        if not self.doses:
+            raise LowdoseError("--doses: give at least one dose")
+        if len(set(self.doses)) != len(self.doses):
+            raise LowdoseError(f"--doses: repeated dose in {self.doses}")
+        if self.slices < 0:
+            raise LowdoseError(f"--slices: 0 (all) or more, got {self.slices}")
+        if self.calibration is not None and self.method != "projection":
+            raise LowdoseError("--calibration: only the projection method takes a calibration")
+
+
+def pick_slices(image: CTImage, n: int) -> CTImage:
+    """At most ``n`` evenly spaced slices of a volume (every k-th, centred in the volume), with
+    their geometry (:meth:`CTImage.every_nth`); ``n = 0``, a slice, or a volume of at most ``n``
+    slices: the image itself.
+
+    Example:
+        >>> vol = CTImage(np.zeros((10, 4, 4), np.float32), spacing=(1.0, 0.7, 0.7))
+        >>> sub = pick_slices(vol, 3)
+        >>> sub.n_slices, sub.spacing[0]
+        (3, 4.0)
+    """
+    if n <= 0 or not image.is_volume or image.n_slices <= n:
+        return image
+    step = math.ceil(image.n_slices / n)
+    count = math.ceil(image.n_slices / step)
+    start = (image.n_slices - 1 - (count - 1) * step) // 2
+    return image.every_nth(step, start)
+
+
+def _load(cfg: CompareConfig) -> tuple[list[Any], dict[str, str]]:
+    """The denoisers to compare, and the registered ones skipped (name -> why)."""
+    from lowdose.models.base import denoisers
+    from lowdose.models.loading import load_denoiser
+
+    if cfg.denoisers:
+        return [load_denoiser(name, device=cfg.device, precision=cfg.precision)
+                for name in cfg.denoisers], {}
+    loaded, skipped = [], {}
+    for name in denoisers.names():
+        try:
+            loaded.append(load_denoiser(name, device=cfg.device, precision=cfg.precision))
+        except LowdoseError as exc:  # e.g. weights not shipped, bf16 refused on this CPU
+            skipped[name] = str(exc)
+    return loaded, skipped
+
+
+def compare_denoisers(
+    full: CTImage,
+    cfg: CompareConfig | None = None,
+    out: str | Path | None = None,
+    progress: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Simulate each dose from ``full``, restore it with each denoiser, score everything
+    against ``full``; with ``out``, write ``compare.json``, ``compare.md`` and ``compare.png``
+    there (and the images, with ``cfg.save_images``).
+
+    Notes that apply (a denoiser given pixels far from its training scale, or a reformat; the
+    projection physics given a reformat) go to ``warn`` (default: :func:`warnings.warn`), once.
+
+    Returns:
+        ``{"source", "scored_slices", "doses": {"<dose>": {"methods": {label: scores}}}, ...}``
+        with, per label, the scores of :func:`lowdose.evaluation.score.score_images`, the gains
+        over the low dose (``gain_db_full``, ``gain_db_window``) and ``seconds_per_slice``.
+
+    Example:
+        >>> img = CTImage(np.full((2, 64, 64), 40.0, np.float32), spacing=(2.0, 0.7, 0.7))
+        >>> cfg = CompareConfig(doses=[0.25], method="image-poisson", denoisers=["tv"])
+        >>> sorted(compare_denoisers(img, cfg)["doses"]["0.25"]["methods"])
+        ['low-dose input', 'tv']
+    """
+    import torch
+
+    from lowdose.device import pick_device
+    from lowdose.evaluation.score import score_images
+    from lowdose.metrics.image import RANGES
+    from lowdose.physics.api import build_simulator, relative_dose_options
+    from lowdose.physics.batch import simulate_image
+
+    cfg = cfg or CompareConfig()
+    say = OnceEach(warn)
+    scored = pick_slices(full, cfg.slices)
+    dens, skipped = _load(cfg)
+    for den in dens:
+        say([den.pixel_size_note(scored.pixel_size_mm), den.plane_note(scored.orientation)])
+    if cfg.method == "projection" and scored.orientation not in (None, "axial", "unknown"):
+        say([f"these slices are {scored.orientation}; the projection physics simulates an axial "
+             "scan, so it inserts noise with the axial texture into this plane"])
+    options: dict[str, Any] = {}
+    if cfg.calibration is not None:
+        options["calibration"] = Path(cfg.calibration)
+    if cfg.relative_dose:
+        options.update(relative_dose_options(cfg.method, "--relative-dose"))
+    simulator = build_simulator(cfg.method, **options)
+    target = pick_device(cfg.device)
+    out = Path(out) if out is not None else None
+    if out is not None and cfg.save_images:
+        _save(scored, out / "full-dose.nii.gz")
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(cfg.doses) * (1 + len(dens)), desc="compare", unit="step")
+    per_dose: dict[str, Any] = {}
+    shown: dict[str, dict[str, np.ndarray]] = {}
+    try:
+        for dose in cfg.doses:
+            seed = zlib.crc32(f"{cfg.seed}|compare|{dose:.6g}".encode())
+            low = scored.with_pixels(simulate_image(scored, dose, simulator, seed, target),
+                                     metadata={"simulated_dose": dose, "simulator": cfg.method})
+            images, seconds = {LOW_DOSE: low}, {LOW_DOSE: 0.0}
+            if bar is not None:
+                bar.update(1)
+            for den in dens:
+                if bar is not None:
+                    bar.set_postfix_str(f"dose {dose:g}, {den.name}")
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    images[den.name] = den.denoise_image(low, batch_size=cfg.batch_size)
+                seconds[den.name] = (time.perf_counter() - start) / scored.n_slices
+                if bar is not None:
+                    bar.update(1)
+            scores = score_images(scored, images)
+            base = scores[LOW_DOSE]
+            for label, entry in scores.items():
+                entry["gain_db_full"] = entry["psnr_full"] - base["psnr_full"]
+                entry["gain_db_window"] = entry["psnr_window"] - base["psnr_window"]
+                entry["seconds_per_slice"] = seconds[label]
+            per_dose[f"{dose:g}"] = {"methods": scores}
+            middle = scored.n_slices // 2
+            shown[f"{dose:g}"] = {label: im.slices()[middle] for label, im in images.items()}
+            if out is not None and cfg.save_images:
+                for label, image in images.items():
+                    name = "low-dose" if label == LOW_DOSE else label
+                    _save(image, out / f"dose-{dose:g}" / f"{name}.nii.gz")
+    finally:
+        if bar is not None:
+            bar.close()
+
+    result = {
+        "source": str(full.metadata.get("source", "image")),
+        "shape": list(full.shape),
+        "pixel_mm": scored.pixel_size_mm,
+        "orientation": scored.orientation,
+        "scored_slices": scored.n_slices,
+        "of_slices": full.n_slices,
+        "config": asdict(cfg),
+        "conventions": {name: [w.lo, w.hi] for name, w in RANGES.items()},
+        "reference": "the full-dose input itself (its own noise included)",
+        "doses": per_dose,
+        "skipped": skipped,
+        "notes": sorted(say.said),
+        "machine": f"{platform.machine()}, torch {torch.__version__}, device {target}",
+    }
+    if out is not None:
+        write_comparison(result, out)
+        compare_figure(scored.slices()[scored.n_slices // 2], shown, per_dose,
+                       out / "compare.png")
+    return result
+
+
+def _save(image: CTImage, path: Path) -> None:
+    from lowdose.io import write_ct
+
+    write_ct(image, path)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The comparison as Markdown: one table per dose, best PSNR first after the input.
+
+    Example:
+        >>> img = CTImage(np.full((64, 64), 40.0, np.float32), spacing=(0.7, 0.7))
+        >>> cfg = CompareConfig(doses=[0.25], method="image-poisson", denoisers=["tv"])
+        >>> markdown(compare_denoisers(img, cfg)).splitlines()[0]
+        '# Denoisers compared on image'
+    """
+    conv = result["conventions"]
+    cfg = result["config"]
+    of = (f"{result['scored_slices']} evenly spaced of {result['of_slices']} slices"
+          if result["scored_slices"] != result["of_slices"] else
+          f"{result['scored_slices']} slice{'s' * (result['scored_slices'] != 1)}")
+    pixel = f"{result['pixel_mm']:.3g} mm pixels" if result["pixel_mm"] else "pixel size unknown"
+    dose_kind = (" of the scan's own dose" if cfg["relative_dose"] else "")
+    lines = [
+        f"# Denoisers compared on {result['source']}", "",
+        f"Scored: {of}, {pixel}. Low dose: `{cfg['method']}` simulation{dose_kind}, seed "
+        f"{cfg['seed']}. Reference: {result['reference']}. Conventions: full = HU clipped to "
+        f"[{conv['full'][0]:g}, {conv['full'][1]:g}] scaled to [0, 1]; window = "
+        f"[{conv['window'][0]:g}, {conv['window'][1]:g}] HU; RMSE in HU clipped to the full "
+        "range, overall and in the reference's soft tissue and bone. s/slice: wall time on "
+        f"{result['machine']}.",
+    ]
+    for dose, block in result["doses"].items():
+        rows = block["methods"]
+        order = [LOW_DOSE, *sorted((k for k in rows if k != LOW_DOSE),
+                                   key=lambda k: -rows[k]["psnr_full"])]
+        lines += ["", f"## Dose {dose}", "",
+                  "| method | PSNR full | gain | SSIM full | PSNR window | gain | SSIM window "
+                  "| RMSE HU | soft tissue HU | bone HU | s/slice |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for label in order:
+            s = rows[label]
+            lines.append(
+                f"| {label} | {s['psnr_full']:.2f} | {s['gain_db_full']:+.2f} | "
+                f"{s['ssim_full']:.4f} | {s['psnr_window']:.2f} | {s['gain_db_window']:+.2f} | "
+                f"{s['ssim_window']:.4f} | {s['rmse_hu']:.1f} | "
+                f"{_num(s['rmse_hu_soft_tissue'])} | {_num(s['rmse_hu_bone'])} | "
+                f"{s['seconds_per_slice']:.2f} |")
+    if result["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in result["skipped"].items())]
+    if result["notes"]:
+        lines += ["", "Notes:", *(f"- {note}" for note in result["notes"])]
+    lines += ["", "Figure: compare.png (the middle scored slice, window [-160, 240] HU).", ""]
+    return "\n".join(lines)
+
+
+def _num(value: float) -> str:
+    return f"{value:.1f}" if math.isfinite(value) else "-"
+
+
+def write_comparison(result: dict[str, Any], out: Path) -> None:
+    """``compare.json`` (strict JSON: ``null`` for what is not finite) and ``compare.md``."""
+    import json
+
+    from lowdose.io.atomic import atomic_write_text
+
+    def strict(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strict(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [strict(v) for v in value]
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "compare.json",
+                      json.dumps(strict(result), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "compare.md", markdown(result))
+
+
+def compare_figure(full: np.ndarray, shown: dict[str, dict[str, np.ndarray]],
+                   per_dose: dict[str, Any], path: Path) -> None:
+    """One row per dose: the full dose, the low dose and each restoration of one slice, its
+    central half, in the window [-160, 240] HU, each titled with its window PSNR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lowdose.io.atomic import atomic_path
+
+    h, w = full.shape
+    rows, cols = slice(h // 4, h - h // 4), slice(w // 4, w - w // 4)
+    labels = list(next(iter(shown.values())))
+    fig, axes = plt.subplots(len(shown), len(labels) + 1, squeeze=False, layout="constrained",
+                             figsize=(1.9 * (len(labels) + 1), 2.3 * len(shown)))
+    for r, (dose, images) in enumerate(shown.items()):
+        panels = [("full dose", full, None), *((label, images[label], label) for label in labels)]
+        for c, (title, img, key) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(img[rows, cols], cmap="gray", vmin=-160, vmax=240)
+            if key is not None:
+                psnr = per_dose[dose]["methods"][key]["psnr_window"]
+                title = f"{title}\n{psnr:.1f} dB" + (f" (dose {dose})" if key == LOW_DOSE else "")
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
