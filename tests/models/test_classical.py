@@ -58,15 +58,56 @@ def _tissue_slice(sigma: float, seed: int = 0) -> np.ndarray:
     return clean + np.random.default_rng(seed).normal(0, sigma, clean.shape)
 
 
+def _correlated(sigma: float, seed: int = 0, blur_px: float = 1.5) -> np.ndarray:
+    """``_tissue_slice``'s body with Gaussian-blurred noise of ``sigma`` HU (correlated over a
+    few pixels, as a reconstruction makes it)."""
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).normal(0, 1, (128, 128)), blur_px)
+    return _tissue_slice(0.0) + sigma * noise / noise.std()
+
+
 @pytest.mark.parametrize(("cls", "strength"), [(BM3D, "sigma_for"), (TotalVariation, "weight_for")])
-def test_default_strength_follows_the_slice_noise(cls: type, strength: str) -> None:
+def test_default_strength_follows_the_slice_noise_and_its_texture(cls: type, strength: str) -> None:
+    from lowdose.metrics.noise import estimate_noise_hu, noise_texture
+
     den = cls()
     low, high = getattr(den, strength)(_tissue_slice(10.0)), getattr(den, strength)(
         _tissue_slice(30.0))
     assert high / low == pytest.approx(3.0, rel=0.08)
-    assert low == pytest.approx(den.noise_factor * 10.0, rel=0.08)
+    # White noise (texture 0.5): the white factor of the reading (the full noise there).
+    assert low == pytest.approx(den.white_noise_factor * 10.0, rel=0.08)
+    # Correlated noise (texture above 0.85): the reconstruction factor of the reading, which is
+    # now a fraction of the noise.
+    smooth = _correlated(30.0)
+    assert noise_texture(smooth) > 0.85
+    assert getattr(den, strength)(smooth) == pytest.approx(
+        den.noise_factor * estimate_noise_hu(smooth))
     fixed = cls(**{"sigma_hu" if cls is BM3D else "weight_hu": 25.0})
     assert getattr(fixed, strength)(_tissue_slice(30.0)) == 25.0
+
+
+def test_the_factor_is_interpolated_between_white_and_correlated_textures(monkeypatch) -> None:
+    from lowdose.metrics import noise
+
+    monkeypatch.setattr(noise, "estimate_noise_hu", lambda hu: 10.0)
+    bm3d = BM3D(noise_factor=6.0, white_noise_factor=1.0)
+    for texture, factor in ((0.3, 1.0), (0.65, 1.0), (0.75, 3.5), (0.85, 6.0), (2.5, 6.0)):
+        monkeypatch.setattr(noise, "noise_texture", lambda hu, t=texture: t)
+        assert bm3d.sigma_for(np.zeros((8, 8))) == pytest.approx(10.0 * factor), texture
+    monkeypatch.setattr(noise, "noise_texture", lambda hu: float("nan"))
+    assert bm3d.sigma_for(np.zeros((8, 8))) == pytest.approx(60.0)  # no texture: correlated
+
+
+def test_on_white_noise_the_white_factor_restores_better_than_the_correlated_one() -> None:
+    """The study's image-poisson noise is white: the factor tuned on reconstructed noise
+    (a reading of a quarter of it) would smooth four to six times too hard."""
+    clean = torch.from_numpy(_tissue_slice(0.0)).float()[None, None]
+    noisy = torch.from_numpy(_tissue_slice(40.0, seed=5)).float()[None, None]
+    for cls in (BM3D, TotalVariation):
+        default = (cls().denoise(noisy) - clean).pow(2).mean().item()
+        as_correlated = (cls(white_noise_factor=cls().noise_factor).denoise(noisy) - clean)
+        assert default < as_correlated.pow(2).mean().item(), cls
 
 
 def test_adaptive_bm3d_fits_each_noise_level_better_than_one_fixed_sigma() -> None:
