@@ -50,12 +50,17 @@ def test_compare_warns_once_on_a_coronal_series(tmp_path: Path, capsys) -> None:
     (["{src}", "{tmp}/o", "-m", "tv,nope"], "nope"),
     (["{src}", "{tmp}/o", "--method", "image-poisson", "--calibration", "{src}"],
      "only the projection method"),
+    (["{png}", "{tmp}/o"], "without a stated HU window; pass --window"),
 ])
 def test_bad_input_is_one_error_line(tmp_path: Path, capsys, args: list[str],
                                      message: str) -> None:
     src = write_ct(chest(1, size=64), tmp_path / "fd.nii.gz")
     series = write_ct(chest(2, size=64), tmp_path / "series")
-    argv = [a.format(tmp=tmp_path, src=src, series=series) for a in args]
+    from PIL import Image
+
+    png = tmp_path / "plain.png"  # 8-bit grey levels, no lowdose window recorded
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)).save(png)
+    argv = [a.format(tmp=tmp_path, src=src, series=series, png=png) for a in args]
     rc, _, err = run(["compare", *argv], capsys)
     lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
     assert rc == 2 and len(lines) == 1 and message in lines[0], err

@@ -49,6 +49,7 @@ def compare(
     """
     from lowdose.evaluation.compare import CompareConfig, compare_denoisers, markdown
     from lowdose.io.read import read_ct_picking
+    from lowdose.physics.batch import stated_window
 
     if not full_dose.exists():
         raise LowdoseError(f"{full_dose}: no such file or folder")
@@ -63,7 +64,9 @@ def compare(
                         calibration=str(calibration) if calibration else None, denoisers=names,
                         seed=seed, slices=slices, batch_size=batch_size, device=device,
                         precision=precision, save_images=save_images)
-    image = read_ct_picking(full_dose, series, window=parse_window(window), npy_scale=npy_scale)
+    hu_window = parse_window(window)
+    image = read_ct_picking(full_dose, series, window=hu_window, npy_scale=npy_scale)
+    stated_window(image, full_dose, hu_window)  # an 8-bit image needs its HU window stated
     result = compare_denoisers(image, cfg, out, progress=True,
                                warn=lambda m: typer.echo(f"warning: {m}", err=True))
     table = markdown(result)

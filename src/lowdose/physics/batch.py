@@ -119,8 +119,13 @@ def _slice_thickness(image: CTImage) -> float | None:
     return None
 
 
-def _window_for(image: CTImage, path: Path, window: Window | None) -> Window | None:
-    """The window an 8-bit image was read through; refuse an unstated one."""
+def stated_window(image: CTImage, path: Path, window: Window | None) -> Window | None:
+    """The window an 8-bit image was read through (``None`` for HU images); refuse an
+    unstated one: its grey values say nothing about HU.
+
+    Raises:
+        LowdoseError: an 8-bit image read through the default window, ``window`` not given.
+    """
     if "window" not in image.metadata:
         return None
     if window is None and str(image.metadata.get("window_source", "")).startswith("default"):
@@ -249,7 +254,7 @@ def simulate_path(
                 from tqdm import tqdm
 
                 bar = tqdm(total=len(jobs) * len(doses), desc=f"simulate {method}", unit="image")
-            win = _window_for(image, job.source, window)
+            win = stated_window(image, job.source, window)
             for dose in doses:
                 low = simulate_image(image, dose, simulator, job_seed(seed, job.relative, dose),
                                      device=target, pixel_size_mm=pixel_size_mm)
