@@ -4,7 +4,7 @@ The classical denoisers set their strength per slice as a factor times the slice
 reading (``lowdose.metrics.noise.estimate_noise_hu``: the high-frequency part of the noise).
 That reading is all of white noise but only about a quarter of a smooth reconstruction
 kernel's, so a factor tuned on real quarter-dose CT (the L506 pairs, ``denoise_mayo.py``) is
-four to six times too strong on the white noise of the original study's ``image-poisson`` low
+three to five times too strong on the white noise of the original study's ``image-poisson`` low
 dose. The denoisers therefore take the factor by the noise's texture
 (``lowdose.metrics.noise.noise_texture``): the white factor at 0.65 and below, the correlated
 factor (tuned on L506) at 0.85 and above, interpolated between.

@@ -101,7 +101,7 @@ def test_the_factor_is_interpolated_between_white_and_correlated_textures(monkey
 
 def test_on_white_noise_the_white_factor_restores_better_than_the_correlated_one() -> None:
     """The study's image-poisson noise is white: the factor tuned on reconstructed noise
-    (a reading of a quarter of it) would smooth four to six times too hard."""
+    (a reading of a quarter of it) would smooth three to five times too hard."""
     clean = torch.from_numpy(_tissue_slice(0.0)).float()[None, None]
     noisy = torch.from_numpy(_tissue_slice(40.0, seed=5)).float()[None, None]
     for cls in (BM3D, TotalVariation):
