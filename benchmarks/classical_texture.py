@@ -148,7 +148,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS)
+    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS,
+                           needs=("mayo-l506-pairs", "ct-series-itkelastix-chest",
+                                  "mayo-l067-full-dose"))
     if args is None:
         return 0
     import torch

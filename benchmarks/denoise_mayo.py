@@ -108,15 +108,20 @@ def write_result(result: dict[str, Any], out: Path) -> None:
 
 
 def parse_data_args(parser: Any, argv: list[str] | None, default_data: Path,
-                    results: Path) -> Any:
+                    results: Path, needs: tuple[str, ...] = ()) -> Any:
     """Add ``--data``, ``--threads`` and ``--out`` to ``parser`` and parse ``argv``; set the
-    threads. ``None`` (after one line on stderr) when the shared data folder is absent."""
+    threads. ``None`` (after one line on stderr) when the shared data folder, or one of the
+    sets it ``needs``, is absent."""
     parser.add_argument("--data", type=Path, default=default_data)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=results)
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"{args.data}: shared data not found", file=sys.stderr)
+        return None
+    missing = [name for name in needs if not (args.data / name).is_dir()]
+    if missing:
+        print(f"skipped: {args.data / missing[0]} not found", file=sys.stderr)
         return None
     import torch
 

@@ -152,11 +152,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS)
+    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS, needs=("mayo-l506-pairs",))
     if args is None:
-        return 0
-    if not (args.data / "mayo-l506-pairs").is_dir():
-        print(f"skipped: {args.data / 'mayo-l506-pairs'} not found", file=sys.stderr)
         return 0
     import torch
 
