@@ -118,3 +118,20 @@ def test_bad_settings_are_one_clear_error(options: dict, message: str) -> None:
 def test_an_unknown_denoiser_named_is_an_error_not_a_skip() -> None:
     with pytest.raises(LowdoseError, match="no-such-model"):
         compare_denoisers(chest(1), CompareConfig(denoisers=["tv", "no-such-model"]))
+
+
+def test_a_weight_file_beside_its_model_name_gets_its_own_row_and_file(tmp_path: Path) -> None:
+    from lowdose.models.base import denoisers
+    from lowdose.models.loading import shipped_path
+
+    weights = str(shipped_path(denoisers.get("unet-fast")))
+    cfg = CompareConfig(doses=[0.25], denoisers=["unet-fast", weights], method="image-poisson",
+                        save_images=True)
+    result = compare_denoisers(chest(1), cfg, out=tmp_path, warn=lambda note: None)
+    rows = result["doses"]["0.25"]["methods"]
+    assert set(rows) == {LOW_DOSE, "unet-fast", weights}
+    assert rows["unet-fast"]["psnr_full"] == pytest.approx(rows[weights]["psnr_full"])
+    written = sorted(p.name for p in (tmp_path / "dose-0.25").iterdir())
+    assert len(written) == 3 and all("/" not in name for name in written)
+    with pytest.raises(LowdoseError, match="named twice"):
+        compare_denoisers(chest(1), CompareConfig(denoisers=["tv", "tv"]))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import platform
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -106,20 +107,27 @@ def pick_slices(image: CTImage, n: int) -> CTImage:
     return image.every_nth(step, start)
 
 
-def _load(cfg: CompareConfig) -> tuple[list[Any], dict[str, str]]:
-    """The denoisers to compare, and the registered ones skipped (name -> why)."""
+def _load(cfg: CompareConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    """The denoisers to compare by label (the denoiser's name; a second one of that name, a
+    weight file say, is labelled by what was given), and the registered ones skipped (name ->
+    why)."""
     from lowdose.models.base import denoisers
     from lowdose.models.loading import load_denoiser
 
-    if cfg.denoisers:
-        return [load_denoiser(name, device=cfg.device, precision=cfg.precision)
-                for name in cfg.denoisers], {}
-    loaded, skipped = [], {}
-    for name in denoisers.names():
+    loaded: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for given in cfg.denoisers or denoisers.names():
         try:
-            loaded.append(load_denoiser(name, device=cfg.device, precision=cfg.precision))
+            den = load_denoiser(given, device=cfg.device, precision=cfg.precision)
         except LowdoseError as exc:  # e.g. weights not shipped, bf16 refused on this CPU
-            skipped[name] = str(exc)
+            if cfg.denoisers:
+                raise
+            skipped[given] = str(exc)
+            continue
+        label = den.name if den.name not in loaded and den.name != LOW_DOSE else given
+        if label in loaded:
+            raise LowdoseError(f"--models: {given} is named twice")
+        loaded[label] = den
     return loaded, skipped
 
 
@@ -160,7 +168,7 @@ def compare_denoisers(
     say = OnceEach(warn)
     scored = pick_slices(full, cfg.slices)
     dens, skipped = _load(cfg)
-    for den in dens:
+    for den in dens.values():
         say([den.pixel_size_note(scored.pixel_size_mm), den.plane_note(scored.orientation)])
     if cfg.method == "projection" and scored.orientation not in (None, "axial", "unknown"):
         say([f"these slices are {scored.orientation}; the projection physics simulates an axial "
@@ -191,13 +199,13 @@ def compare_denoisers(
             images, seconds = {LOW_DOSE: low}, {LOW_DOSE: 0.0}
             if bar is not None:
                 bar.update(1)
-            for den in dens:
+            for label, den in dens.items():
                 if bar is not None:
-                    bar.set_postfix_str(f"dose {dose:g}, {den.name}")
+                    bar.set_postfix_str(f"dose {dose:g}, {label}")
                 start = time.perf_counter()
                 with torch.inference_mode():
-                    images[den.name] = den.denoise_image(low, batch_size=cfg.batch_size)
-                seconds[den.name] = (time.perf_counter() - start) / scored.n_slices
+                    images[label] = den.denoise_image(low, batch_size=cfg.batch_size)
+                seconds[label] = (time.perf_counter() - start) / scored.n_slices
                 if bar is not None:
                     bar.update(1)
             scores = score_images(scored, images)
@@ -211,7 +219,7 @@ def compare_denoisers(
             shown[f"{dose:g}"] = {label: im.slices()[middle] for label, im in images.items()}
             if out is not None and cfg.save_images:
                 for label, image in images.items():
-                    name = "low-dose" if label == LOW_DOSE else label
+                    name = "low-dose" if label == LOW_DOSE else re.sub(r"[^\w.-]+", "_", label)
                     _save(image, out / f"dose-{dose:g}" / f"{name}.nii.gz")
     finally:
         if bar is not None:
