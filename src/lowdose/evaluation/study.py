@@ -662,9 +662,15 @@ def _simulator_options(cfg: StudyConfig, method: str) -> dict[str, Any]:
     return opts
 
 
+#: Denoiser settings that change how it runs, never what it returns (left out of fingerprints,
+#: so a new default for them keeps a study's cached cells).
+OUTPUT_NEUTRAL_SETTINGS = frozenset({"tile_batch"})
+
+
 def denoiser_fingerprint(denoiser: Any) -> str:
-    """A hash of what decides a denoiser's output: its class, its scalar settings and the
-    weights of every network it holds (so new weights under the same name are noticed).
+    """A hash of what decides a denoiser's output: its class, its scalar settings (but those of
+    :data:`OUTPUT_NEUTRAL_SETTINGS`) and the weights of every network it holds (so new weights
+    under the same name are noticed).
 
     Example:
         >>> from lowdose.models.base import denoisers
@@ -677,6 +683,8 @@ def denoiser_fingerprint(denoiser: Any) -> str:
     parts = vars(denoiser) if hasattr(denoiser, "__dict__") else {}
     modules = [denoiser] if isinstance(denoiser, torch.nn.Module) else []
     for key, value in sorted(parts.items()):
+        if key in OUTPUT_NEUTRAL_SETTINGS:
+            continue
         if isinstance(value, torch.nn.Module):
             modules.append(value)
         elif isinstance(value, (int, float, str, bool, tuple)) or value is None:
