@@ -49,6 +49,29 @@ def test_info_on_single_files(tmp_path, capsys):
     assert rc == 0 and "min 0.0" in out and "npy scale:   mayo" in out
 
 
+def test_info_reads_the_noise_and_its_texture(tmp_path, capsys):
+    from scipy import ndimage
+
+    from lowdose.image import CTImage
+    from lowdose.io import write_ct
+
+    rng = np.random.default_rng(0)
+    white = CTImage(40 + 20 * rng.standard_normal((2, 128, 128)), spacing=(2.0, 0.7, 0.7))
+    smooth_noise = ndimage.gaussian_filter(rng.standard_normal((128, 128)), 1.5)
+    smooth = CTImage(40 + 20 * smooth_noise / smooth_noise.std(), spacing=(0.7, 0.7))
+    rc, out, _ = run(["info", str(write_ct(white, tmp_path / "w.nii.gz"))], capsys)
+    line = next(x for x in out.splitlines() if x.startswith("noise:"))
+    reading = float(line.split()[1])
+    assert rc == 0 and abs(reading - 20.0) < 0.5 and "(middle slice)" in line
+    assert "texture 0.5" in line  # white noise: binning halves it
+    rc, out, _ = run(["info", str(write_ct(smooth, tmp_path / "s.nii.gz"))], capsys)
+    texture = float(out.split("texture ")[1].split()[0])
+    assert rc == 0 and texture > 1.5  # correlated over a few pixels: coarser
+    air = CTImage(np.full((64, 64), -1000.0), spacing=(0.7, 0.7))
+    rc, out, _ = run(["info", str(write_ct(air, tmp_path / "a.nii.gz"))], capsys)
+    assert "noise:       no reading: too little flat soft tissue" in out
+
+
 def test_info_mixed_series_describes_each_and_series_picks_one(tmp_path, capsys, monkeypatch):
     from lowdose.io.formats import dicom
 

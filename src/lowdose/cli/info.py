@@ -11,6 +11,7 @@ import typer
 from lowdose.cli.options import npy_scale_option, parse_window
 
 if TYPE_CHECKING:
+    from lowdose.image import CTImage
     from lowdose.io.formats.dicom import DicomScan
 
 
@@ -43,9 +44,10 @@ def info(
             if series == ALL_SERIES and path.is_dir():
                 _describe_each(path)
             else:  # a file holds one series: --series all describes it as it is
-                typer.echo(format_inventory(describe(
-                    path, window=parse_window(window), npy_scale=npy_scale,
-                    series=None if series == ALL_SERIES else series)))
+                inventory = describe(path, window=parse_window(window), npy_scale=npy_scale,
+                                     series=None if series == ALL_SERIES else series)
+                typer.echo(format_inventory(inventory))
+                typer.echo(noise_line(inventory.image))
         except MixedSeriesError as exc:
             if series is not None:
                 raise  # the UID given matches several series: the error names them
@@ -67,6 +69,34 @@ def _describe_each(folder: Path, scan: DicomScan | None = None) -> None:
     for i, (name, inventory) in enumerate(described, 1):
         typer.echo(f"\nseries {i} of {len(described)} ({name}/):")
         typer.echo(format_inventory(inventory, with_path=False))
+        typer.echo(noise_line(inventory.image))
+
+
+def noise_line(image: CTImage) -> str:
+    """The middle slice's reference-free noise reading and its texture: the high-frequency part
+    of the noise in flat soft tissue (what BM3D's and TV's default strength follow), and how
+    coarse the noise is (:func:`lowdose.metrics.noise.noise_texture`).
+
+    Example:
+        >>> import numpy as np
+        >>> from lowdose.image import CTImage
+        >>> white = 40 + 20 * np.random.default_rng(0).standard_normal((128, 128))
+        >>> noise_line(CTImage(white, spacing=(0.7, 0.7)))[:60]
+        'noise:       20.0 HU high-pass reading in flat soft tissue; '
+    """
+    import math
+
+    from lowdose.metrics.noise import estimate_noise_hu, noise_texture
+
+    middle = image.slices()[image.n_slices // 2]
+    where = " (middle slice)" if image.is_volume else ""
+    reading = estimate_noise_hu(middle)
+    if not math.isfinite(reading):
+        return f"noise:       no reading: too little flat soft tissue{where}"
+    texture = noise_texture(middle)
+    coarse = (f"texture {texture:.2f} (white noise 0.5; reconstructed CT 0.8-2.6)"
+              if math.isfinite(texture) else "no texture reading (too small once binned)")
+    return f"noise:       {reading:.1f} HU high-pass reading in flat soft tissue{where}; {coarse}"
 
 
 def register(app: typer.Typer) -> None:
