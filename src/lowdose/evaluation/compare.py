@@ -214,8 +214,9 @@ def compare_denoisers(
                 entry["gain_db_full"] = entry["psnr_full"] - base["psnr_full"]
                 entry["gain_db_window"] = entry["psnr_window"] - base["psnr_window"]
                 entry["seconds_per_slice"] = seconds[label]
-            per_dose[f"{dose:g}"] = {"methods": scores}
             middle = scored.n_slices // 2
+            per_dose[f"{dose:g}"] = {"methods": scores,
+                                     "low_dose_noise": _noise(low.slices()[middle])}
             shown[f"{dose:g}"] = {label: im.slices()[middle] for label, im in images.items()}
             if out is not None and cfg.save_images:
                 for label, image in images.items():
@@ -245,6 +246,14 @@ def compare_denoisers(
         compare_figure(scored.slices()[scored.n_slices // 2], shown, per_dose,
                        out / "compare.png")
     return result
+
+
+def _noise(hu: np.ndarray) -> dict[str, float]:
+    """A slice's reference-free noise reading (HU) and texture (what BM3D's and TV's default
+    strength follow; ``nan`` where unreadable)."""
+    from lowdose.metrics.noise import estimate_noise_hu, noise_texture
+
+    return {"reading_hu": float(estimate_noise_hu(hu)), "texture": float(noise_texture(hu))}
 
 
 def _save(image: CTImage, path: Path) -> None:
@@ -282,7 +291,10 @@ def markdown(result: dict[str, Any]) -> str:
         rows = block["methods"]
         order = [LOW_DOSE, *sorted((k for k in rows if k != LOW_DOSE),
                                    key=lambda k: -rows[k]["psnr_full"])]
-        lines += ["", f"## Dose {dose}", "",
+        noise = block["low_dose_noise"]
+        read = (f"Low dose, middle slice: noise reading {_num(noise['reading_hu'])} HU, texture "
+                f"{_num(noise['texture'], 2)} (white noise 0.5; reconstructed CT 0.8-2.6).")
+        lines += ["", f"## Dose {dose}", "", read, "",
                   "| method | PSNR full | gain | SSIM full | PSNR window | gain | SSIM window "
                   "| RMSE HU | soft tissue HU | bone HU | s/slice |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -302,8 +314,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _num(value: float) -> str:
-    return f"{value:.1f}" if math.isfinite(value) else "-"
+def _num(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "-"
 
 
 def write_comparison(result: dict[str, Any], out: Path) -> None:
