@@ -160,7 +160,7 @@ def compare_denoisers(
 
     from lowdose.device import pick_device
     from lowdose.evaluation.score import score_images
-    from lowdose.metrics.image import RANGES
+    from lowdose.metrics.image import RANGES, tissue_masks
     from lowdose.physics.api import build_simulator, relative_dose_options
     from lowdose.physics.batch import simulate_image
 
@@ -191,12 +191,20 @@ def compare_denoisers(
         bar = tqdm(total=len(cfg.doses) * (1 + len(dens)), desc="compare", unit="step")
     per_dose: dict[str, Any] = {}
     shown: dict[str, dict[str, np.ndarray]] = {}
+    masks = tissue_masks(scored.slices())  # the reference's, for every image scored
+    middle = scored.n_slices // 2
     try:
         for dose in cfg.doses:
             seed = zlib.crc32(f"{cfg.seed}|compare|{dose:.6g}".encode())
             low = scored.with_pixels(simulate_image(scored, dose, simulator, seed, target),
                                      metadata={"simulated_dose": dose, "simulator": cfg.method})
-            images, seconds = {LOW_DOSE: low}, {LOW_DOSE: 0.0}
+            # Each output is scored, its middle slice kept and (if asked) written as soon as
+            # it is made: memory holds the scan, its low dose and one restoration at a time.
+            scores = score_images(scored, {LOW_DOSE: low}, masks)
+            scores[LOW_DOSE]["seconds_per_slice"] = 0.0
+            shown[f"{dose:g}"] = {LOW_DOSE: low.slices()[middle].copy()}
+            if out is not None and cfg.save_images:
+                _save(low, out / f"dose-{dose:g}" / "low-dose.nii.gz")
             if bar is not None:
                 bar.update(1)
             for label, den in dens.items():
@@ -204,24 +212,23 @@ def compare_denoisers(
                     bar.set_postfix_str(f"dose {dose:g}, {label}")
                 start = time.perf_counter()
                 with torch.inference_mode():
-                    images[label] = den.denoise_image(low, batch_size=cfg.batch_size)
-                seconds[label] = (time.perf_counter() - start) / scored.n_slices
+                    restored = den.denoise_image(low, batch_size=cfg.batch_size)
+                seconds = (time.perf_counter() - start) / scored.n_slices
+                scores[label] = {**score_images(scored, {label: restored}, masks)[label],
+                                 "seconds_per_slice": seconds}
+                shown[f"{dose:g}"][label] = restored.slices()[middle].copy()  # not a view: frees it
+                if out is not None and cfg.save_images:
+                    name = re.sub(r"[^\w.-]+", "_", label)
+                    _save(restored, out / f"dose-{dose:g}" / f"{name}.nii.gz")
+                del restored
                 if bar is not None:
                     bar.update(1)
-            scores = score_images(scored, images)
             base = scores[LOW_DOSE]
-            for label, entry in scores.items():
+            for entry in scores.values():
                 entry["gain_db_full"] = entry["psnr_full"] - base["psnr_full"]
                 entry["gain_db_window"] = entry["psnr_window"] - base["psnr_window"]
-                entry["seconds_per_slice"] = seconds[label]
-            middle = scored.n_slices // 2
             per_dose[f"{dose:g}"] = {"methods": scores,
                                      "low_dose_noise": _noise(low.slices()[middle])}
-            shown[f"{dose:g}"] = {label: im.slices()[middle] for label, im in images.items()}
-            if out is not None and cfg.save_images:
-                for label, image in images.items():
-                    name = "low-dose" if label == LOW_DOSE else re.sub(r"[^\w.-]+", "_", label)
-                    _save(image, out / f"dose-{dose:g}" / f"{name}.nii.gz")
     finally:
         if bar is not None:
             bar.close()

@@ -42,13 +42,15 @@ def check_same_grid(reference: CTImage, image: CTImage, label: str) -> None:
                            f"from the reference's {tuple(float(s) for s in ref_mm)} mm")
 
 
-def score_images(reference: CTImage, images: dict[str, CTImage]) -> dict[str, dict[str, float]]:
+def score_images(reference: CTImage, images: dict[str, CTImage],
+                 masks: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
     """Metrics of each image against ``reference``, keyed by the images' labels.
 
     Each entry holds ``psnr_full``, ``ssim_full``, ``rmse_full``, the same for ``window``,
     ``rmse_hu`` (HU, both images clipped to the full range) and ``rmse_hu_<tissue>`` for each
     tissue (``outside_body``, ``lung_and_gas``,
-    ``soft_tissue``, ``bone``; ``nan`` where the reference has none).
+    ``soft_tissue``, ``bone``; ``nan`` where the reference has none). ``masks``: the
+    reference's :func:`lowdose.metrics.image.tissue_masks`, to reuse over several calls.
 
     Raises:
         LowdoseError: an image on another grid than the reference (shape or pixel spacing).
@@ -63,7 +65,7 @@ def score_images(reference: CTImage, images: dict[str, CTImage]) -> dict[str, di
     full = resolve_range("full")
 
     target = reference.slices()
-    masks = tissue_masks(target)  # the reference's, once for every image
+    masks = masks if masks is not None else tissue_masks(target)  # once for every image
     scores = {}
     for label, image in images.items():
         check_same_grid(reference, image, label)
