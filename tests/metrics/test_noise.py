@@ -64,3 +64,17 @@ def test_noise_texture_reads_how_coarse_the_noise_is() -> None:
     assert noise_texture(white, tissue_of=scan) == pytest.approx(readings[0], abs=0.05)
     assert np.isnan(noise_texture(white, tissue_of=np.full((256, 256), -1000.0)))
 
+
+
+def test_noise_texture_takes_the_slice_reading_it_was_given(monkeypatch) -> None:
+    from lowdose.metrics import noise
+
+    hu = _body(20.0, smooth=1.0)
+    fine = estimate_noise_hu(hu)
+    expected = noise.noise_texture(hu)
+    calls: list[tuple[int, ...]] = []
+    real = noise.estimate_noise_hu
+    monkeypatch.setattr(noise, "estimate_noise_hu",
+                        lambda img, **kw: calls.append(np.shape(img)) or real(img, **kw))
+    assert noise.noise_texture(hu, fine=fine) == expected
+    assert calls == [(80, 80)]  # only the binned slice is read again

@@ -93,9 +93,9 @@ def test_the_factor_is_interpolated_between_white_and_correlated_textures(monkey
     monkeypatch.setattr(noise, "estimate_noise_hu", lambda hu: 10.0)
     bm3d = BM3D(noise_factor=6.0, white_noise_factor=1.0)
     for texture, factor in ((0.3, 1.0), (0.65, 1.0), (0.75, 3.5), (0.85, 6.0), (2.5, 6.0)):
-        monkeypatch.setattr(noise, "noise_texture", lambda hu, t=texture: t)
+        monkeypatch.setattr(noise, "noise_texture", lambda hu, t=texture, **kw: t)
         assert bm3d.sigma_for(np.zeros((8, 8))) == pytest.approx(10.0 * factor), texture
-    monkeypatch.setattr(noise, "noise_texture", lambda hu: float("nan"))
+    monkeypatch.setattr(noise, "noise_texture", lambda hu, **kw: float("nan"))
     assert bm3d.sigma_for(np.zeros((8, 8))) == pytest.approx(60.0)  # no texture: correlated
 
 

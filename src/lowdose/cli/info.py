@@ -93,7 +93,7 @@ def noise_line(image: CTImage) -> str:
     reading = estimate_noise_hu(middle)
     if not math.isfinite(reading):
         return f"noise:       no reading: too little flat soft tissue{where}"
-    texture = noise_texture(middle)
+    texture = noise_texture(middle, fine=reading)
     coarse = (f"texture {texture:.2f} (white noise 0.5; reconstructed CT 0.8-2.6)"
               if math.isfinite(texture) else "no texture reading (too small once binned)")
     return f"noise:       {reading:.1f} HU high-pass reading in flat soft tissue{where}; {coarse}"

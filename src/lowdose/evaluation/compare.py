@@ -260,7 +260,8 @@ def _noise(hu: np.ndarray) -> dict[str, float]:
     strength follow; ``nan`` where unreadable)."""
     from lowdose.metrics.noise import estimate_noise_hu, noise_texture
 
-    return {"reading_hu": float(estimate_noise_hu(hu)), "texture": float(noise_texture(hu))}
+    reading = float(estimate_noise_hu(hu))
+    return {"reading_hu": reading, "texture": float(noise_texture(hu, fine=reading))}
 
 
 def _save(image: CTImage, path: Path) -> None:

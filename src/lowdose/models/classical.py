@@ -94,7 +94,7 @@ class _SliceDenoiser(Denoiser):
         noise = estimate_noise_hu(hu)
         if not (np.isfinite(noise) and noise > 0):
             return fallback
-        texture = noise_texture(hu)
+        texture = noise_texture(hu, fine=noise)
         if not np.isfinite(texture) or texture >= CORRELATED_TEXTURE:
             return noise_factor * noise
         whiteness = (CORRELATED_TEXTURE - max(texture, WHITE_TEXTURE)) / (

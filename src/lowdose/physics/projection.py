@@ -569,7 +569,7 @@ class ProjectionSimulator(LowDoseSimulator):
             if not (math.isfinite(own) and own > 0):
                 continue
             if texture_tolerance is not None:
-                own_texture = noise_texture(image)
+                own_texture = noise_texture(image, fine=own)
                 texture = noise_texture(inserted, tissue_of=image)
                 if (own_texture > 0 and texture > 0  # False for nan (unreadable) too
                         and max(texture / own_texture, own_texture / texture) > texture_tolerance):
