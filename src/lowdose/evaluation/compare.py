@@ -162,7 +162,7 @@ def compare_denoisers(
     from lowdose.evaluation.score import score_images
     from lowdose.metrics.image import RANGES, tissue_masks
     from lowdose.physics.api import build_simulator, relative_dose_options
-    from lowdose.physics.batch import simulate_image
+    from lowdose.physics.batch import projection_plane_note, simulate_image
 
     cfg = cfg or CompareConfig()
     say = OnceEach(warn)
@@ -170,9 +170,7 @@ def compare_denoisers(
     dens, skipped = _load(cfg)
     for den in dens.values():
         say([den.pixel_size_note(scored.pixel_size_mm), den.plane_note(scored.orientation)])
-    if cfg.method == "projection" and scored.orientation not in (None, "axial", "unknown"):
-        say([f"these slices are {scored.orientation}; the projection physics simulates an axial "
-             "scan, so it inserts noise with the axial texture into this plane"])
+    say([projection_plane_note(scored, cfg.method)])
     options: dict[str, Any] = {}
     if cfg.calibration is not None:
         options["calibration"] = Path(cfg.calibration)

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -137,6 +138,26 @@ def stated_window(image: CTImage, path: Path, window: Window | None) -> Window |
     return Window(float(lo), float(hi))
 
 
+def projection_plane_note(image: CTImage, method: str) -> str | None:
+    """A warning when the projection physics is handed coronal, sagittal or oblique slices: it
+    simulates an axial scan, so it inserts the noise of an axial reconstruction into whatever
+    plane it is given. ``None`` for axial or unknown slices, and for other methods.
+
+    Example:
+        >>> coronal = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
+        >>> img = CTImage(np.zeros((8, 8), np.float32), (0.7, 0.7), direction=coronal)
+        >>> projection_plane_note(img, "projection")[:27]
+        'these slices are coronal; t'
+        >>> projection_plane_note(img, "image-poisson") is None
+        True
+    """
+    if method != "projection" or image.orientation in (None, "axial"):
+        return None
+    return (f"these slices are {image.orientation}; the projection physics simulates an axial "
+            "scan, so it inserts noise with the axial texture into this plane. Simulate the "
+            "axial series and reformat the result")
+
+
 def simulate_image(image: CTImage, dose: float, simulator: LowDoseSimulator, seed: int,
                    device: str | torch.device | None = None,
                    pixel_size_mm: float | None = None) -> np.ndarray:
@@ -247,8 +268,10 @@ def simulate_path(
     try:
         for job in jobs:
             image = job.read() if job.read is not None else read_ct(job.source, **reads)
-            if method == "projection" and image.orientation not in (None, "axial"):
-                _warn_reformat(image, planes_said)  # before the bar, not into its line
+            note = projection_plane_note(image, method)
+            if note and note not in planes_said:  # once per plane, before the bar is drawn
+                planes_said.add(note)
+                warnings.warn(f"{image.metadata.get('source', 'input')}: {note}", stacklevel=2)
             if progress and bar is None:
                 # Drawn once the first input reads, so an unreadable one is one error line alone.
                 from tqdm import tqdm
@@ -277,18 +300,3 @@ def simulate_path(
         if bar is not None:
             bar.close()
     return written
-
-
-def _warn_reformat(image: CTImage, said: set[str]) -> None:
-    """Warn, once per plane, that the projection physics was given a reformat: it inserts the
-    noise of an axial reconstruction into whatever plane it is handed."""
-    import warnings
-
-    plane = str(image.orientation)
-    if plane in said:
-        return
-    said.add(plane)
-    warnings.warn(f"{image.metadata.get('source', 'input')}: these slices are {plane}; the "
-                  "projection physics simulates an axial scan, so it inserts noise with the "
-                  "axial texture into this plane. Simulate the axial series and reformat the "
-                  "result", stacklevel=3)
