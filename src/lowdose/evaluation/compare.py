@@ -248,8 +248,7 @@ def compare_denoisers(
     }
     if out is not None:
         write_comparison(result, out)
-        compare_figure(scored.slices()[scored.n_slices // 2], shown, per_dose,
-                       out / "compare.png")
+        compare_figure(scored.slices()[middle], shown, per_dose, out / "compare.png")
     return result
 
 
