@@ -5,9 +5,10 @@ reading (``lowdose.metrics.noise.estimate_noise_hu``: the high-frequency part of
 That reading is all of white noise but only about a quarter of a smooth reconstruction
 kernel's, so a factor tuned on real quarter-dose CT (the L506 pairs, ``denoise_mayo.py``) is
 three to five times too strong on the white noise of the original study's ``image-poisson`` low
-dose. The denoisers therefore take the factor by the noise's texture
-(``lowdose.metrics.noise.noise_texture``): the white factor at 0.65 and below, the correlated
-factor (tuned on L506) at 0.85 and above, interpolated between.
+dose. The denoisers therefore split the reading by the noise's texture
+(``lowdose.metrics.noise.noise_texture``) into a white part and a part correlated like the L506
+reconstructions (``lowdose.metrics.noise.split_noise``), and take the white factor on the first,
+the correlated factor (tuned on L506) on the second, added in quadrature.
 
 Measured here, each a grid of factors and the default, mean PSNR against the full dose:
 
@@ -19,8 +20,8 @@ Measured here, each a grid of factors and the default, mean PSNR against the ful
    itkelastix chest series (2 mm, texture about 1.6) and the 3 Mayo L067 slices (1 mm, sharp
    kernel, about 0.8), scored against their full dose: how far the correlated factor tuned on
    L506 is from their best.
-3. the textures of the real L506 quarter-dose slices (2.25-2.41): the correlated factor, as
-   before this benchmark.
+3. the textures of the real L506 quarter-dose slices (2.2-2.3): almost all correlated, so
+   their strength is the correlated factor's, as tuned.
 
 Writes ``benchmarks/results/classical_texture.{json,md}``.
 
@@ -119,12 +120,14 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["# Classical denoisers: strength against the noise's texture", "",
              "Mean PSNR (dB) against the full dose, full range [-1024, 3072] HU, then window "
              "[-160, 240]. `xF`: the strength F times the slice's noise reading whatever its "
-             "texture; `default`: the texture-aware factor (white "
+             "texture; `default`: the reading split by its texture into white and correlated "
+             "parts, the white factor ("
              f"{result['defaults']['bm3d_white']:g} / {result['defaults']['tv_white']:g} for "
-             f"BM3D / TV up to texture {result['defaults']['white_texture']:g}, correlated "
-             f"{result['defaults']['bm3d']:g} / {result['defaults']['tv']:g} from "
-             f"{result['defaults']['correlated_texture']:g}). Texture = noise reading of the "
-             "slice binned 2x2 over that of the slice (white 0.5).", ""]
+             f"BM3D / TV) on the first, the correlated one ({result['defaults']['bm3d']:g} / "
+             f"{result['defaults']['tv']:g}, texture "
+             f"{result['defaults']['correlated_texture']:g}) on the second, added in "
+             "quadrature. Texture = noise reading of the slice binned 2x2 over that of the "
+             "slice (white 0.5).", ""]
     for case in result["cases"].values():
         rows = case["rows"]
         lines += [f"## {case['title']}", "",
@@ -140,8 +143,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
     real = result["real_quarter_dose_texture"]
     lines += [f"Real L506 quarter-dose slices (the `denoise_mayo.py` pairs): texture "
-              f"{min(real):.2f}-{max(real):.2f}, so the correlated factors apply there, as "
-              "tuned.", "", f"Machine: {result['machine']}. Written by "
+              f"{min(real):.2f}-{max(real):.2f}: read as correlated noise, so the correlated "
+              "factors apply there, as tuned.", "", f"Machine: {result['machine']}. Written by "
               "benchmarks/classical_texture.py.", ""]
     return "\n".join(lines)
 
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from lowdose.metrics.noise import noise_texture
+    from lowdose.metrics.noise import RECONSTRUCTED_TEXTURE, noise_texture
     from lowdose.models import classical
 
     white = {"bm3d": (*BM3D_WHITE_GRID, classical.DEFAULT_BM3D_NOISE_FACTOR),
@@ -176,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                      "tv": classical.DEFAULT_TV_NOISE_FACTOR,
                      "bm3d_white": classical.DEFAULT_BM3D_WHITE_FACTOR,
                      "tv_white": classical.DEFAULT_TV_WHITE_FACTOR,
-                     "white_texture": classical.WHITE_TEXTURE,
-                     "correlated_texture": classical.CORRELATED_TEXTURE},
+                     "correlated_texture": RECONSTRUCTED_TEXTURE},
         "seed": SEED,
         "cases": cases,
         "real_quarter_dose_texture": [float(noise_texture(low))

@@ -258,6 +258,9 @@ def test_cached_cells_of_a_changed_denoiser_are_recomputed(tmp_path) -> None:
     assert denoiser_fingerprint(b) == before
     b.strength = 2.0  # a setting counts too
     assert denoiser_fingerprint(b) != before
+    before = denoiser_fingerprint(b)
+    Den.revision = "2"  # new code that returns other output for the same settings
+    assert denoiser_fingerprint(b) != before
 
 
 def test_finished_study_needs_the_same_config_and_denoiser_weights(tmp_path, classifier_file,

@@ -77,4 +77,44 @@ def test_noise_texture_takes_the_slice_reading_it_was_given(monkeypatch) -> None
     monkeypatch.setattr(noise, "estimate_noise_hu",
                         lambda img, **kw: calls.append(np.shape(img)) or real(img, **kw))
     assert noise.noise_texture(hu, fine=fine) == expected
-    assert calls == [(80, 80)]  # only the binned slice is read again
+    assert calls == []  # the slice's own reading is not made again
+
+
+def test_tissue_away_from_the_soft_tissue_hu_is_found_and_read() -> None:
+    """An 8-bit PNG mapped through a guessed window can put the body at -300 HU: the reading
+    falls back to the slice's dominant tissue (and reads nothing in air alone)."""
+    shifted = _body(20.0) - 340.0  # body at -300 HU, the block at -40 HU
+    assert estimate_noise_hu(shifted) == pytest.approx(20.0, rel=0.06)
+    lung_only = np.full((160, 160), -1000.0) + np.random.default_rng(1).normal(0, 5, (160, 160))
+    assert math.isnan(estimate_noise_hu(lung_only))
+
+
+def test_small_slices_are_read_with_their_texture() -> None:
+    """A 112 px slice (the Kaggle study's) is read, its texture too: white 0.5, smooth more."""
+    from lowdose.metrics.noise import noise_texture
+
+    yy, xx = np.mgrid[:112, :112]
+    body = np.where((yy - 56) ** 2 + (xx - 56) ** 2 < 45**2, 40.0, -1000.0)
+    white = np.random.default_rng(4).normal(0, 25.0, body.shape)
+    assert estimate_noise_hu(body + white) == pytest.approx(25.0, rel=0.08)
+    assert noise_texture(body + white) == pytest.approx(0.5, abs=0.05)
+    smooth = ndimage.gaussian_filter(white, 1.0)
+    assert noise_texture(body + smooth) > 1.5
+
+
+def test_split_noise_separates_white_noise_added_to_correlated_noise() -> None:
+    """Image-domain white noise on a reconstructed scan: the white part reads the white noise,
+    the correlated part the scan's own noise."""
+    from lowdose.metrics.noise import noise_texture, split_noise
+
+    scan = np.where(np.arange(256)[:, None] < 200, 40.0, -1000.0) * np.ones((1, 256))
+    rng = np.random.default_rng(5)
+    own = ndimage.gaussian_filter(rng.normal(0, 1, scan.shape), 0.8)
+    own *= 30.0 / own.std()
+    own_reading, own_texture = estimate_noise_hu(scan + own), noise_texture(scan + own)
+    mixed = scan + own + rng.normal(0, 15.0, scan.shape)
+    white, correlated = split_noise(estimate_noise_hu(mixed), noise_texture(mixed),
+                                    correlated_texture=own_texture)
+    assert white == pytest.approx(15.0, rel=0.08)
+    assert correlated == pytest.approx(own_reading, rel=0.15)
+    assert split_noise(10.0, 0.4) == (10.0, 0.0) and split_noise(10.0, 9.0) == (0.0, 10.0)

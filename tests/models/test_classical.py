@@ -69,7 +69,7 @@ def _correlated(sigma: float, seed: int = 0, blur_px: float = 1.5) -> np.ndarray
 
 @pytest.mark.parametrize(("cls", "strength"), [(BM3D, "sigma_for"), (TotalVariation, "weight_for")])
 def test_default_strength_follows_the_slice_noise_and_its_texture(cls: type, strength: str) -> None:
-    from lowdose.metrics.noise import estimate_noise_hu, noise_texture
+    from lowdose.metrics.noise import RECONSTRUCTED_TEXTURE, estimate_noise_hu, noise_texture
 
     den = cls()
     low, high = getattr(den, strength)(_tissue_slice(10.0)), getattr(den, strength)(
@@ -77,24 +77,26 @@ def test_default_strength_follows_the_slice_noise_and_its_texture(cls: type, str
     assert high / low == pytest.approx(3.0, rel=0.08)
     # White noise (texture 0.5): the white factor of the reading (the full noise there).
     assert low == pytest.approx(den.white_noise_factor * 10.0, rel=0.08)
-    # Correlated noise (texture above 0.85): the reconstruction factor of the reading, which is
-    # now a fraction of the noise.
+    # Correlated noise (texture of a reconstruction's and above): the reconstruction factor of
+    # the reading, which is now a fraction of the noise.
     smooth = _correlated(30.0)
-    assert noise_texture(smooth) > 0.85
+    assert noise_texture(smooth) > RECONSTRUCTED_TEXTURE
     assert getattr(den, strength)(smooth) == pytest.approx(
         den.noise_factor * estimate_noise_hu(smooth))
     fixed = cls(**{"sigma_hu" if cls is BM3D else "weight_hu": 25.0})
     assert getattr(fixed, strength)(_tissue_slice(30.0)) == 25.0
 
 
-def test_the_factor_is_interpolated_between_white_and_correlated_textures(monkeypatch) -> None:
+def test_the_strength_adds_the_white_and_correlated_parts_in_quadrature(monkeypatch) -> None:
     from lowdose.metrics import noise
 
     monkeypatch.setattr(noise, "estimate_noise_hu", lambda hu: 10.0)
     bm3d = BM3D(noise_factor=6.0, white_noise_factor=1.0)
-    for texture, factor in ((0.3, 1.0), (0.65, 1.0), (0.75, 3.5), (0.85, 6.0), (2.5, 6.0)):
+    # texture 1.0: correlated share (1 - 0.25) / (2.3^2 - 0.25) = 0.1488 of the reading's power,
+    # so parts 9.226 (white) and 3.857 HU: hypot(1 x 9.226, 6 x 3.857) = 24.91 HU
+    for texture, sigma in ((0.3, 10.0), (0.5, 10.0), (1.0, 24.91), (2.3, 60.0), (3.0, 60.0)):
         monkeypatch.setattr(noise, "noise_texture", lambda hu, t=texture, **kw: t)
-        assert bm3d.sigma_for(np.zeros((8, 8))) == pytest.approx(10.0 * factor), texture
+        assert bm3d.sigma_for(np.zeros((8, 8))) == pytest.approx(sigma, abs=0.01), texture
     monkeypatch.setattr(noise, "noise_texture", lambda hu, **kw: float("nan"))
     assert bm3d.sigma_for(np.zeros((8, 8))) == pytest.approx(60.0)  # no texture: correlated
 

@@ -668,9 +668,9 @@ OUTPUT_NEUTRAL_SETTINGS = frozenset({"tile_batch"})
 
 
 def denoiser_fingerprint(denoiser: Any) -> str:
-    """A hash of what decides a denoiser's output: its class, its scalar settings (but those of
-    :data:`OUTPUT_NEUTRAL_SETTINGS`) and the weights of every network it holds (so new weights
-    under the same name are noticed).
+    """A hash of what decides a denoiser's output: its class and its ``revision``, its scalar
+    settings (but those of :data:`OUTPUT_NEUTRAL_SETTINGS`) and the weights of every network it
+    holds (so new weights under the same name are noticed).
 
     Example:
         >>> from lowdose.models.base import denoisers
@@ -679,7 +679,10 @@ def denoiser_fingerprint(denoiser: Any) -> str:
     """
     import torch
 
-    h = hashlib.sha256(f"{type(denoiser).__module__}.{type(denoiser).__qualname__}".encode())
+    cls = type(denoiser)
+    h = hashlib.sha256(f"{cls.__module__}.{cls.__qualname__}".encode())
+    if revision := getattr(cls, "revision", ""):
+        h.update(f"revision={revision};".encode())
     parts = vars(denoiser) if hasattr(denoiser, "__dict__") else {}
     modules = [denoiser] if isinstance(denoiser, torch.nn.Module) else []
     for key, value in sorted(parts.items()):

@@ -4,8 +4,13 @@
 classical denoiser's strength can follow the noise of each slice (real scans vary per slice
 with tube-current modulation, thickness and patient size). It is a robust standard deviation
 (the median absolute deviation, then the standard deviation within 3 of its sigmas) of a 3x3
-second-difference high-pass (Immerkaer 1996) in flat soft tissue (smoothed HU in ``tissue``,
-eroded away from edges), divided by the filter's gain for white noise (6).
+second-difference high-pass (Immerkaer 1996) in flat tissue, divided by the filter's gain for
+white noise (6). Flat tissue is soft tissue (smoothed HU in ``tissue``) away from edges: eroded
+by 4 pixels on slices of 256 pixels and more, by 2 on smaller ones (whose pixels are coarser).
+Where a slice has too little of it, the reading falls back to the slice's own dominant tissue:
+the most common smoothed value above -800 HU, +-100 HU. That finds the body in images whose HU
+are not calibrated, such as 8-bit PNGs mapped through a guessed window (the Kaggle chest PNGs
+through [-1024, 476] HU put the chest wall near -300 HU).
 
 CT noise after filtered back-projection is low-pass, so this high-pass reading is a fixed
 fraction of the noise standard deviation for one reconstruction kernel, whatever the dose: on
@@ -28,10 +33,69 @@ import numpy as np
 SOFT_TISSUE_HU: tuple[float, float] = (-150.0, 250.0)
 """Smoothed HU counted as flat soft tissue by :func:`estimate_noise_hu`."""
 
+WHITE_TEXTURE = 0.5
+""":func:`noise_texture` of white noise (binning 2 x 2 halves it)."""
+RECONSTRUCTED_TEXTURE = 2.3
+""":func:`noise_texture` of the real AAPM-Mayo L506 quarter-dose slices (2.22-2.32; B30f, 3 and
+1 mm): the correlated noise that :func:`split_noise` separates from white noise."""
+
 _SECOND_DIFFERENCE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+# The same taps two pixels apart, applied after a 2 x 2 box mean: the reading of the slice binned
+# 2 x 2, at every pixel rather than every other one (four times the samples).
+_SECOND_DIFFERENCE_2 = np.zeros((5, 5))
+_SECOND_DIFFERENCE_2[::2, ::2] = _SECOND_DIFFERENCE
 _WHITE_GAIN = 6.0  # sqrt(sum of squared taps) = sqrt(36)
 _MIN_PIXELS = 256
 _TRUNCATED_STD = 0.98657  # standard deviation of a unit normal truncated at +-3
+_BODY_ABOVE_HU = -800.0  # the dominant-tissue fallback looks above lung and air
+_FALLBACK_HALF_WIDTH_HU = 100.0
+
+
+def _flat_tissue(anatomy: np.ndarray, tissue: tuple[float, float], margin: int) -> np.ndarray:
+    """Pixels of smoothed HU in ``tissue`` (else in the dominant tissue), ``margin`` from edges."""
+    from scipy import ndimage
+
+    smooth = ndimage.uniform_filter(anatomy, 9)
+    if min(anatomy.shape) < 256:
+        margin //= 2  # coarser pixels: as far from the edges in mm, and enough pixels left
+
+    def flat_in(band: tuple[float, float]) -> np.ndarray:
+        inside = (smooth > band[0]) & (smooth < band[1])
+        return ndimage.binary_erosion(inside, iterations=margin) if margin else inside
+
+    flat = flat_in(tissue)
+    if flat.sum() >= _MIN_PIXELS:
+        return flat
+    body = smooth[smooth > _BODY_ABOVE_HU]
+    if body.size < _MIN_PIXELS:
+        return flat
+    counts, edges = np.histogram(body, bins=np.arange(_BODY_ABOVE_HU, body.max() + 20.0, 20.0))
+    mode = float(edges[counts.argmax()] + 10.0)
+    return flat_in((mode - _FALLBACK_HALF_WIDTH_HU, mode + _FALLBACK_HALF_WIDTH_HU))
+
+
+def _robust_std(values: np.ndarray) -> float:
+    if values.size < _MIN_PIXELS:
+        return float("nan")
+    centred = values - np.median(values)
+    # MAD first (robust to the edges left), then the standard deviation of the values within
+    # 3 of those sigmas: HU stored as integers make the MAD itself step in whole units.
+    robust = 1.4826 * np.median(np.abs(centred))
+    if robust == 0:
+        return 0.0
+    kept = centred[np.abs(centred) < 3.0 * robust]
+    return float(kept.std() / _TRUNCATED_STD)
+
+
+def _slice_and_anatomy(hu: np.ndarray, tissue_of: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    img = np.asarray(hu, np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2D slice, got shape {img.shape}")
+    anatomy = img if tissue_of is None else np.asarray(tissue_of, np.float64)
+    if anatomy.shape != img.shape:
+        raise ValueError(f"tissue_of shape {anatomy.shape} differs from {img.shape}")
+    return img, anatomy
 
 
 def estimate_noise_hu(hu: np.ndarray, tissue: tuple[float, float] = SOFT_TISSUE_HU,
@@ -49,34 +113,21 @@ def estimate_noise_hu(hu: np.ndarray, tissue: tuple[float, float] = SOFT_TISSUE_
     """
     from scipy import ndimage
 
-    img = np.asarray(hu, np.float64)
-    if img.ndim != 2:
-        raise ValueError(f"expected a 2D slice, got shape {img.shape}")
-    anatomy = img if tissue_of is None else np.asarray(tissue_of, np.float64)
-    if anatomy.shape != img.shape:
-        raise ValueError(f"tissue_of shape {anatomy.shape} differs from {img.shape}")
+    img, anatomy = _slice_and_anatomy(hu, tissue_of)
+    flat = _flat_tissue(anatomy, tissue, margin=4)
     high = ndimage.convolve(img, _SECOND_DIFFERENCE, mode="reflect")
-    smooth = ndimage.uniform_filter(anatomy, 9)
-    flat = (smooth > tissue[0]) & (smooth < tissue[1])
-    flat = ndimage.binary_erosion(flat, iterations=4)
-    values = high[flat]
-    if values.size < _MIN_PIXELS:
-        return float("nan")
-    centred = values - np.median(values)
-    # MAD first (robust to the edges left), then the standard deviation of the values within
-    # 3 of those sigmas: HU stored as integers make the MAD itself step in whole units.
-    robust = 1.4826 * np.median(np.abs(centred))
-    if robust == 0:
-        return 0.0
-    kept = centred[np.abs(centred) < 3.0 * robust]
-    return float(kept.std() / _TRUNCATED_STD / _WHITE_GAIN)
+    return _robust_std(high[flat]) / _WHITE_GAIN
 
 
 def noise_texture(hu: np.ndarray, tissue_of: np.ndarray | None = None,
                   fine: float | None = None) -> float:
     """How coarse a slice's noise is: the :func:`estimate_noise_hu` reading of the slice binned
-    2 x 2 over that of the slice itself (``tissue_of`` as there, binned alike). ``fine``: that
-    reading of the slice itself, where the caller has made it already (it is not made again).
+    2 x 2 over that of the slice itself (``tissue_of`` as there). ``fine``: that reading of the
+    slice itself, where the caller has made it already (it is not made again).
+
+    The binned reading is made at every pixel (a 2 x 2 mean, then the high-pass with its taps
+    two pixels apart) and in the same flat tissue, so both readings count the same pixels and a
+    slice whose noise can be read has a texture too (a 112 px slice binned would not).
 
     White noise reads 0.5 (binning halves it); noise correlated over a few pixels reads more. On
     real scans: about 2.5 for the 1 mm B30f (smooth) Mayo L506 full dose at 0.66 mm pixels, 1.6
@@ -88,14 +139,42 @@ def noise_texture(hu: np.ndarray, tissue_of: np.ndarray | None = None,
         >>> round(noise_texture(40.0 + 20.0 * rng.standard_normal((256, 256))), 1)
         0.5
     """
-    img = np.asarray(hu, np.float64)
+    from scipy import ndimage
+
+    img, anatomy = _slice_and_anatomy(hu, tissue_of)
     if fine is None:
         fine = estimate_noise_hu(img, tissue_of=tissue_of)
-    coarse = estimate_noise_hu(_bin2(img), tissue_of=None if tissue_of is None else
-                               _bin2(np.asarray(tissue_of, np.float64)))
-    return coarse / fine if fine > 0 else float("nan")
+    flat = _flat_tissue(anatomy, SOFT_TISSUE_HU, margin=4)
+    box = ndimage.uniform_filter(img, 2, mode="reflect")
+    coarse = _robust_std(ndimage.convolve(box, _SECOND_DIFFERENCE_2, mode="reflect")[flat])
+    return coarse / _WHITE_GAIN / fine if fine > 0 else float("nan")
 
 
-def _bin2(img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
-    return img[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+def split_noise(reading: float, texture: float,
+                correlated_texture: float = RECONSTRUCTED_TEXTURE) -> tuple[float, float]:
+    """Split a noise reading into a white part and a part correlated like a reconstruction's.
+
+    The reading of a sum of independent noises adds in quadrature, and so does the reading of
+    the slice binned 2 x 2 (``texture`` x ``reading``), in which white noise keeps half its
+    reading and the correlated noise ``correlated_texture`` times its own. Two readings, two
+    parts: a low-dose image simulated in the image domain (white) from a reconstructed scan
+    (correlated) reads as the mixture it is. Textures outside the two clip to all of one part.
+
+    Args:
+        reading: the :func:`estimate_noise_hu` reading, HU.
+        texture: its :func:`noise_texture`.
+        correlated_texture: the texture of the correlated part.
+
+    Returns:
+        ``(white, correlated)`` readings in HU; ``hypot(white, correlated) == reading``.
+
+    Example:
+        >>> split_noise(20.0, 0.5)
+        (20.0, 0.0)
+        >>> white, correlated = split_noise(20.0, 1.0)
+        >>> round(white, 1), round(correlated, 1)
+        (18.5, 7.7)
+    """
+    share = (texture**2 - WHITE_TEXTURE**2) / (correlated_texture**2 - WHITE_TEXTURE**2)
+    share = min(max(share, 0.0), 1.0)
+    return reading * float(np.sqrt(1.0 - share)), reading * float(np.sqrt(share))

@@ -101,6 +101,9 @@ class Denoiser(ABC):
     """
 
     name: str = ""
+    #: Changes when new code makes a denoiser of this class return other output for the same
+    #: settings and weights (a study's cached cells of it are then recomputed).
+    revision: str = ""
 
     @abstractmethod
     def denoise(self, hu: torch.Tensor) -> torch.Tensor: ...

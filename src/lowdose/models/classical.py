@@ -9,19 +9,21 @@ depend on how the image is scaled internally:
   ``TV_UNIT_HU`` (1000 HU) and the weight by the same factor, which leaves the minimiser the same
   for any unit.
 
-By default the strength follows each slice's noise: a factor times the slice's
-reference-free noise reading (:func:`lowdose.metrics.noise.estimate_noise_hu`, the
-high-frequency part of the noise, in HU). Real slices differ in noise (tube-current modulation,
-thickness), and one fixed strength over- or under-smooths most of them. The reading is all of
-white noise but only about a quarter of a smooth reconstruction kernel's, so the factor follows
-the noise's texture (:func:`lowdose.metrics.noise.noise_texture`): ``noise_factor`` for noise
-correlated like a reconstruction's (texture 0.85 and up: real scans read 0.8-2.6),
-``white_noise_factor`` for white noise (0.65 and below: the study's image-poisson low dose reads
-0.52-0.60 on 512 px slices), interpolated between. With the correlated factor on white noise,
-BM3D lost 4.7 dB and TV 3.6 dB (``benchmarks/classical_texture.py``). Slices too small to
-read a texture (under about 250 px: too little flat tissue once binned) take the correlated
-factor. A fixed ``sigma_hu`` / ``weight_hu`` turns this off; a slice without flat soft tissue
-to measure falls back to the fixed default.
+By default the strength follows each slice's noise: a factor times the slice's reference-free
+noise reading (:func:`lowdose.metrics.noise.estimate_noise_hu`, the high-frequency part of the
+noise, in HU). Real slices differ in noise (tube-current modulation, thickness), and one fixed
+strength over- or under-smooths most of them. The reading is all of white noise but only about
+a quarter of a smooth reconstruction kernel's, so one factor cannot serve both: the reading is
+split by the noise's texture (:func:`lowdose.metrics.noise.noise_texture`) into a white part
+and a part correlated like the L506 reconstructions
+(:func:`lowdose.metrics.noise.split_noise`), and the strength is the two parts times their
+factors, added in quadrature: ``noise_factor`` for the correlated part (tuned on L506),
+``white_noise_factor`` for the white part (tuned on the study's image-poisson low dose, which
+is white). A low dose simulated in the image domain from a reconstructed scan is a mixture of
+the two. With the correlated factor on white noise, BM3D lost 4.7 dB and TV 3.6 dB
+(``benchmarks/classical_texture.py``). A fixed ``sigma_hu`` / ``weight_hu`` turns this off; a
+slice without flat tissue to measure falls back to the fixed default, and one whose texture
+cannot be read takes the correlated factor.
 
 Defaults were tuned on the six real AAPM-Mayo quarter/full-dose pairs of patient L506
 (``benchmarks/denoise_mayo.py``: grid search, best mean PSNR under the full-range convention).
@@ -58,11 +60,6 @@ DEFAULT_TV_NOISE_FACTOR = 2.5
 # (benchmarks/results/classical_texture.json).
 DEFAULT_BM3D_WHITE_FACTOR = 1.15
 DEFAULT_TV_WHITE_FACTOR = 0.8
-# Noise texture (lowdose.metrics.noise.noise_texture) up to which a slice's noise counts as
-# white, and from which as correlated like a reconstruction's (real scans: 0.8-2.6); the factor
-# is interpolated between the two.
-WHITE_TEXTURE = 0.65
-CORRELATED_TEXTURE = 0.85
 
 
 def _positive(value: float | None, name: str) -> float | None:
@@ -74,13 +71,15 @@ def _positive(value: float | None, name: str) -> float | None:
 class _SliceDenoiser(Denoiser):
     """Applies a 2D numpy function to every slice of a ``(B, 1, H, W)`` HU tensor.
 
-    A subclass's strength is ``fixed`` HU when given, else a factor times the slice's noise
-    reading (``fallback`` HU where nothing can be read): ``noise_factor`` for noise correlated
-    like a CT reconstruction's, ``white_factor`` for white noise, interpolated by the noise's
-    texture between :data:`WHITE_TEXTURE` and :data:`CORRELATED_TEXTURE`. The reading is the
-    high-frequency part of the noise: all of white noise, about a quarter of a smooth kernel's,
-    so one factor cannot serve both.
+    A subclass's strength is ``fixed`` HU when given, else the slice's noise reading split into
+    its white and correlated parts (:func:`lowdose.metrics.noise.split_noise`), each times its
+    factor (``white_factor``, ``noise_factor``), added in quadrature; ``fallback`` HU where
+    nothing can be read.
     """
+
+    # 2: the noise reading finds a slice's own tissue and reads small slices; the strength
+    # splits the reading into white and correlated parts.
+    revision = "2"
 
     def _denoise_slice(self, hu: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -89,17 +88,16 @@ class _SliceDenoiser(Denoiser):
                   white_factor: float, fallback: float) -> float:
         if fixed is not None:
             return fixed
-        from lowdose.metrics.noise import estimate_noise_hu, noise_texture
+        from lowdose.metrics.noise import estimate_noise_hu, noise_texture, split_noise
 
         noise = estimate_noise_hu(hu)
         if not (np.isfinite(noise) and noise > 0):
             return fallback
         texture = noise_texture(hu, fine=noise)
-        if not np.isfinite(texture) or texture >= CORRELATED_TEXTURE:
+        if not np.isfinite(texture):
             return noise_factor * noise
-        whiteness = (CORRELATED_TEXTURE - max(texture, WHITE_TEXTURE)) / (
-            CORRELATED_TEXTURE - WHITE_TEXTURE)
-        return (noise_factor + whiteness * (white_factor - noise_factor)) * noise
+        white, correlated = split_noise(noise, texture)
+        return float(np.hypot(white_factor * white, noise_factor * correlated))
 
     def denoise(self, hu: torch.Tensor) -> torch.Tensor:
         if hu.ndim != 4 or hu.shape[1] != 1:
