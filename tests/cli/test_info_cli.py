@@ -64,12 +64,15 @@ def test_info_reads_the_noise_and_its_texture(tmp_path, capsys):
     reading = float(line.split()[1])
     assert rc == 0 and abs(reading - 20.0) < 0.5 and "(middle slice)" in line
     assert "texture 0.5" in line  # white noise: binning halves it
+    white, correlated = (float(line.split(f"{part} ")[1].split()[0])
+                         for part in ("): white", "correlated"))
+    assert abs(white - reading) < 0.1 and correlated < 0.1 * reading  # all of it white
     rc, out, _ = run(["info", str(write_ct(smooth, tmp_path / "s.nii.gz"))], capsys)
     texture = float(out.split("texture ")[1].split()[0])
     assert rc == 0 and texture > 1.5  # correlated over a few pixels: coarser
     air = CTImage(np.full((64, 64), -1000.0), spacing=(0.7, 0.7))
     rc, out, _ = run(["info", str(write_ct(air, tmp_path / "a.nii.gz"))], capsys)
-    assert "noise:       no reading: too little flat soft tissue" in out
+    assert "noise:       no reading: too little flat tissue" in out
 
 
 def test_info_mixed_series_describes_each_and_series_picks_one(tmp_path, capsys, monkeypatch):

@@ -88,7 +88,8 @@ def test_outputs_tables_figure_and_images(tmp_path: Path) -> None:
     md = (tmp_path / "compare.md").read_text()
     assert "## Dose 0.25" in md and "| tv |" in md and "2 evenly spaced of 5 slices" in md
     assert "Low dose, middle slice: noise reading" in md
-    assert set(saved["doses"]["0.25"]["low_dose_noise"]) == {"reading_hu", "texture"}
+    assert set(saved["doses"]["0.25"]["low_dose_noise"]) == {"reading_hu", "texture",
+                                                                 "white_hu", "correlated_hu"}
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
     full = read_ct(tmp_path / "full-dose.nii.gz")
     assert full.shape == (2, 128, 128) and full.spacing[0] == pytest.approx(6.0)

@@ -73,30 +73,31 @@ def _describe_each(folder: Path, scan: DicomScan | None = None) -> None:
 
 
 def noise_line(image: CTImage) -> str:
-    """The middle slice's reference-free noise reading and its texture: the high-frequency part
-    of the noise in flat soft tissue (what BM3D's and TV's default strength follow), and how
-    coarse the noise is (:func:`lowdose.metrics.noise.noise_texture`).
+    """The middle slice's reference-free noise reading, its texture and their split: the
+    high-frequency part of the noise in flat tissue, how coarse the noise is, and its white and
+    reconstruction-like parts (:func:`lowdose.metrics.noise.read_noise`; what BM3D's and TV's
+    default strength follow).
 
     Example:
         >>> import numpy as np
         >>> from lowdose.image import CTImage
         >>> white = 40 + 20 * np.random.default_rng(0).standard_normal((128, 128))
-        >>> noise_line(CTImage(white, spacing=(0.7, 0.7)))[:60]
-        'noise:       20.0 HU high-pass reading in flat soft tissue; '
+        >>> noise_line(CTImage(white, spacing=(0.7, 0.7)))[:53]
+        'noise:       20.0 HU high-pass reading in flat tissue'
     """
     import math
 
-    from lowdose.metrics.noise import estimate_noise_hu, noise_texture
+    from lowdose.metrics.noise import read_noise
 
-    middle = image.slices()[image.n_slices // 2]
     where = " (middle slice)" if image.is_volume else ""
-    reading = estimate_noise_hu(middle)
-    if not math.isfinite(reading):
-        return f"noise:       no reading: too little flat soft tissue{where}"
-    texture = noise_texture(middle, fine=reading)
-    coarse = (f"texture {texture:.2f} (white noise 0.5; reconstructed CT 0.8-2.6)"
-              if math.isfinite(texture) else "no texture reading (too small once binned)")
-    return f"noise:       {reading:.1f} HU high-pass reading in flat soft tissue{where}; {coarse}"
+    noise = read_noise(image.slices()[image.n_slices // 2])
+    if not math.isfinite(noise["reading_hu"]):
+        return f"noise:       no reading: too little flat tissue{where}"
+    if not math.isfinite(noise["texture"]):
+        return f"noise:       {noise['reading_hu']:.1f} HU high-pass reading in flat tissue{where}"
+    return (f"noise:       {noise['reading_hu']:.1f} HU high-pass reading in flat tissue{where}; "
+            f"texture {noise['texture']:.2f} (white noise 0.5; reconstructed CT 0.8-2.5): white "
+            f"{noise['white_hu']:.1f} HU, correlated {noise['correlated_hu']:.1f} HU")
 
 
 def register(app: typer.Typer) -> None:

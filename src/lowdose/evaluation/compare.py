@@ -161,6 +161,7 @@ def compare_denoisers(
     from lowdose.device import pick_device
     from lowdose.evaluation.score import score_images
     from lowdose.metrics.image import RANGES, tissue_masks
+    from lowdose.metrics.noise import read_noise
     from lowdose.physics.api import build_simulator, relative_dose_options
     from lowdose.physics.batch import projection_plane_note, simulate_image
 
@@ -226,7 +227,7 @@ def compare_denoisers(
                 entry["gain_db_full"] = entry["psnr_full"] - base["psnr_full"]
                 entry["gain_db_window"] = entry["psnr_window"] - base["psnr_window"]
             per_dose[f"{dose:g}"] = {"methods": scores,
-                                     "low_dose_noise": _noise(low.slices()[middle])}
+                                     "low_dose_noise": read_noise(low.slices()[middle])}
     finally:
         if bar is not None:
             bar.close()
@@ -250,15 +251,6 @@ def compare_denoisers(
         write_comparison(result, out)
         compare_figure(scored.slices()[middle], shown, per_dose, out / "compare.png")
     return result
-
-
-def _noise(hu: np.ndarray) -> dict[str, float]:
-    """A slice's reference-free noise reading (HU) and texture (what BM3D's and TV's default
-    strength follow; ``nan`` where unreadable)."""
-    from lowdose.metrics.noise import estimate_noise_hu, noise_texture
-
-    reading = float(estimate_noise_hu(hu))
-    return {"reading_hu": reading, "texture": float(noise_texture(hu, fine=reading))}
 
 
 def _save(image: CTImage, path: Path) -> None:
@@ -298,7 +290,9 @@ def markdown(result: dict[str, Any]) -> str:
                                    key=lambda k: -rows[k]["psnr_full"])]
         noise = block["low_dose_noise"]
         read = (f"Low dose, middle slice: noise reading {_num(noise['reading_hu'])} HU, texture "
-                f"{_num(noise['texture'], 2)} (white noise 0.5; reconstructed CT 0.8-2.6).")
+                f"{_num(noise['texture'], 2)} (white noise 0.5; reconstructed CT 0.8-2.5): "
+                f"white {_num(noise['white_hu'])} HU, correlated {_num(noise['correlated_hu'])} "
+                "HU.")
         lines += ["", f"## Dose {dose}", "", read, "",
                   "| method | PSNR full | gain | SSIM full | PSNR window | gain | SSIM window "
                   "| RMSE HU | soft tissue HU | bone HU | s/slice |",

@@ -58,10 +58,10 @@ texture. Where the two textures (:func:`lowdose.metrics.noise.noise_texture`, th
 over the unbinned reading) differ by more than ``texture_tolerance`` (1.5), the inserted noise
 is first reshaped to the scan's texture (:func:`match_noise_texture`: its spectrum tilted up,
 or blurred), then scaled. Without that step the 1 mm sharp-kernel Mayo L067 slices (texture
-0.8, against 2.8-2.9 for the calibrated noise) got smooth noise of 370-440 HU standard deviation in
+0.8, against 2.7-2.8 for the calibrated noise) got smooth noise of 370-440 HU standard deviation in
 the body; with it, sharp noise of 110-135 HU at three times their own noise power. Scans near
-the calibration's texture (measured: the L506 B30f full dose 2.5 against 2.3 inserted, a 2 mm
-chest series 1.6 against 1.6, chest CT 1.8 against 1.9-2.4) keep the calibrated texture.
+the calibration's texture (measured: the L506 B30f full dose 2.4-2.5 against 2.2 inserted, a
+2 mm chest series 1.5 against 1.5, chest CT 1.8 against 1.9-2.3) keep the calibrated texture.
 
 The projector is :class:`lowdose.physics.projector.ParallelProjector` (Fourier-slice NUFFT,
 torch, CPU or GPU).
