@@ -88,16 +88,15 @@ class _SliceDenoiser(Denoiser):
                   white_factor: float, fallback: float) -> float:
         if fixed is not None:
             return fixed
-        from lowdose.metrics.noise import estimate_noise_hu, noise_texture, split_noise
+        from lowdose.metrics.noise import read_noise
 
-        noise = estimate_noise_hu(hu)
-        if not (np.isfinite(noise) and noise > 0):
+        noise = read_noise(hu)
+        if not (np.isfinite(noise["reading_hu"]) and noise["reading_hu"] > 0):
             return fallback
-        texture = noise_texture(hu, fine=noise)
-        if not np.isfinite(texture):
-            return noise_factor * noise
-        white, correlated = split_noise(noise, texture)
-        return float(np.hypot(white_factor * white, noise_factor * correlated))
+        if not np.isfinite(noise["texture"]):
+            return noise_factor * noise["reading_hu"]
+        return float(np.hypot(white_factor * noise["white_hu"],
+                              noise_factor * noise["correlated_hu"]))
 
     def denoise(self, hu: torch.Tensor) -> torch.Tensor:
         if hu.ndim != 4 or hu.shape[1] != 1:
