@@ -90,14 +90,15 @@ def test_default_strength_follows_the_slice_noise_and_its_texture(cls: type, str
 def test_the_strength_adds_the_white_and_correlated_parts_in_quadrature(monkeypatch) -> None:
     from lowdose.metrics import noise
 
-    monkeypatch.setattr(noise, "estimate_noise_hu", lambda hu: 10.0)
+    # the two readings read_noise makes in its one flat-tissue mask
+    monkeypatch.setattr(noise, "_fine_reading", lambda img, flat: 10.0)
     bm3d = BM3D(noise_factor=6.0, white_noise_factor=1.0)
     # texture 1.0: correlated share (1 - 0.25) / (2.3^2 - 0.25) = 0.1488 of the reading's power,
     # so parts 9.226 (white) and 3.857 HU: hypot(1 x 9.226, 6 x 3.857) = 24.91 HU
     for texture, sigma in ((0.3, 10.0), (0.5, 10.0), (1.0, 24.91), (2.3, 60.0), (3.0, 60.0)):
-        monkeypatch.setattr(noise, "noise_texture", lambda hu, t=texture, **kw: t)
+        monkeypatch.setattr(noise, "_texture", lambda img, flat, fine, t=texture: t)
         assert bm3d.sigma_for(np.zeros((8, 8))) == pytest.approx(sigma, abs=0.01), texture
-    monkeypatch.setattr(noise, "noise_texture", lambda hu, **kw: float("nan"))
+    monkeypatch.setattr(noise, "_texture", lambda img, flat, fine: float("nan"))
     assert bm3d.sigma_for(np.zeros((8, 8))) == pytest.approx(60.0)  # no texture: correlated
 
 

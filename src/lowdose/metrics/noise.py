@@ -47,15 +47,17 @@ _SECOND_DIFFERENCE_2[::2, ::2] = _SECOND_DIFFERENCE
 _WHITE_GAIN = 6.0  # sqrt(sum of squared taps) = sqrt(36)
 _MIN_PIXELS = 256
 _TRUNCATED_STD = 0.98657  # standard deviation of a unit normal truncated at +-3
+_EDGE_MARGIN_PX = 4  # flat tissue is eroded this far from its edges (halved under 256 px)
 _BODY_ABOVE_HU = -800.0  # the dominant-tissue fallback looks above lung and air
 _FALLBACK_HALF_WIDTH_HU = 100.0
 
 
-def _flat_tissue(anatomy: np.ndarray, tissue: tuple[float, float], margin: int) -> np.ndarray:
-    """Pixels of smoothed HU in ``tissue`` (else in the dominant tissue), ``margin`` from edges."""
+def _flat_tissue(anatomy: np.ndarray, tissue: tuple[float, float]) -> np.ndarray:
+    """Pixels of smoothed HU in ``tissue`` (else in the dominant tissue), away from edges."""
     from scipy import ndimage
 
     smooth = ndimage.uniform_filter(anatomy, 9)
+    margin = _EDGE_MARGIN_PX
     if min(anatomy.shape) < 256:
         margin //= 2  # coarser pixels: as far from the edges in mm, and enough pixels left
 
@@ -87,15 +89,34 @@ def _robust_std(values: np.ndarray) -> float:
     return float(kept.std() / _TRUNCATED_STD)
 
 
-def _slice_and_anatomy(hu: np.ndarray, tissue_of: np.ndarray | None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def _slice_and_flat(hu: np.ndarray, tissue_of: np.ndarray | None,
+                    tissue: tuple[float, float] = SOFT_TISSUE_HU) -> tuple[np.ndarray, np.ndarray]:
+    """The slice as float64 and its flat tissue (found in ``tissue_of`` where given)."""
     img = np.asarray(hu, np.float64)
     if img.ndim != 2:
         raise ValueError(f"expected a 2D slice, got shape {img.shape}")
     anatomy = img if tissue_of is None else np.asarray(tissue_of, np.float64)
     if anatomy.shape != img.shape:
         raise ValueError(f"tissue_of shape {anatomy.shape} differs from {img.shape}")
-    return img, anatomy
+    return img, _flat_tissue(anatomy, tissue)
+
+
+def _fine_reading(img: np.ndarray, flat: np.ndarray) -> float:
+    from scipy import ndimage
+
+    high = ndimage.convolve(img, _SECOND_DIFFERENCE, mode="reflect")
+    return _robust_std(high[flat]) / _WHITE_GAIN
+
+
+def _texture(img: np.ndarray, flat: np.ndarray, fine: float) -> float:
+    """The reading of the slice binned 2 x 2, made at every pixel of ``flat``, over ``fine``."""
+    from scipy import ndimage
+
+    if not fine > 0:  # nan or zero: nothing to compare with
+        return float("nan")
+    box = ndimage.uniform_filter(img, 2, mode="reflect")
+    coarse = _robust_std(ndimage.convolve(box, _SECOND_DIFFERENCE_2, mode="reflect")[flat])
+    return coarse / _WHITE_GAIN / fine
 
 
 def estimate_noise_hu(hu: np.ndarray, tissue: tuple[float, float] = SOFT_TISSUE_HU,
@@ -111,12 +132,7 @@ def estimate_noise_hu(hu: np.ndarray, tissue: tuple[float, float] = SOFT_TISSUE_
     Returns:
         The estimate in HU, or ``nan`` when fewer than 256 pixels are flat tissue.
     """
-    from scipy import ndimage
-
-    img, anatomy = _slice_and_anatomy(hu, tissue_of)
-    flat = _flat_tissue(anatomy, tissue, margin=4)
-    high = ndimage.convolve(img, _SECOND_DIFFERENCE, mode="reflect")
-    return _robust_std(high[flat]) / _WHITE_GAIN
+    return _fine_reading(*_slice_and_flat(hu, tissue_of, tissue))
 
 
 def noise_texture(hu: np.ndarray, tissue_of: np.ndarray | None = None,
@@ -139,15 +155,8 @@ def noise_texture(hu: np.ndarray, tissue_of: np.ndarray | None = None,
         >>> round(noise_texture(40.0 + 20.0 * rng.standard_normal((256, 256))), 1)
         0.5
     """
-    from scipy import ndimage
-
-    img, anatomy = _slice_and_anatomy(hu, tissue_of)
-    if fine is None:
-        fine = estimate_noise_hu(img, tissue_of=tissue_of)
-    flat = _flat_tissue(anatomy, SOFT_TISSUE_HU, margin=4)
-    box = ndimage.uniform_filter(img, 2, mode="reflect")
-    coarse = _robust_std(ndimage.convolve(box, _SECOND_DIFFERENCE_2, mode="reflect")[flat])
-    return coarse / _WHITE_GAIN / fine if fine > 0 else float("nan")
+    img, flat = _slice_and_flat(hu, tissue_of)
+    return _texture(img, flat, _fine_reading(img, flat) if fine is None else fine)
 
 
 def split_noise(reading: float, texture: float,
@@ -193,8 +202,9 @@ def read_noise(hu: np.ndarray) -> dict[str, float]:
         >>> round(record["reading_hu"]), round(record["texture"], 1), round(record["white_hu"])
         (20, 0.5, 20)
     """
-    reading = estimate_noise_hu(hu)
-    texture = noise_texture(hu, fine=reading) if np.isfinite(reading) else float("nan")
+    img, flat = _slice_and_flat(hu, None)  # one flat-tissue mask for both readings
+    reading = _fine_reading(img, flat)
+    texture = _texture(img, flat, reading)
     white, correlated = (split_noise(reading, texture) if np.isfinite(texture)
                          else (float("nan"), float("nan")))
     return {"reading_hu": float(reading), "texture": float(texture), "white_hu": white,
