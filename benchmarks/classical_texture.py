@@ -23,6 +23,10 @@ Measured here, each a grid of factors and the default, mean PSNR against the ful
 3. the textures of the real L506 quarter-dose slices (2.2-2.3): almost all correlated, so
    their strength is the correlated factor's, as tuned.
 
+Each case also has BM3D with its CT noise model (``noise_model="ct"``: the noise's power
+spectrum, the correlated part shaped by the projection physics at the slice's pixel size), at
+its default factors.
+
 Writes ``benchmarks/results/classical_texture.{json,md}``.
 
 Example:
@@ -49,11 +53,13 @@ TV_CORRELATED_GRID = (1.2, 1.6, 2.5)
 SEED = 7
 
 
-def evaluate(cases: list[tuple[np.ndarray, np.ndarray]], grids: dict[str, tuple[float, ...]],
-             label: str) -> dict[str, Any]:
+Case = tuple[np.ndarray, np.ndarray, float | None]  # low HU, full HU, pixel size (mm) if known
+
+
+def evaluate(cases: list[Case], grids: dict[str, tuple[float, ...]], label: str) -> dict[str, Any]:
     """Mean scores of the input, of each denoiser at each factor of its grid (``noise_factor``
-    and ``white_noise_factor`` both set, so the factor applies whatever the texture) and at its
-    default, over ``cases`` of ``(low, full)`` HU slices."""
+    and ``white_noise_factor`` both set, so the factor applies whatever the texture), at its
+    default, and of BM3D with its CT noise model, over ``cases`` of ``(low, full, pixel mm)``."""
     import torch
 
     from lowdose.metrics.noise import noise_texture
@@ -61,13 +67,15 @@ def evaluate(cases: list[tuple[np.ndarray, np.ndarray]], grids: dict[str, tuple[
 
     classes = {"bm3d": BM3D, "tv": TotalVariation}
     rows: dict[str, list[dict[str, float]]] = {}
-    for low, full in cases:
+    for low, full, pixel_mm in cases:
         candidates: list[tuple[str, Any]] = [("input", None)]
         for name, grid in grids.items():
             cls = classes[name]
             candidates += [(f"{name} x{f:g}", cls(noise_factor=f, white_noise_factor=f))
                            for f in grid]
             candidates.append((f"{name} default", cls()))
+            if name == "bm3d":
+                candidates.append(("bm3d ct", BM3D(noise_model="ct", pixel_size_mm=pixel_mm)))
         for row, den in candidates:
             if den is None:
                 out = low
@@ -76,15 +84,16 @@ def evaluate(cases: list[tuple[np.ndarray, np.ndarray]], grids: dict[str, tuple[
                     out = den.denoise(torch.from_numpy(np.ascontiguousarray(low))[None, None])
                 out = out[0, 0].numpy()
             rows.setdefault(row, []).append(score(out, full))
-    textures = [float(noise_texture(low)) for low, _ in cases]
+    textures = [float(noise_texture(low)) for low, _, _ in cases]
     means = {row: {k: float(np.mean([s[k] for s in v])) for k in v[0]} for row, v in rows.items()}
     print(f"{label}: texture {min(textures):.2f}-{max(textures):.2f}; " + ", ".join(
         f"{row} {m['psnr_full']:.2f}" for row, m in means.items()), flush=True)
     return {"n": len(cases), "texture": [min(textures), max(textures)], "rows": means}
 
 
-def white_cases(data: Path, dose: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image-poisson low dose, full dose) of each L506 full-dose slice."""
+def white_cases(data: Path, dose: float) -> list[Case]:
+    """(image-poisson low dose, full dose, None) of each L506 full-dose slice (the npy slices
+    state no pixel size; the physics' default, 0.742 mm, is the Mayo one)."""
     import zlib
 
     from lowdose.physics.api import simulate_low_dose
@@ -92,12 +101,14 @@ def white_cases(data: Path, dose: float) -> list[tuple[np.ndarray, np.ndarray]]:
     cases = []
     for name, _, full in load_pairs(data):
         seed = zlib.crc32(f"{SEED}|{name}|{dose:g}".encode())
-        cases.append((simulate_low_dose(full, dose, method="image-poisson", seed=seed), full))
+        cases.append((simulate_low_dose(full, dose, method="image-poisson", seed=seed), full,
+                      None))
     return cases
 
 
-def kernel_cases(data: Path, which: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(relative quarter dose, full dose) of 6 itkelastix slices or the 3 L067 slices."""
+def kernel_cases(data: Path, which: str) -> list[Case]:
+    """(relative quarter dose, full dose, pixel mm) of 6 itkelastix slices or the 3 L067
+    slices."""
     from lowdose.evaluation.compare import pick_slices
     from lowdose.io import read_ct
     from lowdose.physics.api import build_simulator, relative_dose_options
@@ -112,7 +123,8 @@ def kernel_cases(data: Path, which: str) -> list[tuple[np.ndarray, np.ndarray]]:
     cases = []
     for k, image in enumerate(images):
         low = simulate_image(image, 0.25, simulator, SEED + k)
-        cases += list(zip(low, image.slices(), strict=True))
+        cases += [(lo, fu, image.pixel_size_mm) for lo, fu in zip(low, image.slices(),
+                                                                    strict=True)]
     return cases
 
 
@@ -126,8 +138,14 @@ def markdown(result: dict[str, Any]) -> str:
              f"BM3D / TV) on the first, the correlated one ({result['defaults']['bm3d']:g} / "
              f"{result['defaults']['tv']:g}, texture "
              f"{result['defaults']['correlated_texture']:g}) on the second, added in "
-             "quadrature. Texture = noise reading of the slice binned 2x2 over that of the "
-             "slice (white 0.5).", ""]
+             "quadrature. `bm3d ct`: BM3D with its CT noise model (`noise_model=\"ct\"`, "
+             "`lowdose denoise -m bm3d --set noise_model=ct`): the noise's power spectrum, the "
+             "white part flat and the correlated part shaped like the projection physics' noise "
+             "simulated on the slice at its pixel size, the reading split between them by that "
+             "noise's texture, each part scaled by its share (factors "
+             f"{result['defaults']['bm3d_white']:g} and {result['defaults']['bm3d_ct']:g}). "
+             "Texture = noise reading of the slice binned 2x2 over that of the slice (white "
+             "0.5).", ""]
     for case in result["cases"].values():
         rows = case["rows"]
         lines += [f"## {case['title']}", "",
@@ -178,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "defaults": {"bm3d": classical.DEFAULT_BM3D_NOISE_FACTOR,
                      "tv": classical.DEFAULT_TV_NOISE_FACTOR,
                      "bm3d_white": classical.DEFAULT_BM3D_WHITE_FACTOR,
+                     "bm3d_ct": classical.DEFAULT_BM3D_CT_FACTOR,
                      "tv_white": classical.DEFAULT_TV_WHITE_FACTOR,
                      "correlated_texture": RECONSTRUCTED_TEXTURE},
         "seed": SEED,

@@ -45,6 +45,7 @@ RESULTS = REPO / "benchmarks" / "results"
 BM3D_GRID = (30.0, 42.0, 50.0, 60.0, 72.0)
 TV_GRID = (8.0, 12.0, 16.0, 20.0, 24.0, 30.0, 38.0)
 BM3D_FACTOR_GRID = (5.0, 6.0, 7.0, 8.0, 9.5)
+BM3D_CT_FACTOR_GRID = (0.85, 1.0, 1.1, 1.2)
 TV_FACTOR_GRID = (1.5, 2.0, 2.5, 3.0, 3.5, 4.5)
 STRENGTH_GRID = (0.8, 1.0, 1.2, 1.3, 1.4, 1.6)
 TUNED = {  # key -> (registry name, parameter, grid, label of the tuned row)
@@ -52,10 +53,14 @@ TUNED = {  # key -> (registry name, parameter, grid, label of the tuned row)
     "tv_adaptive": ("tv", "noise_factor", TV_FACTOR_GRID, "tv ({:g} x noise reading)"),
     "bm3d": ("bm3d", "sigma_hu", BM3D_GRID, "bm3d (sigma {:g} HU)"),
     "bm3d_adaptive": ("bm3d", "noise_factor", BM3D_FACTOR_GRID, "bm3d ({:g} x noise reading)"),
+    # BM3D given the noise's power spectrum (its CT noise model), scaled by the reading.
+    "bm3d_ct": ("bm3d", "noise_factor", BM3D_CT_FACTOR_GRID,
+                "bm3d, CT noise spectrum ({:g} x noise reading)"),
     # The default learned model with its strength tuned here like BM3D's sigma (a diagnostic:
     # how far its trained strength is from the best one on real data; not its headline row).
     "unet_strength": ("unet", "strength", STRENGTH_GRID, "unet (strength {:g}, tuned here)"),
 }
+FIXED_OPTIONS = {"bm3d_ct": {"noise_model": "ct"}}  # key -> options every value of it takes
 
 
 SELF_ENSEMBLE = " (x8 self-ensemble)"  # row suffix: the model averaged over flips and turns
@@ -73,12 +78,17 @@ def load_row(label: str) -> Any:
                          precision="bf16" if bf16 else "fp32")
 
 
-def tuned_row(key: str, value: float) -> tuple[str, Any]:
-    """``(label, denoiser)`` of the row of tuned ``key`` at ``value``."""
+def tuned_denoiser(key: str, value: float) -> Any:
+    """The denoiser of tuned ``key`` with its parameter at ``value``."""
     from lowdose.models.base import denoisers
 
-    name, param, _, label = TUNED[key]
-    return label.format(value), denoisers.get(name)(**{param: value})
+    name, param, _, _ = TUNED[key]
+    return denoisers.get(name)(**FIXED_OPTIONS.get(key, {}), **{param: value})
+
+
+def tuned_row(key: str, value: float) -> tuple[str, Any]:
+    """``(label, denoiser)`` of the row of tuned ``key`` at ``value``."""
+    return TUNED[key][3].format(value), tuned_denoiser(key, value)
 
 
 def evaluate(label: str, denoiser: Any, pairs: list[tuple[str, np.ndarray, np.ndarray]],
@@ -186,14 +196,15 @@ def mean_of(per_pair: dict[str, dict[str, float]], names: list[str]) -> dict[str
     return {k: float(np.mean([per_pair[n][k] for n in names])) for k in keys}
 
 
-def tune(cls: Any, param: str, grid: tuple[float, ...],
-         pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> tuple[float, list[dict[str, float]]]:
+def tune(key: str, pairs: list[tuple[str, np.ndarray, np.ndarray]]
+         ) -> tuple[float, list[dict[str, float]]]:
+    _, param, grid, _ = TUNED[key]
     rows = []
     for value in grid:
-        per_pair, _ = run_denoiser(cls(**{param: value}), pairs)
+        per_pair, _ = run_denoiser(tuned_denoiser(key, value), pairs)
         m = mean_of(per_pair, [p[0] for p in pairs])
         rows.append({param: value, **m})
-        print(f"  {cls.name} {param}={value}: psnr_full {m['psnr_full']:.3f} "
+        print(f"  {key} {param}={value}: psnr_full {m['psnr_full']:.3f} "
               f"psnr_window {m['psnr_window']:.3f}", flush=True)
     best = max(rows, key=lambda r: r["psnr_full"])
     return float(best[param]), rows
@@ -296,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tv_adaptive": classical.DEFAULT_TV_NOISE_FACTOR,
                 "bm3d": classical.DEFAULT_BM3D_SIGMA_HU,
                 "bm3d_adaptive": classical.DEFAULT_BM3D_NOISE_FACTOR,
+                "bm3d_ct": classical.DEFAULT_BM3D_CT_FACTOR,
                 "unet_strength": 1.0}
     tuned: dict[str, float] = {}
     tuning: dict[str, Any] = {"criterion": "mean psnr_full"}
@@ -313,9 +325,9 @@ def main(argv: list[str] | None = None) -> int:
             tuning[key] = sorted({r[param]: r for r in tuning[key]}.values(),
                                  key=lambda r, p=param: r[p])
     else:
-        for key, (name, param, grid, _) in TUNED.items():
+        for key in TUNED:
             print(f"tuning {key}", flush=True)
-            tuned[key], tuning[key] = tune(denoisers.get(name), param, grid, pairs)
+            tuned[key], tuning[key] = tune(key, pairs)
     result["tuned"] = tuned
     result["tuning"] = tuning
     candidates: list[tuple[str, Any]] = [tuned_row(key, tuned[key]) for key in TUNED]
@@ -361,15 +373,13 @@ def update_rows(args: argparse.Namespace) -> int:
         raise SystemExit(f"--rows: the low-dose input scores differ from {reuse}'s")
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                f"torch {torch.__version__}, {args.threads} threads")
-    from lowdose.models.base import denoisers
 
     evaluated = []
     for row in args.rows:
         if row in TUNED:  # a tuned row: tune again, replace the old row of that key
-            name, param, grid, label = TUNED[row]
+            label = TUNED[row][3]
             print(f"tuning {row}", flush=True)
-            best, result.setdefault("tuning", {})[row] = tune(denoisers.get(name), param, grid,
-                                                             pairs)
+            best, result.setdefault("tuning", {})[row] = tune(row, pairs)
             result.setdefault("tuned", {})[row] = best
             head, _, tail = label.partition("{:g}")
             for old in [k for k in result["methods"] if k.startswith(head) and k.endswith(tail)]:

@@ -1,7 +1,7 @@
 """The package's layering (design.md, "The parts"): imports point down the data flow only.
 
-physics never imports models, models never import training, nothing below ``cli/`` imports
-typer. Function-level imports count: a lazy import still ties the layers together.
+physics never imports models (models may use the physics: BM3D's CT noise model), models never
+import training, nothing below ``cli/`` imports typer. Function-level imports count: a lazy import still ties the layers together.
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ import lowdose
 PACKAGE = Path(lowdose.__file__).parent
 
 # A package may import the shared modules (rank 0) and packages of a lower rank, never one of
-# its own rank or above: io and metrics, then the physics and the models side by side, then
-# training and reporting, then the study, then the commands.
+# its own rank or above: io and metrics, then the physics, then the models (a denoiser may use
+# the physics' noise model; the physics never uses a model), then training and reporting, then
+# the study, then the commands.
 RANKS = {
     "io": 1, "metrics": 1,
-    "physics": 2, "models": 2,
-    "training": 3, "reporting": 3,
-    "evaluation": 4,
-    "cli": 5,
+    "physics": 2,
+    "models": 3,
+    "training": 4, "reporting": 4,
+    "evaluation": 5,
+    "cli": 6,
 }
 SHARED = {"errors", "image", "registry", "device"}
 

@@ -57,6 +57,28 @@ def test_nifti_and_folder_of_images(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "imgs-out").iterdir()) == ["s0.npy", "s1.npy"]
 
 
+def test_set_gives_a_classical_denoiser_its_settings(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``--set weight_hu=60`` is ``TotalVariation(weight_hu=60)``: the same pixels, and not
+    those of the default strength; ``--list`` names what --set takes."""
+    import torch
+
+    from lowdose.models.classical import TotalVariation
+
+    nii = write_ct(_volume(1), tmp_path / "qd.nii.gz")
+    for name, extra in (("set", ["--set", "weight_hu=60"]), ("default", [])):
+        assert main(["denoise", str(nii), str(tmp_path / f"{name}.nii.gz"), "-m", "tv",
+                     *extra]) == 0
+    with torch.inference_mode():
+        api = TotalVariation(weight_hu=60.0).denoise(torch.from_numpy(read_ct(nii).hu)[None, None])
+    cli = read_ct(tmp_path / "set.nii.gz").hu
+    np.testing.assert_allclose(cli, api[0, 0].numpy(), atol=0.5)  # NIfTI stores rounded HU
+    assert np.abs(cli - read_ct(tmp_path / "default.nii.gz").hu).max() > 5
+    capsys.readouterr()
+    assert main(["denoise", "--list"]) == 0
+    assert "--set sigma_hu, noise_factor" in capsys.readouterr().out
+
+
 def test_weight_file_model(tmp_path: Path) -> None:
     from lowdose.models.loading import save_weights
     from lowdose.models.unet import ResUNetDenoiser
@@ -92,6 +114,15 @@ def test_weight_file_model(tmp_path: Path) -> None:
         (["{nii}", "{tmp}/o.nii.gz", "-m", "bm3d", "--strength", "1.2"], "learned denoisers"),
         (["{nii}", "{tmp}/o.nii.gz", "-m", "tv", "--precision", "bf16"], "learned denoisers"),
         (["{nii}", "{tmp}/o.nii.gz", "--precision", "fp16"], "use one of fp32, bf16"),
+        (["{nii}", "{tmp}/o.nii.gz", "--set", "sigma_hu=40"], "classical denoisers (bm3d, tv)"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "tv", "--set", "sigma_hu=40"], "tv takes weight_hu"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "tv", "--set", "weight_hu"], "expected KEY=VALUE"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "tv", "--set", "weight_hu=big"],
+         "weight_hu=big: expected float or none"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "tv", "--set", "weight_hu=-3"], "must be positive"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "bm3d", "--set", "noise_model=pink"],
+         "noise_model must be one of white, ct"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "{pt}", "--set", "x=1"], "settings are in its weight"),
     ],
 )
 def test_bad_input_one_error_line(

@@ -142,3 +142,70 @@ def test_batch_is_per_slice() -> None:
 def test_bad_shape() -> None:
     with pytest.raises(ValueError, match="B, 1, H, W"):
         TotalVariation().denoise(torch.zeros(8, 8))
+
+
+def _projection_noisy(pixel_mm: float, dose: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """A 128 px body with a denser bar, and its scan by the projection physics (noise
+    correlated as a reconstruction makes it)."""
+    from lowdose.physics.projection import ProjectionSimulator
+
+    clean = torch.from_numpy(_tissue_slice(0.0)).float()[None, None]
+    clean[..., 50:60, 40:80] = 200.0
+    simulator = ProjectionSimulator(pixel_size_mm=pixel_mm, input_is_noiseless=True)
+    return clean, simulator(clean, dose, torch.Generator().manual_seed(seed))
+
+
+def test_ct_noise_model_knows_the_spectrum_the_white_one_does_not() -> None:
+    """Both take the noise reading at face value (factor 1); only the CT model knows how the
+    reconstruction spreads that noise over frequencies, and removes it."""
+    clean, noisy = _projection_noisy(0.75, 0.05, seed=7)
+
+    def error(image: torch.Tensor) -> float:
+        return (image - clean).pow(2).mean().sqrt().item()
+
+    rmse = {"input": error(noisy), "white": error(BM3D(noise_factor=1.0).denoise(noisy)),
+            "ct": error(BM3D(noise_model="ct", pixel_size_mm=0.75).denoise(noisy))}
+    assert rmse["white"] > 0.9 * rmse["input"], rmse  # sigma = the reading: far too weak
+    assert rmse["ct"] < 0.25 * rmse["input"], rmse
+
+
+def test_ct_noise_psd_is_shaped_like_reconstructed_noise_and_reproducible() -> None:
+    _, noisy = _projection_noisy(0.75, 0.05, seed=7)
+    hu = noisy[0, 0].numpy()
+    bm3d = BM3D(noise_model="ct", pixel_size_mm=0.75)
+    psd = bm3d.noise_psd(hu)
+    assert psd is not None and psd.shape == hu.shape
+    np.testing.assert_array_equal(psd, bm3d.noise_psd(hu))  # fixed seeds: the same spectrum
+    radius = np.hypot(*np.meshgrid(np.fft.fftfreq(128), np.fft.fftfreq(128), indexing="ij"))
+    band = [psd[(radius >= lo) & (radius < lo + 0.05)].mean() for lo in (0.0, 0.2, 0.45)]
+    # filtered back-projection: little power at the lowest and the highest frequencies
+    assert band[1] > 1.5 * band[0] and band[1] > 3 * band[2], band
+    # on white noise the spectrum is flat: the white model's sigma^2 per frequency
+    white = _tissue_slice(20.0, seed=1)
+    flat = BM3D(noise_model="ct").noise_psd(white)
+    assert flat.std() / flat.mean() < 0.05
+    assert np.sqrt(flat.mean() / white.size) == pytest.approx(BM3D().sigma_for(white), rel=0.05)
+    assert BM3D(noise_model="ct").noise_psd(np.full((64, 64), -1000.0)) is None  # unreadable
+
+
+def test_ct_noise_model_takes_the_image_pixel_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lowdose.image import CTImage
+    from lowdose.models import classical
+
+    seen: list[float | None] = []
+    monkeypatch.setattr(classical, "_physics_noise",
+                        lambda hu, pixel_mm: seen.append(pixel_mm) or [_correlated(5.0)])
+    monkeypatch.setattr("bm3d.bm3d", lambda img, sigma_psd, profile: img)
+    hu = _correlated(20.0)[None].astype(np.float32)
+    BM3D(noise_model="ct").denoise_image(CTImage(hu, spacing=(2.0, 0.6, 0.6)))
+    BM3D(noise_model="ct", pixel_size_mm=0.9).denoise_image(CTImage(hu, spacing=(2.0, 0.6, 0.6)))
+    BM3D(noise_model="ct").denoise(torch.from_numpy(hu)[None])
+    assert seen == [0.6, 0.9, None]
+
+
+def test_bm3d_noise_model_settings() -> None:
+    with pytest.raises(ValueError, match="noise_model"):
+        BM3D(noise_model="pink")
+    with pytest.raises(ValueError, match="sigma_hu applies to the white"):
+        BM3D(noise_model="ct", sigma_hu=30.0)
+    assert BM3D().noise_factor == 6.0 and BM3D(noise_model="ct").noise_factor == 1.0

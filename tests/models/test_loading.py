@@ -48,6 +48,22 @@ def test_names_load_classical() -> None:
     assert load_denoiser("tv").name == "tv"
 
 
+def test_settings_are_typed_by_the_constructor() -> None:
+    from lowdose.models.loading import parse_settings
+
+    assert parse_settings("bm3d", ["sigma_hu=40", "noise_model = ct", "noise_factor=none"]) == {
+        "sigma_hu": 40.0, "noise_model": "ct", "noise_factor": None}
+    assert parse_settings("tv", ["max_num_iter=50"]) == {"max_num_iter": 50}
+    assert parse_settings("unet", []) == {}
+    with pytest.raises(LowdoseError, match=r"max_num_iter=5\.5: expected int"):
+        parse_settings("tv", ["max_num_iter=5.5"])
+    with pytest.raises(LowdoseError, match="not 'unet'"):
+        parse_settings("unet", ["strength=2"])
+    assert load_denoiser("bm3d", settings={"noise_model": "ct"}).noise_factor == 1.0
+    with pytest.raises(LowdoseError, match="sigma_hu applies to the white"):
+        load_denoiser("bm3d", settings={"noise_model": "ct", "sigma_hu": 40.0})
+
+
 def test_round_trip(tmp_path: Path, tiny: type[_Tiny]) -> None:
     d = tiny.untrained(metadata={"dose": 0.25})
     path = _save(tmp_path, d)

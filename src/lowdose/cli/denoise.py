@@ -17,14 +17,18 @@ if TYPE_CHECKING:
 
 
 def list_denoisers() -> list[tuple[str, str]]:
-    """``(name, one-line description)`` for every registered denoiser; the default is marked."""
+    """``(name, one-line description)`` for every registered denoiser; the default is marked,
+    and the classical ones name the settings ``--set`` takes."""
     from lowdose.models.base import denoisers
-    from lowdose.models.loading import DEFAULT_DENOISER
+    from lowdose.models.loading import DEFAULT_DENOISER, denoiser_settings
+    from lowdose.models.network import NetworkDenoiser
 
     rows = []
     for name in denoisers.names():
         doc = (denoisers.get(name).__doc__ or "").strip().splitlines()
         line = doc[0] if doc else ""
+        if not issubclass(denoisers.get(name), NetworkDenoiser):
+            line += f" [--set {', '.join(denoiser_settings(name))}]"
         rows.append((name + (" (default)" if name == DEFAULT_DENOISER else ""), line))
     return rows
 
@@ -44,6 +48,7 @@ def denoise_path(
     series: str | None = None,
     npy_scale: str | None = None,
     along: str = "slices",
+    settings: list[str] | None = None,
 ) -> list[Path]:
     """Denoise a file, a DICOM series folder, a NIfTI volume or a folder of images into ``dst``.
 
@@ -57,6 +62,8 @@ def denoise_path(
     (see :func:`lowdose.io.read_ct`). ``along="axial"`` denoises a coronal or sagittal volume
     along its axial planes instead of its own slices, as CT noise is made
     (``benchmarks/results/denoise_orientation.md``); axial input is denoised as it is.
+    ``settings`` are a classical denoiser's ``KEY=VALUE`` settings
+    (:func:`lowdose.models.loading.parse_settings`).
 
     Example:
         >>> denoise_path("qd.nii.gz", "restored.nii.gz", model="bm3d")  # doctest: +SKIP
@@ -65,21 +72,18 @@ def denoise_path(
     from lowdose.errors import OnceEach
     from lowdose.io import write_ct
     from lowdose.io.read import from_series_folder
-    from lowdose.models.loading import load_denoiser
+    from lowdose.models.loading import DEFAULT_DENOISER, load_denoiser, parse_settings
 
-    src, dst = Path(src), Path(dst)
     if along not in ALONG:
         raise LowdoseError(f"--along {along!r}: use one of {', '.join(ALONG)}")
-    if not src.exists():
-        raise LowdoseError(f"{src}: no such file or folder")
-    if dst.resolve() == src.resolve():
-        raise LowdoseError(f"{dst}: output would overwrite the input")
+    jobs = input_jobs(Path(src), Path(dst), series, npy_scale)  # input errors before loading
     denoiser = load_denoiser(model, device=device, trust_pickle=trust_pickle,
                              self_ensemble=self_ensemble, strength=strength,
-                             precision=precision)
+                             precision=precision,
+                             settings=parse_settings(model or DEFAULT_DENOISER, settings or []))
     written = []
     say = OnceEach(warn)
-    for out, read in input_jobs(src, dst, series, npy_scale):
+    for out, read in jobs:
         image = read()
         planes = along == "axial" and image.orientation not in (None, "axial")
         notes = [denoiser.pixel_size_note(image.pixel_size_mm)]
@@ -180,6 +184,10 @@ def register(app: typer.Typer) -> None:
             "slices", "--along", help="slices: denoise each slice as stored; axial: a coronal "
             "or sagittal volume along its axial planes, as CT noise is made (reformats denoised "
             "slice by slice lose 1-2.5 dB; see the README)."),
+        settings: list[str] | None = typer.Option(
+            None, "--set", help="BM3D and TV: a setting KEY=VALUE (repeatable; --list names "
+            "them), e.g. --set sigma_hu=40 (a fixed strength in HU instead of one read from "
+            "each slice's noise), --set noise_model=ct (BM3D with CT noise's power spectrum)."),
     ) -> None:
         """Restore a low-dose CT image, volume or DICOM series.
 
@@ -192,6 +200,6 @@ def register(app: typer.Typer) -> None:
         for path in denoise_path(src, dst, model, device, batch_size, trust_pickle,
                                  self_ensemble=self_ensemble, strength=strength,
                                  precision=precision, series=series, npy_scale=npy_scale,
-                                 along=along,
+                                 along=along, settings=settings,
                                  warn=lambda m: typer.echo(f"warning: {m}", err=True)):
             typer.echo(f"wrote {path}")

@@ -16,15 +16,23 @@ def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None
     images (NIfTI, npy, PNG; written under ``dst`` with the same names), one per series with
     ``series="all"`` (``dst/<series name>/``).
 
+    Raises:
+        LowdoseError: ``src`` does not exist, or ``dst`` is ``src`` (never written over).
+
     Example:
         >>> jobs = input_jobs(Path("pngs"), Path("out"), None, None)  # doctest: +SKIP
         >>> [out.name for out, _ in jobs]  # doctest: +SKIP
         ['a.png', 'b.png']
     """
+    from lowdose.errors import LowdoseError
     from lowdose.io import read_ct
     from lowdose.io.formats.dicom import DICOM_SUFFIXES
     from lowdose.io.read import ALL_SERIES, IMAGE_FILE_SUFFIXES, each_series
 
+    if not src.exists():
+        raise LowdoseError(f"{src}: no such file or folder")
+    if dst.resolve() == src.resolve():
+        raise LowdoseError(f"{dst}: output would overwrite the input")
     if series == ALL_SERIES:
         return [(dst / name, read) for name, read in each_series(src)]
 

@@ -69,15 +69,11 @@ def upscale_path(
     from lowdose.io.read import from_series_folder
     from lowdose.models.gan_circle import load_upscaler
 
-    src, dst = Path(src), Path(dst)
-    if not src.exists():
-        raise LowdoseError(f"{src}: no such file or folder")
-    if dst.resolve() == src.resolve():
-        raise LowdoseError(f"{dst}: output would overwrite the input")
+    jobs = input_jobs(Path(src), Path(dst), series, npy_scale)  # input errors before loading
     upscaler = load_upscaler(model, scale=scale, device=device, precision=precision)
     written = []
     say = OnceEach(warn)
-    for out, read in input_jobs(src, dst, series, npy_scale):
+    for out, read in jobs:
         image = read()
         say([upscaler.pixel_size_note(image.pixel_size_mm), upscaler.plane_note(image.orientation)])
         image = upscaler.upscale_image(image, batch_size=batch_size, progress=progress)

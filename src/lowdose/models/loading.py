@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -223,6 +224,76 @@ def shipped_learned() -> list[str]:
     return names
 
 
+def denoiser_settings(name: str) -> dict[str, tuple[type, ...]]:
+    """The settings a registered classical denoiser takes, with the types each accepts
+    (``type(None)`` where it may be left to its default behaviour).
+
+    Example:
+        >>> denoiser_settings("tv")["weight_hu"]
+        (<class 'float'>, <class 'NoneType'>)
+    """
+    import inspect
+    import types
+    import typing
+
+    cls = denoisers.get(name)
+    hints = typing.get_type_hints(cls.__init__)
+    settings = {}
+    for param in list(inspect.signature(cls.__init__).parameters)[1:]:
+        hint = hints.get(param, str)
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        settings[param] = tuple(a for a in args if a in (bool, int, float, str, type(None)))
+    return settings
+
+
+def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``lowdose denoise --set``) as the keyword settings of the
+    classical denoiser ``name``, each converted to the type its constructor takes.
+
+    Raises:
+        LowdoseError: not ``KEY=VALUE``, a key the denoiser does not take, a value of the wrong
+            type, or a learned denoiser (its settings are in its weight file).
+
+    Example:
+        >>> parse_settings("bm3d", ["sigma_hu=40", "profile=refilter"])
+        {'sigma_hu': 40.0, 'profile': 'refilter'}
+    """
+    from lowdose.models.network import NetworkDenoiser
+
+    if not items:
+        return {}
+    if name not in denoisers or issubclass(denoisers.get(name), NetworkDenoiser):
+        raise LowdoseError(f"--set applies to the classical denoisers (bm3d, tv), not {name!r}: "
+                           "a learned model's settings are in its weight file")
+    known = denoiser_settings(name)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = (part.strip() for part in item.partition("="))
+        if not sep or not key:
+            raise LowdoseError(f"--set {item!r}: expected KEY=VALUE, e.g. --set sigma_hu=40")
+        if key not in known:
+            raise LowdoseError(f"--set {key}: {name} takes {', '.join(known)}")
+        out[key] = _typed(key, text, known[key])
+    return out
+
+
+def _typed(key: str, text: str, types_: tuple[type, ...]) -> Any:
+    if text.lower() == "none" and type(None) in types_:
+        return None
+    if bool in types_ and text.lower() in ("true", "yes", "1", "false", "no", "0"):
+        return text.lower() in ("true", "yes", "1")
+    for kind in (int, float):
+        if kind in types_:
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    if str in types_:
+        return text
+    names = " or ".join("none" if t is type(None) else t.__name__ for t in types_)
+    raise LowdoseError(f"--set {key}={text}: expected {names}")
+
+
 def load_denoiser(
     name_or_path: str | Path | None = None,
     device: str | torch.device | None = None,
@@ -230,6 +301,7 @@ def load_denoiser(
     self_ensemble: bool = False,
     strength: float = 1.0,
     precision: str = "fp32",
+    settings: Mapping[str, Any] | None = None,
 ) -> Denoiser:
     """A ready denoiser: a registered name (learned ones with shipped weights) or a weight file.
 
@@ -244,10 +316,13 @@ def load_denoiser(
         strength: a learned model's change to the input is scaled by this (1: as trained).
         precision: a learned model's arithmetic, ``"fp32"`` or ``"bf16"`` (see
             :class:`lowdose.models.network.NetworkDenoiser`).
+        settings: a classical denoiser's keyword settings (:func:`parse_settings`).
 
     Example:
         >>> load_denoiser("bm3d").noise_factor > 0
         True
+        >>> load_denoiser("bm3d", settings={"sigma_hu": 40.0}).sigma_hu
+        40.0
     """
     from lowdose.device import pick_device
     from lowdose.models.network import NetworkDenoiser
@@ -256,12 +331,22 @@ def load_denoiser(
     if name in denoisers and not Path(name).exists():
         cls = denoisers.get(name)
         if issubclass(cls, NetworkDenoiser):
+            if settings:
+                raise LowdoseError(f"--set applies to the classical denoisers (bm3d, tv), not "
+                                   f"{name!r}: a learned model's settings are in its weights")
             return cls(device=pick_device(str(device) if device else None),
                        self_ensemble=self_ensemble, strength=strength, precision=precision)
         if self_ensemble or strength != 1.0 or precision != "fp32":
             raise LowdoseError(f"{name}: --self-ensemble, --strength and --precision apply to "
-                               "learned denoisers only (BM3D and TV take their strength in HU)")
-        return cls()
+                               "learned denoisers only (BM3D and TV take their strength in HU: "
+                               "--set sigma_hu=40, --set weight_hu=20)")
+        try:
+            return cls(**(settings or {}))
+        except (TypeError, ValueError) as exc:
+            raise LowdoseError(f"{name}: {exc}") from None
+    if settings:
+        raise LowdoseError(f"--set applies to the classical denoisers (bm3d, tv), not the "
+                           f"weight file {name}")
     path = Path(name)
     if not path.exists():
         raise LowdoseError(
