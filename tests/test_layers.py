@@ -1,7 +1,8 @@
 """The package's layering (design.md, "The parts"): imports point down the data flow only.
 
 physics never imports models (models may use the physics: BM3D's CT noise model), models never
-import training, nothing below ``cli/`` imports typer. Function-level imports count: a lazy import still ties the layers together.
+import training, nothing below ``cli/`` imports typer. Function-level imports count: a lazy
+import still ties the layers together.
 """
 
 from __future__ import annotations

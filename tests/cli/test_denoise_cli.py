@@ -74,6 +74,8 @@ def test_set_gives_a_classical_denoiser_its_settings(tmp_path: Path,
     cli = read_ct(tmp_path / "set.nii.gz").hu
     np.testing.assert_allclose(cli, api[0, 0].numpy(), atol=0.5)  # NIfTI stores rounded HU
     assert np.abs(cli - read_ct(tmp_path / "default.nii.gz").hu).max() > 5
+    assert main(["denoise", str(nii), str(tmp_path / "spec.nii.gz"), "-m", "tv:weight_hu=60"]) == 0
+    np.testing.assert_array_equal(read_ct(tmp_path / "spec.nii.gz").hu, cli)  # the same, named
     capsys.readouterr()
     assert main(["denoise", "--list"]) == 0
     assert "--set sigma_hu, noise_factor" in capsys.readouterr().out

@@ -138,3 +138,20 @@ def test_a_weight_file_beside_its_model_name_gets_its_own_row_and_file(tmp_path:
     assert len(written) == 3 and all("/" not in name for name in written)
     with pytest.raises(LowdoseError, match="named twice"):
         compare_denoisers(chest(1), CompareConfig(denoisers=["tv", "tv"]))
+
+
+def test_a_classical_denoiser_with_settings_gets_its_own_row(tmp_path: Path) -> None:
+    """``tv:weight_hu=60`` beside ``tv``: two rows, labelled by what was given, the stronger
+    weight smoothing more; a learned model takes no settings."""
+    cfg = CompareConfig(doses=[0.25], denoisers=["tv", "tv:weight_hu=60"],
+                        method="image-poisson", save_images=True)
+    result = compare_denoisers(chest(1), cfg, out=tmp_path, warn=lambda note: None)
+    rows = result["doses"]["0.25"]["methods"]
+    assert set(rows) == {LOW_DOSE, "tv", "tv:weight_hu=60"}
+    assert rows["tv"]["psnr_full"] != pytest.approx(rows["tv:weight_hu=60"]["psnr_full"])
+    assert len(list((tmp_path / "dose-0.25").iterdir())) == 3
+    alone = compare_denoisers(chest(1), CompareConfig(doses=[0.25], denoisers=["tv:weight_hu=60"],
+                                                      method="image-poisson"))
+    assert set(alone["doses"]["0.25"]["methods"]) == {LOW_DOSE, "tv:weight_hu=60"}
+    with pytest.raises(LowdoseError, match="settings are in its weight file"):
+        compare_denoisers(chest(1), CompareConfig(denoisers=["unet:strength=2"]))

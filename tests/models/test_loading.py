@@ -134,3 +134,15 @@ def test_not_weights_at_all(tmp_path: Path) -> None:
     path.write_text("this is a CT report, not weights")
     with pytest.raises(LowdoseError):
         load_denoiser(str(path))
+
+
+def test_a_name_may_carry_its_settings(tmp_path: Path) -> None:
+    from lowdose.models.loading import split_spec
+
+    assert load_denoiser("bm3d:noise_model=ct:noise_factor=1.1").noise_factor == 1.1
+    assert load_denoiser("tv:weight_hu=30", settings={"weight_hu": 40.0}).weight_hu == 40.0
+    path = tmp_path / "odd:name.safetensors"
+    path.write_bytes(b"")
+    assert split_spec(str(path)) == (str(path), [])  # an existing path stays a path
+    with pytest.raises(LowdoseError, match="tv takes"):
+        load_denoiser("tv:sigma_hu=3")

@@ -18,7 +18,8 @@ def compare(
     doses: str = typer.Option("0.25", "--doses", help="Doses to simulate, e.g. 0.25,0.1."),
     models: str | None = typer.Option(
         None, "--models", "-m", help="Denoisers to compare, e.g. unet,bm3d,tv (names or weight "
-        "files; default: every registered one that loads; see lowdose denoise --list)."),
+        "files; default: every registered one that loads; see lowdose denoise --list); a "
+        "classical one with settings after colons: bm3d:noise_model=ct."),
     method: str = typer.Option("projection", "--method", help="projection (calibrated physics) "
                                "or image-poisson (the original study's method)."),
     relative_dose: bool = typer.Option(

@@ -72,7 +72,12 @@ def denoise_path(
     from lowdose.errors import OnceEach
     from lowdose.io import write_ct
     from lowdose.io.read import from_series_folder
-    from lowdose.models.loading import DEFAULT_DENOISER, load_denoiser, parse_settings
+    from lowdose.models.loading import (
+        DEFAULT_DENOISER,
+        load_denoiser,
+        parse_settings,
+        split_spec,
+    )
 
     if along not in ALONG:
         raise LowdoseError(f"--along {along!r}: use one of {', '.join(ALONG)}")
@@ -80,7 +85,8 @@ def denoise_path(
     denoiser = load_denoiser(model, device=device, trust_pickle=trust_pickle,
                              self_ensemble=self_ensemble, strength=strength,
                              precision=precision,
-                             settings=parse_settings(model or DEFAULT_DENOISER, settings or []))
+                             settings=parse_settings(split_spec(model or DEFAULT_DENOISER)[0],
+                                                     settings or []))
     written = []
     say = OnceEach(warn)
     for out, read in jobs:
@@ -162,7 +168,8 @@ def register(app: typer.Typer) -> None:
         dst: Path | None = typer.Argument(None, help="Output file or folder (never the input)."),
         model: str | None = typer.Option(
             None, "--model", "-m", help="Denoiser name (see --list) or a weight file / "
-            "checkpoint folder. Default: the shipped default model."),
+            "checkpoint folder. Default: the shipped default model. A classical one may carry "
+            "its settings: bm3d:noise_model=ct (as --set)."),
         list_: bool = typer.Option(False, "--list", help="List the denoisers and exit."),
         device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 (default: best)."),
         batch_size: int = typer.Option(8, min=1, help="Slices per batch."),

@@ -109,10 +109,10 @@ def pick_slices(image: CTImage, n: int) -> CTImage:
 
 def _load(cfg: CompareConfig) -> tuple[dict[str, Any], dict[str, str]]:
     """The denoisers to compare by label (the denoiser's name; a second one of that name, a
-    weight file say, is labelled by what was given), and the registered ones skipped (name ->
-    why)."""
+    weight file say, or one given with settings, ``bm3d:noise_model=ct``, is labelled by what
+    was given), and the registered ones skipped (name -> why)."""
     from lowdose.models.base import denoisers
-    from lowdose.models.loading import load_denoiser
+    from lowdose.models.loading import load_denoiser, split_spec
 
     loaded: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -124,7 +124,8 @@ def _load(cfg: CompareConfig) -> tuple[dict[str, Any], dict[str, str]]:
                 raise
             skipped[given] = str(exc)
             continue
-        label = den.name if den.name not in loaded and den.name != LOW_DOSE else given
+        named = not split_spec(given)[1]  # a name with settings is labelled with them
+        label = den.name if named and den.name not in loaded and den.name != LOW_DOSE else given
         if label in loaded:
             raise LowdoseError(f"--models: {given} is named twice")
         loaded[label] = den

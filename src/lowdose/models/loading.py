@@ -277,6 +277,21 @@ def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def split_spec(spec: str) -> tuple[str, list[str]]:
+    """``"bm3d:noise_model=ct:noise_factor=1.1"`` -> ``("bm3d", ["noise_model=ct",
+    "noise_factor=1.1"])``: a denoiser named with its settings (where ``lowdose compare`` and
+    ``--model`` take one). An existing path is a path, whatever it holds.
+
+    Example:
+        >>> split_spec("bm3d:noise_model=ct"), split_spec("unet")
+        (('bm3d', ['noise_model=ct']), ('unet', []))
+    """
+    if ":" not in spec or Path(spec).exists():
+        return spec, []
+    name, _, rest = spec.partition(":")
+    return name, rest.split(":")
+
+
 def _typed(key: str, text: str, types_: tuple[type, ...]) -> Any:
     if text.lower() == "none" and type(None) in types_:
         return None
@@ -306,7 +321,8 @@ def load_denoiser(
     """A ready denoiser: a registered name (learned ones with shipped weights) or a weight file.
 
     Args:
-        name_or_path: a name from ``denoisers.names()`` (default :data:`DEFAULT_DENOISER`), a
+        name_or_path: a name from ``denoisers.names()`` (default :data:`DEFAULT_DENOISER`),
+            with settings after it if any (``"bm3d:noise_model=ct"``, :func:`split_spec`), a
             ``.safetensors`` file, a training checkpoint folder, or a pickle (with
             ``trust_pickle``).
         device: where a network runs (default: a CUDA GPU if present, else the CPU).
@@ -327,7 +343,9 @@ def load_denoiser(
     from lowdose.device import pick_device
     from lowdose.models.network import NetworkDenoiser
 
-    name = str(name_or_path or DEFAULT_DENOISER)
+    name, named_settings = split_spec(str(name_or_path or DEFAULT_DENOISER))
+    if named_settings:
+        settings = {**parse_settings(name, named_settings), **(settings or {})}
     if name in denoisers and not Path(name).exists():
         cls = denoisers.get(name)
         if issubclass(cls, NetworkDenoiser):
