@@ -143,6 +143,18 @@ def test_unloadable_denoiser_is_skipped_and_reported(tmp_path, classifier_file, 
     assert "broken" in (tmp_path / "out" / "report.html").read_text()
 
 
+def test_a_denoiser_named_with_settings_is_a_row_of_its_own(tmp_path, classifier_file) -> None:
+    cfg = _cfg(tmp_path / "out", classifier_file, doses=[0.25],
+               denoisers=["tv", "tv:weight_hu=60"])
+    run_study(cfg, progress=False, log=None)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    psnr = {c["denoiser"]: c["image"]["psnr_full"] for c in saved["cells"]}
+    assert set(psnr) == {"none", "tv", "tv:weight_hu=60"}
+    assert psnr["tv:weight_hu=60"] < psnr["tv"] - 1  # 60 HU over-smooths this phantom
+    fingerprints = saved["denoisers"]["fingerprints"]
+    assert fingerprints["tv"] != fingerprints["tv:weight_hu=60"]
+
+
 def test_bad_config_and_classifier_with_other_classes(tmp_path) -> None:
     with pytest.raises(LowdoseError, match="unknown keys"):
         StudyConfig.from_dict({"dosez": [1]})

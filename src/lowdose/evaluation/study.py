@@ -75,7 +75,8 @@ class StudyConfig:
         doses: dose fractions of the full dose simulated on the test slices.
         methods: simulation methods; ``None`` = every registered simulator.
         denoisers: denoisers; ``None`` = every registered one that loads (others are skipped and
-            reported).
+            reported). A classical one may carry settings, ``"bm3d:noise_model=ct"``
+            (:func:`lowdose.models.loading.split_spec`): a row of its own beside ``"bm3d"``.
         classifier: a trained classifier (``.safetensors``) to use instead of training one.
         preset: classifier training preset (``demo``, ``cpu``, ``gpu``).
         train: overrides of the training preset (e.g. ``{"arch": "resnet18", "epochs": 20}``).
