@@ -118,3 +118,17 @@ def test_split_noise_separates_white_noise_added_to_correlated_noise() -> None:
     assert white == pytest.approx(15.0, rel=0.08)
     assert correlated == pytest.approx(own_reading, rel=0.15)
     assert split_noise(10.0, 0.4) == (10.0, 0.0) and split_noise(10.0, 9.0) == (0.0, 10.0)
+
+
+def test_read_noise_reads_a_noise_image_in_the_slice_tissue() -> None:
+    """``read_noise(noise, tissue_of=slice)`` is the two readings made there, as one record."""
+    from lowdose.metrics.noise import noise_texture, read_noise
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:128, :128]
+    body = np.where((yy - 64) ** 2 + (xx - 64) ** 2 < 50**2, 40.0, -1000.0)
+    noise = ndimage.gaussian_filter(rng.standard_normal((128, 128)), 1.0) * 30.0
+    record = read_noise(noise, tissue_of=body)
+    assert record["reading_hu"] == estimate_noise_hu(noise, tissue_of=body)
+    assert record["texture"] == noise_texture(noise, tissue_of=body)
+    assert record["reading_hu"] != read_noise(noise)["reading_hu"]  # its own mask differs

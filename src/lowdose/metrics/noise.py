@@ -189,12 +189,13 @@ def split_noise(reading: float, texture: float,
     return reading * float(np.sqrt(1.0 - share)), reading * float(np.sqrt(share))
 
 
-def read_noise(hu: np.ndarray) -> dict[str, float]:
+def read_noise(hu: np.ndarray, tissue_of: np.ndarray | None = None) -> dict[str, float]:
     """A slice's reading, texture and their split, as a record (``nan`` where unreadable).
 
     Keys: ``reading_hu`` (:func:`estimate_noise_hu`), ``texture`` (:func:`noise_texture`),
     ``white_hu`` and ``correlated_hu`` (:func:`split_noise`): what BM3D's and TV's default
-    strength follow.
+    strength follow. ``tissue_of``: read a noise image in the flat tissue of this slice (as
+    :func:`estimate_noise_hu`).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -202,7 +203,7 @@ def read_noise(hu: np.ndarray) -> dict[str, float]:
         >>> round(record["reading_hu"]), round(record["texture"], 1), round(record["white_hu"])
         (20, 0.5, 20)
     """
-    img, flat = _slice_and_flat(hu, None)  # one flat-tissue mask for both readings
+    img, flat = _slice_and_flat(hu, tissue_of)  # one flat-tissue mask for both readings
     reading = _fine_reading(img, flat)
     texture = _texture(img, flat, reading)
     white, correlated = (split_noise(reading, texture) if np.isfinite(texture)

@@ -199,21 +199,16 @@ class BM3D(_SliceDenoiser):
             >>> 18 < float(np.sqrt(psd.mean() / white.size)) < 22  # flat: sigma^2 per bin
             True
         """
-        from lowdose.metrics.noise import (
-            WHITE_TEXTURE,
-            estimate_noise_hu,
-            noise_texture,
-            read_noise,
-            split_noise,
-        )
+        from lowdose.metrics.noise import WHITE_TEXTURE, read_noise, split_noise
 
         noise = read_noise(hu)
         if not (np.isfinite(noise["reading_hu"]) and noise["reading_hu"] > 0
                 and np.isfinite(noise["texture"])):
             return None
         physics = _physics_noise(hu, self.pixel_size_mm)
-        reading = float(np.mean([estimate_noise_hu(n, tissue_of=hu) for n in physics]))
-        texture = float(np.mean([noise_texture(n, tissue_of=hu) for n in physics]))
+        readings = [read_noise(n, tissue_of=hu) for n in physics]
+        reading = float(np.mean([r["reading_hu"] for r in readings]))
+        texture = float(np.mean([r["texture"] for r in readings]))
         if not (np.isfinite(reading) and reading > 0 and texture > 1.1 * WHITE_TEXTURE):
             return None  # the physics' noise is unreadable here, or as fine as white noise
         # The correlated part is noise like the physics' at this pixel size: split by its texture.
