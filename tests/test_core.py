@@ -5,7 +5,7 @@ import pytest
 
 from lowdose import CTImage, LowdoseError, Window
 from lowdose.cli.main import main
-from lowdose.io.atomic import atomic_path
+from lowdose.io.atomic import atomic_path, atomic_write_json
 from lowdose.registry import Registry
 
 
@@ -61,6 +61,16 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
         tmp.write_bytes(b"partial")
         raise RuntimeError("killed")
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_json_is_strict_json(tmp_path):
+    import json
+
+    record = {"psnr": [float("inf"), 41.5], "rmse": {"bone": float("nan")}, "n": (1, 2)}
+    path = atomic_write_json(tmp_path / "scores.json", record)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text and text.endswith("}\n")
+    assert json.loads(text) == {"psnr": [None, 41.5], "rmse": {"bone": None}, "n": [1, 2]}
 
 
 def test_cli_version_and_help(capsys):

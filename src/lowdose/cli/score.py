@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +35,7 @@ def score(
     Example: lowdose score fd.nii.gz qd.nii.gz restored.nii.gz --json scores.json
     """
     from lowdose.evaluation.score import format_scores, score_images
-    from lowdose.io.atomic import atomic_write_text
+    from lowdose.io.atomic import atomic_write_json
     from lowdose.io.read import read_ct_picking
     from lowdose.metrics.image import RANGES
 
@@ -70,12 +68,9 @@ def score(
     if json_out is not None:
         # Strict JSON: null for what is not finite (the PSNR of an image identical to the
         # reference, the RMSE of a tissue the reference lacks).
-        strict = {label: {k: v if math.isfinite(v) else None for k, v in entry.items()}
-                  for label, entry in scores.items()}
-        record = {"reference": str(reference), "scores": strict,
-                  "conventions": conventions,
+        record = {"reference": str(reference), "scores": scores, "conventions": conventions,
                   "null": "not finite: infinite PSNR (identical images) or no pixel of a tissue"}
-        atomic_write_text(json_out, json.dumps(record, indent=2, allow_nan=False) + "\n")
+        atomic_write_json(json_out, record)
         typer.echo(f"wrote {json_out}")
 
 

@@ -320,22 +320,10 @@ def _num(value: float, digits: int = 1) -> str:
 
 def write_comparison(result: dict[str, Any], out: Path) -> None:
     """``compare.json`` (strict JSON: ``null`` for what is not finite) and ``compare.md``."""
-    import json
-
-    from lowdose.io.atomic import atomic_write_text
-
-    def strict(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strict(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [strict(v) for v in value]
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return value
+    from lowdose.io.atomic import atomic_write_json, atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "compare.json",
-                      json.dumps(strict(result), indent=2, allow_nan=False) + "\n")
+    atomic_write_json(out / "compare.json", result)
     atomic_write_text(out / "compare.md", markdown(result))
 
 

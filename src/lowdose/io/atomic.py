@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -56,3 +59,27 @@ def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``target`` atomically and return the path."""
     return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (nan, inf) replaced by ``None``, in nested dicts,
+    lists and tuples: what strict JSON (``allow_nan=False``, a browser's ``JSON.parse``) takes.
+
+    Example:
+        >>> strict_json({"psnr": float("inf"), "rmse": [1.5, float("nan")]})
+        {'psnr': None, 'rmse': [1.5, None]}
+    """
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_json(target: str | os.PathLike[str], value: Any, indent: int = 2) -> Path:
+    """Write ``value`` as strict JSON (:func:`strict_json`: null for what is not finite) to
+    ``target`` atomically, with a final newline, and return the path."""
+    text = json.dumps(strict_json(value), indent=indent, allow_nan=False)
+    return atomic_write_text(target, text + "\n")
