@@ -559,22 +559,24 @@ class ProjectionSimulator(LowDoseSimulator):
             >>> round(estimate_noise_hu(out[0, 0].numpy()))
             17
         """
-        from lowdose.metrics.noise import estimate_noise_hu, noise_texture
+        from lowdose.metrics.noise import estimate_noise_hu, read_noise
 
         out = noise.clone()
         for b in range(hu.shape[0]):
             image = hu[b, 0].double().cpu().numpy()
             inserted = noise[b, 0].double().cpu().numpy()
-            own = estimate_noise_hu(image)
+            scan = read_noise(image)  # one flat-tissue mask for the reading and the texture
+            own = scan["reading_hu"]
             if not (math.isfinite(own) and own > 0):
                 continue
+            noise_read = read_noise(inserted, tissue_of=image)
+            level = noise_read["reading_hu"]
             if texture_tolerance is not None:
-                own_texture = noise_texture(image, fine=own)
-                texture = noise_texture(inserted, tissue_of=image)
+                own_texture, texture = scan["texture"], noise_read["texture"]
                 if (own_texture > 0 and texture > 0  # False for nan (unreadable) too
                         and max(texture / own_texture, own_texture / texture) > texture_tolerance):
                     inserted = match_noise_texture(inserted, image, own_texture)
-            level = estimate_noise_hu(inserted, tissue_of=image)
+                    level = estimate_noise_hu(inserted, tissue_of=image)
             if math.isfinite(level) and level > 0:
                 scaled = inserted * (math.sqrt((1.0 - dose) / dose) * own / level)
                 out[b, 0] = torch.from_numpy(scaled).to(noise.dtype)
