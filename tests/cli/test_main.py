@@ -69,3 +69,20 @@ def test_out_of_memory_is_one_line_with_the_way_out(tmp_path, capsys, monkeypatc
                      capsys)
     assert_one_error_line(rc, err, "out of ", "memory", "--batch-size")
     assert ("--device cpu" in err) == ("CUDA" in str(error()))  # the CPU way out on a GPU only
+
+
+@pytest.mark.parametrize(("raised", "code"), [
+    (KeyboardInterrupt, 130), (lambda: typer.Exit(3), 3), (lambda: typer.Exit(), 0),
+], ids=["ctrl-c", "exit-3", "exit-0"])
+def test_exit_codes_reach_the_shell(tmp_path, capsys, monkeypatch, raised, code):
+    # typer, not standalone, returns an Exit's code (Ctrl-C: 130) instead of raising it
+    from lowdose.cli import denoise
+
+    def stop(*args, **kwargs):
+        raise raised()
+
+    monkeypatch.setattr(denoise, "denoise_path", stop)
+    rc, _, err = run(["denoise", str(tmp_path / "in.nii.gz"), str(tmp_path / "out.nii.gz")],
+                     capsys)
+    assert rc == code
+    assert ("error: interrupted" in err) == (code == 130)

@@ -27,6 +27,9 @@ COMMAND_MODULES = (
 )
 
 
+INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (128 + SIGINT)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"lowdose {__version__}")
@@ -116,38 +119,46 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str], debug: bool) -> int:
     try:
-        build_app()(args=argv, prog_name="lowdose", standalone_mode=False)
+        # Not standalone, typer returns the code of a typer.Exit instead of raising it, and
+        # turns Ctrl-C into Exit(130): a command returns None, so an int is an exit code.
+        code = build_app()(args=argv, prog_name="lowdose", standalone_mode=False)
     except typer.Exit as exc:
-        return exc.exit_code
+        code = exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        code = INTERRUPTED
     except Exception as exc:
-        try:
-            from click import ClickException
-        except ImportError:  # typer >= 0.26 vendors click instead of depending on it
-            from typer._click import ClickException
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            return exc.exit_code
         if debug:
             raise
-        if isinstance(exc, LowdoseError):
-            message = str(exc)
-        elif _out_of_memory(exc):
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            on_gpu = "cuda" in detail.lower()
-            message = (f"out of {'GPU ' if on_gpu else ''}memory ({detail}); lower --batch-size "
-                       "(slices at once) where the command has it"
-                       + (", or run on the CPU with --device cpu" if on_gpu else ""))
-        elif isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            message = f"{exc.filename}: {exc.strerror}"
-        else:
-            message = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    return 0
+        return _error_code(exc)
+    if code == INTERRUPTED:
+        print("error: interrupted", file=sys.stderr)
+    return code if isinstance(code, int) else 0
+
+
+def _error_code(exc: Exception) -> int:
+    """Print a failed command's error as one ``error:`` line; its exit code."""
+    try:
+        from click import ClickException
+    except ImportError:  # typer >= 0.26 vendors click instead of depending on it
+        from typer._click import ClickException
+
+    if isinstance(exc, ClickException):
+        exc.show()
+        return exc.exit_code
+    if isinstance(exc, LowdoseError):
+        message = str(exc)
+    elif _out_of_memory(exc):
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        on_gpu = "cuda" in detail.lower()
+        message = (f"out of {'GPU ' if on_gpu else ''}memory ({detail}); lower --batch-size "
+                   "(slices at once) where the command has it"
+                   + (", or run on the CPU with --device cpu" if on_gpu else ""))
+    elif isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        message = f"{exc.filename}: {exc.strerror}"
+    else:
+        message = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def _out_of_memory(exc: BaseException) -> bool:
