@@ -50,3 +50,44 @@ def test_rmse_hu_counts_scanner_padding_as_air() -> None:
     # 5 HU in the 12 body columns, 0 in the 4 padded ones (unclipped it would be ~1000 HU)
     assert scores["rmse_hu"] == pytest.approx(math.sqrt(25 * 12 / 16))
     assert scores["rmse_hu_outside_body"] == 0.0
+
+
+def _lps_volume(rng: np.random.Generator) -> CTImage:
+    """Four 13x12 axial slices in LPS, z rising, as a DICOM series reads."""
+    hu = rng.normal(40.0, 30.0, (4, 13, 12)).astype(np.float32)
+    return CTImage(hu, spacing=(2.0, 0.8, 0.7), origin=(-10.0, -20.0, -30.0),
+                   direction=np.eye(3))
+
+
+@pytest.mark.parametrize("flipped_axes", [(0,), (2,), (1, 2), (0, 1, 2)])
+def test_the_same_voxels_stored_flipped_score_as_the_reference(flipped_axes) -> None:
+    # a NIfTI written RAS (x and y flipped) or with z falling holds the reference's voxels
+    ref = _lps_volume(np.random.default_rng(0))
+    axes = [np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0])]
+    origin, direction = np.asarray(ref.origin), np.eye(3)
+    for axis in flipped_axes:  # array axis 0, 1, 2 = direction column 2, 1, 0
+        origin = origin + (ref.shape[axis] - 1) * ref.spacing[axis] * axes[axis]
+        direction[:, 2 - axis] *= -1
+    stored = CTImage(np.flip(ref.hu, flipped_axes).copy(), spacing=ref.spacing,
+                     origin=tuple(origin), direction=direction)
+    scores = score_images(ref, {"stored": stored})["stored"]
+    assert scores["psnr_full"] == math.inf and scores["rmse_hu"] == 0.0
+    unknown = CTImage(stored.hu, spacing=ref.spacing)  # no geometry: taken as it is
+    assert score_images(ref, {"unknown": unknown})["unknown"]["rmse_hu"] > 10
+
+
+def test_transposed_axes_are_reordered_and_a_shift_is_refused() -> None:
+    ref = _lps_volume(np.random.default_rng(1))
+    swapped = CTImage(np.swapaxes(ref.hu, 1, 2).copy(), spacing=(2.0, 0.7, 0.8),
+                      origin=ref.origin, direction=np.eye(3)[:, [1, 0, 2]])
+    assert score_images(ref, {"swapped": swapped})["swapped"]["rmse_hu"] == 0.0
+    shifted = CTImage(ref.hu, spacing=ref.spacing, origin=(-10.0, -20.0, -28.0),
+                      direction=np.eye(3))  # one slice further along z
+    with pytest.raises(LowdoseError, match=r"first voxel lies \(\+0.00, \+0.00, \+2.00\) mm"):
+        score_images(ref, {"shifted": shifted})
+    tilt = np.deg2rad(20)
+    oblique = np.array([[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)],
+                        [0, np.sin(tilt), np.cos(tilt)]])
+    tilted = CTImage(ref.hu, spacing=ref.spacing, origin=ref.origin, direction=oblique)
+    with pytest.raises(LowdoseError, match="another orientation"):
+        score_images(ref, {"tilted": tilted})

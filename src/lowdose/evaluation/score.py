@@ -30,9 +30,15 @@ from lowdose.image import CTImage
 SPACING_TOLERANCE = 0.01
 
 
+#: Distance between two images' first voxels, in units of the smallest pixel spacing, above which
+#: they are not on the same grid (DICOM stores positions in decimal strings; a slice is 1).
+POSITION_TOLERANCE = 0.1
+
+
 def check_same_grid(reference: CTImage, image: CTImage, label: str) -> None:
-    """Raise a one-line :class:`LowdoseError` unless ``image`` has the reference's shape and
-    (within :data:`SPACING_TOLERANCE`) its pixel spacing."""
+    """Raise a one-line :class:`LowdoseError` unless ``image`` has the reference's shape, (within
+    :data:`SPACING_TOLERANCE`) its pixel spacing and, where both state them, its orientation and
+    (within :data:`POSITION_TOLERANCE`) the position of its first voxel."""
     if image.shape != reference.shape:
         raise LowdoseError(f"{label}: shape {image.shape} differs from the reference's "
                            f"{reference.shape}; score images of the reference's grid")
@@ -40,6 +46,74 @@ def check_same_grid(reference: CTImage, image: CTImage, label: str) -> None:
     if np.any(np.abs(mm - ref_mm) > SPACING_TOLERANCE * ref_mm):
         raise LowdoseError(f"{label}: pixel spacing {tuple(float(s) for s in mm)} mm differs "
                            f"from the reference's {tuple(float(s) for s in ref_mm)} mm")
+    if reference.direction is not None and image.direction is not None:
+        axes = _array_axis_directions(image)
+        if any(float(a @ b) < 0.99 for a, b in
+               zip(axes, _array_axis_directions(reference), strict=True)):
+            raise LowdoseError(f"{label}: its axes point along other patient directions than "
+                               "the reference's (another orientation); resample it first")
+    if reference.origin is not None and image.origin is not None:
+        offset = np.asarray(image.origin, float) - np.asarray(reference.origin, float)
+        if np.linalg.norm(offset) > POSITION_TOLERANCE * float(ref_mm.min()):
+            shift = ", ".join(f"{v:+.2f}" for v in offset)
+            raise LowdoseError(f"{label}: its first voxel lies ({shift}) mm from the "
+                               "reference's (another position or slice range)")
+
+
+def _array_axis_directions(image: CTImage) -> list[np.ndarray]:
+    """Patient-space unit vector of each array axis of ``image`` (slice axis first)."""
+    d = np.asarray(image.direction, float)
+    columns = (2, 1, 0) if image.is_volume else (1, 0)  # direction: column, row, slice axes
+    return [d[:, c] / np.linalg.norm(d[:, c]) for c in columns]
+
+
+def on_reference_grid(reference: CTImage, image: CTImage, label: str) -> CTImage:
+    """``image`` with its array axes reordered and flipped to the reference's, where both state
+    their orientation and ``image`` holds the same axes in another order or sense (a NIfTI
+    written RAS beside an LPS DICOM series, slices stored in falling z); then checked to lie
+    on the reference's grid (:func:`check_same_grid`).
+
+    Raises:
+        LowdoseError: another shape, spacing, position, or an orientation that no reordering
+            of axes makes the reference's (an oblique or reformatted image).
+
+    Example:
+        >>> ref = CTImage(np.arange(6, dtype=np.float32).reshape(2, 3), spacing=(1.0, 1.0),
+        ...               origin=(0.0, 0.0, 0.0), direction=np.eye(3))
+        >>> flipped = CTImage(ref.hu[:, ::-1], spacing=(1.0, 1.0), origin=(2.0, 0.0, 0.0),
+        ...                   direction=np.diag([-1.0, 1.0, -1.0]))
+        >>> bool(np.array_equal(on_reference_grid(ref, flipped, "x").hu, ref.hu))
+        True
+    """
+    if (reference.direction is None or image.direction is None or image.origin is None
+            or reference.is_volume != image.is_volume):
+        check_same_grid(reference, image, label)
+        return image
+    ref_axes, axes = _array_axis_directions(reference), _array_axis_directions(image)
+    order, flips = [], []
+    for ref_axis in ref_axes:  # the image axis along each reference axis, and its sense
+        dots = [float(a @ ref_axis) for a in axes]
+        best = int(np.argmax(np.abs(dots)))
+        if abs(dots[best]) < 0.99 or best in order:
+            check_same_grid(reference, image, label)  # raises: another orientation
+            return image
+        order.append(best)
+        flips.append(dots[best] < 0)
+    if order == list(range(len(axes))) and not any(flips):
+        check_same_grid(reference, image, label)
+        return image
+    hu = np.transpose(image.hu, order)
+    first = np.asarray(image.origin, float)  # the voxel that becomes the first one
+    for new_axis, (old_axis, flip) in enumerate(zip(order, flips, strict=True)):
+        if flip:
+            hu = np.flip(hu, new_axis)
+            first = first + (image.shape[old_axis] - 1) * image.spacing[old_axis] * axes[old_axis]
+    direction = np.asarray(reference.direction, float)
+    moved = CTImage(np.ascontiguousarray(hu), spacing=tuple(image.spacing[a] for a in order),
+                    origin=(float(first[0]), float(first[1]), float(first[2])),
+                    direction=direction, metadata=dict(image.metadata))
+    check_same_grid(reference, moved, label)
+    return moved
 
 
 def score_images(reference: CTImage, images: dict[str, CTImage],
@@ -53,7 +127,9 @@ def score_images(reference: CTImage, images: dict[str, CTImage],
     reference's :func:`lowdose.metrics.image.tissue_masks`, to reuse over several calls.
 
     Raises:
-        LowdoseError: an image on another grid than the reference (shape or pixel spacing).
+        LowdoseError: an image on another grid than the reference (shape, pixel spacing,
+            position, or an orientation that no reordering of its axes makes the reference's;
+            one stored with its axes in another order or sense is reordered first).
     """
     from lowdose.metrics.image import (
         image_quality,
@@ -68,8 +144,7 @@ def score_images(reference: CTImage, images: dict[str, CTImage],
     masks = masks if masks is not None else tissue_masks(target)  # once for every image
     scores = {}
     for label, image in images.items():
-        check_same_grid(reference, image, label)
-        pred = image.slices()
+        pred = on_reference_grid(reference, image, label).slices()
         # rmse_hu clipped like the tissue columns: unclipped, a scanner's padding (-3024 HU)
         # against a restoration that floors air at -1024 HU reads as hundreds of HU of error.
         entry = image_quality(pred, target, rmse_hu_range=(full.lo, full.hi))
@@ -88,7 +163,7 @@ def difference_image(reference: CTImage, image: CTImage) -> CTImage:
         >>> float(difference_image(ref, ref.with_pixels(ref.hu + 5)).hu.max())
         5.0
     """
-    check_same_grid(reference, image, "image")
+    image = on_reference_grid(reference, image, "image")
     return reference.with_pixels(image.slices() - reference.slices(),
                                  metadata={"difference": "image minus reference, HU"})
 
