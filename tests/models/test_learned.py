@@ -66,6 +66,20 @@ def test_strength_scales_the_change() -> None:
         ResUNetDenoiser(net, arch={"channels": [4, 8, 16]}, strength=-1.0)
 
 
+def test_values_beyond_the_hu_range_pass_through() -> None:
+    # an 8-bit image's lung window reaches -1350 HU, scanner padding -3024, metal 3500:
+    # the network sees them at the range's edge and its change is added to them
+    shift = torch.nn.Conv2d(1, 1, 1)
+    torch.nn.init.ones_(shift.weight)
+    torch.nn.init.constant_(shift.bias, 10.0 / 4096)  # 10 HU brighter everywhere
+    hu = torch.tensor([[-3024.0, -1350.0, -1024.0, 40.0], [500.0, 3000.0, 3072.0, 3500.0]])
+    out = NetworkDenoiser(shift, arch={}).denoise(hu[None, None])[0, 0]
+    expected = hu + 10.0
+    expected[1, 2:] = hu[1, 2:]  # at or above 3072 HU: the change is clipped at the range's edge
+    expected[1, 1] = 3010.0
+    assert torch.allclose(out, expected, atol=1e-2)
+
+
 def test_bf16_on_cpu_rounds_a_little_or_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     import lowdose.device
 

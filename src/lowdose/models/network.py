@@ -3,7 +3,10 @@
 It owns what every learned denoiser needs and nothing model-specific:
 
 - **HU scaling**: the network sees HU clipped to ``hu_range`` and scaled to [0, 1] (the range is
-  written in the model's config); its output is mapped back to HU. Nothing outside knows the range.
+  written in the model's config); its output is mapped back to HU, and what the input holds
+  beyond the range (an 8-bit image's window reaching below -1024 HU, a scanner's -3024 HU
+  padding, metal above 3072 HU) is added back, so it passes through with the network's change
+  at the range's edge. Nothing outside knows the range.
 - **Tiling**: slices larger than ``tile_size`` are cut into overlapping tiles; each tile's outer
   border inside the overlap is discarded and the rest blended with a short linear ramp, so a
   512x512 slice or a whole volume runs in bounded memory; tiled and whole results agree
@@ -209,7 +212,8 @@ class NetworkDenoiser(Denoiser):
     Args:
         net: the network; ``None`` loads the shipped weights.
         arch: keyword arguments that rebuild ``net`` (written in the config).
-        hu_range: HU interval mapped to [0, 1] before the network (outputs are clipped to it).
+        hu_range: HU interval mapped to [0, 1] before the network (its outputs are clipped to
+            it; what the input holds beyond it passes through).
         tile_size, tile_overlap, tile_batch: tiling (see :func:`tiled_apply`); ``tile_batch``
             ``None``: :func:`default_tile_batch` of the device it runs on.
         device: where the network runs (``None``: its current device).
@@ -342,7 +346,8 @@ class NetworkDenoiser(Denoiser):
             raise ValueError(f"expected a (B, 1, H, W) HU tensor, got shape {tuple(hu.shape)}")
         device = self.device
         with torch.inference_mode():
-            unit = self.to_unit(hu.to(device, torch.float32))
+            hu32 = hu.to(device, torch.float32)
+            unit = self.to_unit(hu32)
             def tiled(x: torch.Tensor) -> torch.Tensor:
                 return tiled_apply(
                     self._run, x, self.tile_size, self.tile_overlap, self.multiple,
@@ -351,4 +356,7 @@ class NetworkDenoiser(Denoiser):
             out = dihedral_mean(tiled, unit) if self.self_ensemble else tiled(unit)
             if self.strength != 1.0:
                 out = unit + self.strength * (out - unit)
-            return self.from_unit(out.clamp(0.0, 1.0)).to(hu.device)
+            # What lies beyond hu_range passes through, the network's change added to it: an
+            # 8-bit image's window may reach below -1024 HU, a scanner pads with -3024 HU.
+            beyond = hu32 - self.from_unit(unit)
+            return (self.from_unit(out.clamp(0.0, 1.0)) + beyond).to(hu.device)
