@@ -358,5 +358,5 @@ class NetworkDenoiser(Denoiser):
                 out = unit + self.strength * (out - unit)
             # What lies beyond hu_range passes through, the network's change added to it: an
             # 8-bit image's window may reach below -1024 HU, a scanner pads with -3024 HU.
-            beyond = hu32 - self.from_unit(unit)
+            beyond = hu32 - hu32.clamp(*self.hu_range)  # exactly 0 inside the range
             return (self.from_unit(out.clamp(0.0, 1.0)) + beyond).to(hu.device)
