@@ -167,3 +167,30 @@ def test_ema_update_moves_the_average_toward_the_trained_weights() -> None:
     fam.on_step_end(0)
     moved = (fam.evaluated.backbone.fc.weight - before).mean().item()
     assert 0.0 < moved < 1.0  # part of the way, not all of it
+
+
+def test_resume_refuses_changed_input_or_data_even_for_a_finished_run(tmp_path) -> None:
+    """A resume at another input size or on other images is refused, naming both values."""
+    hu, y = _two_class_phantoms(8, seed=1)
+    cfg = preset("demo", arch="resnet18", input_size=32, slice_size=32, epochs=1,
+                 classes=["normal", "large.cell.carcinoma"], crop_body=False)
+    source = {"data": "set-a", "manifest": None}
+    train_classifier(hu, y, hu, y, cfg, tmp_path / "run", progress=False, source=source)
+    bigger = preset("demo", arch="resnet18", input_size=48, slice_size=32, epochs=2,
+                    classes=["normal", "large.cell.carcinoma"], crop_body=False)
+    with pytest.raises(LowdoseError, match=r"--input-size 48, but the run was trained with "
+                       r"--input-size 32;.*start a new --out"):
+        train_classifier(hu, y, hu, y, bigger, tmp_path / "run", resume=True, progress=False,
+                         source=source)
+    with pytest.raises(LowdoseError, match="DATA set-b, but the run was trained with DATA set-a"):
+        train_classifier(hu, y, hu, y, cfg, tmp_path / "run", resume=True, progress=False,
+                         source={"data": "set-b", "manifest": None})
+    with pytest.raises(LowdoseError, match=r"^--device gpu: not a device"):
+        train_classifier(hu, y, hu, y, cfg, tmp_path / "other", device="gpu", progress=False)
+    # The same settings with more epochs resume (the run length may change).
+    longer = preset("demo", arch="resnet18", input_size=32, slice_size=32, epochs=2,
+                    classes=["normal", "large.cell.carcinoma"], crop_body=False)
+    (tmp_path / "run" / "classifier.safetensors").unlink()  # unfinished: trains on
+    _, summary = train_classifier(hu, y, hu, y, longer, tmp_path / "run", resume=True,
+                                  progress=False, source=source)
+    assert summary["epochs_run"] == 2

@@ -276,3 +276,33 @@ def test_stop_decision_of_rank_0_reaches_every_process(tmp_path: Path) -> None:
     r1 = json.loads((tmp_path / "result-1.json").read_text())
     assert r0 == [5, "enough at 5"] and r1 == [5, "stopped by rank 0"]
     assert latest_checkpoint(tmp_path).name == "step-00000005"  # type: ignore[union-attr]
+
+
+def test_resume_refuses_a_changed_seed_or_pairing_but_may_run_longer(tmp_path: Path) -> None:
+    """The seed draws the data order: a resume with another one would mix two runs."""
+    Trainer(TinyFamily(), NoisyPairs(), _cfg(max_steps=4, checkpoint_every=2), tmp_path).fit()
+    with pytest.raises(LowdoseError, match=r"--resume with --seed 1, but the run was trained "
+                       r"with --seed 0;.*start a new --out"):
+        Trainer(TinyFamily(), NoisyPairs(), _cfg(max_steps=6, seed=1), tmp_path,
+                resume=True).fit()
+    # A family without a run_settings hook (the GANs): its training section's pairing counts.
+    paired = TinyFamily()
+    paired.config = lambda: {"family": "tiny", "model": "tiny",  # type: ignore[method-assign]
+                             "training": {"paired_fraction": 0.5}}
+    Trainer(paired, NoisyPairs(), _cfg(max_steps=2), tmp_path / "gan").fit()
+    unpaired = TinyFamily()
+    unpaired.config = lambda: {"family": "tiny", "model": "tiny",  # type: ignore[method-assign]
+                               "training": {"paired_fraction": 0.0}}
+    with pytest.raises(LowdoseError,
+                       match=r"--paired-fraction 0\.0, but .* --paired-fraction 0\.5"):
+        Trainer(unpaired, NoisyPairs(), _cfg(max_steps=4), tmp_path / "gan", resume=True).fit()
+    # More steps, other logging and checkpointing: a plain resume.
+    result = Trainer(TinyFamily(), NoisyPairs(), _cfg(max_steps=6, log_every=1,
+                                                      checkpoint_every=3),
+                     tmp_path, resume=True).fit()
+    assert result.resumed_from == 4 and result.step == 6
+
+
+def test_a_device_this_machine_lacks_is_refused_by_the_trainer(tmp_path: Path) -> None:
+    with pytest.raises(LowdoseError, match=r"^--device gpu: not a device"):
+        Trainer(TinyFamily(), NoisyPairs(), _cfg(device="gpu"), tmp_path)

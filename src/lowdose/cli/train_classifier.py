@@ -51,13 +51,21 @@ def register(app: typer.Typer) -> None:
         from lowdose.cli.options import parse_window
         from lowdose.evaluation.study import StudyConfig, load_study_data
         from lowdose.training.classifier import preset as make_preset
-        from lowdose.training.classifier import train_classifier
+        from lowdose.training.classifier import refuse_changed_classifier_resume, train_classifier
 
+        if device:  # one clear line now, not a torch assertion after reading every image
+            from lowdose.device import check_device
+
+            check_device(device)
         win = parse_window(window)
         cfg = make_preset(preset, arch=model, epochs=epochs, input_size=input_size, seed=seed,
                           intensity=intensity, window=(win.lo, win.hi) if win else None,
                           ema_decay=ema_decay)
         cfg.spec()  # an unknown --intensity: one clear error before reading any image
+        source = {"data": str(data), "manifest": str(manifest) if manifest else None,
+                  **({"weights": str(weights)} if weights else {})}
+        if resume:  # changed settings: refused before reading any image
+            refuse_changed_classifier_resume(out, cfg, source)
         study = StudyConfig(data=str(data), manifest=str(manifest) if manifest else None,
                             out=str(out), slice_size=cfg.slice_size, crop_body=cfg.crop_body,
                             seed=cfg.seed, png_window=cfg.window)
@@ -71,6 +79,7 @@ def register(app: typer.Typer) -> None:
         _, summary = train_classifier(
             loaded.hu["train"], loaded.labels["train"], loaded.hu["valid"], loaded.labels["valid"],
             cfg, out, resume=resume, device=device, progress=not quiet,
-            init_weights=str(weights) if weights else None, trust_pickle=trust_pickle)
+            init_weights=str(weights) if weights else None, trust_pickle=trust_pickle,
+            source=source)
         typer.echo(f"{model}: best epoch {summary['best_epoch']} (valid balanced accuracy "
                    f"{summary['best_score']:.3f}); weights {summary['weights']}")

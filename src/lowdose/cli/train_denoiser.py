@@ -82,6 +82,10 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{entry.name:<{width}} {entry.model:<11} {base:<{width + 5}} "
                            f"{entry.max_steps or 0:>6} steps  {entry.summary}")
             return
+        if device:  # one clear line now, not a torch assertion after the data work
+            from lowdose.device import check_device
+
+            check_device(device)
         doses = parse_doses(dose, "--dose") if dose is not None else None
         if model in ("gan-circle", "cyclegan"):  # GAN families: lowdose.training.gan
             if bin_ is not None:

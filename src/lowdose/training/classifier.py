@@ -266,6 +266,59 @@ def check_split_labels(labels: np.ndarray, classes: list[str], split: str) -> li
     return [f"{split} split has no images of class {c}" for c in missing]
 
 
+# Settings that define a classifier run, by option (the rest of the config: its preset key).
+# Left out, as a resume may change them: the run length and early stopping (epochs, patience),
+# the optimiser and loss (lr, weight_decay, warmup_epochs, label_smoothing, class_weighting)
+# and the precision (amp).
+_RESUMABLE = ("epochs", "patience", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
+              "class_weighting", "amp")
+_OPTIONS = {"arch": "--model", "input_size": "--input-size", "intensity": "--intensity",
+            "window": "--window", "seed": "--seed", "ema_decay": "--ema-decay"}
+_SOURCE_OPTIONS = {"data": "DATA", "manifest": "--manifest", "weights": "--weights"}
+
+
+def classifier_run_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that define a classifier run, by option, from its family config: what a
+    ``--resume`` may not change (the data, with its ``source`` when the run records one, the
+    network and its input, the augmentation, the batch size and the seed).
+
+    Example:
+        >>> classifier_run_settings({"family": "classifier", "input_size": 96})
+        {'--input-size': 96}
+    """
+    settings: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in ("family", "source") or key in _RESUMABLE:
+            continue
+        settings[_OPTIONS.get(key, f"{key} (preset)")] = value
+    source = config.get("source") or {}
+    settings.update({_SOURCE_OPTIONS.get(k, k): v for k, v in source.items()})
+    return settings
+
+
+def refuse_changed_classifier_resume(out_dir: Any, cfg: ClassifierTrainConfig,
+                                     source: dict[str, Any] | None = None) -> None:
+    """Before any image is read: refuse to resume ``out_dir``'s checkpoint with other settings
+    of the run's data or model than it was trained with (``source``: where its images come
+    from, as :func:`train_classifier` records it).
+
+    Raises:
+        LowdoseError: the first changed setting, with the run's value and the new one.
+
+    Example:
+        >>> refuse_changed_classifier_resume("no/such/run", preset("demo"))
+    """
+    from lowdose.training.trainer import refuse_changed_settings, saved_run_config
+
+    saved = saved_run_config(out_dir)
+    if saved is None:  # nothing to resume: a fresh start
+        return
+    _, family, _ = saved
+    current = {"family": "classifier", **cfg.to_dict(), **({"source": source} if source else {})}
+    refuse_changed_settings(out_dir, classifier_run_settings(family),
+                            classifier_run_settings(current))
+
+
 class ClassifierFamily(TrainingFamily):
     """A :class:`SliceClassifier` trained with weighted, label-smoothed cross-entropy.
 
@@ -285,9 +338,11 @@ class ClassifierFamily(TrainingFamily):
     """
 
     def __init__(self, model: SliceClassifier, cfg: ClassifierTrainConfig, steps_per_epoch: int,
-                 weights: torch.Tensor | None = None) -> None:
+                 weights: torch.Tensor | None = None,
+                 source: dict[str, Any] | None = None) -> None:
         self.model = model
         self.cfg = cfg
+        self.source = dict(source) if source else None
         self.modules: dict[str, torch.nn.Module] = {"classifier": model}
         if cfg.ema_decay > 0:
             self.modules["classifier_ema"] = EMA(model, cfg.ema_decay)
@@ -348,8 +403,13 @@ class ClassifierFamily(TrainingFamily):
                 "accuracy": float((pred == labels).float().mean()),
                 "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan")}
 
+    def run_settings(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The trainer's resume check: :func:`classifier_run_settings` of a family config."""
+        return classifier_run_settings(config)
+
     def config(self) -> dict[str, Any]:
-        return {"family": "classifier", **self.cfg.to_dict()}
+        source = {"source": self.source} if self.source else {}
+        return {"family": "classifier", **self.cfg.to_dict(), **source}
 
 
 # ------------------------------------------------------------------------------- training
@@ -385,8 +445,9 @@ class SelectingClassifierFamily(ClassifierFamily):
 
     def __init__(self, model: SliceClassifier, cfg: ClassifierTrainConfig, steps_per_epoch: int,
                  weights: torch.Tensor | None, val_hu: np.ndarray, val_y: np.ndarray,
-                 out_dir: Any, progress: bool = True) -> None:
-        super().__init__(model, cfg, steps_per_epoch, weights)
+                 out_dir: Any, progress: bool = True,
+                 source: dict[str, Any] | None = None) -> None:
+        super().__init__(model, cfg, steps_per_epoch, weights, source)
         from pathlib import Path
 
         self.val_hu = torch.as_tensor(np.asarray(val_hu, np.float32))[:, None]
@@ -453,6 +514,7 @@ def train_classifier(
     progress: bool = True,
     init_weights: str | None = None,
     trust_pickle: bool = False,
+    source: dict[str, Any] | None = None,
 ) -> tuple[SliceClassifier, dict[str, Any]]:
     """Train a classifier through the one trainer; keep the best-validation weights.
 
@@ -460,7 +522,11 @@ def train_classifier(
     after every epoch, and training stops early after ``cfg.patience`` epochs without
     improvement. The trainer's checkpoints (``out_dir/checkpoints``, one per epoch) make
     ``resume=True`` continue an interrupted run; the selected weights end in
-    ``out_dir/classifier.safetensors`` (+ ``.json`` spec and card).
+    ``out_dir/classifier.safetensors`` (+ ``.json`` spec and card). ``source`` (e.g.
+    ``{"data": ..., "manifest": ...}``) records where the images came from; with
+    ``init_weights`` it is kept in the run's config, and a resume that changes it, the
+    network or its input, the augmentation or the seed is refused
+    (:func:`refuse_changed_classifier_resume`).
 
     Returns:
         The selected model (eval mode) and a JSON-friendly summary (history, best epoch).
@@ -482,6 +548,13 @@ def train_classifier(
     out = Path(out_dir)
     final_path = out / "classifier.safetensors"
     summary_path = out / "train_summary.json"
+    if device:  # a device this machine lacks: one clear line before the model is built
+        from lowdose.device import check_device
+
+        check_device(device)
+    source = {**(source or {}), **({"weights": init_weights} if init_weights else {})}
+    if resume:  # also before returning a finished run as it is
+        refuse_changed_classifier_resume(out, cfg, source)
     if resume and final_path.is_file() and summary_path.is_file():
         return load_classifier(final_path, device=device), json.loads(summary_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
@@ -498,7 +571,7 @@ def train_classifier(
     steps = math.ceil(len(train_ds) / cfg.batch_size)
     family = SelectingClassifierFamily(
         model, cfg, steps, class_weights(train_y, len(cfg.classes)), val_hu, val_y, out,
-        progress=progress)
+        progress=progress, source=source)
     tcfg = TrainerConfig(max_steps=cfg.epochs * steps, batch_size=cfg.batch_size, seed=cfg.seed,
                          checkpoint_every=steps, keep_checkpoints=1, log_every=max(1, steps // 2),
                          precision="auto" if cfg.amp else "fp32", device=device,

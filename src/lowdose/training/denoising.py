@@ -31,7 +31,13 @@ from lowdose.io.formats.dicom import DICOM_SUFFIXES
 from lowdose.models.network import NetworkDenoiser
 from lowdose.training.base import TrainingFamily
 from lowdose.training.presets import CONFIG_DIR, merge_settings, read_preset, shipped_names
-from lowdose.training.trainer import Trainer, TrainerConfig, TrainResult
+from lowdose.training.trainer import (
+    Trainer,
+    TrainerConfig,
+    TrainResult,
+    refuse_changed_settings,
+    saved_run_config,
+)
 
 CT_SUFFIXES = (*DICOM_SUFFIXES, ".nii", ".nii.gz", ".npy")
 
@@ -496,6 +502,10 @@ class SupervisedDenoiserFamily(TrainingFamily):
 
         return {"psnr_full": _psnr(pred), "psnr_full_input": _psnr(low)}
 
+    def run_settings(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The trainer's resume check: :func:`denoiser_run_settings` of a family config."""
+        return denoiser_run_settings(config)
+
     def config(self) -> dict[str, Any]:
         cfg = self.denoiser.config()
         cfg["metadata"] = {**cfg.get("metadata", {}), **self.metadata}
@@ -504,6 +514,47 @@ class SupervisedDenoiserFamily(TrainingFamily):
 
 
 # ---------------------------------------------------------------- the API
+
+# Options of the data settings a run records in its metadata (key there -> option).
+_SOURCE_OPTIONS = {"data": "--data", "pairs": "--pairs", "simulated": "--method",
+                   "dose": "--dose", "relative_dose": "--relative-dose", "bin": "--bin"}
+# Preset data settings that shape the training pairs besides those: all of them for simulated
+# pairs, the patch sampling for real pairs (the cache folder is only where draws are kept).
+_SIMULATION_KEYS = ("realisations", "slice_stride", "max_artifact_hu")
+_SAMPLING_KEYS = ("patch_size", "samples_per_epoch", "min_body_fraction", "val_slices")
+
+
+def denoiser_run_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that define a supervised denoiser run, by option, from its family config
+    (``model`` and the ``metadata`` the run records): what a ``--resume`` may not change.
+
+    The run length, batch size, optimiser, threads, device and logging are left out: they may
+    change on resume. A setting the config does not hold (an older run) is left out too.
+
+    Example:
+        >>> meta = {"data": ["ct/"], "dose": 0.25, "preset": {"trainer": {"seed": 0}}}
+        >>> denoiser_run_settings({"model": "unet", "metadata": meta})["--dose"]
+        0.25
+    """
+    meta = config.get("metadata") or {}
+    preset = meta.get("preset") or {}
+    settings: dict[str, Any] = {}
+    if "model" in config:
+        settings["--model"] = config["model"]
+    if "data" in meta or "pairs" in meta:  # one source or the other, never both
+        settings["--data"], settings["--pairs"] = meta.get("data"), meta.get("pairs")
+        settings["--init"] = meta.get("init")
+    for key, option in _SOURCE_OPTIONS.items():
+        if key in meta:
+            settings[option] = meta[key]
+    data = preset.get("data") or {}
+    keys = _SAMPLING_KEYS + (_SIMULATION_KEYS if "data" in meta else ())
+    settings.update({f"data.{k} (preset)": data[k] for k in keys if k in data})
+    if "arch" in preset:
+        settings["arch (preset)"] = preset["arch"]
+    if "seed" in (preset.get("trainer") or {}):
+        settings["--seed"] = preset["trainer"]["seed"]
+    return settings
 
 
 def simulated_pairs(
@@ -573,19 +624,30 @@ def train_denoiser(
         raise LowdoseError(f"--model {cfg.model}: not a learned supervised denoiser")
     out_dir = Path(out_dir)
     tc, dc = cfg.trainer, cfg.data
+    if tc.device:  # a device this machine lacks: refused now, not after the simulation
+        from lowdose.device import check_device
+
+        check_device(tc.device)
     if pairs is not None:
-        full, low = load_real_pairs(pairs)
-        source = {"pairs": str(pairs)}
+        source: dict[str, Any] = {"pairs": str(pairs)}
     elif data:
-        cache = Path(dc.cache_dir) if dc.cache_dir else out_dir / "cache"
-        full, low, _, kept_px, dropped = simulated_pairs(data, dc, tc.seed, cache, progress)
         source = {"data": [str(d) for d in data], "simulated": dc.method, "dose": dc.dose,
-                  "train_pixel_mm": [min(kept_px), max(kept_px)], "bin": dc.bin,
-                  "relative_dose": dc.relative_dose, "realisations": dc.realisations,
-                  "simulator": _simulator_identity(dc.method),
-                  "dropped_artifact_slices": dropped}
+                  "bin": dc.bin, "relative_dose": dc.relative_dose,
+                  "realisations": dc.realisations}
     else:
         raise LowdoseError("train denoiser: give --data (full-dose CT) or --pairs")
+    if init is not None:
+        source["init"] = str(init)
+    if resume:
+        _refuse_changed_resume(out_dir, cfg, source)
+    if pairs is not None:
+        full, low = load_real_pairs(pairs)
+    else:
+        cache = Path(dc.cache_dir) if dc.cache_dir else out_dir / "cache"
+        full, low, _, kept_px, dropped = simulated_pairs(data, dc, tc.seed, cache, progress)
+        source.update({"train_pixel_mm": [min(kept_px), max(kept_px)],
+                       "simulator": _simulator_identity(dc.method),
+                       "dropped_artifact_slices": dropped})
     val_idx = set(validation_indices(len(full), dc.val_slices))
     train_idx = [i for i in range(len(full)) if i not in val_idx]
     dataset = PairedPatches([full[i] for i in train_idx], [low[i] for i in train_idx],
@@ -597,7 +659,6 @@ def train_denoiser(
         denoiser = cls.untrained(cfg.arch or None)
     else:
         denoiser = initial_denoiser(cls, init, cfg.arch)
-        source["init"] = str(init)
     metadata = {**source, "train_slices": len(train_idx), "val_slices": len(val_idx),
                 "preset": cfg.to_dict()}
     family = SupervisedDenoiserFamily(denoiser, cfg.optim, tc.max_steps, metadata)
@@ -608,6 +669,19 @@ def train_denoiser(
             {"step": result.step, "metrics": result.metrics, "config": cfg.to_dict(),
              **source}, indent=2, default=str) + "\n")
     return result
+
+
+def _refuse_changed_resume(out_dir: Path, cfg: DenoiserTrainConfig,
+                           source: dict[str, Any]) -> None:
+    """Before any data work: refuse to resume ``out_dir``'s checkpoint with another model or
+    other data settings than it was trained with (``source``: this run's recorded data)."""
+    saved = saved_run_config(out_dir)
+    if saved is None:  # nothing to resume: a fresh start
+        return
+    _, family, _ = saved
+    planned = {"model": cfg.model, "metadata": {**source, "preset": cfg.to_dict()}}
+    refuse_changed_settings(out_dir, denoiser_run_settings(family),
+                            denoiser_run_settings(planned))
 
 
 def initial_denoiser(cls: type[NetworkDenoiser], init: str | Path,

@@ -30,6 +30,10 @@ rate is a function of the configuration and the step, never of saved scheduler s
 continues on the same curve (and a resume with an edited schedule follows the new one).
 
 Optional family hooks, found by name like ``on_step_end(step)`` and ``state_dict()``:
+``run_settings(config) -> dict`` names the settings of a family config (saved or current) that
+define the run's data and model, keyed by their option (``{"--dose": 0.25, ...}``): a resume
+that changes one is refused (:func:`refuse_changed_settings`; without the hook the scale and
+pairing of a ``training`` section, as the GANs hold, and always the seed are compared).
 ``should_stop(step) -> str | None`` ends training early.
 The trainer asks it after every step; on a reason (early stopping on a validation score) it
 writes a checkpoint at that step and ends the run (``TrainResult.stopped``). Under ``torchrun``
@@ -349,6 +353,87 @@ def load_module_weights(modules: dict[str, nn.Module], tensors: dict[str, torch.
             raise LowdoseError(f"{source}: module {name!r} does not match: {first}") from None
 
 
+def saved_run_config(out_dir: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
+    """The latest checkpoint of ``out_dir`` with its family config and trainer settings, or
+    ``None`` when it has none: what a ``--resume`` continues, read before any data work.
+
+    Example:
+        >>> saved_run_config("no/such/run") is None
+        True
+    """
+    folder = latest_checkpoint(out_dir)
+    if folder is None:
+        return None
+    try:
+        family = json.loads((folder / "config.json").read_text())
+        trainer = json.loads((folder / "trainer_state.json").read_text()).get("trainer", {})
+    except (OSError, ValueError) as exc:
+        raise LowdoseError(f"{folder}: unreadable checkpoint: {exc}") from None
+    return folder, family, trainer
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as it is typed on the command line (lists comma-separated)."""
+    if isinstance(value, list | tuple):
+        return ",".join(_shown(v) for v in value)
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def refuse_changed_settings(out_dir: str | Path, saved: dict[str, Any],
+                            current: dict[str, Any]) -> None:
+    """Refuse a ``--resume`` that changes a setting defining the run's data or model.
+
+    ``saved`` and ``current`` map a setting's name (its option, e.g. ``--dose``, or its preset
+    key) to its value in the checkpoint and in the resuming command. A setting the checkpoint
+    does not hold (written by an older version) is not compared. Without this a resumed run
+    trains on other data than its first steps did, and its config.json records only the new
+    value, so the weights' provenance is wrong.
+
+    Raises:
+        LowdoseError: the first setting whose value differs, with both values.
+
+    Example:
+        >>> refuse_changed_settings("runs/u", {"--dose": 0.25}, {"--dose": 0.25, "--seed": 0})
+    """
+    for name, value in current.items():
+        if name not in saved:
+            continue
+        before, now = _plain(saved[name]), _plain(value)
+        if before != now:
+            raise LowdoseError(
+                f"{out_dir}: --resume with {name} {_shown(now)}, but the run was trained with "
+                f"{name} {_shown(before)}; resume with the run's value (or drop the option), "
+                "or start a new --out"
+            )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON holds it (tuples as lists), so saved and current values compare."""
+    return json.loads(json.dumps(value, default=_jsonable))
+
+
+def default_run_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings defining a run of a family without a ``run_settings`` hook, read from its
+    config: the scale and the ``training`` section's pairing (the GAN families).
+
+    Example:
+        >>> default_run_settings({"scale": 2, "training": {"paired_fraction": 0.5}})
+        {'--scale': 2, '--paired-fraction': 0.5}
+    """
+    training = config.get("training") or {}
+    settings: dict[str, Any] = {}
+    if "scale" in config:
+        settings["--scale"] = config["scale"]
+    for key, name in (("paired_fraction", "--paired-fraction"), ("l1_only", "l1_only (preset)")):
+        if key in training:
+            settings[name] = training[key]
+    return settings
+
+
 class Trainer:
     """Trains a :class:`TrainingFamily` on a map-style dataset.
 
@@ -382,7 +467,9 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.env = init_distributed()
         if config.device:
-            self.device = torch.device(config.device)
+            from lowdose.device import check_device
+
+            self.device = check_device(config.device)
         elif torch.cuda.is_available():
             self.device = torch.device("cuda", self.env.local_rank)
         else:
@@ -520,6 +607,7 @@ class Trainer:
                     f"{folder}: --resume: checkpoint {key} {saved[key]!r} differs from this "
                     f"run's {current[key]!r}; use another --out"
                 )
+        self.check_resume_settings(folder, saved)
         try:
             tensors = load_file(str(folder / "model.safetensors"))
             state = torch.load(folder / "training_state.pt", map_location="cpu",
@@ -532,6 +620,26 @@ class Trainer:
         if "family" in state and hasattr(self.family, "load_state_dict"):
             self.family.load_state_dict(state["family"])
         return int(json.loads((folder / "trainer_state.json").read_text())["step"])
+
+    def run_settings(self, family_config: dict[str, Any], seed: int | None) -> dict[str, Any]:
+        """The settings that define a run with ``family_config`` and trainer ``seed``, by name:
+        the family's ``run_settings(config)`` hook (else :func:`default_run_settings`) and the
+        seed (None: unknown), which draws the data order and every random augmentation."""
+        hook = getattr(self.family, "run_settings", None)
+        settings = dict(hook(family_config) if hook is not None
+                        else default_run_settings(family_config))
+        if seed is not None:
+            settings.setdefault("--seed", seed)
+        return settings
+
+    def check_resume_settings(self, folder: Path, saved: dict[str, Any]) -> None:
+        """Refuse to resume the checkpoint ``folder`` (its family config ``saved``) with other
+        settings of the run's data or model (:func:`refuse_changed_settings`); the run length,
+        threads, device and logging may change."""
+        state = json.loads((folder / "trainer_state.json").read_text())
+        before = self.run_settings(saved, state.get("trainer", {}).get("seed"))
+        now = self.run_settings(self._family_config(), self.config.seed)
+        refuse_changed_settings(self.out_dir, before, now)
 
     # -------------------------------------------------------------- the loop
 
