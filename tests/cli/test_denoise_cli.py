@@ -57,6 +57,40 @@ def test_nifti_and_folder_of_images(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "imgs-out").iterdir()) == ["s0.npy", "s1.npy"]
 
 
+def test_a_tree_of_class_folders_keeps_its_layout_and_jpeg_is_written_as_png(
+        tmp_path: Path) -> None:
+    from PIL import Image
+
+    tree = tmp_path / "Data"
+    grey = np.random.default_rng(0).integers(0, 256, (40, 40)).astype(np.uint8)
+    for split, label in (("train", "normal"), ("test", "adenocarcinoma")):
+        (tree / split / label).mkdir(parents=True)
+        Image.fromarray(grey, "L").save(tree / split / label / "a.png")
+    Image.fromarray(grey, "L").save(tree / "test" / "adenocarcinoma" / "n9 (2).jpg")
+    (tree / "README.txt").write_text("not an image: passed over")
+    assert main(["denoise", str(tree), str(tmp_path / "out"), "-m", "tv"]) == 0
+    written = sorted(p.relative_to(tmp_path / "out").as_posix()
+                     for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == ["test/adenocarcinoma/a.png", "test/adenocarcinoma/n9 (2).png",
+                       "train/normal/a.png"]
+
+
+def test_an_output_that_cannot_hold_the_image_is_refused_before_the_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lowdose.models.classical import TotalVariation
+
+    def never(*args, **kwargs):
+        raise AssertionError("denoised before the output was checked")
+
+    monkeypatch.setattr(TotalVariation, "denoise_image", never)
+    nii = write_ct(_volume(3), tmp_path / "qd.nii.gz")
+    for out in ("o.png", "o.dcm"):
+        assert main(["denoise", str(nii), str(tmp_path / out), "-m", "tv"]) == 2
+        err = capsys.readouterr().err
+        assert "holds one slice, the image has 3" in err, err
+
+
 def test_set_gives_a_classical_denoiser_its_settings(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """``--set weight_hu=60`` is ``TotalVariation(weight_hu=60)``: the same pixels, and not

@@ -71,7 +71,7 @@ def denoise_path(
     from lowdose.cli.jobs import input_jobs
     from lowdose.errors import OnceEach
     from lowdose.io import write_ct
-    from lowdose.io.read import from_series_folder
+    from lowdose.io.read import check_writable, from_series_folder
     from lowdose.models.loading import (
         DEFAULT_DENOISER,
         load_denoiser,
@@ -91,6 +91,7 @@ def denoise_path(
     say = OnceEach(warn)
     for out, read in jobs:
         image = read()
+        check_writable(image, out, folder_if_unknown=from_series_folder(image))  # before work
         planes = along == "axial" and image.orientation not in (None, "axial")
         notes = [denoiser.pixel_size_note(image.pixel_size_mm)]
         if planes:

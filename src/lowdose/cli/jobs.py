@@ -12,9 +12,10 @@ if TYPE_CHECKING:
 
 def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None
                ) -> list[tuple[Path, Callable[[], CTImage]]]:
-    """``(output, read)`` pairs: one for a file or a DICOM series, one per image in a folder of
-    images (NIfTI, npy, PNG; written under ``dst`` with the same names), one per series with
-    ``series="all"`` (``dst/<series name>/``).
+    """``(output, read)`` pairs: one for a file or a DICOM series, one per image in a folder or
+    folder tree of images without DICOM (NIfTI, npy, PNG/JPEG; written under ``dst`` with the
+    same relative names and class folders, JPEG as PNG), one per series with ``series="all"``
+    (``dst/<series name>/``).
 
     Raises:
         LowdoseError: ``src`` does not exist, or ``dst`` is ``src`` (never written over).
@@ -27,7 +28,7 @@ def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None
     from lowdose.errors import LowdoseError
     from lowdose.io import read_ct
     from lowdose.io.formats.dicom import DICOM_SUFFIXES
-    from lowdose.io.read import ALL_SERIES, IMAGE_FILE_SUFFIXES, each_series
+    from lowdose.io.read import ALL_SERIES, IMAGE_FILE_SUFFIXES, each_series, written_name
 
     if not src.exists():
         raise LowdoseError(f"{src}: no such file or folder")
@@ -39,10 +40,30 @@ def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None
     def reader(path: Path) -> Callable[[], CTImage]:
         return lambda: read_ct(path, series=series, npy_scale=npy_scale)
 
-    if src.is_dir():
-        files = sorted(p for p in src.iterdir()
-                       if p.is_file() and p.name.lower().endswith(IMAGE_FILE_SUFFIXES))
-        non_dicom = [p for p in files if not p.name.lower().endswith(DICOM_SUFFIXES)]
-        if non_dicom and len(non_dicom) == len(files):
-            return [(dst / p.name, reader(p)) for p in non_dicom]
+    if src.is_dir() and series is None:
+        images = _image_tree(src, IMAGE_FILE_SUFFIXES, DICOM_SUFFIXES)
+        if images:
+            return [(dst / written_name(p.relative_to(src)), reader(p)) for p in images]
     return [(dst, reader(src))]
+
+
+def _image_tree(src: Path, suffixes: tuple[str, ...], dicom_suffixes: tuple[str, ...]
+                ) -> list[Path]:
+    """The images under ``src`` when it holds images and no DICOM (else ``[]``: a series, or an
+    exam of several). Files named as DICOM decide at once, as does a flat folder of images
+    alone; otherwise (subfolders, or other files beside the images, where a series may hide in
+    files without a suffix) the headers are read."""
+    own = [p for p in src.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if any(p.name.lower().endswith(dicom_suffixes) for p in own):
+        return []
+    images = [p for p in own if p.name.lower().endswith(suffixes)]
+    if images and len(images) == len(own) and not any(p.is_dir() for p in src.iterdir()):
+        return sorted(images)
+    from lowdose.io.formats.dicom import scan_folder
+
+    scan = scan_folder(src)
+    if scan.series or scan.corrupt:
+        return []
+    return sorted(p for p, _ in scan.skipped
+                  if p.name.lower().endswith(suffixes)
+                  and not any(part.startswith(".") for part in p.relative_to(src).parts))

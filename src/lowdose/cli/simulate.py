@@ -55,6 +55,10 @@ def simulate(
 ) -> None:
     """Simulate a lower-dose scan from a full-dose one; writes HU in the input's format.
 
+    A DICOM series gets its dose tags (CTDIvol, mA, mAs) scaled by the dose where the dose is a
+    fraction of the scan's own (image-poisson, --relative-dose); the default projection's dose is
+    a fraction of the calibration's full dose, so there they are removed (below dose 1).
+
     Example: lowdose simulate FD.nii.gz LD.nii.gz --dose 0.25 --seed 0
     """
     from lowdose.cli.options import parse_window

@@ -66,7 +66,7 @@ def upscale_path(
     from lowdose.cli.jobs import input_jobs
     from lowdose.errors import OnceEach
     from lowdose.io import write_ct
-    from lowdose.io.read import from_series_folder
+    from lowdose.io.read import check_writable, from_series_folder
     from lowdose.models.gan_circle import load_upscaler
 
     jobs = input_jobs(Path(src), Path(dst), series, npy_scale)  # input errors before loading
@@ -75,6 +75,7 @@ def upscale_path(
     say = OnceEach(warn)
     for out, read in jobs:
         image = read()
+        check_writable(image, out, folder_if_unknown=from_series_folder(image))  # before work
         say([upscaler.pixel_size_note(image.pixel_size_mm), upscaler.plane_note(image.orientation)])
         image = upscaler.upscale_image(image, batch_size=batch_size, progress=progress)
         written.append(write_ct(image, out, description=f"lowdose gan-circle x{scale}",

@@ -191,6 +191,44 @@ def write_ct(
     return writer.write(image, target)
 
 
+def written_name(relative: Path) -> Path:
+    """The output's name for an input image: the same, but 8-bit JPEG written as PNG (lossless:
+    a restoration is not recompressed) and a DICOM file as ``.dcm``.
+
+    Example:
+        >>> written_name(Path("adenocarcinoma/n9 (2).jpg")).as_posix()
+        'adenocarcinoma/n9 (2).png'
+    """
+    name = relative.name.lower()
+    if name.endswith((".jpg", ".jpeg")):
+        return relative.with_suffix(".png")
+    if name.endswith(DICOM_SUFFIXES):
+        return relative.with_suffix(".dcm")
+    return relative
+
+
+def check_writable(image: CTImage, path: str | os.PathLike[str], *,
+                   folder_if_unknown: bool = False) -> None:
+    """Raise :class:`LowdoseError` now if :func:`write_ct` would refuse ``image`` (or an
+    output of as many slices) at ``path``: an unknown suffix, a volume into a one-slice format.
+    For a command to call before it spends minutes making the output.
+
+    Example:
+        >>> import numpy as np
+        >>> volume = CTImage(np.zeros((3, 8, 8), np.float32), (1.0, 1.0, 1.0))
+        >>> check_writable(volume, "out.nii.gz")  # fine: nothing raised
+        >>> try:
+        ...     check_writable(volume, "a.png")
+        ... except LowdoseError as exc:
+        ...     print(str(exc)[:41])
+        a.png: a .png file holds one slice, the i
+    """
+    raw = os.fspath(path)
+    target = Path(raw)
+    writer = writers.get(_writer_name(raw, target, folder_if_unknown))(WriteOptions())
+    writer.check(image.n_slices, target)
+
+
 def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
     """The DICOM series under ``folder`` (searched recursively), largest first.
 

@@ -51,18 +51,6 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def _output_name(relative: Path) -> Path:
-    """The output's relative path: same format, 8-bit images as PNG, DICOM files as .dcm."""
-    from lowdose.io.formats.dicom import DICOM_SUFFIXES
-
-    suffix = _suffix(relative)
-    if suffix in (".jpg", ".jpeg"):
-        return relative.with_suffix(".png")
-    if suffix in DICOM_SUFFIXES:
-        return relative.with_suffix(".dcm")
-    return relative
-
-
 def _is_series_folder(folder: Path) -> bool:
     """A folder is one DICOM series when its files (not subfolders) hold a DICOM series."""
     from lowdose.io.formats.dicom import scan_folder
@@ -158,6 +146,27 @@ def projection_plane_note(image: CTImage, method: str) -> str | None:
             "axial series and reformat the result")
 
 
+def source_dose_scale(method: str, dose: float, relative_dose: bool = False) -> float | None:
+    """The simulated image's dose as a fraction of the input scan's own dose, or ``None`` where
+    that is unknown: what a derived DICOM series scales its exposure tags (CTDIvol, mA, mAs) by,
+    or removes them for (:data:`lowdose.io.formats.dicom.DOSE_SCALE`).
+
+    ``image-poisson`` scales the input's own counts by ``dose``, and ``projection`` with
+    ``relative_dose`` inserts noise for ``dose`` of each slice's own dose: both ``dose``. The
+    calibrated ``projection`` takes ``dose`` of the calibration's full dose (an absolute I0), whose
+    relation to the scan's own is unknown, except at ``dose = 1``, where it returns the input.
+
+    Example:
+        >>> source_dose_scale("image-poisson", 0.25, relative_dose=False)
+        0.25
+        >>> source_dose_scale("projection", 0.25, relative_dose=False) is None
+        True
+    """
+    if dose == 1.0 or relative_dose or method == "image-poisson":
+        return dose
+    return None
+
+
 def simulate_image(image: CTImage, dose: float, simulator: LowDoseSimulator, seed: int,
                    device: str | torch.device | None = None,
                    pixel_size_mm: float | None = None) -> np.ndarray:
@@ -232,6 +241,8 @@ def simulate_path(
     """
     from lowdose.device import pick_device
     from lowdose.io import read_ct, write_ct
+    from lowdose.io.formats.dicom import DOSE_SCALE
+    from lowdose.io.read import written_name
     from lowdose.physics.api import build_simulator, relative_dose_options
 
     source, output = Path(source), Path(output)
@@ -287,8 +298,9 @@ def simulate_path(
                 elif len(jobs) == 1 and len(doses) == 1:
                     dest = output
                 else:
-                    dest = dest_root / _output_name(job.relative)
-                meta = {"simulated_dose": dose, "simulator": method, "simulation_seed": seed}
+                    dest = dest_root / written_name(job.relative)
+                meta = {"simulated_dose": dose, "simulator": method, "simulation_seed": seed,
+                        DOSE_SCALE: source_dose_scale(method, dose, relative_dose)}
                 result = image.with_pixels(low, metadata=meta)
                 written.append(write_ct(
                     result, dest, window=win, description=f"lowdose {method} dose {dose:g}",

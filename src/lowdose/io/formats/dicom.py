@@ -24,7 +24,7 @@ import numpy as np
 
 from lowdose.errors import LowdoseError
 from lowdose.image import CTImage, plane_of
-from lowdose.io.atomic import atomic_path
+from lowdose.io.atomic import _umask, atomic_path
 from lowdose.io.base import readers, writers
 from lowdose.io.formats.common import (
     FormatReader,
@@ -59,6 +59,29 @@ STALE_PIXEL_TAGS = (
     "PixelAspectRatio",
     "ExtendedOffsetTable",
     "ExtendedOffsetTableLengths",
+)
+#: ``CTImage.metadata`` key: how the image's dose relates to the dose that the exposure tags of
+#: its source headers describe. A number ``f``: the image is ``f`` times the source's dose (a
+#: simulated lower dose of that scan), so the derived series gets those tags scaled by ``f``.
+#: ``None``: the relation is unknown, so they are removed rather than left stating the source's
+#: dose. Absent: the image has the source's dose (denoised, upscaled) and they are kept.
+DOSE_SCALE = "dose_scale"
+# Tags proportional to the tube current-time product at a fixed kV and collimation: a dose
+# fraction f is f times each (read as a lower tube current at the same rotation time, so
+# ExposureTime stays). Searched in nested sequences too (CTExposureSequence, ExposureDoseSequence).
+DOSE_TAGS = (
+    "CTDIvol",
+    "Exposure",
+    "ExposureInuAs",
+    "ExposureInmAs",
+    "XRayTubeCurrent",
+    "XRayTubeCurrentInuA",
+    "XRayTubeCurrentInmA",
+    "GeneratorPower",
+    "ImageAndFluoroscopyAreaDoseProduct",
+    "EntranceDose",
+    "EntranceDoseInmGy",
+    "OrganDose",
 )
 
 
@@ -697,6 +720,117 @@ def _headers_match(image: CTImage) -> bool:
     return True
 
 
+def _inplane_shift(image: CTImage) -> np.ndarray | None:
+    """The in-plane move of the first pixel from the source headers to ``image``, when the image
+    holds the same slices as its headers on another in-plane grid (upscaled, cropped, binned).
+
+    That is: one header per slice, each with the image's orientation, and the image's first
+    slice in the plane of the first header (the move has no part along the slice normal). Then
+    each header keeps its slice's identity and position along the normal; only ``Rows``,
+    ``Columns``, ``PixelSpacing`` and ``ImagePositionPatient`` (moved by the returned vector)
+    change. ``None`` otherwise.
+    """
+    headers = image.source_headers
+    if not headers or len(headers) != image.n_slices or image.origin is None:
+        return None
+    direction = np.eye(3) if image.direction is None else np.asarray(image.direction, float)
+    iop = np.concatenate([direction[:, 0], direction[:, 1]])
+    first = None
+    for ds in headers:
+        if not hasattr(ds, "get"):
+            return None
+        ds_iop = _vec(ds.get("ImageOrientationPatient"), 6)
+        ds_pos = _vec(ds.get("ImagePositionPatient"), 3)
+        if ds_iop is None or ds_pos is None or not np.allclose(ds_iop, iop, atol=1e-3):
+            return None
+        first = ds_pos if first is None else first
+    shift = np.asarray(image.origin, float) - first
+    normal = np.cross(direction[:, 0], direction[:, 1])
+    if abs(float(shift @ normal)) > 1e-2:  # the slices moved along the normal: other slices
+        return None
+    return shift
+
+
+def _drop_overlays(ds: Any) -> None:
+    """Remove overlay planes (groups 6000-601E): they are drawn on the source's pixel grid."""
+    for elem in [e for e in ds if 0x6000 <= e.tag.group <= 0x601E and e.tag.group % 2 == 0]:
+        del ds[elem.tag]
+
+
+def _scaled_value(value: Any, vr: str, scale: float) -> Any:
+    """``value`` times ``scale`` in the form its VR takes (IS and the binary integers whole)."""
+    from pydicom.multival import MultiValue
+
+    if isinstance(value, list | tuple | MultiValue):
+        return [_scaled_value(v, vr, scale) for v in value]
+    x = float(value) * scale
+    if not np.isfinite(x):
+        raise ValueError(value)
+    if vr in ("IS", "US", "UL", "SS", "SL", "SV", "UV"):
+        return int(np.floor(x + 0.5))  # half up, not Python's half to even
+    if vr == "DS":
+        return _ds_string(x)
+    if vr in ("FD", "FL"):
+        return x
+    raise ValueError(vr)  # UN (malformed) or another VR: no number to scale
+
+
+def _rescale_exposure(ds: Any, scale: float | None) -> set[str]:
+    """Scale the :data:`DOSE_TAGS` of ``ds`` (and of its sequences' items) by ``scale``, or
+    remove them where ``scale`` is None; returns the keywords changed.
+
+    An empty value stays (it states no dose); one that cannot be read as a number is removed.
+    """
+    changed: set[str] = set()
+    for elem in list(ds):
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                changed |= _rescale_exposure(item, scale)
+            continue
+        if elem.keyword not in DOSE_TAGS:
+            continue
+        if scale is None:
+            del ds[elem.tag]
+            changed.add(elem.keyword)
+            continue
+        if elem.value is None or elem.value == "" or scale == 1.0:
+            continue
+        try:
+            elem.value = _scaled_value(elem.value, elem.VR, scale)
+        except (TypeError, ValueError, OverflowError):
+            del ds[elem.tag]
+        changed.add(elem.keyword)
+    return changed
+
+
+def _exposure_note(image: CTImage, datasets: list[Any]) -> str | None:
+    """Apply the image's :data:`DOSE_SCALE` to the datasets' exposure tags; what was done."""
+    if DOSE_SCALE not in image.metadata:
+        return None
+    scale = image.metadata[DOSE_SCALE]
+    if scale is not None:
+        scale = _number(scale)
+        if scale is None or not (np.isfinite(scale) and scale > 0):
+            raise LowdoseError(
+                f"metadata {DOSE_SCALE}={image.metadata[DOSE_SCALE]!r}: need a positive number "
+                "(the image's dose over the source's) or None (unknown)"
+            )
+    changed: set[str] = set()
+    for ds in datasets:
+        changed |= _rescale_exposure(ds, scale)
+    names = ", ".join(sorted(changed))
+    if not names:
+        return None
+    if scale is None:
+        return (
+            f"exposure tags removed ({names}): the image's dose relative to the source "
+            "scan's is unknown"
+        )
+    if scale == 1.0:
+        return f"exposure tags kept ({names}): the source scan's dose"
+    return f"exposure tags scaled by {scale:g}, the fraction of the source scan's dose ({names})"
+
+
 def _new_dataset(template: Any | None, now: _dt.datetime) -> tuple[Any, str]:
     """A CT dataset with patient/study tags from ``template`` or, without one, new ones."""
     from pydicom.dataset import Dataset
@@ -752,10 +886,19 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
     n = image.n_slices
     headers = image.source_headers or []
     template = headers[0] if headers and hasattr(headers[0], "get") else None
-    reuse = _headers_match(image)
+    same = _headers_match(image)
+    shift = None if same else _inplane_shift(image)
+    reuse = same or shift is not None
     datasets = []
     if reuse:
         note = "original per-slice headers kept (patient, study, geometry); private tags dropped"
+        if shift is not None:
+            note = (
+                "original per-slice headers kept (patient, study, slice positions) on the image's "
+                "in-plane grid (pixel spacing, position); private tags and overlays dropped"
+            )
+            if image.metadata.get("spacing_known") is False:
+                note += "; source pixel spacing unknown, written as stored in the image (1 mm)"
         for src in headers:
             ds = copy.deepcopy(src)
             _strip_pixels(ds)
@@ -767,6 +910,14 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
                 del ds.ReferencedSOPInstanceUID
             image_type = list(src.get("ImageType", []) or [])
             ds.ImageType = ["DERIVED", "SECONDARY", *(image_type[2:] or ["AXIAL"])]
+            if shift is not None:
+                # Same slice, other pixel grid (Rows/Columns come with the pixels): the first
+                # pixel moves in-plane only, so SliceLocation and the slice's identity hold.
+                pixel = image.spacing[-2:]
+                pos = _vec(src.get("ImagePositionPatient"), 3) + shift
+                ds.ImagePositionPatient = [_ds_string(x) for x in pos]
+                ds.PixelSpacing = [_ds_string(pixel[0]), _ds_string(pixel[1])]
+                _drop_overlays(ds)
             datasets.append(ds)
         description = str(template.get("SeriesDescription", "") or "")
         number = _number(template.get("SeriesNumber"))
@@ -784,6 +935,10 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
             _number(template.get("SliceThickness")) if template is not None else None
         ) or step
         iop = [*direction[:, 0].tolist(), *direction[:, 1].tolist()]
+        # SliceLocation is the position along the DICOM slice normal, row x column cosines (z
+        # for axial slices), not along the volume's third axis, which may run the other way.
+        normal = np.cross(direction[:, 0], direction[:, 1])
+        normal = normal / (np.linalg.norm(normal) or 1.0)
         for k in range(n):
             ds = copy.deepcopy(base)
             pos = origin + k * step * direction[:, 2]
@@ -793,7 +948,7 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
             ds.SliceThickness = _ds_string(thickness)
             if image.is_volume:
                 ds.SpacingBetweenSlices = _ds_string(step)
-            ds.SliceLocation = _ds_string(float(pos @ direction[:, 2]))
+            ds.SliceLocation = _ds_string(float(pos @ normal))
             ds.InstanceNumber = k + 1
             datasets.append(ds)
     suffix = options.description.strip()
@@ -801,6 +956,9 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
     series_number = int(number) + 1000 if number is not None else 1000
     what = suffix.removeprefix("lowdose").strip()
     derivation = f"lowdose {what}" if what else "lowdose"
+    exposure = _exposure_note(image, datasets)
+    if exposure:
+        note = f"{note}; {exposure}"
     for k, ds in enumerate(datasets):
         src = headers[k] if reuse else None
         ds.SOPClassUID = ds.get("SOPClassUID", CT_IMAGE_STORAGE)
@@ -869,6 +1027,9 @@ def _atomic_folder(target: Path) -> Iterator[Path]:
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.replace(target, old / "series")
+        # mkdtemp makes 0700 folders; give the series the usual permissions, as atomic_path
+        # gives files.
+        os.chmod(tmp, 0o777 & ~_umask())
         os.replace(tmp, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -903,11 +1064,14 @@ class DicomWriter(FormatWriter):
 
     New SeriesInstanceUID and SOPInstanceUIDs, ImageType DERIVED\\SECONDARY, the
     SeriesDescription plus a suffix, the original geometry and patient/study tags, int16 pixels
-    with RescaleSlope/Intercept (HU rounded to 1 HU), explicit VR little endian. Never into the
+    with RescaleSlope/Intercept (HU rounded to 1 HU), explicit VR little endian. The same slices
+    on another in-plane grid (upscaled) keep their source headers too, with the image's pixel
+    spacing and position. Exposure tags follow the image's :data:`DOSE_SCALE`. Never into the
     input folder; an existing target folder is replaced only when it holds a series lowdose wrote.
     """
 
     suffixes = (".dcm",)
+    one_slice_suffixes = (".dcm",)
 
     def write(self, image: CTImage, path: Path) -> Path:
         path = Path(path)
@@ -917,11 +1081,7 @@ class DicomWriter(FormatWriter):
         datasets, _ = _derived_datasets(image, self.options)
         slices = image.slices()
         if one_file:
-            if image.n_slices != 1:
-                raise LowdoseError(
-                    f"{path}: a .dcm file holds one slice, the image has {image.n_slices}; "
-                    "give a folder to write a series"
-                )
+            self.check(image.n_slices, path)
             _set_pixels(datasets[0], slices[0], self.options)
             with atomic_path(path) as tmp:
                 _save(datasets[0], tmp)

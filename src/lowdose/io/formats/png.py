@@ -109,16 +109,13 @@ class PngWriter(FormatWriter):
     """A 2D slice as 8-bit grey PNG through a window (default lung), recorded in the file."""
 
     suffixes = (".png",)
+    one_slice_suffixes = (".png",)
 
     def write(self, image: CTImage, path: Path) -> Path:
         from PIL import Image, PngImagePlugin
 
         path = Path(path)
-        if image.n_slices != 1:
-            raise LowdoseError(
-                f"{path}: a PNG holds one slice, the image has {image.n_slices}; write a "
-                ".nii.gz or a DICOM folder, or one slice at a time"
-            )
+        self.check(image.n_slices, path)
         refuse_input_overwrite(image, path, is_folder=False)
         check_finite(image.hu, path)
         window = self.options.window or default_window()
