@@ -209,3 +209,28 @@ def test_bm3d_noise_model_settings() -> None:
     with pytest.raises(ValueError, match="sigma_hu applies to the white"):
         BM3D(noise_model="ct", sigma_hu=30.0)
     assert BM3D().noise_factor == 6.0 and BM3D(noise_model="ct").noise_factor == 1.0
+
+
+@pytest.mark.parametrize(("batches_slices", "sizes"), [(True, [4, 2]), (False, [1] * 6)])
+def test_progress_counts_slices_and_slice_methods_get_one_at_a_time(
+        batches_slices: bool, sizes: list[int], capsys: pytest.CaptureFixture[str]) -> None:
+    # a classical method loops over slices anyway: given one at a time, its bar moves per slice
+    from lowdose.image import CTImage
+    from lowdose.models.base import Denoiser
+
+    seen: list[int] = []
+
+    class Counting(Denoiser):
+        name = "counting"
+
+        def denoise(self, hu: torch.Tensor) -> torch.Tensor:
+            seen.append(hu.shape[0])
+            return hu
+
+    Counting.batches_slices = batches_slices
+    volume = CTImage(np.zeros((6, 8, 8), np.float32), spacing=(1.0, 1.0, 1.0))
+    Counting().denoise_image(volume, batch_size=4, progress=True)
+    assert seen == sizes
+    err = capsys.readouterr().err
+    assert "6/6" in err and ("slice/s" in err or "s/slice" in err)  # tqdm: rate per slice
+    assert BM3D.batches_slices is False and TotalVariation.batches_slices is False

@@ -104,6 +104,9 @@ class Denoiser(ABC):
     #: Changes when new code makes a denoiser of this class return other output for the same
     #: settings and weights (a study's cached cells of it are then recomputed).
     revision: str = ""
+    #: False for a method that works slice by slice whatever it is given (the classical ones):
+    #: :meth:`denoise_image` then hands it one slice at a time, so progress shows every slice.
+    batches_slices: bool = True
 
     @abstractmethod
     def denoise(self, hu: torch.Tensor) -> torch.Tensor: ...
@@ -145,14 +148,19 @@ class Denoiser(ABC):
 
         stack = image.slices()
         out = np.empty_like(stack)
-        starts = range(0, stack.shape[0], max(1, batch_size))
+        step = max(1, batch_size) if self.batches_slices else 1
+        bar = None
         if progress:
             from tqdm import tqdm
 
-            starts = tqdm(starts, desc=f"denoise ({self.name})", unit="batch")
+            bar = tqdm(total=stack.shape[0], desc=f"denoise ({self.name})", unit="slice")
         with torch.inference_mode():
-            for start in starts:
-                chunk = torch.from_numpy(np.ascontiguousarray(stack[start : start + batch_size]))
+            for start in range(0, stack.shape[0], step):
+                chunk = torch.from_numpy(np.ascontiguousarray(stack[start : start + step]))
                 restored = self.denoise(chunk[:, None])
-                out[start : start + batch_size] = restored[:, 0].detach().cpu().float().numpy()
+                out[start : start + step] = restored[:, 0].detach().cpu().float().numpy()
+                if bar is not None:
+                    bar.update(chunk.shape[0])
+        if bar is not None:
+            bar.close()
         return image.with_pixels(out, metadata={"denoiser": self.name})

@@ -107,6 +107,7 @@ class _SliceDenoiser(Denoiser):
     # 2: the noise reading finds a slice's own tissue and reads small slices; the strength
     # splits the reading into white and correlated parts.
     revision = "2"
+    batches_slices = False
 
     def _denoise_slice(self, hu: np.ndarray) -> np.ndarray:
         raise NotImplementedError
