@@ -669,3 +669,138 @@ def test_slice_pool_split_by_group_or_by_slice(tmp_path: Path, split: str) -> No
         assert (low, high) == ([0, 2, 4, 101], [1, 3, 100, 102])
     with pytest.raises(LowdoseError, match="unknown split"):
         build_slice_pool(tmp_path, paths=paths, progress=False, split="patient")
+
+
+def _tiny_cli_run(tmp_path: Path, **kw) -> dict:
+    """Train a 2-step tiny GAN-CIRCLE run into ``tmp_path/run`` through the CLI's entry point
+    (a tiny YAML preset, ``--data`` a 4-slice volume); returns the arguments it was given."""
+    import numpy as np
+
+    from lowdose.training.gan import train_gan_cli
+
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2).astype(np.float32)
+    for name, level in (("vol", 1040), ("other", 900)):
+        np.save(tmp_path / f"{name}.npy",
+                np.stack([-1000 + level * body + 10 * k for k in range(4)]).astype(np.float32))
+    for name, f0 in (("tiny", 8), ("wide", 16)):
+        (tmp_path / f"{name}.yaml").write_text(
+            "family: gan-circle\n"
+            f"model: {{f0: {f0}, critic_base: 8, pool_size: 2}}\n"
+            "data: {slice_size: 64, patch: 32, method: image-poisson, min_mean_hu: -2000, "
+            "val_length: 2}\n"
+            "trainer: {max_steps: 2, batch_size: 2, progress: false, tensorboard: false}\n")
+    args = {"model": "gan-circle", "out": tmp_path / "run", "data": [str(tmp_path / "vol.npy")],
+            "preset": str(tmp_path / "tiny.yaml"), "dose": 0.25, **kw}
+    assert train_gan_cli(**args).step == 2
+    return args
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_gan_resume_refuses_a_changed_data_or_model_setting_before_the_pool(
+        tmp_path: Path) -> None:
+    """Each changed setting of the run's data or model is refused on --resume with one line
+    naming it and both values, before any pool is built or read: no new pool or cache file, no
+    advice to delete the cache. Fails without the check: a changed --data resumed silently on
+    the cached pool, --dose was told to delete the cache, --scale built a new pool first."""
+    from lowdose.training.gan import train_gan_cli
+
+    args = _tiny_cli_run(tmp_path)
+    run = tmp_path / "run"
+    before = _files(run)
+    assert "pool-x1.safetensors" in before
+    changes = [
+        ({"dose": 0.5}, "--dose 0.5", "--dose 0.25"),
+        ({"method": "projection"}, "--method projection", "--method image-poisson"),
+        ({"relative_dose": True}, "--relative-dose on", "--relative-dose off"),
+        ({"split": "slice"}, "--split slice", "--split group"),
+        ({"data": [str(tmp_path / "other.npy")]}, f"--data {tmp_path / 'other.npy'}",
+         f"--data {tmp_path / 'vol.npy'}"),
+        ({"scale": 2}, "--scale 2", "--scale 1"),
+        ({"paired_fraction": 0.5}, "--paired-fraction 0.5", "--paired-fraction 0.0"),
+        ({"seed": 3}, "--seed 3", "--seed 0"),
+        ({"init": str(run)}, f"--init {run}", "--init none"),
+        ({"preset": str(tmp_path / "wide.yaml")}, "arch (preset)", "'f0': 8"),
+    ]
+    for change, now, was in changes:
+        with pytest.raises(LowdoseError) as err:
+            train_gan_cli(**{**args, **change, "steps": 4}, resume=True)
+        message = str(err.value)
+        assert "\n" not in message and "delete" not in message, message
+        assert f"--resume with {now}" in message and "but the run was trained with" in message
+        assert was in message and "start a new --out" in message, message
+        assert _files(run) == before, change
+
+
+def test_gan_resume_with_more_steps_and_a_new_schedule_continues(tmp_path: Path) -> None:
+    """More steps, another batch size and learning-rate schedule: the resume goes on (those may
+    change); the run's data settings are recorded in its config (exports keep them as metadata
+    only)."""
+    import json
+
+    from lowdose.models.loading import read_weights
+    from lowdose.training.gan import export_generator, train_gan_cli
+
+    args = _tiny_cli_run(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(
+        (tmp_path / "tiny.yaml").read_text().replace("pool_size: 2}", "pool_size: 2, "
+                                                     "lr_generator: 0.0001, lr_decay: [2, 6]}"))
+    res = train_gan_cli(**{**args, "steps": 3, "batch_size": 4, "device": "cpu"}, resume=True)
+    assert res.resumed_from == 2 and res.step == 3
+    family = json.loads((tmp_path / "run" / "config.json").read_text())["family"]
+    assert family["data"]["paths"] == [str(tmp_path / "vol.npy")]
+    assert family["data"]["dose"] == 0.25 and family["data"]["seed"] == 0
+    _, shipped = read_weights(export_generator(tmp_path / "run", tmp_path / "w" / "gc"))
+    assert "data" not in shipped and shipped["metadata"]["data"]["dose"] == 0.25
+
+
+def _drop_recorded_data(run: Path) -> None:
+    """Make ``run``'s checkpoints look written before runs recorded their data settings."""
+    import json
+
+    for config in (run / "checkpoints").glob("step-*/config.json"):
+        family = json.loads(config.read_text())
+        family.pop("data", None)
+        config.write_text(json.dumps(family))
+
+
+def test_gan_resume_of_an_older_checkpoint_compares_what_it_holds(tmp_path: Path) -> None:
+    """A checkpoint without the recorded data still resumes; a changed dose is then caught by
+    the cached pool, whose message says to resume with the run's value, not to delete it."""
+    from lowdose.training.gan import train_gan_cli
+
+    args = _tiny_cli_run(tmp_path)
+    run = tmp_path / "run"
+    _drop_recorded_data(run)
+    before = _files(run)
+    with pytest.raises(LowdoseError) as err:
+        train_gan_cli(**{**args, "dose": 0.5, "steps": 3}, resume=True)
+    message = str(err.value)
+    assert "--resume with --dose 0.5, but the run was trained with --dose 0.25" in message
+    assert "delete" not in message and "start a new --out" in message
+    assert _files(run) == before
+    res = train_gan_cli(**{**args, "steps": 3}, resume=True)
+    assert res.resumed_from == 2 and res.step == 3
+
+
+def test_gan_resume_on_a_pool_that_is_not_the_runs_says_so(tmp_path: Path) -> None:
+    """Same settings as the run, but its cached pool was replaced by one of another dose: the
+    resume names the pool as not the run's (a fresh run is still told to delete it)."""
+    from lowdose.training.gan import train_gan, train_gan_cli
+
+    args = _tiny_cli_run(tmp_path)
+    cache = tmp_path / "run" / "pool-x1.safetensors"
+    pool = SlicePool.load(cache)
+    pool.info["dose"] = 0.5
+    pool.save(cache)
+    with pytest.raises(LowdoseError, match="not the run's pool") as err:
+        train_gan_cli(**{**args, "steps": 3}, resume=True)
+    assert "delete" not in str(err.value)
+    over = {"model": {"f0": 8, "critic_base": 8},
+            "data": {"cache": str(cache), "method": "image-poisson"},
+            "trainer": {"max_steps": 1, "batch_size": 2}}
+    with pytest.raises(LowdoseError, match=r"built with --dose 0\.5, not 0\.25; delete it"):
+        train_gan("gan-circle-cpu", tmp_path / "fresh", overrides=over)

@@ -380,6 +380,9 @@ class _GanFamily(TrainingFamily):
         self.cfg, self.arch = cfg, arch
         self.modules = modules
         self.init_source: str | None = None  # the run a fine-tune started from (--init)
+        # The run's data settings (gan_run_data), set by train_gan: saved in every checkpoint's
+        # config so that a --resume can be checked against them before the pool is built.
+        self.run_data: dict[str, Any] | None = None
         if getattr(cfg, "ema_decay", 0.0) > 0:
             self.modules["g_lh_ema"] = EMA(self.modules["g_lh"], cfg.ema_decay)
         self.pool_high = HistoryPool(cfg.pool_size, cfg.seed)
@@ -566,7 +569,12 @@ class _GanFamily(TrainingFamily):
             "module_prefix": "g_lh_ema.module." if ema else "g_lh.",
             "training": asdict(self.cfg),
             **({"init": self.init_source} if self.init_source else {}),
+            **({"data": self.run_data} if self.run_data is not None else {}),
         }
+
+    def run_settings(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The trainer's resume check: :func:`gan_run_settings` of a family config."""
+        return gan_run_settings(config)
 
 
 class GanCircleFamily(_GanFamily):
@@ -1042,6 +1050,7 @@ def build_slice_pool(
         "sets": list(sets), "dose": dose, "relative_dose": relative_dose, "scale": scale,
         "texture_tolerance": TEXTURE_TOLERANCE if relative_dose else None,
         "method": method, "seed": seed, "split": split, "low_groups": low_groups,
+        "paths": [str(p) for p in paths] if paths else None,
         "high_groups": high_groups, "size": size,
         "calibration": _calibration_identity(method),
         "thickness_mm": sorted({t for t in thick if t is not None}),
@@ -1237,6 +1246,154 @@ def build_family(family: str, model: dict[str, Any]) -> TrainingFamily:
     raise LowdoseError(f"unknown GAN family {family!r}; known: {', '.join(GAN_MODELS)}")
 
 
+# Model settings a resume may change: the optimisers and their schedule, the loss terms and
+# their weights, the critic schedule and the history pools (as the supervised family's optimiser
+# and loss may change). Every other model setting (the architecture, the EMA, l1_only, the seed)
+# defines the run's model and is compared.
+_RESUMABLE_MODEL_KEYS = frozenset({
+    "lr_generator", "lr_critic", "lr", "betas", "lr_decay", "n_critic", "critic_warmup",
+    "lambda_adv", "lambda_cycle", "lambda_identity", "lambda_jst", "jst_tau",
+    "lambda_supervised", "lambda_lowfreq", "lowfreq_sigma", "gp_weight", "critic_gain",
+    "adversarial", "pool_size",
+})
+# Data settings with a CLI option (key in a run's ``data`` record -> option), in the order a
+# refusal names them.
+_DATA_OPTIONS = {"paths": "--data", "dose": "--dose", "method": "--method",
+                 "relative_dose": "--relative-dose", "split": "--split"}
+# Preset-only data settings that shape the patches (data.cache is only where the pool is kept).
+_DATA_PRESET_KEYS = ("slice_size", "patch", "length", "val_length", "min_mean_hu")
+
+
+def gan_run_data(data: GanDataConfig, seed: int, init: Any = None) -> dict[str, Any]:
+    """The data settings a GAN run records in its family config (key ``data``): its sources,
+    the degradation, the patch sampling, the seed that draws them and the ``--init`` it started
+    from. Checkpoints hold it, so a ``--resume`` is checked against it (:func:`gan_run_settings`).
+
+    Example:
+        >>> gan_run_data(GanDataConfig(dose=0.1), seed=0)["dose"]
+        0.1
+    """
+    return {
+        "paths": [str(p) for p in data.paths] if data.paths else None,
+        "data_root": data.data_root, "sets": list(data.sets), "dose": data.dose,
+        "method": data.method, "relative_dose": data.relative_dose, "split": data.split,
+        **{key: getattr(data, key) for key in _DATA_PRESET_KEYS},
+        "seed": seed, "init": None if init is None else str(init),
+    }
+
+
+def gan_run_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that define a GAN run, by option, from its family config (saved in a
+    checkpoint or planned): what a ``--resume`` may not change.
+
+    The data (``--data``, or the preset's sets and data root), ``--dose``, ``--method``,
+    ``--relative-dose``, ``--split``, ``--scale``, ``--paired-fraction``, ``--seed``,
+    ``--init``, the preset's patch sampling, the architecture and every model setting but the
+    optimisers, losses and critic schedule (:data:`_RESUMABLE_MODEL_KEYS`). The run length,
+    batch size, threads, device and logging live in the trainer's settings and may change. A
+    setting the config does not hold (a checkpoint from before runs recorded their ``data``)
+    is left out, so it is not compared.
+
+    Example:
+        >>> cfg = {"model": "gan-circle", "scale": 1, "data": gan_run_data(GanDataConfig(), 0)}
+        >>> s = gan_run_settings(cfg)
+        >>> s["--dose"], s["--data"], s["--seed"]
+        (0.25, None, 0)
+    """
+    data = config.get("data")
+    training = config.get("training") or {}
+    settings: dict[str, Any] = {}
+    if "model" in config:
+        settings["--model"] = config["model"]
+    if data is not None:
+        settings.update({opt: data[key] for key, opt in _DATA_OPTIONS.items() if key in data})
+    if "scale" in config:
+        settings["--scale"] = config["scale"]
+    if "paired_fraction" in training:
+        settings["--paired-fraction"] = training["paired_fraction"]
+    if data is not None:
+        settings.update({opt: data[key] for key, opt in (("seed", "--seed"), ("init", "--init"))
+                         if key in data})
+        keys = _DATA_PRESET_KEYS if data.get("paths") else ("data_root", "sets",
+                                                             *_DATA_PRESET_KEYS)
+        settings.update({f"data.{key} (preset)": data[key] for key in keys if key in data})
+    if "arch" in config:
+        settings["arch (preset)"] = config["arch"]
+    settings.update({f"model.{key} (preset)": value for key, value in training.items()
+                     if key not in _RESUMABLE_MODEL_KEYS
+                     and key not in ("scale", "paired_fraction")})
+    return settings
+
+
+def _refuse_changed_gan_resume(out: Any, family: TrainingFamily,
+                               seed: int) -> dict[str, Any] | None:
+    """Before the pool is built or loaded: refuse to resume ``out``'s checkpoint with other
+    settings of the run's data or model than it was trained with (``family``: this run's,
+    its ``run_data`` set; ``seed``: the trainer's). Returns the checkpoint's family config, or
+    None when there is nothing to resume (a fresh start).
+
+    Raises:
+        LowdoseError: the first changed setting, with the run's value and the new one.
+    """
+    from lowdose.training.trainer import refuse_changed_settings, saved_run_config
+
+    saved = saved_run_config(out)
+    if saved is None:
+        return None
+    _, before, trainer = saved
+
+    def settings(config: dict[str, Any], run_seed: int | None) -> dict[str, Any]:
+        found = gan_run_settings(config)
+        if run_seed is not None:  # an older checkpoint's seed: its trainer settings hold it
+            found.setdefault("--seed", run_seed)
+        return found
+
+    refuse_changed_settings(out, settings(before, trainer.get("seed")),
+                            settings(family.config(), seed))
+    return before
+
+
+def _check_cached_pool(cache: Any, info: dict[str, Any], data: GanDataConfig, scale: int,
+                       out: Any, run_config: dict[str, Any] | None) -> None:
+    """Refuse a cached pool whose info says it was built with other data settings than this
+    run's; the advice depends on the run: a fresh run rebuilds the pool (delete it), a resumed
+    run must keep the data it trained on (``run_config``: its checkpoint's family config).
+
+    Raises:
+        LowdoseError: the first setting that differs, with both values.
+    """
+    from lowdose.training.trainer import _shown, refuse_changed_settings
+
+    paths = [str(p) for p in data.paths] if data.paths else None
+    checks = [("--scale", info.get("scale"), scale), ("--dose", info.get("dose"), data.dose),
+              ("--relative-dose", bool(info.get("relative_dose", False)), data.relative_dose),
+              ("--split", info.get("split", "group"), data.split)]
+    if "method" in info:
+        checks.append(("--method", info["method"], data.method))
+    if "size" in info:
+        checks.append(("data.slice_size (preset)", info["size"], data.slice_size))
+    if "paths" in info:  # pools from before it was recorded cannot tell their sources
+        checks.append(("--data", info["paths"], paths))
+        if paths is None and info["paths"] is None and "sets" in info:
+            checks.append(("data.sets (preset)", info["sets"], list(data.sets)))
+    for option, built, wanted in checks:
+        if built == wanted:
+            continue
+        if run_config is None:
+            raise LowdoseError(
+                f"{cache}: cached pool was built with {option} {_shown(built)}, not "
+                f"{_shown(wanted)}; delete it (a pool is reused only for the same data, scale, "
+                "dose, dose reference, method and split)")
+        if "data" not in run_config:
+            # A checkpoint from before runs recorded their data: the pool the run trained on
+            # is what says which value the run was trained with.
+            refuse_changed_settings(out, {option: built}, {option: wanted})
+        raise LowdoseError(
+            f"{cache}: cached pool was built with {option} {_shown(built)}, but the run was "
+            f"trained with {_shown(wanted)}: it is not the run's pool; point data.cache at the "
+            "run's pool, or start a new --out")
+
+
 def _shipped_generator_path(family: Any, init: Any) -> Any:
     """The weight file a shipped name stands for (``gan-circle-semi``; an upscaler at the
     family's scale), or ``None`` when ``init`` names none."""
@@ -1330,19 +1487,20 @@ def train_gan(
     data = GanDataConfig(**cfg["data"])
     trainer_cfg = TrainerConfig.from_dict(cfg["trainer"])
     family = build_family(cfg["family"], model)
+    family.run_data = gan_run_data(data, trainer_cfg.seed, init)
+    out = Path(out)
+    # Before --init's weights and the pool: a resume with other data or another model is
+    # refused with the run's values, not after minutes of simulation (or silently, on the
+    # pool the run cached before).
+    run_config = _refuse_changed_gan_resume(out, family, trainer_cfg.seed) if resume else None
     if init is not None:
         load_gan_init(family, init)
     scale = int(model.get("scale", 1))
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(data.cache) if data.cache else out / f"pool-x{scale}.safetensors"
     if cache.is_file():
         pool = SlicePool.load(cache)
-        if (pool.info.get("scale") != scale or pool.info.get("dose") != data.dose
-                or bool(pool.info.get("relative_dose", False)) != data.relative_dose
-                or pool.info.get("split", "group") != data.split):
-            raise LowdoseError(f"{cache}: cached pool is for another scale, dose, dose "
-                               "reference or split; delete it")
+        _check_cached_pool(cache, pool.info, data, scale, out, run_config)
         if data.relative_dose and pool.info.get("texture_tolerance") != TEXTURE_TOLERANCE:
             raise LowdoseError(f"{cache}: cached pool was simulated at the relative dose before "
                                "its noise texture was matched to each scan's; delete it")
@@ -1397,7 +1555,7 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
     summary_path = run_dir / "config.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     shipped = {k: v for k, v in config.items()
-               if k not in ("module_prefix", "training", "init")}
+               if k not in ("module_prefix", "training", "init", "data")}
     if model:
         shipped["model"] = model
     shipped["metadata"] = {
@@ -1406,6 +1564,7 @@ def export_generator(run_dir: Any, dest: Any, card: str = "", model: str | None 
         "final_metrics": summary.get("metrics", {}),
         "card": dest.with_suffix(".md").name,
         **({"init": config["init"]} if config.get("init") else {}),
+        **({"data": config["data"]} if config.get("data") else {}),
     }
     # The pixel sizes of the inputs G saw: the full-dose slices' (pools cached elsewhere, or
     # older ones, do not say), times the scale for super-resolution, whose degradation bins

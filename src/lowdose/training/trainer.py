@@ -32,8 +32,9 @@ continues on the same curve (and a resume with an edited schedule follows the ne
 Optional family hooks, found by name like ``on_step_end(step)`` and ``state_dict()``:
 ``run_settings(config) -> dict`` names the settings of a family config (saved or current) that
 define the run's data and model, keyed by their option (``{"--dose": 0.25, ...}``): a resume
-that changes one is refused (:func:`refuse_changed_settings`; without the hook the scale and
-pairing of a ``training`` section, as the GANs hold, and always the seed are compared).
+that changes one is refused (:func:`refuse_changed_settings`; the supervised and GAN families
+have it; without it the scale and pairing of a ``training`` section, and always the seed, are
+compared).
 ``should_stop(step) -> str | None`` ends training early.
 The trainer asks it after every step; on a reason (early stopping on a validation score) it
 writes a checkpoint at that step and ends the run (``TrainResult.stopped``). Under ``torchrun``
