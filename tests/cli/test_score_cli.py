@@ -101,3 +101,32 @@ def test_real_mayo_pair_scores_as_the_benchmark_does(shared_data: Path, tmp_path
     assert out["psnr_full"] > low["psnr_full"] + 4
     for tissue in ("outside_body", "lung_and_gas", "soft_tissue", "bone"):
         assert out[f"rmse_hu_{tissue}"] < low[f"rmse_hu_{tissue}"], tissue
+
+
+def _mayo_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """Full- and quarter-dose phantom slices saved in the Mayo npy scale ((HU + 1024) / 4096)."""
+    ref = _phantom()
+    noisy = ref + np.random.default_rng(1).normal(0, 30, ref.shape).astype(np.float32)
+    paths = tmp_path / "fd.npy", tmp_path / "qd.npy"
+    for path, hu in zip(paths, (ref, noisy), strict=True):
+        np.save(path, (np.clip(hu, -1024, 3072) + 1024) / 4096)
+    return paths
+
+
+def test_a_denoised_mayo_npy_scores_under_its_input_npy_scale(tmp_path: Path, capsys) -> None:
+    fd, qd = _mayo_pair(tmp_path)
+    out = tmp_path / "tv.npy"
+    assert run(["denoise", str(qd), str(out), "-m", "tv", "--npy-scale", "mayo"], capsys)[0] == 0
+    stored = np.load(out)
+    assert stored.min() >= 0.0 and stored.max() <= 1.0  # the input's scale, not HU
+    rc, _, err = run(["score", str(fd), str(qd), str(out), "--npy-scale", "mayo",
+                      "--json", str(tmp_path / "s.json")], capsys)
+    assert rc == 0, err
+    scores = json.loads((tmp_path / "s.json").read_text())["scores"]
+    assert scores[str(out)]["rmse_hu_soft_tissue"] < scores[str(qd)]["rmse_hu_soft_tissue"]
+
+
+def test_mayo_npy_scored_as_hu_is_one_error_line(tmp_path: Path, capsys) -> None:
+    fd, qd = _mayo_pair(tmp_path)
+    rc, _, err = run(["score", str(fd), str(qd), "--npy-scale", "hu"], capsys)
+    assert_one_error_line(rc, err, "fd.npy", "cannot be a CT slice in HU", "--npy-scale mayo")

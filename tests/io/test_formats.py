@@ -93,8 +93,8 @@ def test_npy_hu_by_default_and_mayo_scale_stated(tmp_path):
     assert "4096" in mayo.metadata["npy_scale_rule"]
     with pytest.raises(LowdoseError, match=r"mayo.npy: values lie in \[0, 1\].*--npy-scale mayo"):
         read_ct(tmp_path / "mayo.npy")
-    explicit = read_ct(tmp_path / "mayo.npy", npy_scale="hu")
-    assert explicit.hu.max() == pytest.approx(1.0)
+    with pytest.raises(LowdoseError, match=r"cannot be a CT slice in HU.*--npy-scale mayo"):
+        read_ct(tmp_path / "mayo.npy", npy_scale="hu")  # [0, 1] stated as HU: refused too
     with pytest.raises(LowdoseError, match="outside the Mayo"):
         read_ct(tmp_path / "hu.npy", npy_scale="mayo")
     with pytest.raises(LowdoseError, match="unknown npy scale 'x'"):

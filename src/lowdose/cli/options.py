@@ -20,7 +20,9 @@ def npy_scale_option(default: str | None = None) -> Any:
     import typer
 
     return typer.Option(default, "--npy-scale",
-                        help="How .npy values map to HU: 'hu' or 'mayo' (4096*v - 1024).")
+                        help="How .npy values map to HU: 'hu' or 'mayo' (4096*v - 1024); "
+                        "values all in [0, 1] are refused as HU. An .npy output of an .npy "
+                        "read as mayo is written in mayo, any other in HU.")
 
 
 def series_option(flag: str = "--series", of: str = "the input", each: bool = False) -> Any:

@@ -194,6 +194,39 @@ def simulate_image(image: CTImage, dose: float, simulator: LowDoseSimulator, see
     return simulate_low_dose(hu, dose, seed=seed, device=device, simulator=simulator)
 
 
+def simulated_geometry(image: CTImage, simulator: LowDoseSimulator,
+                       pixel_size_mm: float | None = None) -> dict[str, Any]:
+    """What :meth:`CTImage.with_pixels` needs so a simulated image without a pixel size in its
+    file (npy, PNG) carries the one its simulation used: the stated ``pixel_size_mm``, else the
+    projection physics' default (the larger side spans 380 mm), with its source in the
+    metadata. Empty for an image whose file holds its spacing, or when no pixel size was stated
+    or used (``image-poisson`` needs none). Call it after :func:`simulate_image`.
+
+    Example:
+        >>> from lowdose.physics.api import build_simulator
+        >>> img = CTImage(np.zeros((512, 512), np.float32), (1.0, 1.0),
+        ...               metadata={"spacing_known": False})
+        >>> simulated_geometry(img, build_simulator("image-poisson"), 0.7)["spacing"]
+        (0.7, 0.7)
+    """
+    if image.pixel_size_mm is not None:
+        return {}
+    if pixel_size_mm is not None:
+        pixel = float(pixel_size_mm)
+        source = f"stated ({pixel:g} mm given for the simulation), not read from the input"
+    elif hasattr(simulator, "pixel_for"):
+        # the size simulate_image let the projection physics pick, by its own rule
+        pixel = float(simulator.pixel_for(*image.shape[-2:]))
+        source = (f"assumed ({pixel:g} mm: the projection physics' default, the larger side "
+                  "spanning 380 mm), not read from the input")
+    else:
+        return {}
+    meta: dict[str, Any] = {"spacing_known": True, "spacing_source": source}
+    if image.is_volume:
+        meta["slice_spacing_known"] = False  # only the in-plane size was stated or assumed
+    return {"spacing": (*image.spacing[:-2], pixel, pixel), "metadata": meta}
+
+
 def simulate_path(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -230,7 +263,8 @@ def simulate_path(
             each into a subfolder of ``output`` (of each dose's folder) named by its number and
             description.
         pixel_size_mm: pixel size for inputs without one (npy, PNG); default: the image's
-            larger side spans 380 mm (0.742 mm for 512 pixels).
+            larger side spans 380 mm (0.742 mm for 512 pixels). The output carries the one
+            used as its spacing, its ``spacing_source`` metadata saying stated or assumed.
         relative_dose: ``projection``: each dose is a fraction of each slice's own dose, read
             from its noise, not of the calibration's full dose.
         device: torch device (default: a GPU when present).
@@ -301,7 +335,11 @@ def simulate_path(
                     dest = dest_root / written_name(job.relative)
                 meta = {"simulated_dose": dose, "simulator": method, "simulation_seed": seed,
                         DOSE_SCALE: source_dose_scale(method, dose, relative_dose)}
-                result = image.with_pixels(low, metadata=meta)
+                # An input without a pixel size (npy, PNG) gets the one simulated with, so the
+                # output's geometry matches its noise.
+                geometry = simulated_geometry(image, simulator, pixel_size_mm)
+                meta.update(geometry.pop("metadata", {}))
+                result = image.with_pixels(low, metadata=meta, **geometry)
                 written.append(write_ct(
                     result, dest, window=win, description=f"lowdose {method} dose {dose:g}",
                     folder_if_unknown=job.is_series,  # dose-0.5/ is a folder, not a '.5' file

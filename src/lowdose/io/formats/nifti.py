@@ -19,9 +19,12 @@ from lowdose.io.formats.common import (
     refuse_input_overwrite,
 )
 
-#: Metadata key of a 2D image read from a one-slice 3D NIfTI: its slice spacing (mm), so that
-#: the writer gives back the same (X, Y, 1) shape and affine.
+#: Metadata key of a 2D image read from a one-slice NIfTI, stored (X, Y, 1) or (X, Y): its
+#: third-axis (slice) spacing (mm), so that the writer gives back the same affine.
 SINGLE_SLICE_SPACING = "nifti_single_slice_spacing"
+#: Metadata key, True for a 2D image read from a NIfTI stored 2D (X, Y): written back 2D, where
+#: one read from (X, Y, 1) is written back (X, Y, 1).
+STORED_2D = "nifti_stored_2d"
 # NIfTI affines map voxels to RAS+; DICOM (and CTImage.origin/direction) use LPS+.
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -104,9 +107,11 @@ class NiftiReader(FormatReader):
             "source": str(path.resolve()),
             "stored_dtype": str(stored),
             "units": "values taken as HU (NIfTI stores no units)",
+            # A slice, stored (X, Y, 1) or (X, Y), has no third spacing of its own, but its
+            # affine holds one (the slice thickness); kept so the writer gives it back.
+            SINGLE_SLICE_SPACING: sk,
+            STORED_2D: data.ndim == 2,
         }
-        if data.ndim == 3:  # one slice of a volume: written back as (X, Y, 1) with its spacing
-            metadata[SINGLE_SLICE_SPACING] = sk
         return CTImage(hu, spacing=spacing, origin=origin, direction=direction, metadata=metadata)
 
 
@@ -123,7 +128,10 @@ class NiftiWriter(FormatWriter):
         refuse_input_overwrite(image, path, is_folder=False)
         check_finite(image.hu, path)
         data = image.hu.transpose(2, 1, 0) if image.is_volume else image.hu.T
-        if not image.is_volume and SINGLE_SLICE_SPACING in image.metadata:
+        one_slice_volume = SINGLE_SLICE_SPACING in image.metadata and not image.metadata.get(
+            STORED_2D, False
+        )
+        if not image.is_volume and one_slice_volume:
             data = data[:, :, None]  # the reader's one-slice volume keeps its shape
         affine = geometry_to_affine(image)
         nii = nib.Nifti1Image(np.ascontiguousarray(data, dtype=np.float32), affine)
