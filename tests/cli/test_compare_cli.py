@@ -50,7 +50,8 @@ def test_compare_warns_once_on_a_coronal_series(tmp_path: Path, capsys) -> None:
     (["{src}", "{tmp}/o", "-m", "tv,nope"], "nope"),
     (["{src}", "{tmp}/o", "--method", "image-poisson", "--calibration", "{src}"],
      "only the projection method"),
-    (["{png}", "{tmp}/o"], "without a stated HU window; pass --window"),
+    (["{src}", "{tmp}"], "must not hold the input"),
+    (["{src}", "{series}"], "holds what lowdose compare does not write"),
 ])
 def test_bad_input_is_one_error_line(tmp_path: Path, capsys, args: list[str],
                                      message: str) -> None:
@@ -65,6 +66,36 @@ def test_bad_input_is_one_error_line(tmp_path: Path, capsys, args: list[str],
     lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
     assert rc == 2 and len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err
+
+
+def test_an_8bit_png_is_read_through_the_lung_window_and_the_report_says_so(
+        tmp_path: Path, capsys) -> None:
+    """As denoise, score and info read it (the README's convention), not refused."""
+    from PIL import Image
+
+    png = tmp_path / "plain.png"  # 8-bit grey levels, no lowdose window recorded
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)).save(png)
+    rc, _, err = run(["compare", str(png), str(tmp_path / "c"), "-m", "tv", "--method",
+                      "image-poisson"], capsys)
+    assert rc == 0, err
+    note = "read as HU through the default window, lung [-1350, 150] HU"
+    assert note in err and note in (tmp_path / "c" / "compare.md").read_text()
+    rc, _, err = run(["compare", str(png), str(tmp_path / "d"), "-m", "tv", "--method",
+                      "image-poisson", "--window", "lung"], capsys)
+    assert rc == 0 and "default window" not in err, err
+
+
+def test_a_second_compare_into_the_same_folder_leaves_no_image_of_the_first(
+        tmp_path: Path, capsys) -> None:
+    src = write_ct(chest(1, size=64), tmp_path / "fd.nii.gz")
+    common = ["--method", "image-poisson", "--save-images"]
+    rc, _, err = run(["compare", str(src), str(tmp_path / "cmp"), "-m", "tv,tv:weight_hu=60",
+                      *common], capsys)
+    assert rc == 0, err
+    rc, _, err = run(["compare", str(src), str(tmp_path / "cmp"), "-m", "tv", *common], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in (tmp_path / "cmp" / "dose-0.25").iterdir()) == [
+        "low-dose.nii.gz", "tv.nii.gz"]
 
 
 @pytest.mark.integration

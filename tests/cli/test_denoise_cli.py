@@ -30,6 +30,24 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in out
 
 
+def test_list_prints_docstrings_as_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """No reStructuredText markup (``bm3d``, :class:`Denoiser`) in what a terminal shows."""
+    assert main(["denoise", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":class:" not in out and "`" not in out, out
+    assert "the bm3d package" in out and "as a Denoiser" in out
+
+
+def test_plain_text_renders_roles_literals_and_links() -> None:
+    from lowdose.cli.denoise import plain_text
+
+    assert plain_text("``G`` as a :class:`Denoiser`, :func:`~lowdose.io.read_ct`") == (
+        "G as a Denoiser, read_ct")
+    assert plain_text(":mod:`lowdose.physics` and `the paper <https://x.org>`_") == (
+        "lowdose.physics and the paper")
+    assert plain_text("HU [-1024, 3072] -> [0, 1]: plain") == "HU [-1024, 3072] -> [0, 1]: plain"
+
+
 def test_dicom_series_in_derived_series_out(tmp_path: Path) -> None:
     src = write_ct(_volume(), tmp_path / "series")  # a DICOM series folder
     assert main(["denoise", str(src), str(tmp_path / "restored"), "--model", "tv"]) == 0
@@ -159,6 +177,8 @@ def test_weight_file_model(tmp_path: Path) -> None:
         (["{nii}", "{tmp}/o.nii.gz", "-m", "bm3d", "--set", "noise_model=pink"],
          "noise_model must be one of white, ct"),
         (["{nii}", "{tmp}/o.nii.gz", "-m", "{pt}", "--set", "x=1"], "settings are in its weight"),
+        (["{nii}", "{tmp}/o.nii.gz", "-m", "bm3d:sigma_hu=40", "--set", "sigma_hu=20"],
+         "--set sigma_hu=20.0: sigma_hu is also given in the model name (bm3d:sigma_hu=40.0)"),
     ],
 )
 def test_bad_input_one_error_line(

@@ -161,3 +161,25 @@ def test_info_on_the_itkelastix_series(shared_data, capsys):
     assert rc == 0 and err == ""
     assert "shape:       72 x 512 x 512" in out and "spacing:     2 x 0.9766 x 0.9766" in out
     assert "min -1024.0" in out and "max 1317.0" in out
+
+
+def test_info_on_a_nifti_volume_names_its_orientation(tmp_path, capsys):
+    """As it does for DICOM: the plane the NIfTI affine gives."""
+    from lowdose.image import CTImage
+    from lowdose.io import write_ct
+
+    hu = np.full((3, 16, 16), 40.0, np.float32)
+    coronal = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
+    for name, direction, plane in (("ax", np.eye(3), "axial"), ("cor", coronal, "coronal")):
+        path = write_ct(CTImage(hu, spacing=(2.0, 0.7, 0.7), origin=(0.0, 0.0, 0.0),
+                                direction=direction), tmp_path / f"{name}.nii.gz")
+        rc, out, err = run(["info", str(path)], capsys)
+        assert rc == 0, err
+        lines = out.splitlines()
+        assert lines.count(f"orientation: {plane}") == 1, out
+        assert lines.index(f"orientation: {plane}") == 1 + next(
+            i for i, line in enumerate(lines) if line.startswith("origin:"))
+    np.save(tmp_path / "m.npy", hu[0])  # no direction stored: no orientation claimed
+    rc, out, _ = run(["info", str(tmp_path / "m.npy"), "--npy-scale", "hu"], capsys)
+    assert rc == 0 and "orientation:" not in out
+

@@ -144,16 +144,50 @@ def test_many_outputs_are_counted_not_listed(tmp_path, capsys, monkeypatch):
     assert out.strip() == f"wrote 2 files under {tmp_path / 'low'}"
 
 
-def test_png_without_a_stated_window_needs_one(tmp_path, capsys):
+def test_png_without_a_stated_window_is_read_through_the_lung_window(tmp_path, capsys):
+    """As denoise, score and info read it (the README's convention), saying so before the
+    progress bar; the same output as --window lung."""
     from PIL import Image
 
     grey = np.clip((body(64) + 1350) / 1500 * 255, 0, 255).astype(np.uint8)
     Image.fromarray(grey).save(tmp_path / "plain.png")
     rc, _, err = run(["simulate", str(tmp_path / "plain.png"), str(tmp_path / "o.png")], capsys)
-    assert_one_error_line(rc, err, "plain.png", "window")
-    rc, _, err = run(["simulate", str(tmp_path / "plain.png"), str(tmp_path / "o.png"),
+    assert rc == 0, err
+    note = "note: 8-bit input read as HU through the default window, lung [-1350, 150] HU"
+    assert err.startswith(note), err  # before the bar
+    assert tuple(read_ct(tmp_path / "o.png").metadata["window"]) == (-1350.0, 150.0)
+    rc, _, err = run(["simulate", str(tmp_path / "plain.png"), str(tmp_path / "given.png"),
                       "--window", "lung"], capsys)
-    assert rc == 0, err and (tmp_path / "o.png").is_file()
+    assert rc == 0 and "default window" not in err, err
+    assert np.array_equal(read_ct(tmp_path / "o.png").hu, read_ct(tmp_path / "given.png").hu)
+
+
+def test_a_window_recorded_in_a_png_is_kept_without_window(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    soft = Window.named("abdomen")
+    for name in ("a.png", "b.png"):
+        write_ct(CTImage(body(32), spacing=(0.7, 0.7)), data / name, window=soft)
+    rc, _, err = run(["simulate", str(data), str(tmp_path / "low"), "--dose", "0.5"], capsys)
+    assert rc == 0 and "default window" not in err, err
+    assert tuple(read_ct(tmp_path / "low" / "a.png").metadata["window"]) == (soft.lo, soft.hi)
+
+
+def test_pngs_with_and_without_a_recorded_window_need_one_window_before_the_bar(
+        tmp_path, capsys):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_ct(CTImage(body(32), spacing=(0.7, 0.7)), data / "a.png", window=Window.named("abdomen"))
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(data / "b.png")
+    rc, _, err = run(["simulate", str(data), str(tmp_path / "low")], capsys)
+    assert_one_error_line(rc, err, "1 8-bit image(s) record their HU window (e.g. a.png)",
+                          "1 do not (e.g. b.png)", "pass --window")
+    assert err.strip().startswith("error: ") and "image/s" not in err  # no progress bar
+    assert not (tmp_path / "low").exists()
+    rc, _, err = run(["simulate", str(data), str(tmp_path / "low"), "--window", "lung"], capsys)
+    assert rc == 0, err
 
 
 def test_relative_dose_follows_the_scans_own_noise(tmp_path, capsys):

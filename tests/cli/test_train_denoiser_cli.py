@@ -152,3 +152,15 @@ def test_init_fine_tunes_from_weights_of_the_same_model(
     assert main(["train", "denoiser", "--model", "gan-circle", "--out", str(tmp_path / "d"),
                  "--init", str(first)]) == 2
     assert "not 'gan-circle'" in capsys.readouterr().err  # a GAN starts from a GAN run
+
+
+def test_list_presets_has_a_header_row(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "denoiser", "--list-presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["preset", "model", "base", "max", "steps", "summary"]
+    # The header's columns sit over the rows' columns.
+    row = next(line for line in lines if line.startswith("cpu-finetune "))
+    assert lines[0].index("model") == row.index("unet")
+    assert lines[0].index("base") == row.index("base cpu-long")
+    assert lines[0].index("summary") == row.index("Fine-tuning")
+

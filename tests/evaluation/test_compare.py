@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,65 @@ def test_a_classical_denoiser_with_settings_gets_its_own_row(tmp_path: Path) -> 
     assert set(alone["doses"]["0.25"]["methods"]) == {LOW_DOSE, "tv:weight_hu=60"}
     with pytest.raises(LowdoseError, match="settings are in its weight file"):
         compare_denoisers(chest(1), CompareConfig(denoisers=["unet:strength=2"]))
+
+
+def test_an_earlier_comparison_in_the_folder_is_replaced_not_left_beside_the_new_one(
+        tmp_path: Path) -> None:
+    """A second run with fewer doses and denoisers: no image of the first run stays beside a
+    report that does not list it."""
+    out = tmp_path / "cmp"
+    first = CompareConfig(doses=[0.25, 0.1], denoisers=["tv", "tv:weight_hu=60"],
+                          method="image-poisson", save_images=True)
+    compare_denoisers(chest(1, size=64), first, out=out, warn=lambda note: None)
+    assert sorted(p.name for p in (out / "dose-0.25").iterdir()) == [
+        "low-dose.nii.gz", "tv.nii.gz", "tv_weight_hu_60.nii.gz"]
+    second = CompareConfig(doses=[0.25], denoisers=["tv"], method="image-poisson",
+                           save_images=True)
+    compare_denoisers(chest(1, size=64), second, out=out, warn=lambda note: None)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "compare.json", "compare.md", "compare.png", "dose-0.25", "full-dose.nii.gz"]
+    assert sorted(p.name for p in (out / "dose-0.25").iterdir()) == [
+        "low-dose.nii.gz", "tv.nii.gz"]
+    saved = json.loads((out / "compare.json").read_text())
+    assert sorted(saved["doses"]) == ["0.25"]
+    # Without images this time: the earlier images go too.
+    third = CompareConfig(doses=[0.25], denoisers=["tv"], method="image-poisson")
+    compare_denoisers(chest(1, size=64), third, out=out, warn=lambda note: None)
+    assert sorted(p.name for p in out.iterdir()) == ["compare.json", "compare.md",
+                                                     "compare.png"]
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    ({"notes.txt": "mine"}, "holds what lowdose compare does not write (notes.txt)"),
+    ({"full-dose.nii.gz": "mine"}, "holds no compare.json of an earlier lowdose compare"),
+    ({"compare.json": "{}"}, "holds no compare.json of an earlier lowdose compare"),
+    ({"compare.json": "EARLIER", "dose-0.25/notes.txt": "mine"}, "(dose-0.25)"),
+    ({"compare.json": "EARLIER", "results/a.nii.gz": "mine"}, "(results)"),
+])
+def test_a_folder_that_is_not_an_earlier_comparison_is_refused_and_left_as_it_is(
+        tmp_path: Path, make: dict[str, str], message: str) -> None:
+    earlier = tmp_path / "earlier"
+    compare_denoisers(chest(1, size=64), CompareConfig(denoisers=["tv"], method="image-poisson"),
+                      out=earlier, warn=lambda note: None)
+    out = tmp_path / "out"
+    for name, text in make.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        if text == "EARLIER":
+            text = (earlier / "compare.json").read_text()
+        (out / name).write_text(text)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(LowdoseError, match=re.escape(message)):
+        compare_denoisers(chest(1, size=64), CompareConfig(denoisers=["tv"]), out=out)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing removed
+
+
+def test_an_output_holding_the_input_is_refused(tmp_path: Path) -> None:
+    from lowdose.io import write_ct
+
+    cfg = CompareConfig(denoisers=["tv"], method="image-poisson", save_images=True)
+    compare_denoisers(chest(1, size=64), cfg, out=tmp_path / "cmp", warn=lambda note: None)
+    full = read_ct(write_ct(chest(1, size=64), tmp_path / "cmp" / "dose-0.25" / "mine.nii.gz"))
+    with pytest.raises(LowdoseError, match="must not hold the input"):
+        compare_denoisers(full, cfg, out=tmp_path / "cmp")
+    assert (tmp_path / "cmp" / "dose-0.25" / "mine.nii.gz").is_file()
+

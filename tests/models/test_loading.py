@@ -140,9 +140,29 @@ def test_a_name_may_carry_its_settings(tmp_path: Path) -> None:
     from lowdose.models.loading import split_spec
 
     assert load_denoiser("bm3d:noise_model=ct:noise_factor=1.1").noise_factor == 1.1
-    assert load_denoiser("tv:weight_hu=30", settings={"weight_hu": 40.0}).weight_hu == 40.0
     path = tmp_path / "odd:name.safetensors"
     path.write_bytes(b"")
     assert split_spec(str(path)) == (str(path), [])  # an existing path stays a path
     with pytest.raises(LowdoseError, match="tv takes"):
         load_denoiser("tv:sigma_hu=3")
+
+
+def test_a_setting_in_the_name_and_given_again_is_an_error_naming_it() -> None:
+    """``bm3d:sigma_hu=40`` with ``--set sigma_hu=20``: neither value silently wins."""
+    with pytest.raises(LowdoseError, match=r"--set sigma_hu=20.0: sigma_hu is also given in "
+                       r"the model name \(bm3d:sigma_hu=40.0\)"):
+        load_denoiser("bm3d:sigma_hu=40", settings={"sigma_hu": 20.0})
+    with pytest.raises(LowdoseError, match="weight_hu"):
+        load_denoiser("tv:weight_hu=30", settings={"weight_hu": 30.0})  # even the same value
+    # Different settings in the name and by --set combine.
+    tv = load_denoiser("tv:weight_hu=30", settings={"max_num_iter": 50})
+    assert (tv.weight_hu, tv.max_num_iter) == (30.0, 50)
+
+
+def test_a_setting_given_twice_is_an_error() -> None:
+    from lowdose.models.loading import parse_settings
+
+    with pytest.raises(LowdoseError, match="--set sigma_hu: given twice"):
+        parse_settings("bm3d", ["sigma_hu=40", "sigma_hu=20"])
+    with pytest.raises(LowdoseError, match="given twice"):
+        load_denoiser("bm3d:sigma_hu=40:sigma_hu=20")

@@ -14,7 +14,9 @@ def compare(
     full_dose: Path = typer.Argument(..., help="Full-dose CT: a file, DICOM series folder or "
                                      "NIfTI volume."),
     out: Path = typer.Argument(..., help="Output folder: compare.md, compare.json, compare.png "
-                               "(and the images with --save-images)."),
+                               "(and the images with --save-images). An earlier compare's "
+                               "output there is replaced; a folder holding anything else is "
+                               "refused."),
     doses: str = typer.Option("0.25", "--doses", help="Doses to simulate, e.g. 0.25,0.1."),
     models: str | None = typer.Option(
         None, "--models", "-m", help="Denoisers to compare, e.g. unet,bm3d,tv (names or weight "
@@ -35,7 +37,8 @@ def compare(
         False, "--save-images", help="Also write the full dose, each low dose and each "
         "restoration as NIfTI under OUT, to view side by side."),
     window: str | None = typer.Option(
-        None, "--window", help="HU window of an 8-bit PNG/JPEG input: 'lo,hi' or a name."),
+        None, "--window", help="HU window of an 8-bit PNG/JPEG input: 'lo,hi' or a name "
+        "(default: the window a lowdose PNG recorded, else lung = -1350,150)."),
     npy_scale: str | None = npy_scale_option(),
     series: str | None = series_option(),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 (default: best)."),
@@ -48,26 +51,29 @@ def compare(
 
     Example: lowdose compare fd-series/ cmp/ --doses 0.25,0.1 --models unet,bm3d,tv
     """
-    from lowdose.evaluation.compare import CompareConfig, compare_denoisers, markdown
+    from lowdose.evaluation.compare import (
+        CompareConfig,
+        compare_denoisers,
+        earlier_output,
+        markdown,
+    )
     from lowdose.io.read import read_ct_picking
-    from lowdose.physics.batch import stated_window
 
     if not full_dose.exists():
         raise LowdoseError(f"{full_dose}: no such file or folder")
     src, dst = full_dose.resolve(), out.resolve()
     if dst == src or (full_dose.is_dir() and src in dst.parents):
         raise LowdoseError(f"{out}: the output must not be the input or inside it")
-    if out.exists() and not out.is_dir():
-        raise LowdoseError(f"{out}: expected a folder")
+    earlier_output(out, full_dose)  # a folder of anything but a comparison: refused before work
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     cfg = CompareConfig(doses=parse_doses(doses), method=method,
                         relative_dose=relative_dose,
                         calibration=str(calibration) if calibration else None, denoisers=names,
                         seed=seed, slices=slices, batch_size=batch_size, device=device,
                         precision=precision, save_images=save_images)
-    hu_window = parse_window(window)
-    image = read_ct_picking(full_dose, series, window=hu_window, npy_scale=npy_scale)
-    stated_window(image, full_dose, hu_window)  # an 8-bit image needs its HU window stated
+    # An 8-bit image without --window reads through the window it recorded, else the lung
+    # window, as denoise, score and info read it; compare_denoisers notes the default.
+    image = read_ct_picking(full_dose, series, window=parse_window(window), npy_scale=npy_scale)
     result = compare_denoisers(image, cfg, out, progress=True,
                                warn=lambda m: typer.echo(f"warning: {m}", err=True))
     table = markdown(result)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from lowdose.cli.options import npy_scale_option, parse_doses, series_option
 from lowdose.errors import LowdoseError
+
+if TYPE_CHECKING:
+    from lowdose.image import Window
 
 MAX_OUTPUTS_LISTED = 10
 
@@ -38,7 +42,8 @@ def simulate(
         help="Calibration JSON from 'lowdose calibrate' (default: the shipped Mayo fit).",
     ),
     window: str | None = typer.Option(
-        None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name (lung)."
+        None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name "
+        "(default: the window a lowdose PNG recorded, else lung = -1350,150)."
     ),
     npy_scale: str | None = npy_scale_option(),
     series: str | None = series_option(each=True),
@@ -53,7 +58,7 @@ def simulate(
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: best)."),
 ) -> None:
-    """Simulate a lower-dose scan from a full-dose one; writes HU in the input's format.
+    """Simulate a lower-dose scan from a full-dose one, written in the input's format and scale.
 
     A DICOM series gets its dose tags (CTDIvol, mA, mAs) scaled by the dose where the dose is a
     fraction of the scan's own (image-poisson, --relative-dose); the default projection's dose is
@@ -67,9 +72,12 @@ def simulate(
     if doses is not None and dose is not None:
         raise LowdoseError("--dose and --doses: give one of them")
     dose_list = parse_doses(doses) if doses is not None else [0.25 if dose is None else dose]
+    hu_window = parse_window(window)
+    if hu_window is None and series is None:  # --series: DICOM, no 8-bit image to read
+        hu_window = default_8bit_window(input)
     written = simulate_path(
         input, output, dose_list, method=method, seed=seed,
-        calibration=calibration, window=parse_window(window), npy_scale=npy_scale,
+        calibration=calibration, window=hu_window, npy_scale=npy_scale,
         series=series, pixel_size_mm=pixel_size, relative_dose=relative_dose, device=device,
         progress=True,
     )
@@ -79,6 +87,63 @@ def simulate(
             typer.echo(f"wrote {path}")
     else:
         typer.echo(f"wrote {len(written)} files under {output}")
+
+
+def default_8bit_window(source: Path) -> Window | None:
+    """The window to read the 8-bit PNG/JPEG images under ``source`` through when no
+    ``--window`` is given: the lung window where none of them records one (said on stderr,
+    before the progress bar), as ``denoise``, ``score`` and ``info`` read them; ``None`` where
+    each records its own (a lowdose PNG) or there is no 8-bit image.
+
+    Raises:
+        LowdoseError: some of them record a window and others do not: one window given for
+            all would override the recorded ones, and none leaves the others unread.
+
+    Example:
+        >>> default_8bit_window(Path("fd.nii.gz")) is None  # doctest: +SKIP
+        True
+    """
+    from lowdose.io.formats.common import default_window, describe_window, sniff
+    from lowdose.io.read import IMAGE_FILE_SUFFIXES
+
+    if source.is_file():
+        files = [source]
+    elif source.is_dir():  # the files simulate_path takes from a folder tree
+        files = sorted(p for p in source.rglob("*") if p.is_file()
+                       and not p.name.startswith(".")
+                       and p.name.lower().endswith(IMAGE_FILE_SUFFIXES))
+    else:
+        return None  # simulate_path says it is missing
+    recorded, unstated = [], []
+    for path in files:
+        kind = sniff(path)
+        if kind in ("png", "jpeg"):
+            (recorded if kind == "png" and _records_window(path) else unstated).append(path)
+    if not unstated:
+        return None
+    if recorded:
+        raise LowdoseError(
+            f"{source}: {len(recorded)} 8-bit image(s) record their HU window (e.g. "
+            f"{recorded[0].name}) and {len(unstated)} do not (e.g. {unstated[0].name}); pass "
+            "--window to read them all through one"
+        )
+    window = default_window()
+    typer.echo(f"note: 8-bit input read as HU through the default window, "
+               f"{describe_window(window)} (--window states another)", err=True)
+    return window
+
+
+def _records_window(path: Path) -> bool:
+    """Whether the PNG at ``path`` records the window lowdose wrote it through."""
+    from PIL import Image
+
+    from lowdose.io.formats.png import WINDOW_KEY
+
+    try:
+        with Image.open(path) as img:
+            return WINDOW_KEY in (getattr(img, "text", {}) or {})
+    except (OSError, SyntaxError, ValueError):  # unreadable: the reader says why, by name
+        return False
 
 
 def calibrate(

@@ -73,14 +73,19 @@ def register(app: typer.Typer) -> None:
         Example: lowdose train denoiser --model unet --data ct/ --dose 0.25 --out runs/u
         """
         if list_presets:
+            from lowdose.cli.denoise import plain_text
             from lowdose.training.presets import shipped_training_presets
 
             entries = shipped_training_presets()
             width = max(len(entry.name) for entry in entries)
+            # A header over the columns: "base cpu-long" and "700 steps" read alone do not say
+            # which column is the preset and which the preset it builds on.
+            typer.echo(f"{'preset':<{width}} {'model':<11} {'base':<{width + 5}} "
+                       f"{'max steps':>12}  summary")
             for entry in entries:
                 base = f"base {entry.base}" if entry.base else "-"
                 typer.echo(f"{entry.name:<{width}} {entry.model:<11} {base:<{width + 5}} "
-                           f"{entry.max_steps or 0:>6} steps  {entry.summary}")
+                           f"{entry.max_steps or 0:>6} steps  {plain_text(entry.summary)}")
             return
         if device:  # one clear line now, not a torch assertion after the data work
             from lowdose.device import check_device

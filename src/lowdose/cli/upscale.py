@@ -18,6 +18,7 @@ def list_upscalers() -> list[tuple[str, str]]:
         >>> list_upscalers()[0][0]
         'gan-circle --scale 2 (default)'
     """
+    from lowdose.cli.denoise import plain_text
     from lowdose.models.gan_circle import (
         DEFAULT_UPSCALER,
         shipped_upscaler_path,
@@ -28,6 +29,7 @@ def list_upscalers() -> list[tuple[str, str]]:
     for name, scale in shipped_upscalers():
         card = shipped_upscaler_path(name, scale).with_suffix(".md")
         title = card.read_text().splitlines()[0].split(": ", 1)[-1] if card.is_file() else ""
+        title = plain_text(title)  # a card's title may quote code as a docstring does
         default = " (default)" if name == DEFAULT_UPSCALER else ""
         rows.append((f"{name} --scale {scale}{default}", title))
     return rows

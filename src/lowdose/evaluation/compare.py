@@ -39,6 +39,12 @@ from lowdose.image import CTImage
 LOW_DOSE = "low-dose input"
 #: Slices of a volume scored by default (evenly spaced).
 DEFAULT_SLICES = 8
+#: The files a comparison writes at the top of its output folder (the images: with
+#: ``save_images``); beside them, one ``dose-<d>/`` folder of ``.nii.gz`` images per dose.
+OUTPUT_FILES = ("compare.md", "compare.json", "compare.png", "full-dose.nii.gz")
+_DOSE_FOLDER = re.compile(r"dose-[0-9.e+-]+")
+# What an interrupted atomic write of one of OUTPUT_FILES leaves (lowdose.io.atomic).
+_PARTIAL = re.compile(r"\.(compare|full-dose\.nii)\.\w+\.partial\..+")
 
 
 @dataclass
@@ -107,6 +113,95 @@ def pick_slices(image: CTImage, n: int) -> CTImage:
     return image.every_nth(step, start)
 
 
+def earlier_output(out: Path, source: str | Path | None = None) -> list[Path]:
+    """What an earlier comparison left in ``out``, which a new one replaces (nothing when
+    ``out`` is new or empty): its files and ``dose-<d>/`` image folders, so that no image of
+    a denoiser the new run leaves out stays beside a report that does not list it.
+
+    Raises:
+        LowdoseError: ``out`` is a file; it holds anything a comparison does not write, or no
+            ``compare.json`` of one (a folder of the user's own: never emptied); or it holds
+            ``source``, the full-dose input.
+
+    Example:
+        >>> import tempfile
+        >>> earlier_output(Path(tempfile.mkdtemp()))
+        []
+    """
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        raise LowdoseError(f"{out}: expected a folder")
+    entries = sorted(out.iterdir())
+    if not entries:
+        return []
+    if source is not None and out.resolve() in Path(source).resolve().parents:
+        raise LowdoseError(f"{out}: the output must not hold the input ({source})")
+    foreign = [p.name for p in entries if not _written_by_compare(p)]
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
+                                           else "")
+        raise LowdoseError(f"{out}: not empty and holds what lowdose compare does not write "
+                           f"({listed}); give a new or empty output folder")
+    if not _is_comparison(out / "compare.json"):
+        raise LowdoseError(f"{out}: not empty and holds no compare.json of an earlier lowdose "
+                           "compare; give a new or empty output folder")
+    return entries
+
+
+def _written_by_compare(path: Path) -> bool:
+    """Whether ``path``, in an output folder, is a name a comparison writes there (links:
+    never, as removing one would be removing what it points to)."""
+    if path.is_symlink():
+        return False
+    if path.is_file():
+        return path.name in OUTPUT_FILES or bool(_PARTIAL.fullmatch(path.name))
+    if path.is_dir() and _DOSE_FOLDER.fullmatch(path.name):
+        return all(p.is_file() and not p.is_symlink() and p.name.endswith(".nii.gz")
+                   for p in path.iterdir())
+    return False
+
+
+def _is_comparison(path: Path) -> bool:
+    """Whether ``path`` is a ``compare.json`` as :func:`write_comparison` writes it."""
+    import json
+
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(saved, dict) and {"doses", "config", "scored_slices"} <= saved.keys()
+
+
+def _remove(entries: list[Path]) -> None:
+    import shutil
+
+    for path in entries:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def window_note(image: CTImage) -> str | None:
+    """A note when ``image`` is an 8-bit display image read through the default window (none
+    stated, none recorded in the file): its HU, and so every score, rest on that window.
+
+    Example:
+        >>> img = CTImage(np.zeros((4, 4), np.float32), (0.7, 0.7),
+        ...               metadata={"window": [-1350.0, 150.0], "window_source": "default (lung)"})
+        >>> window_note(img)[:57]
+        '8-bit display image read as HU through the default window'
+    """
+    meta = image.metadata
+    if "window" not in meta or not str(meta.get("window_source", "")).startswith("default"):
+        return None
+    lo, hi = meta["window"]
+    name = f"{meta['window_name']} " if meta.get("window_name") else ""
+    return (f"8-bit display image read as HU through the default window, {name}[{lo:g}, "
+            f"{hi:g}] HU (--window states another)")
+
+
 def _load(cfg: CompareConfig) -> tuple[dict[str, Any], dict[str, str]]:
     """The denoisers to compare by label (the denoiser's name; a second one of that name, a
     weight file say, or one given with settings, ``bm3d:noise_model=ct``, is labelled by what
@@ -141,7 +236,8 @@ def compare_denoisers(
 ) -> dict[str, Any]:
     """Simulate each dose from ``full``, restore it with each denoiser, score everything
     against ``full``; with ``out``, write ``compare.json``, ``compare.md`` and ``compare.png``
-    there (and the images, with ``cfg.save_images``).
+    there (and the images, with ``cfg.save_images``), in place of what an earlier comparison
+    wrote there (:func:`earlier_output`: a folder holding anything else is refused).
 
     Notes that apply (a denoiser given pixels far from its training scale, or a reformat; the
     projection physics given a reformat) go to ``warn`` (default: :func:`warnings.warn`), once.
@@ -167,7 +263,11 @@ def compare_denoisers(
     from lowdose.physics.batch import projection_plane_note, simulate_image
 
     cfg = cfg or CompareConfig()
+    out = Path(out) if out is not None else None
+    # Refused before any work; an earlier run's files are removed only once this one can run.
+    stale = earlier_output(out, full.metadata.get("source")) if out is not None else []
     say = OnceEach(warn)
+    say([window_note(full)])
     scored = pick_slices(full, cfg.slices)
     dens, skipped = _load(cfg)
     for den in dens.values():
@@ -180,7 +280,7 @@ def compare_denoisers(
         options.update(relative_dose_options(cfg.method, "--relative-dose"))
     simulator = build_simulator(cfg.method, **options)
     target = pick_device(cfg.device)
-    out = Path(out) if out is not None else None
+    _remove(stale)
     if out is not None and cfg.save_images:
         _save(scored, out / "full-dose.nii.gz")
 

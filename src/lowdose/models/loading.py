@@ -273,8 +273,31 @@ def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
             raise LowdoseError(f"--set {item!r}: expected KEY=VALUE, e.g. --set sigma_hu=40")
         if key not in known:
             raise LowdoseError(f"--set {key}: {name} takes {', '.join(known)}")
+        if key in out:  # two values for one setting: say so rather than keep the last
+            raise LowdoseError(f"--set {key}: given twice ({out[key]} and {text}); give it once")
         out[key] = _typed(key, text, known[key])
     return out
+
+
+def merge_settings(name: str, named: Mapping[str, Any],
+                   given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The settings of a denoiser named with some (``bm3d:sigma_hu=40``) and given others
+    (``--set``), as one mapping.
+
+    Raises:
+        LowdoseError: a setting given both ways: neither may silently win over the other.
+
+    Example:
+        >>> merge_settings("bm3d", {"sigma_hu": 40.0}, {"profile": "refilter"})
+        {'sigma_hu': 40.0, 'profile': 'refilter'}
+    """
+    given = given or {}
+    for key in named:
+        if key in given:
+            raise LowdoseError(
+                f"--set {key}={given[key]}: {key} is also given in the model name "
+                f"({name}:{key}={named[key]}); give it once")
+    return {**named, **given}
 
 
 def split_spec(spec: str) -> tuple[str, list[str]]:
@@ -345,7 +368,7 @@ def load_denoiser(
 
     name, named_settings = split_spec(str(name_or_path or DEFAULT_DENOISER))
     if named_settings:
-        settings = {**parse_settings(name, named_settings), **(settings or {})}
+        settings = merge_settings(name, parse_settings(name, named_settings), settings)
     if name in denoisers and not Path(name).exists():
         cls = denoisers.get(name)
         if issubclass(cls, NetworkDenoiser):
