@@ -36,14 +36,16 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.is_file():  # mkstemp makes 0600 files; give the result the usual permissions
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's file-creation mask (read without changing it), for the permissions a
+    file or folder made by ``mkstemp``/``mkdtemp`` (0600/0700) should get instead."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -24,7 +24,7 @@ import numpy as np
 
 from lowdose.errors import LowdoseError
 from lowdose.image import CTImage, plane_of
-from lowdose.io.atomic import _umask, atomic_path
+from lowdose.io.atomic import atomic_path, current_umask
 from lowdose.io.base import readers, writers
 from lowdose.io.formats.common import (
     FormatReader,
@@ -1029,7 +1029,7 @@ def _atomic_folder(target: Path) -> Iterator[Path]:
             os.replace(target, old / "series")
         # mkdtemp makes 0700 folders; give the series the usual permissions, as atomic_path
         # gives files.
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         os.replace(tmp, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
