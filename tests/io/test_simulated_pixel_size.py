@@ -28,6 +28,7 @@ def test_stated_pixel_size_is_the_simulated_dicom_pixel_spacing(tmp_path):
     ds = pydicom.dcmread(tmp_path / "ld.dcm")
     assert [float(v) for v in ds.PixelSpacing] == pytest.approx([0.742, 0.742])
     assert "unknown" not in ds.DerivationDescription  # not "(1 mm)" beside 0.742 mm pixels
+    assert "pixel spacing stated (0.742 mm given for the simulation)" in ds.DerivationDescription
 
 
 @pytest.mark.usefixtures("one_torch_thread")

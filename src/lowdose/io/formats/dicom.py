@@ -925,6 +925,8 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
         base, note = _new_dataset(template, now)
         if image.metadata.get("spacing_known") is False:
             note += "; source pixel spacing unknown, written as stored in the image (1 mm)"
+        elif image.metadata.get("spacing_source"):  # stated or assumed, not read from a file
+            note += f"; pixel spacing {image.metadata['spacing_source']}"
         description = str(template.get("SeriesDescription", "") or "") if template else ""
         number = _number(template.get("SeriesNumber")) if template is not None else None
         direction = np.eye(3) if image.direction is None else np.asarray(image.direction, float)
