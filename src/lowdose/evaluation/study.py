@@ -164,9 +164,21 @@ class StudyConfig:
         if seeds and self.classifier is None and self.seed in seeds:
             raise LowdoseError(f"study extra_classifiers: seed {self.seed} is the study's own "
                                "classifier seed")
+        self.train = dict(self.train or {})
+        self._check_train_keys()
         if seeds and "seed" in self.train:
             raise LowdoseError("study extra_classifiers: seeds cannot vary while `train` fixes "
                                f"the seed ({self.train['seed']})")
+
+    def _check_train_keys(self) -> None:
+        """A typo in ``train`` fails here, in one line, not as a TypeError after the data load."""
+        from lowdose.training.classifier import ClassifierTrainConfig
+
+        names = {f.name for f in fields(ClassifierTrainConfig)}
+        unknown = set(self.train) - names
+        if unknown:
+            raise LowdoseError(f"study config train: unknown keys {sorted(unknown)}; known: "
+                               f"{', '.join(sorted(names))}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
@@ -250,6 +262,16 @@ class StudyData:
     warnings: list[str]
     audit: dict[str, Any]
     source: str
+    revision: str | None = None
+    """``None`` while the data are those first cached for this configuration; after the data
+    folder or manifest changed, a hash of the new inputs: it joins the classifier's and the
+    cells' cache keys, so what was computed on other images is never reused."""
+    inputs: str | None = None
+    """The hash of the files the data stage read (:func:`data_inputs`; ``None``: phantoms)."""
+    build_s: float | None = None
+    """Seconds the data stage took when it was computed (kept with the cache)."""
+    cached: bool = False
+    """Whether this run read the data stage from the cache."""
 
 
 def _phantom_data(cfg: StudyConfig) -> StudyData:
@@ -274,7 +296,14 @@ def _phantom_data(cfg: StudyConfig) -> StudyData:
     return StudyData(hu, labels, paths, [], [], audit, "phantom")
 
 
+#: How the report and the warning tell users to drop duplicates.
+DEDUP_HINT = ("drop them with `lowdose data audit DATA --write-manifest dedup.csv`, then "
+              "`--manifest dedup.csv`")
+
+
 def _audit_summary(root: Path) -> dict[str, Any]:
+    """The audit of the data folder, in brief; the duplicate groups (paths relative to
+    ``root``) ride along under ``_groups`` for :func:`_add_duplicates_in_use`."""
     try:
         from lowdose.io.audit import audit_dataset
     except ImportError:
@@ -288,13 +317,60 @@ def _audit_summary(root: Path) -> dict[str, Any]:
     if isinstance(raw, str):
         raw = json.loads(raw)
     summary: dict[str, Any] = {}
-    for key in ("n_files", "n_unique", "duplicate_groups", "cross_split", "cross_class",
-                "unreadable", "per_split", "counts"):
+    # The names AuditResult.to_json writes; the group lists are counted here.
+    for key in ("n_files", "n_unique", "n_unique_near", "duplicate_groups",
+                "near_duplicate_groups", "cross_split_groups", "cross_class_groups",
+                "unreadable", "overlap"):
         if key in raw:
             value = raw[key]
-            summary[key] = len(value) if key == "duplicate_groups" and isinstance(
+            summary[key] = len(value) if key.endswith("_groups") and isinstance(
                 value, list) else value
+    summary["_groups"] = {
+        "copies": [list(g) for g in raw.get("duplicate_groups", [])]
+        + [list(g) for g in raw.get("near_duplicate_groups", [])],
+        "classes": [list(g["paths"]) for g in raw.get("cross_class_groups", [])]}
     return summary
+
+
+def _add_duplicates_in_use(data: StudyData, root: Path) -> None:
+    """Count the audit's copies among the images the study uses, in its own splits (a valid
+    split held out of train, a manifest, ``max_test`` all count): test and valid images with
+    a copy in train, test images with one in valid, images filed under two classes. Adds them
+    to ``data.audit`` and, when any, one warning."""
+    from lowdose.io.datasets import absolute
+
+    groups = data.audit.pop("_groups", None)
+    if groups is None:
+        return
+    base = absolute(root)
+    where: dict[str, tuple[str, int]] = {}
+    for split, paths in data.paths.items():
+        for path, label in zip(paths, data.labels[split].tolist(), strict=True):
+            with contextlib.suppress(ValueError):
+                where[Path(path).relative_to(base).as_posix()] = (split, int(label))
+    seen: dict[str, set[str]] = {"test_in_train": set(), "valid_in_train": set(),
+                                 "test_in_valid": set(), "in_two_classes": set()}
+    for group in groups["copies"]:
+        used = [p for p in group if p in where]
+        for a, b in (("test", "train"), ("valid", "train"), ("test", "valid")):
+            if any(where[p][0] == b for p in used):
+                seen[f"{a}_in_{b}"].update(p for p in used if where[p][0] == a)
+    for group in groups["classes"]:
+        used = [p for p in group if p in where]
+        if len({where[p][1] for p in used}) > 1:
+            seen["in_two_classes"].update(used)
+    counts = {k: len(v) for k, v in seen.items()}
+    n = {s: len(v) for s, v in data.labels.items()}
+    text = (f"{counts['test_in_train']} of {n.get('test', 0)} test images and "
+            f"{counts['valid_in_train']} of {n.get('valid', 0)} valid images have a copy "
+            f"(exact or near) in train, {counts['test_in_valid']} test images one in valid; "
+            f"{counts['in_two_classes']} images sit in two classes")
+    data.audit["duplicates_in_use"] = counts
+    if any(counts.values()):
+        data.audit["duplicates_note"] = f"{text}: {DEDUP_HINT}"
+        data.warnings.append(f"{text}: {DEDUP_HINT}")
+    else:
+        data.audit["duplicates_note"] = f"{text}"
 
 
 def _folder_data(cfg: StudyConfig, progress: bool) -> StudyData:
@@ -338,6 +414,8 @@ def _folder_data(cfg: StudyConfig, progress: bool) -> StudyData:
     out_y = {s: np.array(v, np.int64) for s, v in labels.items()}
     if "train" not in out_y or "test" not in out_y:
         raise LowdoseError(f"{root}: need a train and a test split, found {sorted(out_y)}")
+    warnings = []
+    held_out: dict[str, int] = {}
     if "valid" not in out_y:  # hold out a stratified share of train
         rng = np.random.default_rng(cfg.seed)
         y = out_y["train"]
@@ -349,13 +427,20 @@ def _folder_data(cfg: StudyConfig, progress: bool) -> StudyData:
             src_paths = paths["train"]
             out_hu[dst], out_y[dst] = out_hu["train"][idx], y[idx]
             paths[dst] = [src_paths[i] for i in idx]
-    warnings = []
+        counts = np.bincount(out_y["valid"], minlength=len(CLASSES))
+        held_out = {c: int(n) for c, n in zip(CLASSES, counts, strict=True) if n}
+        # Said, not silent: validation (and so the kept epoch) now rests on train images.
+        warnings.append(f"no valid split in the data: {len(val_idx)} train image(s) held out "
+                        f"for validation (valid_fraction {cfg.valid_fraction:g}; "
+                        + ", ".join(f"{c} {n}" for c, n in held_out.items()) + ")")
     for split in ("train", "valid", "test"):
         warnings += check_split_labels(out_y[split], list(CLASSES), split)
     audit = _audit_summary(root)
     audit["per_split"] = {s: np.bincount(out_y[s], minlength=len(CLASSES)).tolist()
                           for s in out_y}
     audit["classes"] = list(CLASSES)
+    if held_out:
+        audit["valid_held_out_of_train"] = held_out
     if cfg.manifest:
         audit["manifest"] = str(cfg.manifest)
     return StudyData(out_hu, out_y, paths, failures, warnings, audit, str(root))
@@ -377,28 +462,125 @@ def _limit_test(data: StudyData, max_test: int | None, seed: int) -> None:
     data.paths["test"] = [data.paths["test"][i] for i in keep]
 
 
+def data_inputs(cfg: StudyConfig) -> str | None:
+    """A hash of what the data stage reads from disk: the manifest's bytes and every image
+    file's path (relative to the data folder), size and modification time.
+
+    A stat per file, no pixel read, so a rerun checks it cheaply; ``None`` for the built-in
+    phantoms (their configuration says everything).
+
+    Example:
+        >>> data_inputs(StudyConfig()) is None
+        True
+    """
+    if cfg.data is None:
+        return None
+    from lowdose.io.datasets import IMAGE_SUFFIXES
+
+    root = Path(cfg.data)
+    h = hashlib.sha256()
+    if cfg.manifest:
+        try:
+            h.update(Path(cfg.manifest).read_bytes())
+        except OSError as exc:  # the rebuild that follows says what is wrong
+            h.update(f"unreadable manifest: {exc}".encode())
+    h.update(b"\0files\0")
+    if root.is_dir():
+        entries = []
+        for path in root.rglob("*"):
+            if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            with contextlib.suppress(OSError):  # vanished or not a file: not an input
+                st = path.stat()
+                if path.is_file():
+                    entries.append(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0"
+                                   f"{st.st_mtime_ns}\n")
+        h.update("".join(sorted(entries)).encode())
+    return h.hexdigest()[:16]
+
+
+def _listing_unchanged(cfg: StudyConfig, meta: dict[str, Any]) -> bool:
+    """Whether a data cache written before input hashes were recorded still lists the images
+    the data folder and manifest give now (the same paths; a test split cut by ``max_test``
+    may leave some out)."""
+    import warnings
+
+    from lowdose.io.datasets import scan_class_folders
+
+    if cfg.data is None:
+        return True
+    try:
+        with warnings.catch_warnings():  # the scan's notes were given when the cache was made
+            warnings.simplefilter("ignore")
+            items = scan_class_folders(Path(cfg.data),
+                                       manifest=Path(cfg.manifest) if cfg.manifest else None)
+    except Exception:  # e.g. a manifest row naming a deleted file: the rebuild says it
+        return False
+    now = {str(i.path): str(i.split) for i in items}
+    cached = {p for paths in meta.get("paths", {}).values() for p in paths}
+    cached |= {f["path"] for f in meta.get("failures", [])}
+    if cached - set(now):
+        return False
+    extra = set(now) - cached
+    return not extra or (bool(cfg.max_test) and all(now[p] == "test" for p in extra))
+
+
+def _read_data_cache(npz: Path, meta: dict[str, Any]) -> StudyData:
+    arrays = np.load(npz)
+    splits = meta["splits"]
+    return StudyData({s: arrays[f"{s}_hu"] for s in splits},
+                     {s: arrays[f"{s}_y"] for s in splits}, meta["paths"], meta["failures"],
+                     meta["warnings"], meta["audit"], meta["source"], meta.get("revision"),
+                     meta.get("inputs"), meta.get("build_s"), cached=True)
+
+
 def load_study_data(cfg: StudyConfig, cache: Path, progress: bool = True) -> StudyData:
-    """The data stage, cached in ``cache/data-<hash>.npz`` (+ ``.json``)."""
+    """The data stage, cached in ``cache/data-<hash>.npz`` (+ ``.json``).
+
+    The cache is keyed by the configuration; it is used only while the data folder's image
+    files (path, size, modification time) and the manifest's bytes are those it was built
+    from. Otherwise it is rebuilt, ``warnings`` says so (that run only) and
+    :attr:`StudyData.revision` changes, so that the classifier and the cells are recomputed.
+    """
     key = _hash({"data": cfg.data, "manifest": cfg.manifest, "size": cfg.slice_size,
                  "crop": cfg.crop_body, "window": cfg.png_window, "valid": cfg.valid_fraction,
                  "phantom": asdict(cfg.phantom) if cfg.data is None else None, "seed": cfg.seed,
                  "max_test": cfg.max_test, "v": 3})
     npz, meta_path = cache / f"data-{key}.npz", cache / f"data-{key}.json"
+    inputs = data_inputs(cfg)
+    first = inputs  # the inputs this key was first built from (revision None for them)
+    changed = False
     if npz.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        arrays = np.load(npz)
-        splits = meta["splits"]
-        return StudyData({s: arrays[f"{s}_hu"] for s in splits},
-                         {s: arrays[f"{s}_y"] for s in splits}, meta["paths"], meta["failures"],
-                         meta["warnings"], meta["audit"], meta["source"])
+        if "inputs" not in meta and _listing_unchanged(cfg, meta):
+            # A cache from before input hashes were kept, still listing the same images:
+            # adopt it (recomputing it, and all that depends on it, would change nothing).
+            meta["inputs"] = meta["first_inputs"] = inputs
+            atomic_write_text(meta_path, json.dumps(meta, indent=1))
+        if meta.get("inputs") == inputs:
+            return _read_data_cache(npz, meta)
+        changed = True
+        first = meta.get("first_inputs") or "unknown"
+    t0 = time.perf_counter()
     data = _phantom_data(cfg) if cfg.data is None else _folder_data(cfg, progress)
     _limit_test(data, cfg.max_test, cfg.seed)
+    if cfg.data is not None:
+        _add_duplicates_in_use(data, Path(cfg.data))
+    data.build_s = round(time.perf_counter() - t0, 2)
+    data.inputs = inputs
+    data.revision = None if inputs == first else inputs
     arrays = {f"{s}_hu": v for s, v in data.hu.items()} | {
         f"{s}_y": v for s, v in data.labels.items()}
     _save_npz(npz, **arrays)
     atomic_write_text(meta_path, json.dumps({
         "splits": sorted(data.hu), "paths": data.paths, "failures": data.failures,
-        "warnings": data.warnings, "audit": data.audit, "source": data.source}, indent=1))
+        "warnings": data.warnings, "audit": data.audit, "source": data.source,
+        "inputs": inputs, "first_inputs": first, "revision": data.revision,
+        "build_s": data.build_s}, indent=1))
+    if changed:  # this run's note only: the cached warnings describe the data themselves
+        data.warnings = [f"{cfg.data}: the image files or the manifest changed since the data "
+                         "stage was cached: rebuilt it (what depends on it is recomputed)",
+                         *data.warnings]
     return data
 
 
@@ -413,26 +595,60 @@ def get_classifier(cfg: StudyConfig, data: StudyData, cache: Path, resume: bool,
 
     if cfg.classifier:
         model = load_classifier(cfg.classifier, device=cfg.device, expected_classes=CLASSES)
-        return model, {"source": "loaded", "path": str(cfg.classifier),
-                       "spec": asdict(model.spec)}
+        summary = {"source": "loaded", "path": str(cfg.classifier), "spec": asdict(model.spec)}
+        if note := preparation_note(cfg, data, model.spec):
+            summary["preparation_note"] = note
+        return model, summary
     overrides = {"seed": cfg.seed, "slice_size": cfg.slice_size, "crop_body": cfg.crop_body,
                  **cfg.train}
     tcfg = preset(cfg.preset, **overrides)
     key = _hash({"data": cfg.data, "manifest": cfg.manifest, "size": cfg.slice_size,
                  "phantom": asdict(cfg.phantom) if cfg.data is None else None,
-                 "train": tcfg.to_dict(), "window": cfg.png_window, "hu_floor": HU_MIN})
+                 "train": tcfg.to_dict(), "window": cfg.png_window, "hu_floor": HU_MIN,
+                 # Only data changed since first cached: the keys of unchanged data stay.
+                 **({"data_revision": data.revision} if data.revision else {})})
     folder = cache / f"classifier-{key}"
     final = folder / "classifier.safetensors"
     summary_path = folder / "summary.json"
     if final.is_file() and summary_path.is_file():
         model = load_classifier(final, device=cfg.device, expected_classes=CLASSES)
-        return model, json.loads(summary_path.read_text())
+        return model, {**json.loads(summary_path.read_text()), "cached": True}
+    t0 = time.perf_counter()
     model, summary = train_classifier(
         data.hu["train"], data.labels["train"], data.hu["valid"], data.labels["valid"], tcfg,
         folder, resume=resume, device=cfg.device, progress=progress)
-    summary = {"source": "trained", "preset": cfg.preset, "config": tcfg.to_dict(), **summary}
+    summary = {"source": "trained", "preset": cfg.preset, "config": tcfg.to_dict(), **summary,
+               "train_s": round(time.perf_counter() - t0, 2)}
     atomic_write_text(summary_path, json.dumps(summary, indent=1, default=str))
     return model, summary
+
+
+def preparation_note(cfg: StudyConfig, data: StudyData, spec: Any) -> str | None:
+    """How the study prepares slices differently from how a loaded classifier was trained
+    (``lowdose classify`` prepares them its way), or ``None``.
+
+    The study keeps its own preparation: simulation and restoration run on its slices, and
+    an 8-bit image already clipped through one window cannot be read again through another.
+    So this is stated, not corrected.
+    """
+    ours, theirs = [], []
+    png = any(Path(p).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+              for paths in data.paths.values() for p in paths)
+    window = tuple(float(v) for v in spec.window)
+    if png and window != tuple(cfg.png_window):
+        ours.append(f"8-bit images through [{cfg.png_window[0]:g}, {cfg.png_window[1]:g}] HU")
+        theirs.append(f"8-bit images through [{window[0]:g}, {window[1]:g}] HU")
+    if spec.slice_size and spec.slice_size != cfg.slice_size:
+        ours.append(f"{cfg.slice_size} px slices")
+        theirs.append(f"{spec.slice_size} px slices")
+    if spec.slice_size and spec.crop_body != cfg.crop_body:
+        ours.append("body crop " + ("on" if cfg.crop_body else "off"))
+        theirs.append("body crop " + ("on" if spec.crop_body else "off"))
+    if not ours:
+        return None
+    return (f"classifier {Path(str(cfg.classifier)).name} was trained on "
+            f"{', '.join(theirs)}; this study prepares {', '.join(ours)} and keeps its own "
+            "preparation (the probabilities differ from those of `lowdose classify`)")
 
 
 def _classifier_key(entry: int | str) -> str:
@@ -479,7 +695,8 @@ def _cells_dir(cache: Path, cfg: StudyConfig, data: StudyData, clf_summary: dict
     key = _hash({"clf": clf_summary.get("config") or clf_summary.get("path"),
                  "data": data.source, "n_test": len(data.labels["test"]),
                  "size": cfg.slice_size, "phantom": asdict(cfg.phantom),
-                 "manifest": cfg.manifest, "max_test": cfg.max_test})
+                 "manifest": cfg.manifest, "max_test": cfg.max_test,
+                 **({"data_revision": data.revision} if data.revision else {})})
     return cache / f"cells-{key}"
 
 
@@ -538,7 +755,9 @@ def run_cell(
     start = min(n_done)
     bar = _progress(total=n, initial=start, desc=desc, leave=False,
                     disable=not progress or start >= n)
+    first = start
     while start < n:
+        t0 = time.perf_counter()
         stop = min(n, start + chunk)
         x = full[start:stop] if low_fn is None else low_fn(start, stop)
         if denoiser is not None:
@@ -557,11 +776,16 @@ def run_cell(
             merged = ({m: np.concatenate([done[k][m], new[m]]) for m in new}
                       if "probs" in done[k] else new)
             merged["n_done"] = np.array(stop)
+            # Seconds spent on the cell so far, kept with it: a cached rerun reports them.
+            merged["compute_s"] = np.array(float(done[k].get("compute_s", 0.0))
+                                           + time.perf_counter() - t0)
             _save_npz(path, **merged)
             done[k], n_done[k] = merged, stop
         bar.update(stop - start)
         start = stop
     bar.close()
+    for d in done:
+        d["cached"] = np.array(first >= n)  # nothing computed in this run
     return done
 
 
@@ -768,6 +992,8 @@ def finished_study(cfg: StudyConfig) -> dict[str, Any] | None:
         return None
     if old.get("config") != json.loads(json.dumps(cfg.to_dict(), default=str)):
         return None
+    if old.get("data", {}).get("inputs") != data_inputs(cfg):  # other images since
+        return None
     recorded = old.get("denoisers", {}).get("fingerprints")
     return old if recorded == _fingerprints(_denoiser_list(cfg)[0]) else None
 
@@ -803,6 +1029,12 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
     t0 = time.perf_counter()
     data = load_study_data(cfg, cache, progress)
     timings["data"] = time.perf_counter() - t0
+    # A cached stage reports the time it took when computed (kept with its cache), and is
+    # listed under "cached"; a cache older than that keeps this run's time.
+    cached: list[str] = []
+    if data.cached:
+        cached.append("data")
+        timings["data"] = data.build_s if data.build_s is not None else timings["data"]
     for w in data.warnings:
         say(f"warning: {w}")
     if data.failures:
@@ -814,6 +1046,14 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
     model, clf_summary = get_classifier(cfg, data, cache, resume, progress)
     others = extra_classifiers(cfg, data, cache, resume, progress)
     timings["classifier"] = time.perf_counter() - t0
+    summaries = [clf_summary] + [summ for _, _, summ in others]
+    if clf_summary.get("cached"):
+        cached.append("classifier")
+    timings["classifier"] += sum(float(summ.get("train_s", 0.0)) for summ in summaries
+                                 if summ.get("cached"))
+    for summ in summaries:
+        if note := summ.get("preparation_note"):
+            say(f"warning: {note}")
     judges = [(model, _cells_dir(cache, cfg, data, clf_summary))] + [
         (m, _cells_dir(cache, cfg, data, summ)) for _, m, summ in others]
 
@@ -827,6 +1067,9 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
     ref = refs[0]
     full_summary = _cell_summary(y, ref, cfg.n_boot, cfg.seed)
     timings["full_dose"] = time.perf_counter() - t0
+    if bool(ref["cached"]) and "compute_s" in ref:
+        cached.append(FULL_DOSE)
+        timings["full_dose"] = float(ref["compute_s"])
     acc = full_summary["accuracy"]
     say(f"full dose: accuracy {acc['value']:.3f} [{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}]")
     extra_results = []
@@ -882,6 +1125,9 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                                desc=f"{method} dose {dose:g} {den_name}", progress=progress)
                 cell_times[tag] = time.perf_counter() - t1
                 res = judged[0]
+                if bool(res["cached"]) and "compute_s" in res:
+                    cached.append(tag)
+                    cell_times[tag] = float(res["compute_s"])
                 summary = _cell_summary(y, res, cfg.n_boot, cfg.seed, ref["probs"],
                                         raw_probs[0] if raw_probs else None)
                 if others:
@@ -904,6 +1150,9 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                             + (f"{psnr:.2f} dB" if psnr is not None else "inf (unchanged)"))
     outer.close()
     timings["cells"] = time.perf_counter() - t_cells
+    if any(tag in cached for tag in cell_times):
+        # Cached cells count with the time they took; the rest of the stage as measured now.
+        timings["cells"] += sum(t for tag, t in cell_times.items() if tag in cached)
     if others:
         _holm_across_cells(cells)
 
@@ -926,7 +1175,8 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                              + (f", then clipped at {HU_MIN:g} HU (no scanner value lies below)"
                                 if cfg.png_window[0] < HU_MIN else ""),
                  "slice_size": cfg.slice_size, "crop_body": cfg.crop_body,
-                 "warnings": data.warnings},
+                 "valid_held_out_of_train": data.audit.get("valid_held_out_of_train"),
+                 "inputs": data.inputs, "warnings": data.warnings},
         "audit": data.audit,
         "read_failures": {"count": len(data.failures), "files": data.failures},
         "classifier": clf_summary,
@@ -948,7 +1198,8 @@ def run_study(cfg: StudyConfig, resume: bool = True, progress: bool = True,
                                         "SSIM and RMSE: mean over slices",
                                 "reference": "the full-dose test slice"},
         "timings_s": {**{k: round(v, 2) for k, v in timings.items()},
-                      "cells_each": {k: round(v, 2) for k, v in cell_times.items()}},
+                      "cells_each": {k: round(v, 2) for k, v in cell_times.items()},
+                      "cached": cached},
     }
     t0 = time.perf_counter()
     _save_npz(out / "grid.npz", **grid_images)

@@ -497,6 +497,10 @@ def _provenance(results: dict[str, Any]) -> str:
         lines.append(f" Selected epoch {clf['best_epoch']} of {clf.get('epochs_run')} by "
                      f"validation {clf.get('monitor', 'score')} {_fmt(clf.get('best_score'))}.")
     lines.append("</p>")
+    notes = [clf.get("preparation_note")] + [
+        e.get("classifier", {}).get("preparation_note")
+        for e in results.get("extra_classifiers") or []]
+    lines.extend(f"<p class='warn'>warning: {html.escape(n)}</p>" for n in notes if n)
     sim = results.get("simulator_options", {})
     if sim:
         lines.append("<p>Simulation options: " + "; ".join(
@@ -518,10 +522,14 @@ def _provenance(results: dict[str, Any]) -> str:
     lines.append("<p class='note'>Image metrics vs the full-dose slice: "
                  + html.escape("; ".join(f"{k}: {v}" for k, v in
                                          results["image_metric_ranges"].items())) + ".</p>")
+    shown = {k: results.get(k) for k in ("config", "versions", "seeds", "timings_s")}
+    trained = [clf] + [e.get("classifier", {}) for e in results.get("extra_classifiers") or []]
+    if all(c.get("source") == "loaded" for c in trained) and isinstance(shown["config"], dict):
+        # The training preset and overrides were not used: a loaded classifier is as it was.
+        shown["config"] = {k: v for k, v in shown["config"].items()
+                           if k not in ("preset", "train")}
     lines.append("<details><summary>Configuration, versions, seeds, timings</summary><pre>"
-                 + html.escape(json.dumps({k: results.get(k) for k in (
-                     "config", "versions", "seeds", "timings_s")}, indent=1, default=str))
-                 + "</pre></details>")
+                 + html.escape(json.dumps(shown, indent=1, default=str)) + "</pre></details>")
     return "".join(lines)
 
 
