@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 import torch
 
@@ -52,3 +53,84 @@ def test_classify_bad_model_is_one_error_line(tmp_path, capsys) -> None:
     rc = main(["classify", str(tmp_path), "--model", str(tmp_path / "none.safetensors")])
     _, err = capsys.readouterr()
     assert rc != 0 and err.startswith("error: ") and "none.safetensors" in err
+
+
+def test_classify_refuses_a_folder_or_non_csv_out_before_the_work(tmp_path, capsys,
+                                                                   monkeypatch) -> None:
+    """--out must be a .csv file path: a folder (or another suffix) is one error line before any
+    image is classified; a missing parent folder is made."""
+    import lowdose.evaluation.classify as api
+    from lowdose.io.phantom import write_phantom_dataset
+
+    torch.manual_seed(0)
+    net = build_classifier("resnet18", ClassifierSpec(arch="resnet18", input_size=32,
+                                                      slice_size=40))
+    model = save_classifier(net, tmp_path / "clf.safetensors")
+    data = tmp_path / "imgs"
+    write_phantom_dataset(data, 4, size=48, seed=2)
+    real = api.classify_paths
+    calls: list[str] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append("classify")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "classify_paths", counted)
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    for out, needle in ((folder, "is a folder; --out must be a .csv file path"),
+                        (tmp_path / "probs.txt", "must be a .csv file path")):
+        rc = main(["classify", str(data), "--model", str(model), "--out", str(out), "--quiet"])
+        _, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert rc != 0 and len(lines) == 1 and lines[0].startswith("error: --out "), err
+        assert needle in lines[0] and "Traceback" not in err
+    assert calls == [] and list(folder.iterdir()) == []  # refused before the work
+    nested = tmp_path / "new" / "sub" / "probs.csv"
+    rc = main(["classify", str(data), "--model", str(model), "--out", str(nested), "--quiet"])
+    _, err = capsys.readouterr()
+    assert rc == 0, err
+    assert calls == ["classify"] and len(list(csv.DictReader(nested.open()))) == 4
+
+
+def test_train_classifier_cli_resume_and_skipped_file_note(tmp_path, capsys) -> None:
+    """A finished run resumed with the same --epochs says so in one line; with more it trains
+    on. A skipped unreadable image is named once in the warning."""
+    import json
+
+    from lowdose.io.phantom import write_phantom_dataset
+
+    data = tmp_path / "data"
+    write_phantom_dataset(data, 12, size=32, seed=0)
+    bad = data / "train" / "normal" / "corrupt.png"
+    bad.write_bytes(b"\x89PNG broken")
+    out = tmp_path / "run"
+    base = ["train", "classifier", str(data), "-m", "resnet18", "--preset", "demo",
+            "--input-size", "32", "--out", str(out), "--device", "cpu", "--quiet"]
+    rc = main([*base, "--epochs", "1"])
+    stdout, err = capsys.readouterr()
+    assert rc == 0, err
+    note = next(line for line in err.splitlines() if "could not be read" in line)
+    assert note.count(str(bad)) == 1, note
+    rc = main([*base, "--epochs", "1", "--resume"])
+    stdout, err = capsys.readouterr()
+    assert rc == 0, err
+    assert stdout.count("\n") == 1 and "already finished (1 epochs run, --epochs 1" in stdout
+    rc = main([*base, "--epochs", "2", "--resume"])
+    stdout, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "already finished" not in stdout and "best epoch" in stdout
+    assert json.loads((out / "train_summary.json").read_text())["epochs_run"] == 2
+
+
+def test_dataset_helps_name_the_accepted_class_folders(capsys) -> None:
+    """The commands reading a class-folder dataset name the classes they accept, and that
+    staging suffixes are stripped, in their help (not only in an error)."""
+    for argv in (["train", "classifier"], ["study"], ["data", "audit"]):
+        rc = main([*argv, "--help"])
+        out, _ = capsys.readouterr()
+        text = " ".join(out.replace("│", " ").split())
+        assert rc == 0
+        for name in CLASSES:
+            assert name in text, (argv, name)
+        assert "_left.lower.lobe_T2_N0_M0_Ib is stripped" in text, argv

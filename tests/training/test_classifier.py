@@ -194,3 +194,77 @@ def test_resume_refuses_changed_input_or_data_even_for_a_finished_run(tmp_path) 
     _, summary = train_classifier(hu, y, hu, y, longer, tmp_path / "run", resume=True,
                                   progress=False, source=source)
     assert summary["epochs_run"] == 2
+
+
+
+def test_resume_of_a_finished_run_trains_on_to_more_epochs(tmp_path) -> None:
+    """A finished run resumed with a larger --epochs trains on, on the longer run's schedule;
+    resumed with the same --epochs it is returned as it is, with a note saying so."""
+    import csv
+    import json
+    from dataclasses import replace
+
+    from lowdose.models.classifiers import build_classifier
+    from lowdose.training.classifier import finished_classifier_run
+    from lowdose.training.trainer import latest_checkpoint
+
+    hu, y = _two_class_phantoms(8, seed=1)
+    cfg = preset("demo", arch="resnet18", input_size=32, slice_size=32, epochs=1, batch_size=8,
+                 crop_body=False, classes=["normal", "large.cell.carcinoma"])
+    run = tmp_path / "run"
+    _, first = train_classifier(hu, y, hu, y, cfg, run, progress=False)
+    assert first["epochs_run"] == 1
+    note = finished_classifier_run(run, cfg)
+    assert note is not None and "already finished (1 epochs run, --epochs 1" in note
+    assert "\n" not in note
+
+    longer = replace(cfg, epochs=3)
+    assert finished_classifier_run(run, longer) is None
+    _, summary = train_classifier(hu, y, hu, y, longer, run, resume=True, progress=False)
+    assert summary["epochs_run"] == 3
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    assert summary["history"][0] == first["history"][0]  # the first epoch is kept, not redone
+    assert json.loads((run / "train_summary.json").read_text())["epochs_run"] == 3
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None and ckpt.name == "step-00000003"  # one step per epoch
+    # The resumed steps follow the 3-epoch warm-up + cosine curve (as a longer --steps does
+    # for the denoisers), not the finished 1-epoch curve's floor.
+    fam = ClassifierFamily(build_classifier("resnet18", longer.spec()), longer, 1)
+    with (run / "metrics.csv").open() as fh:
+        lrs = {int(r["step"]): float(r["value"]) for r in csv.DictReader(fh)
+               if r["split"] == "train" and r["name"].startswith("lr")}
+    for step in (2, 3):  # logged after optimiser steps 1 and 2
+        assert lrs[step] == pytest.approx(longer.lr * fam.lr_factor("classifier", step - 1),
+                                          rel=1e-4)
+
+    # The same --epochs again: finished, returned as it is, nothing trained or rewritten.
+    stamp = (run / "classifier.safetensors").stat().st_mtime_ns
+    _, again = train_classifier(hu, y, hu, y, longer, run, resume=True, progress=False)
+    assert again == json.loads(json.dumps(summary, default=str))  # the saved summary
+    assert (run / "classifier.safetensors").stat().st_mtime_ns == stamp
+    assert "already finished (3 epochs run" in (finished_classifier_run(run, longer) or "")
+
+
+def test_finished_run_note_follows_epochs_and_patience(tmp_path) -> None:
+    """Whether a finished run trains on: more epochs do, unless its early stop still holds
+    under the (possibly larger) patience; with nothing to continue from it is refused."""
+    import json
+
+    from lowdose.training.classifier import finished_classifier_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "classifier.safetensors").write_bytes(b"")
+    (run / "train_summary.json").write_text(json.dumps({
+        "epochs_run": 5, "best_epoch": 2, "best_score": 0.75,
+        "early_stop": "no better validation score for 3 epochs", "weights": "w.safetensors"}))
+    stopped = finished_classifier_run(run, preset("demo", epochs=20, patience=3))
+    assert stopped is not None and "stopped early: no better validation score" in stopped
+    assert stopped.endswith("best epoch 2 (valid balanced accuracy 0.750); weights "
+                            f"{run / 'classifier.safetensors'}")
+    assert "already finished (5 epochs run" in (
+        finished_classifier_run(run, preset("demo", epochs=5, patience=9)) or "")
+    # A larger patience lifts the stop: it would train on, but there is no checkpoint.
+    with pytest.raises(LowdoseError, match="no checkpoint to continue to 20"):
+        finished_classifier_run(run, preset("demo", epochs=20, patience=9))
+    assert finished_classifier_run(tmp_path / "none", preset("demo")) is None

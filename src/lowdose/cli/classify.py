@@ -7,6 +7,36 @@ from pathlib import Path
 import typer
 
 
+def check_csv_out(out: Path) -> None:
+    """Refuse ``--out`` unless it can take the CSV: a ``.csv`` file path, not a folder; its
+    folder is made if missing (as the other commands' outputs are).
+
+    Raises:
+        LowdoseError: one line naming ``out`` and what to give instead.
+
+    Example:
+        >>> check_csv_out(Path("/tmp") / "probs.txt")
+        Traceback (most recent call last):
+        ...
+        lowdose.errors.LowdoseError: --out /tmp/probs.txt: must be a .csv file path (e.g. probs.csv)
+    """
+    from lowdose.errors import LowdoseError
+
+    if out.is_dir():
+        raise LowdoseError(f"--out {out}: is a folder; --out must be a .csv file path "
+                           f"(e.g. {out / 'probs.csv'})")
+    if out.suffix.lower() != ".csv":
+        raise LowdoseError(f"--out {out}: must be a .csv file path (e.g. probs.csv)")
+    blocker = next((p for p in out.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise LowdoseError(f"--out {out}: {blocker} is a file, not a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # no permission, a read-only file system, ...
+        raise LowdoseError(f"--out {out}: cannot make its folder {out.parent}: "
+                           f"{exc.strerror or exc}") from None
+
+
 def register(app: typer.Typer) -> None:
     """Add ``classify`` to ``app``."""
 
@@ -17,7 +47,8 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(..., "--model", "-m",
                                    help="Trained classifier (.safetensors with its .json)."),
         out: Path | None = typer.Option(
-            None, "--out", "-o", help="CSV to write (default: print to stdout)."),
+            None, "--out", "-o",
+            help="CSV file to write, e.g. probs.csv (default: print to stdout)."),
         device: str | None = typer.Option(None, help="cpu, cuda, ... (default: best)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
@@ -34,6 +65,8 @@ def register(app: typer.Typer) -> None:
         """
         from lowdose.evaluation.classify import classify_paths, write_probabilities_csv
 
+        if out is not None:
+            check_csv_out(out)  # before the work, not after classifying every image
         rows, classes = classify_paths(input, model, device=device, progress=not quiet)
         text = write_probabilities_csv(rows, classes, out)
         if out is None:

@@ -12,6 +12,13 @@ import typer
 
 from lowdose.cli.options import parse_window
 from lowdose.errors import LowdoseError
+from lowdose.io.datasets import CLASSES
+
+# The class folders every dataset command accepts, for their help texts (from the constant
+# the reader checks against, so the help cannot drift from it).
+CLASS_FOLDERS = ("{train,valid,test}/<class>/ with <class> one of " + ", ".join(CLASSES)
+                 + " (a staging suffix such as _left.lower.lobe_T2_N0_M0_Ib is stripped; "
+                 "other classes are refused)")
 
 
 @contextlib.contextmanager
@@ -81,7 +88,7 @@ def _outside(path: Path | None, folder: Path, option: str) -> None:
 
 
 def audit(
-    folder: Path = typer.Argument(..., help="Dataset folder: {train,valid,test}/<class>/ images."),
+    folder: Path = typer.Argument(..., help=f"Dataset folder of images: {CLASS_FOLDERS}."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON."),
     manifest: Path | None = typer.Option(
         None, "--write-manifest", help="Write the de-duplicated split as CSV path,label,split."

@@ -9,6 +9,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add ``study`` to ``app``."""
+    from lowdose.cli.data import CLASS_FOLDERS
 
     @app.command("study")
     def study(
@@ -16,7 +17,8 @@ def register(app: typer.Typer) -> None:
             "demo", "--config", "-c",
             help="YAML study config, or a built-in preset name (demo, kaggle)."),
         data: Path | None = typer.Option(
-            None, "--data", help="Class-folder dataset (Kaggle layout); default: phantoms."),
+            None, "--data", help=f"Class-folder dataset (Kaggle layout): {CLASS_FOLDERS}. "
+            "Default: phantoms."),
         manifest: Path | None = typer.Option(
             None, "--manifest", help="CSV path,label,split (e.g. de-duplicated by the audit)."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Output folder."),

@@ -9,17 +9,20 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add ``classifier`` to the ``train`` group."""
+    from lowdose.cli.data import CLASS_FOLDERS
 
     @app.command("classifier")
     def classifier(
-        data: Path = typer.Argument(..., help="Class-folder dataset: {train,valid,test}/<class>/."),
+        data: Path = typer.Argument(..., help=f"Class-folder dataset: {CLASS_FOLDERS}."),
         manifest: Path | None = typer.Option(
             None, "--manifest", help="CSV path,label,split (e.g. de-duplicated by the audit)."),
         model: str = typer.Option("densenet121", "--model", "-m",
                                   help="Registered classifier: densenet121, resnet18."),
         preset: str = typer.Option("cpu", "--preset", help="cpu (128 px), gpu (256 px), demo."),
         out: Path = typer.Option(Path("runs/classifier"), "--out", "-o", help="Output folder."),
-        resume: bool = typer.Option(False, "--resume", help="Continue from --out's checkpoint."),
+        resume: bool = typer.Option(
+            False, "--resume", help="Continue from --out's checkpoint; a finished run trains on "
+            "to a larger --epochs."),
         weights: Path | None = typer.Option(
             None, "--weights", help="Local pretrained weights to start from (.safetensors)."),
         trust_pickle: bool = typer.Option(
@@ -50,8 +53,12 @@ def register(app: typer.Typer) -> None:
         """
         from lowdose.cli.options import parse_window
         from lowdose.evaluation.study import StudyConfig, load_study_data
+        from lowdose.training.classifier import (
+            finished_classifier_run,
+            refuse_changed_classifier_resume,
+            train_classifier,
+        )
         from lowdose.training.classifier import preset as make_preset
-        from lowdose.training.classifier import refuse_changed_classifier_resume, train_classifier
 
         if device:  # one clear line now, not a torch assertion after reading every image
             from lowdose.device import check_device
@@ -66,6 +73,12 @@ def register(app: typer.Typer) -> None:
                   **({"weights": str(weights)} if weights else {})}
         if resume:  # changed settings: refused before reading any image
             refuse_changed_classifier_resume(out, cfg, source)
+            # A finished run that would train no further (same --epochs): say so and stop
+            # here, without reading every image for nothing.
+            finished = finished_classifier_run(out, cfg)
+            if finished is not None:
+                typer.echo(finished)
+                return
         study = StudyConfig(data=str(data), manifest=str(manifest) if manifest else None,
                             out=str(out), slice_size=cfg.slice_size, crop_body=cfg.crop_body,
                             seed=cfg.seed, png_window=cfg.window)
@@ -73,9 +86,12 @@ def register(app: typer.Typer) -> None:
         for w in loaded.warnings:
             typer.echo(f"warning: {w}", err=True)
         if loaded.failures:
+            first = loaded.failures[0]
+            # Readers' errors usually start with the path already: show it once.
+            note = (first["reason"] if first["path"] in first["reason"]
+                    else f"{first['path']}: {first['reason']}")
             typer.echo(f"warning: {len(loaded.failures)} image(s) could not be read, skipped "
-                       f"(first: {loaded.failures[0]['path']}: {loaded.failures[0]['reason']})",
-                       err=True)
+                       f"(first: {note})", err=True)
         _, summary = train_classifier(
             loaded.hu["train"], loaded.labels["train"], loaded.hu["valid"], loaded.labels["valid"],
             cfg, out, resume=resume, device=device, progress=not quiet,

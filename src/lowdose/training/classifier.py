@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -319,6 +320,57 @@ def refuse_changed_classifier_resume(out_dir: Any, cfg: ClassifierTrainConfig,
                             classifier_run_settings(current))
 
 
+def finished_classifier_run(out_dir: str | Path, cfg: ClassifierTrainConfig) -> str | None:
+    """One line saying that ``out_dir`` holds a finished run that a ``--resume`` with ``cfg``
+    would not train further, or ``None`` when there is nothing finished there or the resume
+    trains on.
+
+    A finished run (its ``classifier.safetensors`` and ``train_summary.json`` written) trains
+    on when ``cfg.epochs`` is more than it ran, unless it stopped early and still would: it
+    stopped after ``cfg.patience`` epochs without a better score, counted from its best epoch
+    (the family's ``bad_epochs``), so a larger patience lets it go on. The longer run follows
+    the schedule of ``cfg`` (the warm-up and cosine decay over all ``cfg.epochs``, as
+    :meth:`ClassifierFamily.lr_factor` computes it from the step), as the denoisers' trainer
+    does for a longer ``--steps``.
+
+    Raises:
+        LowdoseError: the run would train on but holds no checkpoint to continue from, or its
+            summary is unreadable.
+
+    Example:
+        >>> finished_classifier_run("no/such/run", preset("demo")) is None
+        True
+    """
+    import json
+
+    from lowdose.training.trainer import latest_checkpoint
+
+    out = Path(out_dir)
+    summary_path = out / "train_summary.json"
+    if not ((out / "classifier.safetensors").is_file() and summary_path.is_file()):
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+        ran, best = int(summary["epochs_run"]), summary.get("best_epoch")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LowdoseError(f"{summary_path}: unreadable run summary: {exc}") from None
+    # The early stop holds while the epochs since the best reach the (possibly new) patience.
+    stopped = (summary.get("early_stop") if summary.get("early_stop") and best is not None
+               and ran - int(best) >= cfg.patience else None)
+    if ran < cfg.epochs and not stopped:
+        if latest_checkpoint(out) is None:  # a resume would silently start from scratch
+            raise LowdoseError(f"{out}: finished after {ran} epochs but holds no checkpoint to "
+                               f"continue to {cfg.epochs}; train into another --out")
+        return None
+    score = summary.get("best_score")
+    shown = f"{score:.3f}" if isinstance(score, int | float) else "n/a"
+    why = (f"stopped early: {stopped}" if stopped else
+           f"--epochs {cfg.epochs}; a larger --epochs trains on")
+    # The weights file found here, not the summary's record of it (a moved run folder).
+    return (f"{out}: already finished ({ran} epochs run, {why}); best epoch {best} (valid "
+            f"balanced accuracy {shown}); weights {out / 'classifier.safetensors'}")
+
+
 class ClassifierFamily(TrainingFamily):
     """A :class:`SliceClassifier` trained with weighted, label-smoothed cross-entropy.
 
@@ -448,8 +500,6 @@ class SelectingClassifierFamily(ClassifierFamily):
                  out_dir: Any, progress: bool = True,
                  source: dict[str, Any] | None = None) -> None:
         super().__init__(model, cfg, steps_per_epoch, weights, source)
-        from pathlib import Path
-
         self.val_hu = torch.as_tensor(np.asarray(val_hu, np.float32))[:, None]
         self.val_y = np.asarray(val_y, np.int64)
         self.out_dir = Path(out_dir)
@@ -521,7 +571,9 @@ def train_classifier(
     The model is selected on the validation split by balanced accuracy (ties: lower loss)
     after every epoch, and training stops early after ``cfg.patience`` epochs without
     improvement. The trainer's checkpoints (``out_dir/checkpoints``, one per epoch) make
-    ``resume=True`` continue an interrupted run; the selected weights end in
+    ``resume=True`` continue an interrupted run, or a finished one to a larger ``cfg.epochs``
+    (a finished run that would train no further is returned as it is:
+    :func:`finished_classifier_run`); the selected weights end in
     ``out_dir/classifier.safetensors`` (+ ``.json`` spec and card). ``source`` (e.g.
     ``{"data": ..., "manifest": ...}``) records where the images came from; with
     ``init_weights`` it is kept in the run's config, and a resume that changes it, the
@@ -535,7 +587,6 @@ def train_classifier(
         >>> train_classifier(hu, y, vhu, vy, preset("cpu"), "runs/c")  # doctest: +SKIP
     """
     import json
-    from pathlib import Path
 
     from lowdose.models.classifiers import (
         build_classifier,
@@ -555,8 +606,9 @@ def train_classifier(
     source = {**(source or {}), **({"weights": init_weights} if init_weights else {})}
     if resume:  # also before returning a finished run as it is
         refuse_changed_classifier_resume(out, cfg, source)
-    if resume and final_path.is_file() and summary_path.is_file():
-        return load_classifier(final_path, device=device), json.loads(summary_path.read_text())
+        if finished_classifier_run(out, cfg) is not None:
+            return (load_classifier(final_path, device=device),
+                    json.loads(summary_path.read_text()))
     out.mkdir(parents=True, exist_ok=True)
     warnings = check_split_labels(train_y, list(cfg.classes), "train")
     warnings += check_split_labels(val_y, list(cfg.classes), "valid")
