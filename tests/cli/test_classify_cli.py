@@ -15,15 +15,20 @@ from lowdose.models.classifiers import ClassifierSpec, build_classifier, save_cl
 torch.set_num_threads(1)
 
 
-def test_classify_folder_writes_one_row_per_image(tmp_path, capsys) -> None:
+def _untrained_model_and_phantoms(tmp_path, n: int):
+    """An untrained ResNet-18 weight file and ``n`` phantom images per class and split."""
     from lowdose.io.phantom import write_phantom_dataset
 
     torch.manual_seed(0)
     net = build_classifier("resnet18", ClassifierSpec(arch="resnet18", input_size=32,
                                                       slice_size=40))
     model = save_classifier(net, tmp_path / "clf.safetensors")
-    data = tmp_path / "imgs"
-    write_phantom_dataset(data, 6, size=48, seed=2)
+    write_phantom_dataset(tmp_path / "imgs", n, size=48, seed=2)
+    return model, tmp_path / "imgs"
+
+
+def test_classify_folder_writes_one_row_per_image(tmp_path, capsys) -> None:
+    model, data = _untrained_model_and_phantoms(tmp_path, 6)
     (data / "broken.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "probs.csv"
     rc = main(["classify", str(data), "--model", str(model), "--out", str(out), "--quiet"])
@@ -60,14 +65,8 @@ def test_classify_refuses_a_folder_or_non_csv_out_before_the_work(tmp_path, caps
     """--out must be a .csv file path: a folder (or another suffix) is one error line before any
     image is classified; a missing parent folder is made."""
     import lowdose.evaluation.classify as api
-    from lowdose.io.phantom import write_phantom_dataset
 
-    torch.manual_seed(0)
-    net = build_classifier("resnet18", ClassifierSpec(arch="resnet18", input_size=32,
-                                                      slice_size=40))
-    model = save_classifier(net, tmp_path / "clf.safetensors")
-    data = tmp_path / "imgs"
-    write_phantom_dataset(data, 4, size=48, seed=2)
+    model, data = _untrained_model_and_phantoms(tmp_path, 4)
     real = api.classify_paths
     calls: list[str] = []
 
