@@ -131,15 +131,16 @@ def test_png_dataset_keeps_its_layout_and_window(tmp_path, capsys):
     assert tuple(low.metadata["window"]) == (lung.lo, lung.hi)
 
 
-def test_many_outputs_are_counted_not_listed(tmp_path, capsys, monkeypatch):
-    from lowdose.cli import simulate
+@pytest.mark.parametrize("command", [["simulate", "--dose", "0.5"], ["denoise", "-m", "tv"]])
+def test_many_outputs_are_counted_not_listed(tmp_path, capsys, monkeypatch, command):
+    from lowdose.cli import options
 
-    monkeypatch.setattr(simulate, "MAX_OUTPUTS_LISTED", 1)
+    monkeypatch.setattr(options, "MAX_OUTPUTS_LISTED", 1)
     data = tmp_path / "data"
     data.mkdir()
     for name in ("a.png", "b.png"):
         write_ct(CTImage(body(32), spacing=(0.7, 0.7)), data / name, window=Window.named("lung"))
-    rc, out, err = run(["simulate", str(data), str(tmp_path / "low"), "--dose", "0.5"], capsys)
+    rc, out, err = run([command[0], str(data), str(tmp_path / "low"), *command[1:]], capsys)
     assert rc == 0, err
     assert out.strip() == f"wrote 2 files under {tmp_path / 'low'}"
 

@@ -129,3 +129,16 @@ def test_upscaler_bf16_rounds_a_little_or_is_refused(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(lowdose.device, "cpu_has_bf16", lambda: False)
     with pytest.raises(LowdoseError, match="no native bf16"):
         GanCircleUpscaler(net, 2, precision="bf16").upscale(hu)
+
+
+def test_upscale_progress_counts_slices(capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from lowdose.image import CTImage
+
+    volume = CTImage(np.zeros((3, 16, 16), np.float32), spacing=(2.0, 0.8, 0.8))
+    up = GanCircleUpscaler(CircleGenerator(scale=2, f0=16), 2).upscale_image(
+        volume, batch_size=2, progress=True)
+    assert up.shape == (3, 32, 32)
+    err = capsys.readouterr().err
+    assert "3/3" in err and ("slice/s" in err or "s/slice" in err), err

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from lowdose.cli.options import npy_scale_option, series_option
+from lowdose.cli.options import npy_scale_option, say_written, series_option
 from lowdose.errors import LowdoseError
 
 if TYPE_CHECKING:
@@ -231,9 +231,8 @@ def register(app: typer.Typer) -> None:
 
         if listed_or_need_io("denoise", list_denoisers if list_ else None, src, dst):
             return
-        for path in denoise_path(src, dst, model, device, batch_size, trust_pickle,
+        say_written(denoise_path(src, dst, model, device, batch_size, trust_pickle,
                                  self_ensemble=self_ensemble, strength=strength,
                                  precision=precision, series=series, npy_scale=npy_scale,
                                  along=along, settings=settings,
-                                 warn=lambda m: typer.echo(f"warning: {m}", err=True)):
-            typer.echo(f"wrote {path}")
+                                 warn=lambda m: typer.echo(f"warning: {m}", err=True)), dst)

@@ -108,3 +108,24 @@ def parse_doses(text: str, flag: str = "--doses") -> list[float]:
     if not doses:
         raise LowdoseError(f"{flag}: give at least one dose fraction")
     return doses
+
+
+MAX_OUTPUTS_LISTED = 10
+"""Outputs named one by one; more (a dataset of images) are counted in one line."""
+
+
+def say_written(written: Sequence[Path], output: Path) -> None:
+    """Print each written path (``wrote PATH``), or one count line under ``output`` when a
+    folder tree of images made more than :data:`MAX_OUTPUTS_LISTED`.
+
+    Example:
+        >>> say_written([Path("out/a.png")], Path("out"))
+        wrote out/a.png
+    """
+    import typer
+
+    if len(written) <= MAX_OUTPUTS_LISTED:
+        for path in written:
+            typer.echo(f"wrote {path}")
+    else:
+        typer.echo(f"wrote {len(written)} files under {output}")

@@ -7,14 +7,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from lowdose.cli.options import npy_scale_option, parse_doses, series_option
+from lowdose.cli.options import npy_scale_option, parse_doses, say_written, series_option
 from lowdose.errors import LowdoseError
 
 if TYPE_CHECKING:
     from lowdose.image import Window
-
-MAX_OUTPUTS_LISTED = 10
-
 
 def simulate(
     input: Path = typer.Argument(
@@ -81,12 +78,7 @@ def simulate(
         series=series, pixel_size_mm=pixel_size, relative_dose=relative_dose, device=device,
         progress=True,
     )
-    # Each output by name, as denoise does, unless a dataset of images made many.
-    if len(written) <= MAX_OUTPUTS_LISTED:
-        for path in written:
-            typer.echo(f"wrote {path}")
-    else:
-        typer.echo(f"wrote {len(written)} files under {output}")
+    say_written(written, output)
 
 
 def default_8bit_window(source: Path) -> Window | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lowdose.cli.options import npy_scale_option, series_option
+from lowdose.cli.options import npy_scale_option, say_written, series_option
 from lowdose.errors import LowdoseError
 
 
@@ -115,7 +115,6 @@ def register(app: typer.Typer) -> None:
             return
         if scale not in (2, 4):
             raise LowdoseError(f"--scale must be 2 or 4, got {scale}")
-        for path in upscale_path(src, dst, scale, model, device, batch_size, precision=precision,
+        say_written(upscale_path(src, dst, scale, model, device, batch_size, precision=precision,
                                  series=series, npy_scale=npy_scale,
-                                 warn=lambda m: typer.echo(f"warning: {m}", err=True)):
-            typer.echo(f"wrote {path}")
+                                 warn=lambda m: typer.echo(f"warning: {m}", err=True)), dst)

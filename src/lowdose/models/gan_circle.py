@@ -416,14 +416,18 @@ class GanCircleUpscaler:
         s = self.scale
         stack = image.slices()
         out = np.empty((stack.shape[0], stack.shape[1] * s, stack.shape[2] * s), np.float32)
-        starts = range(0, stack.shape[0], max(1, batch_size))
+        bar = None
         if progress:
             from tqdm import tqdm
 
-            starts = tqdm(starts, desc=f"upscale x{s} ({self.name})", unit="batch")
-        for start in starts:
+            bar = tqdm(total=stack.shape[0], desc=f"upscale x{s} ({self.name})", unit="slice")
+        for start in range(0, stack.shape[0], max(1, batch_size)):
             chunk = torch.from_numpy(np.ascontiguousarray(stack[start : start + batch_size]))
             out[start : start + batch_size] = self.upscale(chunk[:, None])[:, 0].cpu().numpy()
+            if bar is not None:
+                bar.update(chunk.shape[0])
+        if bar is not None:
+            bar.close()
         spacing = list(image.spacing)
         dy, dx = spacing[-2], spacing[-1]
         spacing[-2], spacing[-1] = dy / s, dx / s
