@@ -50,7 +50,8 @@ def _results() -> tuple[dict, dict]:
         "classifier": {"source": "trained", "spec": {"arch": "densenet121", "input_size": 16,
                                                      "window": [-1350, 150],
                                                      "intensity": "percentile"},
-                       "best_epoch": 3, "epochs_run": 5, "best_score": 0.8},
+                       "best_epoch": 3, "epochs_run": 5, "best_score": 0.8,
+                       "monitor": "valid balanced_accuracy"},
         "grid": {"indices": [0, 1], "labels": ["adenocarcinoma", "normal"], "window": "lung"},
         "image_metric_ranges": {"full": "[-1024, 3072]", "window": "[-160, 240]"},
         "config": {"fov_mm": 350}, "versions": {}, "seeds": {}, "timings_s": {},
@@ -72,7 +73,7 @@ def test_report_holds_every_cell_figures_and_failures(tmp_path) -> None:
     assert "Images that failed to read: 1" in html and "/data/x.png" in html
     assert "red-cnn" in html and "weights missing" in html
     assert "lung window" in html and "test split has no images of class normal" in html
-    assert "Selected epoch 3 of 5" in html
+    assert "Selected epoch 3 of 5 by valid balanced accuracy 0.8" in html
     assert html.count("−3 / +1 <span class='note'>(p 0.62)</span>") == 2  # the two tv rows
     assert html.count("−0 / +7 <span class='note'>(p 0.016)</span>") == 2
     # The summary's best restoration at quarter dose, against its raw low dose.
@@ -106,3 +107,10 @@ def test_display_images_are_shown_as_exported_not_in_a_soft_tissue_band() -> Non
     results["grid"]["paths"] = ["/data/a.dcm", "/data/b.dcm"]  # HU data: soft tissue, no note
     html = render_report(results, grid)
     assert "soft tissue [-160, 240]" in html and "grey levels" not in html
+
+
+def test_paired_phrase_counts_one_slice_in_the_singular() -> None:
+    from lowdose.reporting.report import _paired_phrase
+
+    assert _paired_phrase({"lost": 1, "gained": 2, "p_value": 1.0}).startswith(": 1 slice lost,")
+    assert _paired_phrase({"lost": 0, "gained": 7, "p_value": 0.016}).startswith(": 0 slices")

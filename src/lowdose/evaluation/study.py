@@ -308,8 +308,12 @@ def _audit_summary(root: Path) -> dict[str, Any]:
         from lowdose.io.audit import audit_dataset
     except ImportError:
         return {"note": "lowdose.io.audit is not available"}
+    import warnings
+
     try:
-        result = audit_dataset(root)
+        with warnings.catch_warnings():  # its folder scan repeats what the data stage said
+            warnings.simplefilter("ignore")
+            result = audit_dataset(root)
     except Exception as exc:  # the audit informs the report; it must not stop the study
         return {"error": f"{type(exc).__name__}: {exc}"}
     raw = result.to_json() if hasattr(result, "to_json") else (

@@ -75,7 +75,8 @@ def _paired_phrase(paired: dict[str, Any] | None) -> str:
     """``: 3 slices lost, 1 gained, McNemar p 0.62`` for a sentence; empty without a count."""
     if not paired:
         return ""
-    return (f": {paired['lost']} slices lost, {paired['gained']} gained, "
+    lost = paired["lost"]
+    return (f": {lost} slice{'' if lost == 1 else 's'} lost, {paired['gained']} gained, "
             f"McNemar p {paired['p_value']:.2g}")
 
 
@@ -494,8 +495,11 @@ def _provenance(results: dict[str, Any]) -> str:
         f"{html.escape(str(spec.get('intensity', cfg.get('intensity'))))}.",
     ]
     if "best_epoch" in clf:
+        monitor = str(clf.get("monitor", "validation score"))
+        if not monitor.startswith("valid"):
+            monitor = f"validation {monitor}"
         lines.append(f" Selected epoch {clf['best_epoch']} of {clf.get('epochs_run')} by "
-                     f"validation {clf.get('monitor', 'score')} {_fmt(clf.get('best_score'))}.")
+                     f"{monitor.replace('_', ' ')} {_fmt(clf.get('best_score'))}.")
     lines.append("</p>")
     notes = [clf.get("preparation_note")] + [
         e.get("classifier", {}).get("preparation_note")
