@@ -46,7 +46,7 @@ def info(
             else:  # a file holds one series: --series all describes it as it is
                 inventory = describe(path, window=parse_window(window), npy_scale=npy_scale,
                                      series=None if series == ALL_SERIES else series)
-                typer.echo(with_orientation(format_inventory(inventory), inventory.image))
+                typer.echo(format_inventory(inventory))
                 typer.echo(noise_line(inventory.image))
         except MixedSeriesError as exc:
             if series is not None:
@@ -68,32 +68,8 @@ def _describe_each(folder: Path, scan: DicomScan | None = None) -> None:
     typer.echo("\n".join(format_series_table(found)))
     for i, (name, inventory) in enumerate(described, 1):
         typer.echo(f"\nseries {i} of {len(described)} ({name}/):")
-        typer.echo(with_orientation(format_inventory(inventory, with_path=False),
-                                    inventory.image))
+        typer.echo(format_inventory(inventory, with_path=False))
         typer.echo(noise_line(inventory.image))
-
-
-def with_orientation(report: str, image: CTImage) -> str:
-    r"""``report`` (:func:`lowdose.io.read.format_inventory`) with an ``orientation:`` line
-    where it has none but the image's direction gives its plane: the inventory prints the
-    plane a DICOM header states, and a NIfTI volume carries its own in its affine.
-
-    Example:
-        >>> import numpy as np
-        >>> from lowdose.image import CTImage
-        >>> img = CTImage(np.zeros((2, 4, 4)), (2.0, 0.7, 0.7), direction=np.eye(3))
-        >>> with_orientation("shape:       2 x 4 x 4\nspacing:     2 x 0.7 x 0.7 mm", img)
-        'shape:       2 x 4 x 4\nspacing:     2 x 0.7 x 0.7 mm\norientation: axial'
-    """
-    lines = report.splitlines()
-    plane = image.orientation
-    if plane is None or any(line.startswith("orientation:") for line in lines):
-        return report
-    # Where the inventory puts it for DICOM: after the geometry (origin, else spacing).
-    at = next((i + 1 for i in reversed(range(len(lines)))
-               if lines[i].startswith(("origin:", "spacing:"))), len(lines))
-    lines.insert(at, f"orientation: {plane}")
-    return "\n".join(lines)
 
 
 def noise_line(image: CTImage) -> str:

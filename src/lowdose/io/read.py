@@ -392,10 +392,12 @@ def format_inventory(inv: Inventory, with_path: bool = True) -> str:
     ]
     if img.origin is not None:
         lines.append(f"origin:      {', '.join(f'{x:.4g}' for x in img.origin)} mm (LPS)")
-    if meta.get("orientation"):
+    # A DICOM header states its plane; a NIfTI volume's affine gives it (image.orientation).
+    plane = meta.get("orientation") or img.orientation
+    if plane:
         order = meta.get("slice_order")
         lines.append(
-            f"orientation: {meta['orientation']}"
+            f"orientation: {plane}"
             + (f"; slice order: {order}" if order and img.is_volume else "")
         )
     lines.append(
