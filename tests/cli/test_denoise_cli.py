@@ -39,7 +39,7 @@ def test_list_prints_docstrings_as_plain_text(capsys: pytest.CaptureFixture[str]
 
 
 def test_plain_text_renders_roles_literals_and_links() -> None:
-    from lowdose.cli.denoise import plain_text
+    from lowdose.cli.options import plain_text
 
     assert plain_text("``G`` as a :class:`Denoiser`, :func:`~lowdose.io.read_ct`") == (
         "G as a Denoiser, read_ct")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,28 @@ def say_written(written: Sequence[Path], output: Path) -> None:
             typer.echo(f"wrote {path}")
     else:
         typer.echo(f"wrote {len(written)} files under {output}")
+
+
+# A reStructuredText role (:class:`Denoiser`, :func:`~a.b.c`), an inline literal (``bm3d``) or
+# interpreted text (`x`), as the docstrings the --list outputs quote are written.
+_RST_MARKUP = re.compile(r"(?::[\w.+-]+:)?(``|`)(.+?)\1(?:_{1,2})?")
+
+
+def plain_text(text: str) -> str:
+    """``text`` with its reStructuredText roles and literals as the words they show: what a
+    terminal prints of a docstring line (the ``--list`` outputs).
+
+    Example:
+        >>> plain_text("GAN generator ``G`` as a :class:`Denoiser` (:func:`~a.b.load_it`)")
+        'GAN generator G as a Denoiser (load_it)'
+    """
+
+    def shown(match: re.Match[str]) -> str:
+        inner = match.group(2)
+        if link := re.fullmatch(r"(.+?)\s*<[^<>]+>", inner):  # `title <target>`: the title
+            return link.group(1)
+        if match.group(0).startswith(":") and inner.startswith("~"):  # ~a.b.c: its last part
+            return inner[1:].rsplit(".", 1)[-1]
+        return inner
+
+    return _RST_MARKUP.sub(shown, text)

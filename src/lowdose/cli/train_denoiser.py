@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         Example: lowdose train denoiser --model unet --data ct/ --dose 0.25 --out runs/u
         """
         if list_presets:
-            from lowdose.cli.denoise import plain_text
+            from lowdose.cli.options import plain_text
             from lowdose.training.presets import shipped_training_presets
 
             entries = shipped_training_presets()

@@ -18,7 +18,7 @@ def list_upscalers() -> list[tuple[str, str]]:
         >>> list_upscalers()[0][0]
         'gan-circle --scale 2 (default)'
     """
-    from lowdose.cli.denoise import plain_text
+    from lowdose.cli.options import plain_text
     from lowdose.models.gan_circle import (
         DEFAULT_UPSCALER,
         shipped_upscaler_path,
