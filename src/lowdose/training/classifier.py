@@ -309,15 +309,10 @@ def refuse_changed_classifier_resume(out_dir: Any, cfg: ClassifierTrainConfig,
     Example:
         >>> refuse_changed_classifier_resume("no/such/run", preset("demo"))
     """
-    from lowdose.training.trainer import refuse_changed_settings, saved_run_config
+    from lowdose.training.trainer import refuse_changed_resume
 
-    saved = saved_run_config(out_dir)
-    if saved is None:  # nothing to resume: a fresh start
-        return
-    _, family, _ = saved
     current = {"family": "classifier", **cfg.to_dict(), **({"source": source} if source else {})}
-    refuse_changed_settings(out_dir, classifier_run_settings(family),
-                            classifier_run_settings(current))
+    refuse_changed_resume(out_dir, classifier_run_settings, current)
 
 
 def finished_classifier_run(out_dir: str | Path, cfg: ClassifierTrainConfig) -> str | None:

@@ -35,8 +35,7 @@ from lowdose.training.trainer import (
     Trainer,
     TrainerConfig,
     TrainResult,
-    refuse_changed_settings,
-    saved_run_config,
+    refuse_changed_resume,
 )
 
 CT_SUFFIXES = (*DICOM_SUFFIXES, ".nii", ".nii.gz", ".npy")
@@ -639,7 +638,9 @@ def train_denoiser(
     if init is not None:
         source["init"] = str(init)
     if resume:
-        _refuse_changed_resume(out_dir, cfg, source)
+        # Before any data work: the same model and data settings as the run's checkpoint.
+        planned = {"model": cfg.model, "metadata": {**source, "preset": cfg.to_dict()}}
+        refuse_changed_resume(out_dir, denoiser_run_settings, planned)
     if pairs is not None:
         full, low = load_real_pairs(pairs)
     else:
@@ -669,19 +670,6 @@ def train_denoiser(
             {"step": result.step, "metrics": result.metrics, "config": cfg.to_dict(),
              **source}, indent=2, default=str) + "\n")
     return result
-
-
-def _refuse_changed_resume(out_dir: Path, cfg: DenoiserTrainConfig,
-                           source: dict[str, Any]) -> None:
-    """Before any data work: refuse to resume ``out_dir``'s checkpoint with another model or
-    other data settings than it was trained with (``source``: this run's recorded data)."""
-    saved = saved_run_config(out_dir)
-    if saved is None:  # nothing to resume: a fresh start
-        return
-    _, family, _ = saved
-    planned = {"model": cfg.model, "metadata": {**source, "preset": cfg.to_dict()}}
-    refuse_changed_settings(out_dir, denoiser_run_settings(family),
-                            denoiser_run_settings(planned))
 
 
 def initial_denoiser(cls: type[NetworkDenoiser], init: str | Path,

@@ -1325,34 +1325,6 @@ def gan_run_settings(config: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def _refuse_changed_gan_resume(out: Any, family: TrainingFamily,
-                               seed: int) -> dict[str, Any] | None:
-    """Before the pool is built or loaded: refuse to resume ``out``'s checkpoint with other
-    settings of the run's data or model than it was trained with (``family``: this run's,
-    its ``run_data`` set; ``seed``: the trainer's). Returns the checkpoint's family config, or
-    None when there is nothing to resume (a fresh start).
-
-    Raises:
-        LowdoseError: the first changed setting, with the run's value and the new one.
-    """
-    from lowdose.training.trainer import refuse_changed_settings, saved_run_config
-
-    saved = saved_run_config(out)
-    if saved is None:
-        return None
-    _, before, trainer = saved
-
-    def settings(config: dict[str, Any], run_seed: int | None) -> dict[str, Any]:
-        found = gan_run_settings(config)
-        if run_seed is not None:  # an older checkpoint's seed: its trainer settings hold it
-            found.setdefault("--seed", run_seed)
-        return found
-
-    refuse_changed_settings(out, settings(before, trainer.get("seed")),
-                            settings(family.config(), seed))
-    return before
-
-
 def _check_cached_pool(cache: Any, info: dict[str, Any], data: GanDataConfig, scale: int,
                        out: Any, run_config: dict[str, Any] | None) -> None:
     """Refuse a cached pool whose info says it was built with other data settings than this
@@ -1362,7 +1334,7 @@ def _check_cached_pool(cache: Any, info: dict[str, Any], data: GanDataConfig, sc
     Raises:
         LowdoseError: the first setting that differs, with both values.
     """
-    from lowdose.training.trainer import _shown, refuse_changed_settings
+    from lowdose.training.trainer import refuse_changed_settings, shown_setting
 
     paths = [str(p) for p in data.paths] if data.paths else None
     checks = [("--scale", info.get("scale"), scale), ("--dose", info.get("dose"), data.dose),
@@ -1381,17 +1353,17 @@ def _check_cached_pool(cache: Any, info: dict[str, Any], data: GanDataConfig, sc
             continue
         if run_config is None:
             raise LowdoseError(
-                f"{cache}: cached pool was built with {option} {_shown(built)}, not "
-                f"{_shown(wanted)}; delete it (a pool is reused only for the same data, scale, "
-                "dose, dose reference, method and split)")
+                f"{cache}: cached pool was built with {option} {shown_setting(built)}, not "
+                f"{shown_setting(wanted)}; delete it (a pool is reused only for the same data, "
+                "scale, dose, dose reference, method and split)")
         if "data" not in run_config:
             # A checkpoint from before runs recorded their data: the pool the run trained on
             # is what says which value the run was trained with.
             refuse_changed_settings(out, {option: built}, {option: wanted})
         raise LowdoseError(
-            f"{cache}: cached pool was built with {option} {_shown(built)}, but the run was "
-            f"trained with {_shown(wanted)}: it is not the run's pool; point data.cache at the "
-            "run's pool, or start a new --out")
+            f"{cache}: cached pool was built with {option} {shown_setting(built)}, but the run "
+            f"was trained with {shown_setting(wanted)}: it is not the run's pool; point "
+            "data.cache at the run's pool, or start a new --out")
 
 
 def _shipped_generator_path(family: Any, init: Any) -> Any:
@@ -1480,7 +1452,7 @@ def train_gan(
 
     from lowdose.errors import LowdoseError
     from lowdose.physics.projection import TEXTURE_TOLERANCE
-    from lowdose.training.trainer import Trainer, TrainerConfig
+    from lowdose.training.trainer import Trainer, TrainerConfig, refuse_changed_resume
 
     cfg = load_preset(preset, overrides)
     model = dict(cfg["model"])
@@ -1492,7 +1464,8 @@ def train_gan(
     # Before --init's weights and the pool: a resume with other data or another model is
     # refused with the run's values, not after minutes of simulation (or silently, on the
     # pool the run cached before).
-    run_config = _refuse_changed_gan_resume(out, family, trainer_cfg.seed) if resume else None
+    run_config = (refuse_changed_resume(out, gan_run_settings, family.config(), trainer_cfg.seed)
+                  if resume else None)
     if init is not None:
         load_gan_init(family, init)
     scale = int(model.get("scale", 1))

@@ -65,7 +65,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -373,10 +373,10 @@ def saved_run_config(out_dir: str | Path) -> tuple[Path, dict[str, Any], dict[st
     return folder, family, trainer
 
 
-def _shown(value: Any) -> str:
+def shown_setting(value: Any) -> str:
     """A setting's value as it is typed on the command line (lists comma-separated)."""
     if isinstance(value, list | tuple):
-        return ",".join(_shown(v) for v in value)
+        return ",".join(shown_setting(v) for v in value)
     if value is None:
         return "none"
     if isinstance(value, bool):
@@ -406,10 +406,39 @@ def refuse_changed_settings(out_dir: str | Path, saved: dict[str, Any],
         before, now = _plain(saved[name]), _plain(value)
         if before != now:
             raise LowdoseError(
-                f"{out_dir}: --resume with {name} {_shown(now)}, but the run was trained with "
-                f"{name} {_shown(before)}; resume with the run's value (or drop the option), "
-                "or start a new --out"
+                f"{out_dir}: --resume with {name} {shown_setting(now)}, but the run was trained "
+                f"with {name} {shown_setting(before)}; resume with the run's value (or drop the "
+                "option), or start a new --out"
             )
+
+
+def refuse_changed_resume(out_dir: str | Path,
+                          run_settings: Callable[[dict[str, Any]], dict[str, Any]],
+                          planned: dict[str, Any], seed: int | None = None
+                          ) -> dict[str, Any] | None:
+    """Before any data work: refuse to resume ``out_dir``'s latest checkpoint with a
+    ``planned`` family config whose ``run_settings`` differ from the checkpoint's
+    (:func:`refuse_changed_settings`). ``seed``: the planned trainer seed, compared with the
+    checkpoint's where ``run_settings`` hold none.
+
+    Returns:
+        The checkpoint's family config, or ``None`` when there is nothing to resume.
+
+    Example:
+        >>> refuse_changed_resume("no/such/run", dict, {"dose": 0.25}) is None
+        True
+    """
+    saved = saved_run_config(out_dir)
+    if saved is None:  # nothing to resume: a fresh start
+        return None
+    _, family, trainer = saved
+    before, now = run_settings(family), run_settings(planned)
+    if seed is not None:
+        now.setdefault("--seed", seed)
+        if trainer.get("seed") is not None:  # an older checkpoint: its trainer settings hold it
+            before.setdefault("--seed", trainer["seed"])
+    refuse_changed_settings(out_dir, before, now)
+    return family
 
 
 def _plain(value: Any) -> Any:
