@@ -635,9 +635,11 @@ def preparation_note(cfg: StudyConfig, data: StudyData, spec: Any) -> str | None
     an 8-bit image already clipped through one window cannot be read again through another.
     So this is stated, not corrected.
     """
+    from lowdose.io.datasets import IMAGE_SUFFIXES
+
     ours, theirs = [], []
-    png = any(Path(p).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-              for paths in data.paths.values() for p in paths)
+    eight_bit = tuple(s for s in IMAGE_SUFFIXES if s != ".npy")  # .npy holds HU, no window
+    png = any(Path(p).suffix.lower() in eight_bit for paths in data.paths.values() for p in paths)
     window = tuple(float(v) for v in spec.window)
     if png and window != tuple(cfg.png_window):
         ours.append(f"8-bit images through [{cfg.png_window[0]:g}, {cfg.png_window[1]:g}] HU")
