@@ -122,6 +122,38 @@ def test_train_classifier_cli_resume_and_skipped_file_note(tmp_path, capsys) -> 
     assert json.loads((out / "train_summary.json").read_text())["epochs_run"] == 2
 
 
+def test_train_classifier_cli_patience_continues_an_early_stop(tmp_path, capsys) -> None:
+    """A run that stopped early is finished for --resume at its patience; a larger --patience
+    trains on. A patience below 1 is one clear error."""
+    import json
+
+    from lowdose.io.phantom import write_phantom_dataset
+
+    data = tmp_path / "data"
+    write_phantom_dataset(data, 12, size=32, seed=0)
+    out = tmp_path / "run"
+    base = ["train", "classifier", str(data), "-m", "resnet18", "--preset", "demo",
+            "--input-size", "32", "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main([*base, "--epochs", "1", "--patience", "1"]) == 0
+    capsys.readouterr()
+    summary_path = out / "train_summary.json"
+    summary = json.loads(summary_path.read_text())
+    # As if the first epoch had been followed by one without a better score.
+    summary.update(best_epoch=0, epochs_run=1, early_stop="no better validation score for 1 "
+                   "epochs")
+    summary_path.write_text(json.dumps(summary))
+    assert main([*base, "--epochs", "3", "--patience", "1", "--resume"]) == 0
+    stdout, _ = capsys.readouterr()
+    assert "stopped early" in stdout and "a larger --patience trains on" in stdout
+    assert main([*base, "--epochs", "2", "--patience", "4", "--resume"]) == 0
+    stdout, err = capsys.readouterr()
+    assert "already finished" not in stdout and "best epoch" in stdout, err
+    assert json.loads(summary_path.read_text())["epochs_run"] == 2
+    assert main([*base, "--patience", "0"]) == 2
+    _, err = capsys.readouterr()
+    assert "patience 0: use 1 or more" in err
+
+
 def test_dataset_helps_name_the_accepted_class_folders(capsys) -> None:
     """The commands reading a class-folder dataset name the classes they accept, and that
     staging suffixes are stripped, in their help (not only in an error)."""

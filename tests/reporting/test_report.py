@@ -82,6 +82,23 @@ def test_report_holds_every_cell_figures_and_failures(tmp_path) -> None:
     assert out.read_text() == html
 
 
+def test_report_summary_names_a_tie_for_the_best_restoration() -> None:
+    """Two restorations equally accurate at quarter dose: the summary names both, not only
+    the first in table order."""
+    import copy
+
+    results, grid = _results()
+    tv = next(c for c in results["cells"] if c["dose"] == 0.25 and c["denoiser"] == "tv")
+    bm3d = {**copy.deepcopy(tv), "denoiser": "bm3d"}
+    results["cells"].append(bm3d)
+    results["denoisers"]["used"].append("bm3d")
+    grid["image-poisson_0.25_bm3d"] = grid["image-poisson_0.25_tv"]
+    html = render_report(results, grid)
+    assert "best restoration tv <b>" in html and "McNemar p 0.016), tied with bm3d." in html
+    bm3d["accuracy"] = {**bm3d["accuracy"], "value": tv["accuracy"]["value"] - 0.05}
+    assert "tied with" not in render_report(results, grid)
+
+
 def test_report_of_a_full_dose_only_study(tmp_path) -> None:
     """No simulation method (full-dose evaluation only): the report says so, no empty figure."""
     results, grid = _results()

@@ -22,12 +22,16 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/classifier"), "--out", "-o", help="Output folder."),
         resume: bool = typer.Option(
             False, "--resume", help="Continue from --out's checkpoint; a finished run trains on "
-            "to a larger --epochs."),
+            "to a larger --epochs (one that stopped early, with a larger --patience)."),
         weights: Path | None = typer.Option(
             None, "--weights", help="Local pretrained weights to start from (.safetensors)."),
         trust_pickle: bool = typer.Option(
             False, "--trust-pickle", help="Allow --weights to be a pickle (.pt/.pth)."),
         epochs: int | None = typer.Option(None, help="Override the preset's epochs."),
+        patience: int | None = typer.Option(
+            None, "--patience", help="Stop after this many epochs without a better validation "
+            "score (default: the preset's); with --resume, a larger one continues a run that "
+            "stopped early."),
         input_size: int | None = typer.Option(None, help="Override the network input size."),
         seed: int | None = typer.Option(None, help="Override the seed."),
         ema_decay: float | None = typer.Option(
@@ -67,7 +71,7 @@ def register(app: typer.Typer) -> None:
         win = parse_window(window)
         cfg = make_preset(preset, arch=model, epochs=epochs, input_size=input_size, seed=seed,
                           intensity=intensity, window=(win.lo, win.hi) if win else None,
-                          ema_decay=ema_decay)
+                          ema_decay=ema_decay, patience=patience)
         cfg.spec()  # an unknown --intensity: one clear error before reading any image
         source = {"data": str(data), "manifest": str(manifest) if manifest else None,
                   **({"weights": str(weights)} if weights else {})}

@@ -16,6 +16,7 @@ import base64
 import html
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -417,7 +418,7 @@ def _summary(results: dict[str, Any]) -> str:
                      f"<b>{_fmt(best['accuracy']['value'])}</b> "
                      f"({(best['accuracy']['value'] - fd['value']) * 100:+.1f} points; against "
                      "the raw low dose" + (_paired_phrase(best.get("paired_vs_raw")) or " –")
-                     + ")")
+                     + ")" + _tied(best, rest, lambda c: c["accuracy"]["value"]))
         lines.append(text + ".</li>")
         lines += _pooled_summary(results, method, target)
     return "<ul>" + "".join(lines) + "</ul>"
@@ -445,8 +446,23 @@ def _pooled_summary(results: dict[str, Any], method: str, dose: float) -> list[s
         best = max(rest, key=lambda c: c["across_classifiers"]["accuracy_mean"])
         text += (f"; best restoration {html.escape(best['denoiser'])} "
                  f"{_fmt(best['across_classifiers']['accuracy_mean'])}, against the raw low dose "
-                 f"{change(best['across_classifiers']['vs_raw'])}")
+                 f"{change(best['across_classifiers']['vs_raw'])}"
+                 + _tied(best, rest, lambda c: c["across_classifiers"]["accuracy_mean"]))
     return [text + ".</li>"]
+
+
+def _tied(best: dict[str, Any], cells: list[dict[str, Any]],
+          accuracy: Callable[[dict[str, Any]], float | None]) -> str:
+    """``", tied with X, Y"`` naming the other restorations as accurate as ``best``, or "".
+
+    Example:
+        >>> cells = [{"denoiser": n, "a": a} for n, a in (("tv", .7), ("bm3d", .7), ("u", .6))]
+        >>> _tied(cells[0], cells, lambda c: c["a"])
+        ', tied with bm3d'
+    """
+    others = [c["denoiser"] for c in cells
+              if c is not best and accuracy(c) is not None and accuracy(c) == accuracy(best)]
+    return f", tied with {html.escape(', '.join(others))}" if others else ""
 
 
 def _audit(results: dict[str, Any]) -> str:

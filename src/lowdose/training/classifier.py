@@ -89,6 +89,9 @@ class ClassifierTrainConfig:
     window: tuple[float, float] = LUNG_WINDOW
 
     def __post_init__(self) -> None:
+        for key in ("epochs", "patience"):
+            if getattr(self, key) < 1:
+                raise LowdoseError(f"classifier {key} {getattr(self, key)}: use 1 or more")
         if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
             raise LowdoseError(f"classifier ema_decay {self.ema_decay}: use 0 (off) or a value "
                                "in (0, 1), e.g. 0.99")
@@ -359,7 +362,7 @@ def finished_classifier_run(out_dir: str | Path, cfg: ClassifierTrainConfig) -> 
         return None
     score = summary.get("best_score")
     shown = f"{score:.3f}" if isinstance(score, int | float) else "n/a"
-    why = (f"stopped early: {stopped}" if stopped else
+    why = (f"stopped early: {stopped}; a larger --patience trains on" if stopped else
            f"--epochs {cfg.epochs}; a larger --epochs trains on")
     # The weights file found here, not the summary's record of it (a moved run folder).
     return (f"{out}: already finished ({ran} epochs run, {why}); best epoch {best} (valid "
