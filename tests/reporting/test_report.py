@@ -99,6 +99,20 @@ def test_report_summary_names_a_tie_for_the_best_restoration() -> None:
     assert "tied with" not in render_report(results, grid)
 
 
+def test_report_shows_one_grid_when_the_exported_window_is_the_display_window() -> None:
+    """8-bit images exported through the lung window and a lung display window: one grid per
+    method (the two were the same picture), named as both; another export window adds its own."""
+    results, grid = _results()
+    results["grid"]["paths"] = ["/data/a.png", "/data/b.png"]
+    html = render_report(results, grid)
+    assert html.count("<h3>Simulation image-poisson, display window") == 1
+    assert "display window lung, as exported [-1350, 150] HU" in html
+    results["data"]["png_window_hu"] = [-1000.0, 400.0]
+    html = render_report(results, grid)
+    assert html.count("<h3>Simulation image-poisson, display window") == 2
+    assert "as exported (8-bit grey levels) [-1000, 400] HU" in html
+
+
 def test_report_of_a_full_dose_only_study(tmp_path) -> None:
     """No simulation method (full-dose evaluation only): the report says so, no empty figure."""
     results, grid = _results()

@@ -270,7 +270,11 @@ def _grid(results: dict[str, Any], grid: dict[str, np.ndarray]) -> str:
     windows = [(results["grid"]["window"], Window.named(results["grid"]["window"]))]
     exported = results.get("data", {}).get("png_window_hu")
     if exported and _display_images(results):
-        windows.append(("as exported (8-bit grey levels)", Window(*exported)))
+        as_exported = Window(*exported)
+        if (as_exported.lo, as_exported.hi) == (windows[0][1].lo, windows[0][1].hi):
+            windows[0] = (f"{windows[0][0]}, as exported", as_exported)  # one grid, not two
+        else:
+            windows.append(("as exported (8-bit grey levels)", as_exported))
     elif results["grid"]["window"] != "abdomen":
         windows.append(("soft tissue", Window.named("abdomen")))
     out = []
