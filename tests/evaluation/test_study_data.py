@@ -166,3 +166,18 @@ def test_a_cached_rerun_keeps_the_measured_timings(tmp_path) -> None:
         assert again["cells_each"][tag] == pytest.approx(first["cells_each"][tag], abs=0.02)
     assert again["classifier"] >= first["classifier"] - 0.05 > 0
     assert again["data"] == pytest.approx(first["data"], abs=0.02)
+
+
+def test_a_class_missing_from_a_split_is_said_once(png_root, tmp_path) -> None:
+    """The folder scan's warning and the study's own (of the images read) named the same gap
+    in two wordings; the study's alone remains."""
+    import warnings
+
+    root = _copy(png_root, tmp_path)
+    shutil.rmtree(root / "test" / "normal")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_study_data(_cfg(root, tmp_path / "out"), tmp_path / "cache", progress=False)
+    assert [w for w in data.warnings if "normal" in w] == [
+        "test split has no images of class normal"]
+    assert not [w for w in caught if "no images of class" in str(w.message)]

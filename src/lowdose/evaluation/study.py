@@ -378,6 +378,8 @@ def _add_duplicates_in_use(data: StudyData, root: Path) -> None:
 
 
 def _folder_data(cfg: StudyConfig, progress: bool) -> StudyData:
+    import warnings as pywarnings
+
     from lowdose.image import Window
     from lowdose.io.datasets import scan_class_folders
     from lowdose.io.read import read_ct
@@ -386,7 +388,10 @@ def _folder_data(cfg: StudyConfig, progress: bool) -> StudyData:
     root = Path(cfg.data or "")
     if not root.is_dir():
         raise LowdoseError(f"{root}: no such data folder")
-    items = scan_class_folders(root, manifest=Path(cfg.manifest) if cfg.manifest else None)
+    with pywarnings.catch_warnings():
+        # A split lacking a class is said once, below, of the images actually read.
+        pywarnings.filterwarnings("ignore", message=r".*split \w+ has no images of class")
+        items = scan_class_folders(root, manifest=Path(cfg.manifest) if cfg.manifest else None)
     if not items:
         raise LowdoseError(f"{root}: no images found in class folders")
     window = Window(*cfg.png_window)
