@@ -130,3 +130,29 @@ def test_mayo_npy_scored_as_hu_is_one_error_line(tmp_path: Path, capsys) -> None
     fd, qd = _mayo_pair(tmp_path)
     rc, _, err = run(["score", str(fd), str(qd), "--npy-scale", "hu"], capsys)
     assert_one_error_line(rc, err, "fd.npy", "cannot be a CT slice in HU", "--npy-scale mayo")
+
+
+def test_8bit_images_say_the_window_their_scores_rest_on(tmp_path: Path, capsys) -> None:
+    """PNGs scored without --window: the default window is said, with the grey levels the
+    soft-tissue metric covers, and the JSON records the window of each image; a stated window
+    is recorded and its coverage said, without the default's note."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (48, 48)).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "fd.png")
+    Image.fromarray(np.clip(grey.astype(int) + 3, 0, 255).astype(np.uint8)).save(
+        tmp_path / "qd.png")
+    args = ["score", str(tmp_path / "fd.png"), str(tmp_path / "qd.png"),
+            "--json", str(tmp_path / "s.json")]
+    rc, _, err = run(args, capsys)
+    assert rc == 0, err
+    assert err.count("read as HU through the default window, lung [-1350, 150] HU") == 1
+    assert ("the window metric's [-160, 240] HU covers their grey levels 202-255 only" in err)
+    record = json.loads((tmp_path / "s.json").read_text())
+    assert record["read_through_window_hu"] == {
+        str(tmp_path / n): [-1350.0, 150.0] for n in ("fd.png", "qd.png")}
+    rc, _, err = run([*args, "--window", "-160,240"], capsys)
+    assert rc == 0 and "default window" not in err and "grey levels 0-255 only" in err
+    assert json.loads((tmp_path / "s.json").read_text())["read_through_window_hu"][
+        str(tmp_path / "qd.png")] == [-160.0, 240.0]

@@ -34,7 +34,12 @@ def score(
 
     Example: lowdose score fd.nii.gz qd.nii.gz restored.nii.gz --json scores.json
     """
-    from lowdose.evaluation.score import format_scores, score_images
+    from lowdose.evaluation.score import (
+        display_window_notes,
+        display_windows,
+        format_scores,
+        score_images,
+    )
     from lowdose.io.atomic import atomic_write_json
     from lowdose.io.read import read_ct_picking
     from lowdose.metrics.image import RANGES
@@ -50,6 +55,9 @@ def score(
     loaded = {label: read_ct_picking(path, series, window=hu_window, npy_scale=npy_scale)
               for label, path in zip(labels, images, strict=True)}
     scores = score_images(ref, loaded)
+    read = {str(reference): ref, **loaded}
+    for note in display_window_notes(read):
+        typer.echo(f"warning: {note}", err=True)
     full, window_hu = ([f"{v:g}" for v in conventions[k]] for k in ("full", "window"))
     typer.echo(f"reference: {reference} (full: HU clipped to [{', '.join(full)}]; window: "
                f"[{', '.join(window_hu)}] HU; RMSE HU clipped to the full range, overall and by "
@@ -70,6 +78,8 @@ def score(
         # reference, the RMSE of a tissue the reference lacks).
         record = {"reference": str(reference), "scores": scores, "conventions": conventions,
                   "null": "not finite: infinite PSNR (identical images) or no pixel of a tissue"}
+        if windows := display_windows(read):  # 8-bit images: their HU rest on this window
+            record["read_through_window_hu"] = windows
         atomic_write_json(json_out, record)
         typer.echo(f"wrote {json_out}")
 

@@ -154,6 +154,45 @@ def score_images(reference: CTImage, images: dict[str, CTImage],
     return scores
 
 
+def display_windows(images: dict[str, CTImage]) -> dict[str, list[float]]:
+    """The HU window each 8-bit display image (PNG, JPEG) among ``images`` was read through,
+    keyed by label; images that hold HU are left out.
+
+    Example:
+        >>> png = CTImage(np.zeros((4, 4), np.float32), (0.7, 0.7),
+        ...               metadata={"window": [-1350.0, 150.0]})
+        >>> display_windows({"a.png": png, "b.nii.gz": CTImage(png.hu, (0.7, 0.7))})
+        {'a.png': [-1350.0, 150.0]}
+    """
+    return {label: [float(v) for v in image.metadata["window"]]
+            for label, image in images.items() if "window" in image.metadata}
+
+
+def display_window_notes(images: dict[str, CTImage]) -> list[str]:
+    """What the scores of 8-bit display images rest on: the default window they were read
+    through (where none was stated or recorded), and which grey levels the ``window``
+    metric's HU range covers (often a sliver: the lung window maps [-160, 240] HU to grey
+    levels 202-255).
+
+    Example:
+        >>> png = CTImage(np.zeros((4, 4), np.float32), (0.7, 0.7),
+        ...               metadata={"window": [-1350.0, 150.0], "window_source": "given"})
+        >>> display_window_notes({"a.png": png})[0][:70]
+        "8-bit images read through [-1350, 150] HU: the window metric's [-160, "
+    """
+    from lowdose.evaluation.compare import window_note
+    from lowdose.metrics.image import RANGES
+
+    notes = [note for image in images.values() if (note := window_note(image))]
+    metric = RANGES["window"]
+    for lo, hi in dict.fromkeys(tuple(w) for w in display_windows(images).values()):
+        g0, g1 = ((np.array([metric.lo, metric.hi]) - lo) / (hi - lo) * 255).clip(0, 255)
+        notes.append(f"8-bit images read through [{lo:g}, {hi:g}] HU: the window metric's "
+                     f"[{metric.lo:g}, {metric.hi:g}] HU covers their grey levels "
+                     f"{g0:.0f}-{g1:.0f} only (full: every grey level)")
+    return list(dict.fromkeys(notes))
+
+
 def difference_image(reference: CTImage, image: CTImage) -> CTImage:
     """``image - reference`` in HU on the reference's geometry (unclipped), to look at where a
     restoration changed structure, not only noise.
