@@ -751,6 +751,25 @@ def _inplane_shift(image: CTImage) -> np.ndarray | None:
     return shift
 
 
+def acquired_positions(image: CTImage) -> np.ndarray | None:
+    """Where each slice's first pixel was acquired (LPS, mm, one row per slice in the image's
+    order), from its source DICOM headers moved onto the image's in-plane grid; ``None`` where
+    the headers do not say (no DICOM source, or slices no longer one per header).
+
+    A writer of a regular grid (NIfTI) compares them with the positions its affine gives: a
+    series with a gap or a gantry tilt does not lie on one.
+
+    Example:
+        >>> acquired_positions(CTImage(np.zeros((2, 4, 4), np.float32), (1.0, 0.5, 0.5))) is None
+        True
+    """
+    shift = _inplane_shift(image)
+    if shift is None:
+        return None
+    return np.array([_vec(ds.get("ImagePositionPatient"), 3) for ds in image.source_headers]
+                    ) + shift
+
+
 def _drop_overlays(ds: Any) -> None:
     """Remove overlay planes (groups 6000-601E): they are drawn on the source's pixel grid."""
     for elem in [e for e in ds if 0x6000 <= e.tag.group <= 0x601E and e.tag.group % 2 == 0]:
