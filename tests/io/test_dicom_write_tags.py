@@ -140,7 +140,8 @@ def test_dose_scale_none_removes_the_exposure_tags_and_absent_keeps_them(tmp_pat
 @pytest.mark.parametrize(
     ("args", "scale"),
     [
-        (["--method", "image-poisson"], 0.25),  # the input's own counts times the dose
+        # The 12-bit formula's noise, not a fraction of this scan's dose (nor its dose at 1).
+        (["--method", "image-poisson"], None),
         (["--relative-dose"], 0.25),  # a fraction of each slice's own dose
         ([], None),  # a fraction of the calibration's full dose: the scan's own is unknown
     ],

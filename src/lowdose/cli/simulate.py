@@ -58,8 +58,9 @@ def simulate(
     """Simulate a lower-dose scan from a full-dose one, written in the input's format and scale.
 
     A DICOM series gets its dose tags (CTDIvol, mA, mAs) scaled by the dose where the dose is a
-    fraction of the scan's own (image-poisson, --relative-dose); the default projection's dose is
-    a fraction of the calibration's full dose, so there they are removed (below dose 1).
+    fraction of the scan's own (--relative-dose); the default projection's dose is a fraction of
+    the calibration's full dose, and image-poisson's noise is its formula's whatever the scan's
+    dose, so there they are removed (the projection's at dose 1 kept: the input itself).
 
     Example: lowdose simulate FD.nii.gz LD.nii.gz --dose 0.25 --seed 0
     """

@@ -151,18 +151,21 @@ def source_dose_scale(method: str, dose: float, relative_dose: bool = False) -> 
     that is unknown: what a derived DICOM series scales its exposure tags (CTDIvol, mA, mAs) by,
     or removes them for (:data:`lowdose.io.formats.dicom.DOSE_SCALE`).
 
-    ``image-poisson`` scales the input's own counts by ``dose``, and ``projection`` with
-    ``relative_dose`` inserts noise for ``dose`` of each slice's own dose: both ``dose``. The
-    calibrated ``projection`` takes ``dose`` of the calibration's full dose (an absolute I0), whose
-    relation to the scan's own is unknown, except at ``dose = 1``, where it returns the input.
+    ``projection`` with ``relative_dose`` inserts noise for ``dose`` of each slice's own dose:
+    ``dose``. The calibrated ``projection`` takes ``dose`` of the calibration's full dose (an
+    absolute I0), whose relation to the scan's own is unknown, except at ``dose = 1``, where it
+    returns the input. ``image-poisson`` adds the noise of its 12-bit formula, the same whatever
+    the scan's own dose (some even at ``dose = 1``): unknown.
 
     Example:
-        >>> source_dose_scale("image-poisson", 0.25, relative_dose=False)
+        >>> source_dose_scale("projection", 0.25, relative_dose=True)
         0.25
-        >>> source_dose_scale("projection", 0.25, relative_dose=False) is None
+        >>> source_dose_scale("image-poisson", 0.25) is None
         True
     """
-    if dose == 1.0 or relative_dose or method == "image-poisson":
+    if method == "image-poisson":
+        return None
+    if dose == 1.0 or relative_dose:
         return dose
     return None
 
