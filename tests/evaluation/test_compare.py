@@ -218,3 +218,28 @@ def test_an_output_holding_the_input_is_refused(tmp_path: Path) -> None:
         compare_denoisers(full, cfg, out=tmp_path / "cmp")
     assert (tmp_path / "cmp" / "dose-0.25" / "mine.nii.gz").is_file()
 
+
+
+def test_a_denoisers_first_call_cost_is_not_in_its_seconds_per_slice(monkeypatch) -> None:
+    """A one-time cost on a denoiser's first call (a lazy import, say) is paid before the
+    timing: the first dose's seconds per slice are not inflated by it."""
+    import time
+
+    import lowdose.evaluation.compare as compare
+    from lowdose.models.base import Denoiser
+
+    class SlowStart(Denoiser):
+        name = "slow-start"
+        calls = 0
+
+        def denoise(self, hu):
+            SlowStart.calls += 1
+            if SlowStart.calls == 1:
+                time.sleep(0.6)
+            return hu
+
+    monkeypatch.setattr(compare, "_load", lambda cfg: ({"slow-start": SlowStart()}, {}))
+    cfg = CompareConfig(doses=[0.5, 0.25], method="image-poisson", denoisers=["slow-start"])
+    result = compare_denoisers(chest(2, 64), cfg)
+    for dose in ("0.5", "0.25"):
+        assert result["doses"][dose]["methods"]["slow-start"]["seconds_per_slice"] < 0.1
