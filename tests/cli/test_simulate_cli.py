@@ -291,3 +291,18 @@ def test_projection_on_a_reformat_warns_once(tmp_path):
             warnings.simplefilter("always")
             assert main(["simulate", *argv]) == 0
         assert not any("these slices are" in str(w.message) for w in seen)
+
+
+@pytest.mark.parametrize("method", ["projection", "image-poisson"])
+def test_values_that_are_not_hu_are_refused_naming_the_file_and_their_range(tmp_path, capsys,
+                                                                             method) -> None:
+    """Stored values read as HU (an unsigned/signed mix-up: 0..65535) are one error naming the
+    input file and the range as read, not the range after flooring at -1024 HU."""
+    hu = np.full((32, 32), 40000.0, np.float32)
+    hu[:4] = -40000.0
+    hu[4:8] = 65535.0
+    src = write_ct(CTImage(hu, spacing=(0.7, 0.7)), tmp_path / "raw.nii.gz")
+    rc, _, err = run(["simulate", str(src), str(tmp_path / "o.nii.gz"), "--method", method],
+                     capsys)
+    assert_one_error_line(rc, err, "raw.nii.gz: values -40000.0..65535.0 are outside the "
+                          "physical HU range")

@@ -185,11 +185,18 @@ def simulate_image(image: CTImage, dose: float, simulator: LowDoseSimulator, see
         >>> simulate_image(img, 0.25, build_simulator("image-poisson"), seed=1).shape
         (1, 32, 32)
     """
-    from lowdose.physics.api import simulate_low_dose
+    import torch
 
+    from lowdose.physics.api import simulate_low_dose
+    from lowdose.physics.checks import check_hu_tensor
+
+    raw = image.slices()
     # Below -1024 HU is never tissue: DICOM padding outside the reconstruction circle
     # (-2048, -3024) or the floor of a display window (lung: -1350). Both are air.
-    hu = np.maximum(image.slices(), HU_MIN)
+    hu = np.maximum(raw, HU_MIN)
+    # Checked here too, where the file is known, with the values as read (not as floored).
+    check_hu_tensor(torch.from_numpy(hu[:, None]), as_read=raw,
+                    source=str(image.metadata.get("source") or "image"))
     if hasattr(simulator, "pixel_size_mm"):
         # unknown spacing: the given size, else the simulator's stated default
         simulator.pixel_size_mm = image.pixel_size_mm or pixel_size_mm

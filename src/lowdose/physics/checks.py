@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 
 from lowdose.errors import LowdoseError
@@ -30,8 +32,10 @@ def check_dose(dose: float, name: str = "dose") -> float:
     return value
 
 
-def check_hu_tensor(hu: torch.Tensor, source: str = "image") -> None:
+def check_hu_tensor(hu: torch.Tensor, source: str = "image", as_read: Any = None) -> None:
     """Raise LowdoseError unless ``hu`` is a ``(B, 1, H, W)`` tensor of finite, physical HU.
+
+    ``as_read``: the values before any flooring at -1024 HU, for the range the error states.
 
     Example:
         >>> check_hu_tensor(torch.zeros(1, 1, 4, 4))
@@ -45,6 +49,8 @@ def check_hu_tensor(hu: torch.Tensor, source: str = "image") -> None:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise LowdoseError(f"{source}: image contains NaN or infinite values")
     if lo < HU_PHYSICAL_MIN or hi > HU_PHYSICAL_MAX:
+        if as_read is not None:
+            lo, hi = float(np.min(as_read)), float(np.max(as_read))
         raise LowdoseError(
             f"{source}: values {lo:.1f}..{hi:.1f} are outside the physical HU range "
             f"[{HU_PHYSICAL_MIN:.0f}, {HU_PHYSICAL_MAX:.0f}] (is the image in HU? 8-bit images "
