@@ -207,3 +207,92 @@ def test_slices_moved_along_the_normal_get_new_headers(tmp_path):
     assert [int(ds.InstanceNumber) for ds in files] == [1, 2, 3]
     assert [float(ds.ImagePositionPatient[2]) for ds in files] == pytest.approx([-49, -47, -45])
     assert all("SourceImageSequence" not in ds for ds in files)
+
+
+# ---------------------------------------------------------------------------------------------
+# lossy-compression history (PS3.3 C.7.6.1.1.5: once "01", never reset)
+
+
+def _lossy_source(folder: Path, how: str) -> Path:
+    """A 32 x 32 series (the JPEG 2000 encoder's smallest) whose pixels went through lossy
+    compression, saying so by its tags, its transfer syntax, or both ("00": lossless J2K)."""
+    from pydicom.uid import JPEG2000
+
+    make_series(folder, phantom_volume(2, size=32))
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        if how == "tags":
+            ds.LossyImageCompression = "01"
+            ds.LossyImageCompressionRatio = "10"
+            ds.LossyImageCompressionMethod = "ISO_15444_1"
+        else:
+            ds.compress(JPEG2000, j2k_cr=[20] if how == "j2k lossy" else [1])
+            if how == "j2k stated lossless":
+                ds.LossyImageCompression = "00"
+        ds.save_as(path, enforce_file_format=True)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("tags", ("01", "10", "ISO_15444_1")),
+        ("j2k lossy", ("01", None, "ISO_15444_1")),
+        ("j2k stated lossless", None),  # JPEG 2000 may be lossless: the file's "00" believed
+    ],
+)
+def test_lossy_compression_history_is_kept_in_the_derived_series(tmp_path, how, expected):
+    img = read_ct(_lossy_source(tmp_path / "in", how))
+    for derived in (img.with_pixels(img.hu + 1), img.with_pixels(img.hu[:, ::2, ::2],
+                    spacing=(2.0, 1.6, 1.4), origin=(-100.0, -80.0, -49.0))):  # fmt: skip
+        # per-slice headers kept, and new headers (slices moved along the normal)
+        out = write_ct(derived, tmp_path / "out")
+        for ds in datasets(out):
+            found = tuple(ds.get(k) for k in ("LossyImageCompression",
+                                              "LossyImageCompressionRatio",
+                                              "LossyImageCompressionMethod"))  # fmt: skip
+            if expected is None:
+                assert found[0] != "01"
+            else:
+                assert tuple(None if v is None else str(v) for v in found) == expected
+            assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"  # written lossless
+
+
+def test_jpeg_baseline_source_is_marked_lossy_by_its_transfer_syntax(tmp_path):
+    from pydicom.uid import JPEGBaseline8Bit
+
+    img = read_ct(make_series(tmp_path / "in", phantom_volume(2)))
+    for header in img.source_headers:  # as read from JPEG baseline files (no encoder here)
+        header.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        header.LossyImageCompression = "00"  # contradicted by the syntax: baseline always loses
+    for ds in datasets(write_ct(img, tmp_path / "out")):
+        assert ds.LossyImageCompression == "01"
+        assert ds.LossyImageCompressionMethod == "ISO_10918_1"
+
+
+# ---------------------------------------------------------------------------------------------
+# tags a source without DICOM headers cannot give
+
+
+def test_series_without_a_source_window_gets_the_stated_default_and_no_invented_position(
+    tmp_path,
+):
+    from lowdose.image import Window
+
+    img = CTImage(np.zeros((2, 8, 8), np.float32), spacing=(2.5, 0.8, 0.8))  # NIfTI, PNG, ...
+    for ds in datasets(write_ct(img, tmp_path / "out")):
+        assert (float(ds.WindowCenter), float(ds.WindowWidth)) == (40.0, 400.0)
+        assert "default" in ds.WindowCenterWidthExplanation
+        assert "PatientPosition" in ds and ds.PatientPosition == ""  # type 2: present, unknown
+    lung = Window.named("lung")
+    for ds in datasets(write_ct(img, tmp_path / "lung", window=lung)):
+        assert (float(ds.WindowCenter), float(ds.WindowWidth)) == (-600.0, 1500.0)
+        assert "WindowCenterWidthExplanation" not in ds  # it named the default replaced
+
+
+def test_float32_geometry_is_written_in_its_short_form(tmp_path):
+    pixel, thickness = float(np.float32(0.9766)), float(np.float32(0.6))  # as read from NIfTI
+    img = CTImage(np.zeros((2, 8, 8), np.float32), spacing=(thickness, pixel, pixel))
+    for ds in datasets(write_ct(img, tmp_path / "out")):
+        assert ds.data_element("SliceThickness").value.original_string == "0.6"
+        assert [v.original_string for v in ds.PixelSpacing] == ["0.9766", "0.9766"]

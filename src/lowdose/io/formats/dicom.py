@@ -3,7 +3,9 @@
 Slice order: slices are sorted by ImagePositionPatient projected on the slice normal
 (row cosines x column cosines of ImageOrientationPatient), ascending, then InstanceNumber. For an
 axial series that is z ascending: the first slice is the most inferior (feet) one, as in ITK.
-``CTImage.direction[:, 2]`` is that normal, and ``origin`` is the first slice's position.
+``CTImage.direction[:, 2]`` is that normal, and ``origin`` is the first slice's position. The
+frames of an enhanced multi-frame file are sorted the same way, and each gets a header of its own
+(its position, orientation, pixel measures and window from its functional groups).
 """
 
 from __future__ import annotations
@@ -52,13 +54,46 @@ STALE_PIXEL_TAGS = (
     "NumberOfFrames",
     "PerFrameFunctionalGroupsSequence",
     "SharedFunctionalGroupsSequence",
-    "LossyImageCompression",
-    "LossyImageCompressionRatio",
-    "LossyImageCompressionMethod",
     "PlanarConfiguration",
     "PixelAspectRatio",
     "ExtendedOffsetTable",
     "ExtendedOffsetTableLengths",
+)
+# Not stale: LossyImageCompression (+Ratio, +Method). Once "01" it shall not be reset (DICOM
+# PS3.3 C.7.6.1.1.5): a derived series keeps the source's history, and gets "01" where the
+# source's transfer syntax was lossy (see LOSSY_TRANSFER_SYNTAXES).
+#: Transfer syntaxes whose compression may lose information, with the LossyImageCompressionMethod
+#: term of each (DICOM PS3.3 C.7.6.1.1.5.1).
+LOSSY_TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",  # JPEG Extended (Process 2 and 4)
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",  # JPEG 2000 (lossy or lossless)
+    "1.2.840.10008.1.2.4.203": "ISO_15444_15",  # HTJ2K (lossy or lossless)
+    "1.2.840.10008.1.2.4.111": "ISO_10918_1",  # JPEG XL recompression of a JPEG
+    "1.2.840.10008.1.2.4.112": "ISO_18181_1",  # JPEG XL (lossy or lossless)
+}
+# Of those, the ones that may hold a lossless encoding too: a file's own LossyImageCompression
+# "00" is believed for them.
+MAYBE_LOSSLESS_SYNTAXES = frozenset({
+    "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.203",
+    "1.2.840.10008.1.2.4.112",
+})
+#: The window (center, width in HU) written to a derived series whose source states none: soft
+#: tissue, named in WindowCenterWidthExplanation, so that a viewer does not open it at full range.
+DEFAULT_DICOM_WINDOW = (40.0, 400.0)
+DEFAULT_WINDOW_EXPLANATION = "SOFT TISSUE (lowdose default)"
+# Per-frame attributes of an enhanced multi-frame (functional group sequence, attribute) that
+# each frame's own header gets (see _frame_headers).
+FRAME_ATTRIBUTES = (
+    ("PlanePositionSequence", "ImagePositionPatient"),
+    ("PlaneOrientationSequence", "ImageOrientationPatient"),
+    ("PixelMeasuresSequence", "PixelSpacing"),
+    ("PixelMeasuresSequence", "SliceThickness"),
+    ("PixelMeasuresSequence", "SpacingBetweenSlices"),
+    ("FrameVOILUTSequence", "WindowCenter"),
+    ("FrameVOILUTSequence", "WindowWidth"),
+    ("FrameVOILUTSequence", "WindowCenterWidthExplanation"),
 )
 #: ``CTImage.metadata`` key: how the image's dose relates to the dose that the exposure tags of
 #: its source headers describe. A number ``f``: the image is ``f`` times the source's dose (a
@@ -441,9 +476,117 @@ def _base_metadata(source: Path, ds: Any) -> dict[str, Any]:
     }
 
 
+def _slice_steps(source: Path, uid: str, proj: np.ndarray, meta: dict[str, Any]) -> float:
+    """The median step (mm) between slices at ``proj`` (ascending positions along the normal).
+
+    Sets ``slice_spacing_uniform`` in ``meta`` (and ``slice_spacing_range`` where the steps
+    differ by over 1%), and warns of uneven steps: a regular grid of the median step misplaces
+    the slices after a gap. Slices at one position are refused: they are not one volume.
+    """
+    steps = np.diff(proj)
+    spacing_k = float(np.median(steps))
+    if spacing_k <= 1e-4 or (np.abs(steps) <= 1e-4).any():
+        raise LowdoseError(
+            f"{source}: series {uid} has several slices at one position "
+            "(several acquisitions or phases in one series); it is not one volume"
+        )
+    uniform = bool(np.all(np.abs(steps - spacing_k) <= 0.01 * spacing_k + 1e-3))
+    meta["slice_spacing_uniform"] = uniform
+    if not uniform:
+        meta["slice_spacing_range"] = [float(steps.min()), float(steps.max())]
+        warnings.warn(
+            f"{source}: irregular slice spacing {steps.min():.4g}..{steps.max():.4g} mm in "
+            f"series {uid}; using the median {spacing_k:.4g} mm",
+            stacklevel=4,
+        )
+    meta["slice_order"] = "position along the slice normal, ascending"
+    return spacing_k
+
+
+def tilt_angle(positions: np.ndarray, normal: np.ndarray) -> tuple[float, float]:
+    """How far slice positions step off the slice normal, as a gantry tilt does: the angle
+    (degrees) between the normal and the least-squares line of the positions through the first,
+    and the largest distance (mm) of a position from the normal through the first.
+
+    Example:
+        >>> z = np.arange(4) * 2.0
+        >>> positions = np.stack([np.zeros(4), 0.7 * np.arange(4), z], axis=1)  # 0.7 mm in y
+        >>> angle, off = tilt_angle(positions, np.array([0.0, 0.0, 1.0]))
+        >>> round(angle, 2), round(off, 2)
+        (19.29, 2.1)
+    """
+    offsets = np.asarray(positions, float) - np.asarray(positions[0], float)
+    along = offsets @ normal
+    across = offsets - np.outer(along, normal)
+    off = float(np.linalg.norm(across, axis=1).max())
+    span = float(along @ along)
+    if span == 0.0:
+        return 0.0, off
+    slope = across.T @ along / span  # in-plane move per mm along the normal
+    return float(np.degrees(np.arctan(np.linalg.norm(slope)))), off
+
+
+def _warn_tilt(
+    source: Path, uid: str, positions: np.ndarray, direction: np.ndarray,
+    spacing: tuple[float, ...], meta: dict[str, Any], stated: Any,
+) -> None:
+    """Warn once where the slices (``positions`` in slice order) step off the slice normal by
+    over a tenth of the smallest ``spacing`` (a gantry tilt); records ``gantry_tilt_deg``. The
+    image is not resampled: its slice axis stays the normal."""
+    angle, off = tilt_angle(positions, direction[:, 2])
+    if off <= 0.1 * min(spacing):
+        return
+    meta["gantry_tilt_deg"] = round(angle, 4)
+    tilt = _number(stated)
+    header = f"; GantryDetectorTilt {tilt:g}" if tilt is not None else ""
+    warnings.warn(
+        f"{source}: series {uid} is gantry tilted: its slice positions step {angle:.3g} degrees "
+        f"off the slice normal (measured from ImagePositionPatient{header}), up to "
+        f"{off:.3g} mm from the normal through the first slice; a NIfTI output cannot place these "
+        "slices exactly (its slice axis is the normal), a DICOM output keeps their positions; "
+        "not resampled",
+        stacklevel=4,
+    )
+
+
+def _frame_headers(ds: Any, order: np.ndarray) -> list[Any]:
+    """One header per frame of an enhanced multi-frame ``ds`` (without pixel data), in ``order``.
+
+    Each holds the top-level attributes (patient, study, series, transfer syntax), shared, and the
+    frame's own :data:`FRAME_ATTRIBUTES` (position, orientation, pixel measures, window) from its
+    functional groups, so that per-slice code (subsetting, :func:`acquired_positions`, the
+    derived series) sees one header per slice. ``_lowdose_frame`` holds its 1-based frame number.
+    """
+    from pydicom.dataset import Dataset
+
+    skip = {*PIXEL_TAGS, "NumberOfFrames", "PerFrameFunctionalGroupsSequence",
+            "SharedFunctionalGroupsSequence"}  # fmt: skip
+    shared = [elem for elem in ds if elem.keyword not in skip]
+    headers = []
+    for index in order:
+        header = Dataset()
+        for elem in shared:
+            header.add(copy.copy(elem))
+        if hasattr(ds, "file_meta"):
+            header.file_meta = ds.file_meta
+        for seq, attr in FRAME_ATTRIBUTES:
+            value = _frame_item(ds, int(index), seq, attr)
+            if value is not None:
+                setattr(header, attr, copy.deepcopy(value))
+        header._lowdose_frame = int(index) + 1
+        headers.append(header)
+    return headers
+
+
+def _frame_number(ds: Any) -> int | None:
+    """The frame number of a header :func:`_frame_headers` made, else None."""
+    return getattr(ds, "_lowdose_frame", None)
+
+
 def _read_multiframe(path: Path, ds: Any, source: Path) -> CTImage:
     hu = _decode(path, ds)
     frames = hu.shape[0]
+    uid = str(ds.get("SeriesInstanceUID", "") or "?")
     iop = _vec(_shared_item(ds, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
     if iop is None:
         iop = _vec(_frame_item(ds, 0, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
@@ -455,22 +598,28 @@ def _read_multiframe(path: Path, ds: Any, source: Path) -> CTImage:
     order = np.arange(frames)
     spacing_k = _number(_shared_item(ds, "PixelMeasuresSequence", "SpacingBetweenSlices"))
     spacing_k = spacing_k or _number(_shared_item(ds, "PixelMeasuresSequence", "SliceThickness"))
+    pixel = _pixel_spacing(ds)
+    meta = _base_metadata(source, ds)
     origin = None
     if all(p is not None for p in positions):
         proj = np.array([p @ direction[:, 2] for p in positions])
         order = np.argsort(proj, kind="stable")
         if frames > 1:
-            spacing_k = float(np.median(np.diff(proj[order])))
+            spacing_k = _slice_steps(source, uid, proj[order], meta)
+            stated = ds.get("GantryDetectorTilt")
+            if stated is None:
+                stated = _frame_item(ds, 0, "CTAcquisitionDetailsSequence", "GantryDetectorTilt")
+            _warn_tilt(source, uid, np.array([positions[i] for i in order]), direction,
+                       (spacing_k, *pixel), meta, stated)  # fmt: skip
         origin = tuple(float(x) for x in positions[order[0]])
-    meta = _base_metadata(source, ds)
     meta.update(files=[str(path.resolve())], n_files=1, multiframe=True)
     return CTImage(
         hu[order],
-        spacing=(abs(spacing_k or 1.0), *_pixel_spacing(ds)),
+        spacing=(abs(spacing_k or 1.0), *pixel),
         origin=origin,
         direction=direction,
         metadata=meta,
-        source_headers=[_strip_pixels(ds)],
+        source_headers=_frame_headers(_strip_pixels(ds), order),
     )
 
 
@@ -522,25 +671,12 @@ def read_dicom_series(
     items = [items[i] for i in order]
     proj = np.array([keys[i][0] for i in order])
     meta = _base_metadata(source, items[0][1])
+    pixel = _pixel_spacing(items[0][1])
     spacing_k = None
     if have_positions and len(items) > 1:
-        steps = np.diff(proj)
-        spacing_k = float(np.median(steps))
-        if spacing_k <= 1e-4 or (np.abs(steps) <= 1e-4).any():
-            raise LowdoseError(
-                f"{source}: series {uid} has several slices at one position "
-                "(several acquisitions or phases in one series); it is not one volume"
-            )
-        uniform = bool(np.all(np.abs(steps - spacing_k) <= 0.01 * spacing_k + 1e-3))
-        meta["slice_spacing_uniform"] = uniform
-        if not uniform:
-            meta["slice_spacing_range"] = [float(steps.min()), float(steps.max())]
-            warnings.warn(
-                f"{source}: irregular slice spacing {steps.min():.4g}..{steps.max():.4g} mm in "
-                f"series {uid}; using the median {spacing_k:.4g} mm",
-                stacklevel=3,
-            )
-        meta["slice_order"] = "position along the slice normal, ascending"
+        spacing_k = _slice_steps(source, uid, proj, meta)
+        _warn_tilt(source, uid, np.array([geometry[i][1] for i in order]), direction,
+                   (spacing_k, *pixel), meta, items[0][1].get("GantryDetectorTilt"))  # fmt: skip
     elif len(items) > 1:
         meta["slice_order"] = "InstanceNumber (no ImagePositionPatient)"
         ds0 = items[0][1]
@@ -550,8 +686,13 @@ def read_dicom_series(
         meta["slice_spacing_known"] = False
     slices = [_decode(path, ds) for path, ds in items]
     hu = np.stack(slices) if len(slices) > 1 else slices[0]
-    pixel = _pixel_spacing(items[0][1])
     spacing = (spacing_k, *pixel) if hu.ndim == 3 else pixel
+    if hu.ndim == 2:
+        from lowdose.io.formats.nifti import SINGLE_SLICE_SPACING  # nifti imports this module
+
+        thickness = _number(items[0][1].get("SliceThickness"))
+        if thickness is not None and np.isfinite(thickness) and thickness > 0:
+            meta[SINGLE_SLICE_SPACING] = thickness  # a NIfTI's slice axis: the slice's thickness
     pos0 = geometry[order[0]][1]
     syntaxes = sorted(
         {
@@ -696,8 +837,17 @@ def _encode(hu: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def _ds_string(value: float) -> str:
-    """A DICOM DS string (at most 16 characters)."""
+    """A DICOM DS string (at most 16 characters): 10 significant digits where they hold the value
+    exactly, else, for a value read from float32, its shortest float32 form.
+
+    Example:
+        >>> _ds_string(-94.5), _ds_string(1 / 3), _ds_string(float(np.float32(0.9766)))
+        ('-94.5', '0.3333333333', '0.9766')
+    """
+    value = float(value)
     text = f"{value:.10g}"
+    if float(text) != value and value == float(np.float32(value)):
+        text = str(np.float32(value))
     if len(text) > 16:
         text = f"{value:.6g}"
     return text
@@ -754,7 +904,8 @@ def _inplane_shift(image: CTImage) -> np.ndarray | None:
 def acquired_positions(image: CTImage) -> np.ndarray | None:
     """Where each slice's first pixel was acquired (LPS, mm, one row per slice in the image's
     order), from its source DICOM headers moved onto the image's in-plane grid; ``None`` where
-    the headers do not say (no DICOM source, or slices no longer one per header).
+    the headers do not say (no DICOM source, or slices no longer one per header). A multi-frame
+    source gives each frame's own position (its PlanePositionSequence).
 
     A writer of a regular grid (NIfTI) compares them with the positions its affine gives: a
     series with a gap or a gantry tilt does not lie on one.
@@ -884,7 +1035,9 @@ def _new_dataset(template: Any | None, now: _dt.datetime) -> tuple[Any, str]:
         "PositionReferenceIndicator": "",
         "Manufacturer": "lowdose",
         "KVP": "",
-        "PatientPosition": "HFS",
+        # Type 2 for CT Image Storage (no PatientOrientationCodeSequence): present, empty where
+        # the source does not say (HFS would be a guess).
+        "PatientPosition": "",
     }
     for keyword, value in defaults.items():
         if keyword not in ds:
@@ -896,6 +1049,74 @@ def _new_dataset(template: Any | None, now: _dt.datetime) -> tuple[Any, str]:
     return ds, note
 
 
+def _lossy_history(sources: list[Any]) -> tuple[Any, Any] | None:
+    """(ratio, method) of the lossy compression the pixels of ``sources`` went through (either may
+    be None: not known), or None where there was none: a LossyImageCompression "01" stated, else
+    a lossy transfer syntax (:data:`LOSSY_TRANSFER_SYNTAXES`; one that may be lossless too is
+    believed where the file states "00").
+
+    Example:
+        >>> from pydicom.dataset import Dataset
+        >>> ds = Dataset()
+        >>> ds.LossyImageCompression, ds.LossyImageCompressionMethod = "01", "ISO_15444_1"
+        >>> _lossy_history([ds]), _lossy_history([Dataset()])
+        ((None, 'ISO_15444_1'), None)
+    """
+    for src in sources:
+        if str(src.get("LossyImageCompression", "") or "").strip() == "01":
+            return src.get("LossyImageCompressionRatio"), src.get("LossyImageCompressionMethod")
+    for src in sources:
+        meta = getattr(src, "file_meta", None)
+        syntax = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+        if syntax not in LOSSY_TRANSFER_SYNTAXES:
+            continue
+        stated = str(src.get("LossyImageCompression", "") or "").strip()
+        if stated == "00" and syntax in MAYBE_LOSSLESS_SYNTAXES:
+            continue
+        return None, LOSSY_TRANSFER_SYNTAXES[syntax]
+    return None
+
+
+def _keep_lossy_history(ds: Any, sources: list[Any]) -> None:
+    """Mark ``ds`` LossyImageCompression "01" (with the ratio and method known) where its
+    ``sources`` went through lossy compression: once "01", never reset (PS3.3 C.7.6.1.1.5)."""
+    history = _lossy_history([src for src in sources if hasattr(src, "get")])
+    if history is None:
+        return
+    ds.LossyImageCompression = "01"
+    for keyword, value in zip(
+        ("LossyImageCompressionRatio", "LossyImageCompressionMethod"), history, strict=True
+    ):
+        if value not in (None, ""):
+            setattr(ds, keyword, copy.deepcopy(value))
+        elif keyword in ds:
+            delattr(ds, keyword)
+
+
+def _set_window(ds: Any, src: Any | None) -> None:
+    """The window of ``src`` (WindowCenter, WindowWidth and their explanation) where it states
+    one, else :data:`DEFAULT_DICOM_WINDOW` named as the default in WindowCenterWidthExplanation.
+
+    Example:
+        >>> from pydicom.dataset import Dataset
+        >>> ds = Dataset()
+        >>> _set_window(ds, None)
+        >>> ds.WindowCenter, ds.WindowWidth, ds.WindowCenterWidthExplanation
+        ('40', '400', 'SOFT TISSUE (lowdose default)')
+    """
+    keywords = ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation")
+    known = src is not None and all(src.get(k) not in (None, "") for k in keywords[:2])
+    for keyword in keywords:
+        if keyword in ds and (not known or keyword not in src):
+            delattr(ds, keyword)
+        elif known and keyword in src:
+            setattr(ds, keyword, copy.deepcopy(src.data_element(keyword).value))
+    if not known:
+        center, width = DEFAULT_DICOM_WINDOW
+        ds.WindowCenter, ds.WindowWidth = _ds_string(center), _ds_string(width)
+        ds.WindowCenterWidthExplanation = DEFAULT_WINDOW_EXPLANATION
+
+
 def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any], str]:
     """One dataset per slice, without pixel data, for a derived series."""
     from pydicom.uid import generate_uid
@@ -905,8 +1126,10 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
     n = image.n_slices
     headers = image.source_headers or []
     template = headers[0] if headers and hasattr(headers[0], "get") else None
-    same = _headers_match(image)
-    shift = None if same else _inplane_shift(image)
+    # The frames of a multi-frame source: no per-slice file to copy, but each frame's position.
+    frames = bool(headers) and all(_frame_number(h) is not None for h in headers)
+    same = not frames and _headers_match(image)
+    shift = None if same or frames else _inplane_shift(image)
     reuse = same or shift is not None
     datasets = []
     if reuse:
@@ -937,40 +1160,58 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
                 ds.ImagePositionPatient = [_ds_string(x) for x in pos]
                 ds.PixelSpacing = [_ds_string(pixel[0]), _ds_string(pixel[1])]
                 _drop_overlays(ds)
+            _set_window(ds, src)
+            _keep_lossy_history(ds, [src])
             datasets.append(ds)
         description = str(template.get("SeriesDescription", "") or "")
         number = _number(template.get("SeriesNumber"))
     else:
         base, note = _new_dataset(template, now)
+        # Each frame at its acquired position (on the image's in-plane grid), where the image
+        # still holds the source's frames; else the image's regular grid.
+        positions = acquired_positions(image) if frames else None
+        if positions is not None:
+            note = (
+                "patient and study tags copied from the source multi-frame; orientation and pixel "
+                "spacing from the image, each frame at its acquired position (its "
+                "PlanePositionSequence)"
+            )
         if image.metadata.get("spacing_known") is False:
             note += "; source pixel spacing unknown, written as stored in the image (1 mm)"
         elif image.metadata.get("spacing_source"):  # stated or assumed, not read from a file
             note += f"; pixel spacing {image.metadata['spacing_source']}"
+        _keep_lossy_history(base, headers)
         description = str(template.get("SeriesDescription", "") or "") if template else ""
         number = _number(template.get("SeriesNumber")) if template is not None else None
         direction = np.eye(3) if image.direction is None else np.asarray(image.direction, float)
         origin = np.zeros(3) if image.origin is None else np.asarray(image.origin, float)
         pixel = image.spacing[-2:]
-        step = image.spacing[0] if image.is_volume else 1.0
-        thickness = (
-            _number(template.get("SliceThickness")) if template is not None else None
-        ) or step
+        step = image.spacing[0] if image.is_volume else _one_slice_length(image)
         iop = [*direction[:, 0].tolist(), *direction[:, 1].tolist()]
         # SliceLocation is the position along the DICOM slice normal, row x column cosines (z
         # for axial slices), not along the volume's third axis, which may run the other way.
         normal = np.cross(direction[:, 0], direction[:, 1])
         normal = normal / (np.linalg.norm(normal) or 1.0)
+        even = True  # the image's grid; the source's frames may have a gap
+        if positions is None:
+            positions = origin + np.outer(np.arange(n) * step, direction[:, 2])
+        else:
+            steps = np.abs(np.diff(positions @ normal))
+            even = bool(np.all(np.abs(steps - step) <= 0.01 * step + 1e-3))
         for k in range(n):
             ds = copy.deepcopy(base)
-            pos = origin + k * step * direction[:, 2]
+            src = headers[k] if frames and len(headers) == n else template
+            pos = positions[k]
+            thickness = (_number(src.get("SliceThickness")) if src is not None else None) or step
             ds.ImagePositionPatient = [_ds_string(x) for x in pos]
             ds.ImageOrientationPatient = [_ds_string(x) for x in iop]
             ds.PixelSpacing = [_ds_string(pixel[0]), _ds_string(pixel[1])]
             ds.SliceThickness = _ds_string(thickness)
-            if image.is_volume:
+            if image.is_volume and even:  # no one spacing between unevenly spaced frames
                 ds.SpacingBetweenSlices = _ds_string(step)
             ds.SliceLocation = _ds_string(float(pos @ normal))
             ds.InstanceNumber = k + 1
+            _set_window(ds, src)
             datasets.append(ds)
     suffix = options.description.strip()
     series_description = f"{description} {suffix}".strip() if suffix else description
@@ -1004,6 +1245,15 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
     return datasets, note
 
 
+def _one_slice_length(image: CTImage) -> float:
+    """The slice-axis length (mm) of a 2D image: the one its source stated (a one-slice NIfTI's
+    slice axis, a DICOM slice's thickness), else 1 mm."""
+    from lowdose.io.formats.nifti import SINGLE_SLICE_SPACING  # nifti imports this module
+
+    length = _number(image.metadata.get(SINGLE_SLICE_SPACING))
+    return length if length is not None and np.isfinite(length) and length > 0 else 1.0
+
+
 def _set_pixels(ds: Any, hu: np.ndarray, options: WriteOptions) -> None:
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
@@ -1022,6 +1272,8 @@ def _set_pixels(ds: Any, hu: np.ndarray, options: WriteOptions) -> None:
     if options.window is not None:
         ds.WindowCenter = _ds_string((options.window.lo + options.window.hi) / 2)
         ds.WindowWidth = _ds_string(options.window.width)
+        if "WindowCenterWidthExplanation" in ds:  # it named the window replaced
+            del ds.WindowCenterWidthExplanation
     ds.add_new(0x7FE00010, "OW", stored.astype("<i2").tobytes())  # PixelData, 16-bit words
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
