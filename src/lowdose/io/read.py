@@ -390,11 +390,19 @@ def format_inventory(inv: Inventory, with_path: bool = True) -> str:
         f"spacing:     {' x '.join(f'{s:.4g}' for s in img.spacing)} mm ({axes})"
         + ("" if meta.get("spacing_known", True) else " (unknown: not stored in the file)"),
     ]
-    if img.origin is not None:
+    # A NIfTI whose qform and sform codes are 0 states no orientation: its origin and plane are
+    # nibabel's fall-back, not the file's.
+    orientation_known = meta.get("orientation_known", True)
+    if not orientation_known:
+        lines.append("origin:      unknown (not stored in the file: NIfTI qform and sform "
+                     "codes 0)")
+    elif img.origin is not None:
         lines.append(f"origin:      {', '.join(f'{x:.4g}' for x in img.origin)} mm (LPS)")
     # A DICOM header states its plane; a NIfTI volume's affine gives it (image.orientation).
     plane = meta.get("orientation") or img.orientation
-    if plane:
+    if not orientation_known:
+        lines.append("orientation: unknown (not stored in the file)")
+    elif plane:
         order = meta.get("slice_order")
         lines.append(
             f"orientation: {plane}"
