@@ -257,3 +257,35 @@ def test_dicom_colour_image_is_refused(tmp_path):
     ds.save_as(path)
     with pytest.raises(LowdoseError, match=r"rgb\.dcm: RGB DICOM .* not a CT image"):
         read_ct(path)
+
+
+@pytest.mark.parametrize(
+    ("intercept", "said"),
+    [
+        (0.0, "median 1064 HU and only 1% of the pixels below"),  # rescale missing
+        (None, "beyond the extended CT scale"),  # two's complement read as unsigned
+    ],
+)
+def test_values_that_cannot_be_hu_are_said_at_read(tmp_path, intercept, said):
+    """A slice whose stored values lack their rescale, or whose signed values were stored as
+    unsigned, reads with one warning naming the file and what to check; real HU read quietly."""
+    import warnings
+
+    hu = np.full((16, 16), 40.0, np.float32)
+    hu[:2] = -1000.0  # a little air
+    path = tmp_path / "slice.dcm"
+    if intercept is None:  # signed HU written as if unsigned: -1000 reads as 64536
+        ct_slice(path, hu, intercept=0.0)
+        ds = pydicom.dcmread(path)
+        ds.PixelData = hu.astype("<i2").tobytes()
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 0, 16, 15
+        ds.save_as(path)
+    else:  # stored = HU + 1024 with the intercept left out
+        ct_slice(path, hu + 1024.0, intercept=intercept)
+    with pytest.warns(UserWarning, match=said) as caught:
+        read_ct(path)
+    assert str(path) in str(caught[0].message) and "RescaleIntercept" in str(caught[0].message)
+    ct_slice(tmp_path / "ok.dcm", hu)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_ct(tmp_path / "ok.dcm")

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,10 +76,48 @@ def read_ct(
     if not path.exists():
         raise LowdoseError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _read_folder(path, options)
-    if path.stat().st_size == 0:
-        raise LowdoseError(f"{path}: empty file")
-    return _pick_reader(path, options).read(path)
+        image = _read_folder(path, options)
+    else:
+        if path.stat().st_size == 0:
+            raise LowdoseError(f"{path}: empty file")
+        image = _pick_reader(path, options).read(path)
+    if note := implausible_hu_note(image):
+        warnings.warn(f"{path}: {note}", stacklevel=2)
+    return image
+
+
+#: The top of the extended CT scale (as ``physics.checks.HU_PHYSICAL_MAX``): above it, not HU.
+EXTENDED_CT_MAX = 30720.0
+
+
+def implausible_hu_note(image: CTImage) -> str | None:
+    """A note when an image's values cannot be a CT's HU as read: beyond the extended CT scale,
+    or most pixels denser than 1000 HU with nothing below -200 HU (no air, lung or fat): stored
+    values without their rescale (RescaleIntercept -1024) or read with the wrong sign
+    (PixelRepresentation). 8-bit display images (mapped through a window) are left out.
+
+    Example:
+        >>> import numpy as np
+        >>> implausible_hu_note(CTImage(np.full((8, 8), 40.0, np.float32), (1.0, 1.0))) is None
+        True
+        >>> implausible_hu_note(CTImage(np.full((8, 8), 1064.0, np.float32), (1.0, 1.0)))[:33]
+        'median 1064 HU and only 1% of the'
+    """
+    import numpy as np
+
+    if "window" in image.metadata:
+        return None
+    sample = image.slices()[:, ::4, ::4]  # a quantile of a volume: every 16th pixel is plenty
+    low, median, top = (float(v) for v in np.percentile(sample, [1, 50, 100]))
+    hint = ("is it in HU? check the file's rescale (RescaleSlope/RescaleIntercept) and sign "
+            "(PixelRepresentation)")
+    if top > EXTENDED_CT_MAX:
+        return (f"values up to {top:.0f} lie beyond the extended CT scale "
+                f"({EXTENDED_CT_MAX:.0f} HU): {hint}")
+    if median > 1000.0 and low > -200.0:
+        return (f"median {median:.0f} HU and only 1% of the pixels below {low:.0f} HU (a CT "
+                f"holds air, lung or fat below -200 HU): {hint}")
+    return None
 
 
 def _refuse_all_series(path: Path, series: str | None) -> None:
