@@ -289,3 +289,20 @@ def test_values_that_cannot_be_hu_are_said_at_read(tmp_path, intercept, said):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_ct(tmp_path / "ok.dcm")
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        ((0.0, 0.66), "a normalised scale, not HU"),  # Mayo's (HU + 1024) / 4096
+        ((0.0, 255.0), "8-bit grey levels, not HU?"),  # a photo saved as NIfTI
+    ],
+)
+def test_a_nifti_that_is_not_in_hu_is_said_at_read(tmp_path, values, said):
+    """A NIfTI in a [0, 1] scale or of grey levels is read with one warning (the .npy reader
+    refuses such values; a NIfTI holds no scale to state)."""
+    lo, hi = values
+    data = np.linspace(lo, hi, 16 * 16, dtype=np.float32).reshape(16, 16, 1)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "v.nii.gz")
+    with pytest.warns(UserWarning, match=said):
+        read_ct(tmp_path / "v.nii.gz")

@@ -94,7 +94,8 @@ def implausible_hu_note(image: CTImage) -> str | None:
     """A note when an image's values cannot be a CT's HU as read: beyond the extended CT scale,
     or most pixels denser than 1000 HU with nothing below -200 HU (no air, lung or fat): stored
     values without their rescale (RescaleIntercept -1024) or read with the wrong sign
-    (PixelRepresentation). 8-bit display images (mapped through a window) are left out.
+    (PixelRepresentation); or all in [0, 1] (a normalised scale) or [0, 255] (grey levels).
+    8-bit display images (mapped through a window) are left out.
 
     Example:
         >>> import numpy as np
@@ -117,6 +118,13 @@ def implausible_hu_note(image: CTImage) -> str | None:
     if median > 1000.0 and low > -200.0:
         return (f"median {median:.0f} HU and only 1% of the pixels below {low:.0f} HU (a CT "
                 f"holds air, lung or fat below -200 HU): {hint}")
+    bottom = float(sample.min())
+    if bottom >= 0.0 and top <= 1.0:
+        return (f"values lie in [{bottom:.3g}, {top:.3g}]: a normalised scale, not HU (for "
+                "Mayo's (HU + 1024) / 4096, HU = 4096 v - 1024); convert the file to HU")
+    if 0.0 <= bottom <= 5.0 and 200.0 <= top <= 255.0:  # spans the 8-bit range, no negatives
+        return (f"values lie in [{bottom:.0f}, {top:.0f}] and none below 0 HU: 8-bit grey levels, "
+                "not HU? (a CT holds air at -1000 HU; a PNG or JPEG is read through a window)")
     return None
 
 
