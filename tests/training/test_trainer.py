@@ -306,3 +306,132 @@ def test_resume_refuses_a_changed_seed_or_pairing_but_may_run_longer(tmp_path: P
 def test_a_device_this_machine_lacks_is_refused_by_the_trainer(tmp_path: Path) -> None:
     with pytest.raises(LowdoseError, match=r"^--device gpu: not a device"):
         Trainer(TinyFamily(), NoisyPairs(), _cfg(device="gpu"), tmp_path)
+
+
+def _rows(run: Path) -> list[tuple[str, ...]]:
+    """metrics.csv without its time column."""
+    lines = (run / "metrics.csv").read_text().splitlines()[1:]
+    return [tuple(line.split(",")[:4]) for line in lines]
+
+
+def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar as TensorBoard shows it: (step, value) per tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _interrupted_at(run: Path, step: int) -> None:
+    """Leave ``run`` as a kill after checkpoint ``step`` does: ``latest`` points at it, and the
+    logs hold what came after it; TensorBoard's next event file sorts after the old ones."""
+    (run / "checkpoints" / "latest").write_text(f"step-{step:08d}\n")
+    config = json.loads((run / "config.json").read_text())
+    config.pop("metrics")  # as the killed run left it: written at its start
+    (run / "config.json").write_text(json.dumps(config))
+    time.sleep(1.1)  # event file names hold the second they were opened
+
+
+def test_a_resume_off_the_log_grid_logs_what_an_uninterrupted_run_logs(tmp_path: Path) -> None:
+    """A checkpoint at step 21 (log rows every 5): the row of step 25 averages steps 21-25
+    as in an uninterrupted run, not only 22-25, and the weights stay identical."""
+    data = NoisyPairs()
+    cfg = _cfg(checkpoint_every=7, keep_checkpoints=10)
+    ref = TinyFamily()
+    Trainer(ref, data, cfg, tmp_path / "ref", val_dataset=data).fit()
+    Trainer(TinyFamily(), data, cfg, tmp_path / "run", val_dataset=data).fit()
+    _interrupted_at(tmp_path / "run", 21)
+    resumed = TinyFamily()
+    result = Trainer(resumed, data, cfg, tmp_path / "run", val_dataset=data, resume=True).fit()
+    assert _rows(tmp_path / "run") == _rows(tmp_path / "ref")
+    assert result.resumed_from == 21
+    assert torch.equal(_weights(resumed), _weights(ref))
+    # A finished run off the grid (32 steps), resumed to 40, logs step 35 over steps 31-35.
+    Trainer(TinyFamily(), data, _cfg(max_steps=40), tmp_path / "ref40").fit()
+    Trainer(TinyFamily(), data, _cfg(max_steps=32), tmp_path / "run40").fit()
+    Trainer(TinyFamily(), data, _cfg(max_steps=40), tmp_path / "run40", resume=True).fit()
+    assert [r for r in _rows(tmp_path / "run40") if int(r[0]) > 32] == \
+        [r for r in _rows(tmp_path / "ref40") if int(r[0]) > 32]
+
+
+def test_tensorboard_after_a_kill_shows_one_point_per_step(tmp_path: Path) -> None:
+    """The killed run's points after its checkpoint are hidden (purge_step), as the CSV drops
+    them: each step has one point, the uninterrupted run's."""
+    data = NoisyPairs()
+    cfg = _cfg(checkpoint_every=10, keep_checkpoints=10, tensorboard=True)
+    Trainer(TinyFamily(), data, cfg, tmp_path / "ref", val_dataset=data).fit()
+    Trainer(TinyFamily(), data, cfg, tmp_path / "run", val_dataset=data).fit()
+    _interrupted_at(tmp_path / "run", 20)
+    Trainer(TinyFamily(), data, cfg, tmp_path / "run", val_dataset=data, resume=True).fit()
+    assert len(list((tmp_path / "run" / "tensorboard").iterdir())) == 2  # the premise
+    got, ref = _scalars(tmp_path / "run"), _scalars(tmp_path / "ref")
+    assert [s for s, _ in got["train/loss"]] == [5, 10, 15, 20, 25, 30]
+    assert [s for s, _ in got["val/mse"]] == [30]
+    assert got == ref
+
+
+def test_resuming_a_finished_run_says_so_and_logs_nothing_again(tmp_path: Path) -> None:
+    data = NoisyPairs()
+    cfg = _cfg(max_steps=10, tensorboard=True)
+    first = Trainer(TinyFamily(), data, cfg, tmp_path, val_dataset=data).fit()
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    again = Trainer(TinyFamily(), data, cfg, tmp_path, val_dataset=data, resume=True).fit()
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # no validation rows, no new event file, config.json as it was
+    from lowdose.training.trainer import finished_run
+
+    assert again.finished == finished_run(tmp_path, 10)
+    assert again.finished == (f"{tmp_path}: already finished at step 10 (--steps 10; a --steps "
+                              f"above 10 trains on); weights {tmp_path / 'model.safetensors'}")
+    assert again.step == 10 and again.resumed_from == 10 and again.metrics == first.metrics
+    # Fewer steps: nothing either; more steps train on.
+    assert "above 10 trains on" in str(finished_run(tmp_path, 4))
+    assert finished_run(tmp_path, 12) is None
+    longer = Trainer(TinyFamily(), data, _cfg(max_steps=12, tensorboard=True), tmp_path,
+                     val_dataset=data, resume=True).fit()
+    assert longer.step == 12 and longer.finished is None
+    # Killed after its last checkpoint, before the final validation and export: not finished.
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("metrics")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert finished_run(tmp_path, 12) is None
+    ended = Trainer(TinyFamily(), data, _cfg(max_steps=12), tmp_path, val_dataset=data,
+                    resume=True).fit()
+    assert ended.finished is None and "val/mse" in ended.metrics
+    assert "metrics" in json.loads((tmp_path / "config.json").read_text())
+
+
+def test_a_stopped_run_resumed_says_it_is_finished(tmp_path: Path) -> None:
+    data = NoisyPairs()
+    Trainer(_StopAt(7), data, _cfg(checkpoint_every=5), tmp_path, val_dataset=data).fit()
+    rows = (tmp_path / "metrics.csv").read_text()
+    assert ",val,mse," in rows  # the premise: the stopped run validated once
+    result = Trainer(_StopAt(7), data, _cfg(checkpoint_every=5), tmp_path, val_dataset=data,
+                     resume=True).fit()
+    assert (tmp_path / "metrics.csv").read_text() == rows
+    assert result.step == 7 and result.stopped == "enough at 7"
+    assert result.finished is not None and "(stopped early: enough at 7)" in result.finished
+
+
+@pytest.mark.parametrize(("name", "saved", "current", "advice"), [
+    ("--model", "gan-circle", "unet", "repeat --model gan-circle: an option left out on "
+     "--resume takes its default, not the run's"),
+    ("--dose", [0.15, 0.25, 0.4], 0.25, "repeat --dose 0.15,0.25,0.4:"),
+    ("--data", ["a/", "b/"], ["a/"], "repeat --data a/ --data b/:"),
+    ("--init", None, "unet", "leave out --init, as the run did"),
+    ("--relative-dose", True, False, "set --relative-dose on again:"),
+    ("arch (preset)", {"f0": 8}, {"f0": 16}, "resume with a preset whose arch is {'f0': 8}"),
+    ("DATA", "set-a", "set-b", "give DATA set-a again"),
+])
+def test_resume_refusal_names_what_to_pass(name: str, saved: object, current: object,
+                                           advice: str) -> None:
+    """An option left out on --resume takes its default, not the run's: the message says to
+    pass the run's value, never to drop the option."""
+    from lowdose.training.trainer import refuse_changed_settings
+
+    with pytest.raises(LowdoseError) as err:
+        refuse_changed_settings("runs/g", {name: saved}, {name: current})
+    message = str(err.value)
+    assert advice in message and message.endswith(", or start a new --out"), message
+    assert "drop" not in message and "\n" not in message

@@ -50,6 +50,12 @@ and family state: tensors and plain values only, read back with
 then ``checkpoints/latest`` is replaced atomically: a process killed at any moment leaves the
 previous checkpoint intact and at most a ``.tmp-*`` folder, removed at the next start.
 
+Logs on resume: ``trainer_state.json`` also holds the loss values since the last log row, so a
+resumed run logs the same rows as an uninterrupted one; rows and TensorBoard points a killed run
+logged after its checkpoint are dropped (TensorBoard: ``purge_step``). A resume of a finished
+run (:func:`finished_run`) trains, validates and logs nothing again: ``TrainResult.finished``
+says so.
+
 Example:
     >>> from lowdose.training.trainer import TrainerConfig
     >>> TrainerConfig(max_steps=10).precision
@@ -158,6 +164,9 @@ class TrainResult:
     resumed_from: int | None = None
     stopped: str | None = None
     """Why the family stopped the run before ``max_steps`` (``None``: it ran to the end)."""
+    finished: str | None = None
+    """A resume of a run that was already finished: one line saying so (:func:`finished_run`);
+    nothing was trained, validated, logged or written again. ``None``: the run trained."""
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -373,6 +382,52 @@ def saved_run_config(out_dir: str | Path) -> tuple[Path, dict[str, Any], dict[st
     return folder, family, trainer
 
 
+def finished_run(out_dir: str | Path, max_steps: int, stopped: str | None = None) -> str | None:
+    """One line saying that ``out_dir`` holds a finished run that a ``--resume`` to
+    ``max_steps`` would not train further, or ``None`` when there is nothing finished there or
+    the resume trains on.
+
+    Finished: the latest checkpoint is at ``max_steps`` or beyond (or the family stopped the
+    run: ``stopped``, its reason) and the run's final weights and metrics were written after it
+    (``config.json`` holds ``metrics`` only then: a run writes it without them at its start).
+    A run killed between its last checkpoint and that export is not finished: its resume
+    validates and exports.
+
+    Raises:
+        LowdoseError: the latest checkpoint's ``trainer_state.json`` is unreadable.
+
+    Example:
+        >>> finished_run("no/such/run", 1000) is None
+        True
+    """
+    out = Path(out_dir)
+    folder = latest_checkpoint(out)
+    if folder is None:
+        return None
+    try:
+        step = int(json.loads((folder / "trainer_state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LowdoseError(f"{folder}: unreadable checkpoint: {exc}") from None
+    if (step < max_steps and not stopped) or _exported_metrics(out) is None:
+        return None
+    why = (f"stopped early: {stopped}" if stopped else
+           f"--steps {max_steps}; a --steps above {step} trains on")
+    return f"{out}: already finished at step {step} ({why}); weights {out / 'model.safetensors'}"
+
+
+def _exported_metrics(out_dir: Path) -> dict[str, float] | None:
+    """The metrics of a run's final export (``config.json`` + ``model.safetensors``), or
+    ``None`` when the run has not ended with one."""
+    try:
+        summary = json.loads((out_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(summary, dict) and isinstance(summary.get("metrics"), dict)
+            and (out_dir / "model.safetensors").is_file()):
+        return None
+    return summary["metrics"]
+
+
 def shown_setting(value: Any) -> str:
     """A setting's value as it is typed on the command line (lists comma-separated)."""
     if isinstance(value, list | tuple):
@@ -394,8 +449,11 @@ def refuse_changed_settings(out_dir: str | Path, saved: dict[str, Any],
     trains on other data than its first steps did, and its config.json records only the new
     value, so the weights' provenance is wrong.
 
+    The message names what to pass to resume: an option left out on ``--resume`` takes its
+    CLI or preset default, not the run's value, so it says to repeat the run's value.
+
     Raises:
-        LowdoseError: the first setting whose value differs, with both values.
+        LowdoseError: the first setting whose value differs, with both values and what to pass.
 
     Example:
         >>> refuse_changed_settings("runs/u", {"--dose": 0.25}, {"--dose": 0.25, "--seed": 0})
@@ -407,9 +465,37 @@ def refuse_changed_settings(out_dir: str | Path, saved: dict[str, Any],
         if before != now:
             raise LowdoseError(
                 f"{out_dir}: --resume with {name} {shown_setting(now)}, but the run was trained "
-                f"with {name} {shown_setting(before)}; resume with the run's value (or drop the "
-                "option), or start a new --out"
+                f"with {name} {shown_setting(before)}; {resume_advice(name, before)}, or start "
+                "a new --out"
             )
+
+
+def resume_advice(name: str, value: Any) -> str:
+    """What to pass on ``--resume`` to get the run's ``value`` of the setting ``name`` (an
+    option such as ``--model``, a preset key such as ``arch (preset)``, or an argument such as
+    ``DATA``), as :func:`refuse_changed_settings` words it.
+
+    Example:
+        >>> resume_advice("--model", "gan-circle")
+        "repeat --model gan-circle: an option left out on --resume takes its default, not the run's"
+        >>> resume_advice("--init", None)
+        'leave out --init, as the run did'
+    """
+    if name.endswith(" (preset)"):
+        key = name.removesuffix(" (preset)")
+        return (f"resume with a preset whose {key} is {shown_setting(value)}: a --preset left "
+                "out on --resume is the default one, not the run's")
+    if not name.startswith("--"):
+        return f"give {name} {shown_setting(value)} again"
+    if value is None:
+        return f"leave out {name}, as the run did"
+    if isinstance(value, bool):  # a flag pair (--relative-dose/--calibrated-dose): name the state
+        what = f"set {name} {shown_setting(value)} again"
+    elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        what = "repeat " + " ".join(f"{name} {v}" for v in value)  # a repeatable option (--data)
+    else:
+        what = f"repeat {name} {shown_setting(value)}"
+    return f"{what}: an option left out on --resume takes its default, not the run's"
 
 
 def refuse_changed_resume(out_dir: str | Path,
@@ -539,8 +625,14 @@ class Trainer:
     # -------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, step: int, optimizers: dict[str, torch.optim.Optimizer],
-                        metrics: dict[str, float]) -> Path | None:
-        """Write a complete checkpoint folder atomically (rank 0) and point ``latest`` at it."""
+                        metrics: dict[str, float],
+                        running: dict[str, list[tuple[int, float]]] | None = None) -> Path | None:
+        """Write a complete checkpoint folder atomically (rank 0) and point ``latest`` at it.
+
+        ``running``: the values logged since the last ``log_every`` step, as ``(step, value)``
+        per name, kept in ``trainer_state.json`` so a resume logs the same means as an
+        uninterrupted run.
+        """
         if not self.env.is_main:
             return None
         from lowdose.io.atomic import atomic_write_text
@@ -559,6 +651,7 @@ class Trainer:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         trainer_state = {
             "step": step, "time": time.time(), "metrics": metrics,
+            "running": {k: [list(pair) for pair in v] for k, v in (running or {}).items()},
             "trainer": asdict(self.config), "world_size": self.env.world_size,
         }
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2) + "\n")
@@ -673,6 +766,19 @@ class Trainer:
 
     # -------------------------------------------------------------- the loop
 
+    def _resumed_logs(self, folder: Path, start: int
+                      ) -> tuple[dict[str, list[tuple[int, float]]], dict[str, float]]:
+        """The running values and last logged metrics a resume from checkpoint ``folder`` (at
+        step ``start``) continues with, so its log rows match an uninterrupted run's: the saved
+        running values after the last ``log_every`` step before ``start``. A checkpoint from
+        before they were saved (or one whose run logged at another ``log_every`` and so kept
+        fewer steps) holds fewer: the first row then averages fewer steps."""
+        state = json.loads((folder / "trainer_state.json").read_text())
+        since = start - start % self.config.log_every
+        running = {k: [(int(s), float(x)) for s, x in v if since < int(s) <= start]
+                   for k, v in (state.get("running") or {}).items()}
+        return {k: v for k, v in running.items() if v}, dict(state.get("metrics") or {})
+
     def _validate(self) -> dict[str, float]:
         if self.val_dataset is None or len(self.val_dataset) == 0:
             return {}
@@ -718,15 +824,33 @@ class Trainer:
         # The configured rates, before a checkpoint's saved (scheduled) rates replace them.
         base_lrs = {n: [g["lr"] for g in opt.param_groups] for n, opt in optimizers.items()}
         start, resumed_from = 0, None
+        running: dict[str, list[tuple[int, float]]] = {}  # (step, value) since the last log step
+        last_metrics: dict[str, float] = {}
         if existing is not None:
             start = resumed_from = self.load_checkpoint(existing, optimizers)
+            running, last_metrics = self._resumed_logs(existing, start)
         if env.world_size > 1:
             _broadcast_modules(self.family.modules)
         order = self._order(optimizers)
         params = {n: [p for g in optimizers[n].param_groups for p in g["params"]] for n in order}
+        should_stop = getattr(self.family, "should_stop", None)
+
+        def stop_reason(at: int) -> str | None:
+            answer = should_stop(at) if should_stop is not None else None
+            return _agree_on_stop(str(answer) if answer else None, env)
+
+        stopped = stop_reason(start) if resumed_from is not None else None
+        finished = (finished_run(self.out_dir, cfg.max_steps, stopped)
+                    if resumed_from is not None else None)
+        if finished is not None:  # nothing to train: log, validate and write nothing again
+            metrics = _exported_metrics(self.out_dir) or {}
+            return TrainResult(start, self.out_dir, existing, metrics, resumed_from, stopped,
+                               finished)
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        log = _Log(self.out_dir, cfg.tensorboard, env.is_main)
+        # TensorBoard hides the points a killed run logged after its last checkpoint (steps
+        # above `start`, as the CSV drops them), so the resumed run's points are the only ones.
+        log = _Log(self.out_dir, cfg.tensorboard, env.is_main, purge_step=start + 1)
         log.truncate_after(start)  # rows a killed run logged after its last checkpoint
         if env.is_main:
             (self.out_dir / "config.json").write_text(json.dumps(
@@ -738,18 +862,9 @@ class Trainer:
 
             bar = tqdm(total=cfg.max_steps, initial=start, desc="train", unit="step",
                        dynamic_ncols=True)
-        running: dict[str, list[float]] = {}
-        last_metrics: dict[str, float] = {}
         checkpoint = existing
         step = start
         on_step_end = getattr(self.family, "on_step_end", None)
-        should_stop = getattr(self.family, "should_stop", None)
-
-        def stop_reason(at: int) -> str | None:
-            answer = should_stop(at) if should_stop is not None else None
-            return _agree_on_stop(str(answer) if answer else None, env)
-
-        stopped = stop_reason(step) if resumed_from is not None else None
         try:
             while step < cfg.max_steps and stopped is None:
                 batch = _to_device(next(batches), self.device, cfg.channels_last)
@@ -778,26 +893,30 @@ class Trainer:
                     opt.step()
                     prefix = f"{name}/" if len(order) > 1 else ""
                     for k, v in out.items():
-                        running.setdefault(prefix + k, []).append(float(v.detach().float()))
+                        running.setdefault(prefix + k, []).append(
+                            (step + 1, float(v.detach().float())))
                 if on_step_end is not None:
                     on_step_end(step)
                 step += 1
                 if bar is not None:
                     bar.update(1)
                 if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    last_metrics = {k: sum(v) / len(v) for k, v in running.items()}
+                    last_metrics = {k: sum(x for _, x in v) / len(v) for k, v in running.items()}
                     lrs = {f"lr/{n}": optimizers[n].param_groups[0]["lr"] for n in order}
                     log.write(step, "train", {**last_metrics, **lrs})
                     if bar is not None and "loss" in last_metrics:
                         bar.set_postfix(loss=f"{last_metrics['loss']:.3g}")
-                    running = {}
+                    if step % cfg.log_every == 0:
+                        # Kept at a last step off the grid: a longer resume's next row averages
+                        # the same steps as a longer uninterrupted run's.
+                        running = {}
                 if cfg.val_every and step % cfg.val_every == 0 and step < cfg.max_steps:
                     val = self._validate()
                     log.write(step, "val", val)
                     self.keep_best(step, val)
                 stopped = stop_reason(step)
                 if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped:
-                    checkpoint = self.save_checkpoint(step, optimizers, last_metrics)
+                    checkpoint = self.save_checkpoint(step, optimizers, last_metrics, running)
                     _barrier(env)
         finally:
             if bar is not None:
@@ -824,7 +943,10 @@ class Trainer:
 class _Log:
     """CSV (long format: step, split, name, value) and optional TensorBoard, rank 0 only."""
 
-    def __init__(self, out_dir: Path, tensorboard: bool, active: bool) -> None:
+    def __init__(self, out_dir: Path, tensorboard: bool, active: bool,
+                 purge_step: int | None = None) -> None:
+        """``purge_step``: TensorBoard hides the points of earlier event files at this step and
+        after (``SummaryWriter``'s ``purge_step``), so a resumed run's points replace them."""
         self.active = active
         self.path = out_dir / "metrics.csv"
         self.tb = None
@@ -834,7 +956,7 @@ class _Log:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=purge_step)
             except ImportError:  # tensorboard is a declared dependency; tolerate its absence
                 self.tb = None
 
