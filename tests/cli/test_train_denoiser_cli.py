@@ -11,7 +11,7 @@ import pytest
 
 from lowdose.cli.main import main
 from lowdose.image import CTImage
-from lowdose.io import write_ct
+from lowdose.io import read_ct, write_ct
 
 PRESET = """
 model: unet
@@ -36,7 +36,8 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     return data, preset
 
 
-def test_train_resume_load_export(setup: tuple[Path, Path], tmp_path: Path) -> None:
+def test_train_resume_load_export(setup: tuple[Path, Path], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
     data, preset = setup
     out = tmp_path / "run"
     args = ["train", "denoiser", "--model", "unet", "--data", str(data), "--dose", "0.25",
@@ -47,6 +48,12 @@ def test_train_resume_load_export(setup: tuple[Path, Path], tmp_path: Path) -> N
     assert main([*args, "--resume"]) == 0
     assert json.loads((out / "train_summary.json").read_text())["step"] == 6
     assert "simulate" not in "".join(p.name for p in out.glob("*.partial*"))
+    rows = (out / "metrics.csv").read_text()
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0  # finished: said, nothing trained or logged again
+    said = capsys.readouterr().out
+    assert f"{out}: already finished at step 6" in said and "trained unet" not in said
+    assert (out / "metrics.csv").read_text() == rows
 
     from lowdose.models.loading import load_denoiser
     from lowdose.training.denoising import export_denoiser
@@ -164,3 +171,142 @@ def test_list_presets_has_a_header_row(capsys: pytest.CaptureFixture[str]) -> No
     assert lines[0].index("base") == row.index("base cpu-long")
     assert lines[0].index("summary") == row.index("Fine-tuning")
 
+
+
+def _metadata(out: Path) -> dict:
+    return json.loads((out / "config.json").read_text())["family"]["metadata"]
+
+
+def test_a_small_set_trains_on_most_slices_and_says_the_split(
+    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3 slices (val_slices 1 in the preset) all train; 5 hold out 1. Used to be 2 + 1, and
+    a 5-slice set trained on 1 slice with 4 held out, with nothing said on the console."""
+    data, preset = setup
+    out = tmp_path / "run"
+    base = ["train", "denoiser", "--preset", str(preset), "--steps", "1"]
+    assert main([*base, "--data", str(data), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("slices: 3 train, 0 validate (under 4 slices: all train), 0 dropped by "
+                        "the artifact check")
+    assert lines[-1].startswith("trained unet to step 1")
+    assert (_metadata(out)["train_slices"], _metadata(out)["val_slices"]) == (3, 0)
+
+    yy, xx = np.mgrid[:64, :64]
+    hu = np.where(((yy - 32) ** 2 + (xx - 32) ** 2) < 26**2, 40.0, -1000.0)
+    five = write_ct(CTImage(hu[None].repeat(5, 0).astype(np.float32), spacing=(2.0, 0.8, 0.8)),
+                    tmp_path / "five.nii.gz")
+    five_val = tmp_path / "five.yaml"
+    five_val.write_text(PRESET.replace("val_slices: 1", "val_slices: 4"))
+    assert main(["train", "denoiser", "--preset", str(five_val), "--steps", "1", "--data",
+                 str(five), "--out", str(tmp_path / "five")]) == 0
+    assert "slices: 4 train, 1 validate" in capsys.readouterr().out
+    assert (_metadata(tmp_path / "five")["train_slices"],
+            _metadata(tmp_path / "five")["val_slices"]) == (4, 1)
+
+
+def test_reformats_are_left_out_of_training_with_a_warning(
+    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, preset = setup
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    axial = read_ct(data)
+    write_ct(axial, folder / "axial.nii.gz")
+    coronal = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])
+    write_ct(CTImage(axial.hu.copy(), spacing=axial.spacing, direction=coronal),
+             folder / "coronal.nii.gz")
+    base = ["train", "denoiser", "--preset", str(preset), "--steps", "1"]
+    with pytest.warns(UserWarning, match=r"left out 3 slice\(s\) of non-axial series "
+                      r"\(3 coronal\); CT noise is made in the axial plane"):
+        assert main([*base, "--data", str(folder), "--out", str(tmp_path / "run")]) == 0
+    assert _metadata(tmp_path / "run")["train_slices"] == 3  # the axial file's 3 slices
+    capsys.readouterr()
+    (folder / "axial.nii.gz").unlink()
+    assert main([*base, "--data", str(folder), "--out", str(tmp_path / "none")]) == 2
+    assert "no axial slice to train on, only 3 coronal ones" in capsys.readouterr().err
+
+
+def test_a_bad_init_is_refused_before_the_simulation_and_a_pickle_needs_trust_pickle(
+    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from lowdose.models.loading import read_weights
+
+    data, preset = setup
+    base = ["train", "denoiser", "--data", str(data), "--preset", str(preset), "--steps", "1"]
+    first = tmp_path / "first"
+    assert main([*base, "--out", str(first)]) == 0
+    state, config = read_weights(first / "model.safetensors")
+    torch.save({"config": config, "state_dict": state}, tmp_path / "u.pt")
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes((first / "model.safetensors").read_bytes()[:1000])
+    capsys.readouterr()
+    for init, message in [(tmp_path / "none", "neither a known denoiser"),
+                          (truncated, "cut.safetensors"), ("red-cnn", "holds a 'red-cnn' model"),
+                          (tmp_path / "u.pt", "--trust-pickle")]:
+        out = tmp_path / "bad"
+        assert main([*base, "--out", str(out), "--init", str(init)]) == 2, init
+        assert message in capsys.readouterr().err
+        assert not (out / "cache").exists(), init  # refused before any simulation
+    tuned = tmp_path / "tuned"
+    assert main([*base, "--out", str(tuned), "--init", str(tmp_path / "u.pt"),
+                 "--trust-pickle"]) == 0
+    assert _metadata(tuned)["init"] == str(tmp_path / "u.pt")
+
+
+def test_npy_scale_reads_mayo_npy_training_data(
+    setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, preset = setup
+    yy, xx = np.mgrid[:64, :64]
+    hu = np.where(((yy - 32) ** 2 + (xx - 32) ** 2) < 26**2, 40.0, -1000.0)
+    npy = tmp_path / "fd_target.npy"
+    np.save(npy, ((hu + 1024) / 4096).astype(np.float32))
+    base = ["train", "denoiser", "--data", str(npy), "--preset", str(preset), "--steps", "1"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 2
+    assert "--npy-scale mayo" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "b"), "--npy-scale", "mayo"]) == 0
+    assert _metadata(tmp_path / "b")["npy_scale"] == "mayo"
+    assert main([*base, "--out", str(tmp_path / "b"), "--npy-scale", "hu", "--resume"]) == 2
+    assert "--npy-scale hu, but the run was trained with --npy-scale mayo" in \
+        capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "c"), "--npy-scale", "raw"]) == 2
+    assert "--npy-scale 'raw': use one of hu, mayo" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "g"), "--model", "gan-circle", "--npy-scale",
+                 "mayo"]) == 2
+    assert "--npy-scale: supervised models only, not gan-circle" in capsys.readouterr().err
+
+
+@pytest.fixture
+def torch_threads():
+    """Restores torch's thread count, which a training run sets for the whole process."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_option_then_omp_num_threads_then_the_preset(
+    setup: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torch_threads
+) -> None:
+    """The preset says 2; OMP_NUM_THREADS=1 used to be overridden by it silently."""
+    data, _ = setup
+    two = tmp_path / "two.yaml"
+    two.write_text(PRESET.replace("num_threads: 1", "num_threads: 2"))
+    base = ["train", "denoiser", "--data", str(data), "--preset", str(two), "--steps", "1"]
+
+    def threads_used(out: Path) -> int:
+        return json.loads((out / "config.json").read_text())["trainer"]["num_threads"]
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main([*base, "--out", str(tmp_path / "env")]) == 0
+    assert threads_used(tmp_path / "env") == 1
+    assert main([*base, "--out", str(tmp_path / "opt"), "--threads", "3"]) == 0
+    assert threads_used(tmp_path / "opt") == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert main([*base, "--out", str(tmp_path / "preset")]) == 0
+    assert threads_used(tmp_path / "preset") == 2
+    assert main([*base, "--out", str(tmp_path / "zero"), "--threads", "0"]) == 2

@@ -25,10 +25,88 @@ def test_artifact_level_separates_noise_from_streaks() -> None:
 
 
 @pytest.mark.parametrize(("n", "k", "expected"), [
-    (97, 4, [0, 32, 64, 96]), (3, 4, [0, 2]), (1, 4, []), (10, 0, [])])
-def test_validation_indices_spread_and_never_take_every_slice(n: int, k: int,
-                                                              expected: list[int]) -> None:
+    (97, 4, [0, 32, 64, 96]), (1, 4, []), (10, 0, []), (2, 4, []), (3, 4, []), (4, 4, [0]),
+    (5, 4, [0]), (8, 4, [0, 7]), (12, 4, [0, 6, 11]), (16, 4, [0, 5, 10, 15])])
+def test_validation_indices_hold_out_at_most_a_quarter(n: int, k: int,
+                                                       expected: list[int]) -> None:
+    """A small set trains on most of its slices: 5 slices used to train on 1 (4 held out)."""
     assert validation_indices(n, k) == expected
+    assert n - len(expected) >= 3 * n / 4
+
+
+def test_split_line_counts_train_validate_and_dropped_with_the_reason() -> None:
+    from lowdose.training.denoising import split_line
+
+    line = split_line(4, 1, ["ct/a.dcm", "ct/b.nii.gz#3"], 20.0, val_slices=4)
+    assert line.startswith("slices: 4 train, 1 validate, 2 dropped by the artifact check")
+    assert "more than 20 HU" in line and "a.dcm, b.nii.gz#3" in line and "\n" not in line
+    assert "(under 4 slices: all train)" in split_line(3, 0, [], 20.0, val_slices=4)
+    assert split_line(9, 2) == "slices: 9 train, 2 validate"  # real pairs: no artifact check
+    many = split_line(1, 0, [f"s{i}.dcm" for i in range(8)], 20.0, val_slices=0)
+    assert "s0.dcm, s1.dcm, s2.dcm and 5 more" in many and "all train" not in many
+
+
+def _slice_file(folder, name: str, plane: str):
+    """A 64 x 64 disc phantom as a NIfTI slice in ``plane`` (its direction matrix)."""
+    from lowdose.image import CTImage
+    from lowdose.io import write_ct
+
+    directions = {"axial": np.eye(3),
+                  "coronal": np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]]),
+                  "sagittal": np.array([[0.0, 0, 1], [1, 0, 0], [0, -1, 0]])}
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    hu = np.where(xx**2 + yy**2 < 28**2, 40.0, -1000.0).astype(np.float32)
+    image = CTImage(hu[None].repeat(2, 0), spacing=(2.0, 0.8, 0.8), direction=directions[plane])
+    assert image.orientation == plane
+    return write_ct(image, folder / name)
+
+
+def test_load_slices_leaves_out_reformats_with_one_warning(tmp_path) -> None:
+    from lowdose.training.denoising import load_slices
+
+    _slice_file(tmp_path, "ax.nii.gz", "axial")
+    _slice_file(tmp_path, "cor.nii.gz", "coronal")
+    _slice_file(tmp_path, "sag.nii.gz", "sagittal")
+    with pytest.warns(UserWarning) as said:
+        slices, names, _ = load_slices([tmp_path])
+    assert len(slices) == 2 and all("ax.nii.gz" in n for n in names)
+    (message,) = [str(w.message) for w in said]
+    assert "left out 4 slice(s) of non-axial series (2 coronal, 2 sagittal)" in message
+    assert "CT noise is made in the axial plane" in message
+
+
+def test_load_slices_refuses_reformats_only(tmp_path) -> None:
+    from lowdose.training.denoising import load_slices
+
+    _slice_file(tmp_path, "cor.nii.gz", "coronal")
+    with pytest.raises(LowdoseError, match="no axial slice to train on, only 2 coronal ones"):
+        load_slices([tmp_path])
+
+
+def test_load_slices_reads_npy_in_the_stated_scale(tmp_path) -> None:
+    from lowdose.training.denoising import load_slices
+
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    mayo = np.where(xx**2 + yy**2 < 28**2, 1064 / 4096, 24 / 4096).astype(np.float32)
+    np.save(tmp_path / "fd.npy", mayo)
+    with pytest.raises(LowdoseError, match="--npy-scale mayo"):
+        load_slices([tmp_path / "fd.npy"])
+    (hu,), _, _ = load_slices([tmp_path / "fd.npy"], npy_scale="mayo")
+    assert hu[32, 32] == pytest.approx(40.0) and hu[0, 0] == pytest.approx(-1000.0)
+
+
+def test_thread_count_option_then_environment_then_preset(monkeypatch) -> None:
+    from lowdose.training.denoising import thread_count
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert thread_count(None, 2) == (1, "OMP_NUM_THREADS")
+    assert thread_count(3, 2) == (3, "--threads")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert thread_count(None, 2) == (2, "preset")
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert thread_count(None, 2) == (2, "preset")
+    with pytest.raises(LowdoseError, match="--threads 0: use 1 or more"):
+        thread_count(0, 2)
 
 
 def test_patches_are_a_function_of_the_index() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lowdose.cli.options import parse_doses
+from lowdose.cli.options import npy_scale_option, parse_doses
 from lowdose.errors import LowdoseError
 
 
@@ -64,6 +64,13 @@ def register(app: typer.Typer) -> None:
         bin_: int | None = typer.Option(
             None, "--bin", min=1, help="Supervised models: average the full-dose slices over "
             "K x K pixels first, to train at K times their pixel size (for coarse data)."),
+        npy_scale: str | None = npy_scale_option(),
+        trust_pickle: bool = typer.Option(
+            False, "--trust-pickle", help="Allow a pickle checkpoint as --init (it can run "
+            "arbitrary code: only from a source you trust)."),
+        threads: int | None = typer.Option(
+            None, "--threads", help="CPU threads (default: OMP_NUM_THREADS when set, "
+            "else the preset's trainer.num_threads); recorded in OUT/config.json."),
         list_presets: bool = typer.Option(
             False, "--list-presets", help="List the shipped presets (name, model, base, "
             "steps, summary) and exit."),
@@ -93,8 +100,11 @@ def register(app: typer.Typer) -> None:
             check_device(device)
         doses = parse_doses(dose, "--dose") if dose is not None else None
         if model in ("gan-circle", "cyclegan"):  # GAN families: lowdose.training.gan
-            if bin_ is not None:
-                raise LowdoseError(f"--bin: supervised models only, not {model}")
+            given = {"--bin": bin_ is not None, "--npy-scale": npy_scale is not None,
+                     "--trust-pickle": trust_pickle, "--threads": threads is not None}
+            refused = [option for option, used in given.items() if used]
+            if refused:
+                raise LowdoseError(f"{refused[0]}: supervised models only, not {model}")
             if doses is not None and len(doses) > 1:
                 raise LowdoseError(f"--dose {dose}: {model} trains at one dose")
             from lowdose.training.gan import train_gan_cli
@@ -102,7 +112,8 @@ def register(app: typer.Typer) -> None:
             result = train_gan_cli(model, out, data, preset, resume, paired_fraction, scale,
                                    doses[0] if doses else None, method, steps, batch_size,
                                    seed, device, relative_dose, split, init)
-            typer.echo(f"trained {model} to step {result.step}: {result.out_dir}")
+            typer.echo(result.finished or f"trained {model} to step {result.step}: "
+                       f"{result.out_dir}")
             return
         if split is not None:
             raise LowdoseError(f"--split: the unpaired halves of gan-circle/cyclegan, not {model}")
@@ -115,5 +126,8 @@ def register(app: typer.Typer) -> None:
                                        "cache_dir": str(cache) if cache else None}.items()
                      if v is not None}
         cfg = load_preset(preset, model=model, trainer=trainer or None, data=data_over or None)
-        result = train_denoiser(cfg, data, out, pairs=pairs, resume=resume, init=init)
-        typer.echo(f"trained {cfg.model} to step {result.step}: {result.out_dir}")
+        result = train_denoiser(cfg, data, out, pairs=pairs, resume=resume, init=init,
+                                trust_pickle=trust_pickle, npy_scale=npy_scale,
+                                threads=threads, say=typer.echo)
+        typer.echo(result.finished or f"trained {cfg.model} to step {result.step}: "
+                   f"{result.out_dir}")

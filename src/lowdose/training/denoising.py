@@ -19,7 +19,10 @@ import glob
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +63,9 @@ class DataConfig:
         patch_size: side of the square training patches.
         samples_per_epoch: distinct (slice, draw, position) samples in one pass.
         min_body_fraction: reject patches with less than this fraction above -900 HU (air).
-        val_slices: full-dose slices held out for validation (spread over the data).
+        val_slices: full-dose slices held out for validation (spread over the data), at most
+            a quarter of them (:func:`validation_indices`): a set of under 4 slices trains on
+            all of them.
         slice_stride: keep every k-th slice of each ``--data`` source (contiguous series are
             redundant; simulating fewer slices saves time).
         max_artifact_hu: drop slices whose simulated low dose differs from the full dose by
@@ -217,19 +222,45 @@ def find_ct_files(specs: list[str | Path]) -> list[Path]:
     return files
 
 
+AXIAL_NOISE = ("CT noise is made in the axial plane (each axial slice its own draw, correlated "
+               "within it by the reconstruction), so noise simulated on a reformat is not a low "
+               "dose scan's: train on the axial series")
+"""Why training data is axial only (:func:`load_slices`)."""
+
+
 def load_slices(
-    specs: list[str | Path], min_size: int = 64, stride: int = 1
+    specs: list[str | Path], min_size: int = 64, stride: int = 1, npy_scale: str | None = None
 ) -> tuple[list[np.ndarray], list[str], list[dict[str, float]]]:
-    """Every ``stride``-th 2D slice (HU, float32) of each spec, with a name and its geometry
-    (``pixel_size_mm`` and, when known, ``slice_thickness_mm``: the projection physics scales
-    the dose's photon count by both)."""
+    """Every ``stride``-th axial 2D slice (HU, float32) of each spec, with a name and its
+    geometry (``pixel_size_mm`` and, when known, ``slice_thickness_mm``: the projection physics
+    scales the dose's photon count by both).
+
+    Slices of a coronal, sagittal or oblique image (:attr:`lowdose.CTImage.orientation`; an
+    unknown plane counts as axial) are left out with one warning naming how many
+    (:data:`AXIAL_NOISE` says why). ``npy_scale`` is how ``.npy`` values map to HU (``hu`` or
+    ``mayo``, as :func:`lowdose.io.read_ct` takes it).
+
+    Raises:
+        LowdoseError: no slice is left: every one is a reformat, or smaller than ``min_size``.
+
+    Example:
+        >>> full, names, geometry = load_slices(["ct/"], min_size=64)  # doctest: +SKIP
+    """
     from lowdose.io import read_ct
+    from lowdose.models.base import reformat_note
 
     slices, names, pixels = [], [], []
+    reformats: dict[str, int] = {}  # plane -> slices left out
+    axial_images = 0
     for spec in specs:
         taken = 0
         for path in find_ct_files([spec]):
-            image = read_ct(path)
+            image = read_ct(path, npy_scale=npy_scale)
+            if reformat_note(str(path), image.orientation, AXIAL_NOISE) is not None:
+                plane = str(image.orientation)
+                reformats[plane] = reformats.get(plane, 0) + image.n_slices
+                continue
+            axial_images += 1
             for i, s in enumerate(image.slices()):
                 if min(s.shape) < min_size:
                     continue
@@ -244,6 +275,14 @@ def load_slices(
                         geometry["slice_thickness_mm"] = float(thickness)
                     pixels.append(geometry)
                 taken += 1
+    source = ", ".join(map(str, specs))
+    planes = ", ".join(f"{n} {plane}" for plane, n in sorted(reformats.items()))
+    if reformats and not axial_images:
+        raise LowdoseError(f"{source}: no axial slice to train on, only {planes} ones; "
+                           f"{AXIAL_NOISE}")
+    if reformats:
+        warnings.warn(f"{source}: left out {sum(reformats.values())} slice(s) of non-axial "
+                      f"series ({planes}); {AXIAL_NOISE}", stacklevel=2)
     if not slices:
         raise LowdoseError(f"{specs}: no slice of at least {min_size}x{min_size} pixels")
     return slices, names, pixels
@@ -408,18 +447,26 @@ class CentreCrops(torch.utils.data.Dataset):
                 "full": torch.from_numpy(np.ascontiguousarray(f))[None]}
 
 
-def load_real_pairs(folder: str | Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def load_real_pairs(folder: str | Path, npy_scale: str | None = None
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Real pairs from a folder: ``low/`` and ``full/`` subfolders with the same file names,
-    or Mayo-style ``*_input.npy`` / ``*_target.npy`` (value = (HU + 1024) / 4096)."""
+    or Mayo-style ``*_input.npy`` / ``*_target.npy`` (value = (HU + 1024) / 4096 unless
+    ``npy_scale`` states another). ``npy_scale``: how ``.npy`` values map to HU (``hu`` or
+    ``mayo``, as :func:`lowdose.io.read_ct` takes it).
+
+    Example:
+        >>> full, low = load_real_pairs("mayo-l506-pairs/npy")  # doctest: +SKIP
+    """
     from lowdose.io import read_ct
 
     folder = Path(folder)
     if (folder / "low").is_dir() and (folder / "full").is_dir():
         names = sorted(p.name for p in (folder / "low").iterdir() if p.is_file())
-        pairs = [(folder / "low" / n, folder / "full" / n, None) for n in names]
+        pairs = [(folder / "low" / n, folder / "full" / n, npy_scale) for n in names]
     else:
         inputs = sorted(folder.glob("*_input.npy"))
-        pairs = [(p, p.with_name(p.name.replace("_input", "_target")), "mayo") for p in inputs]
+        pairs = [(p, p.with_name(p.name.replace("_input", "_target")), npy_scale or "mayo")
+                 for p in inputs]
     if not pairs:
         raise LowdoseError(f"{folder}: no pairs (low/ + full/ folders or *_input/_target.npy)")
     low, full = [], []
@@ -516,7 +563,8 @@ class SupervisedDenoiserFamily(TrainingFamily):
 
 # Options of the data settings a run records in its metadata (key there -> option).
 _SOURCE_OPTIONS = {"data": "--data", "pairs": "--pairs", "simulated": "--method",
-                   "dose": "--dose", "relative_dose": "--relative-dose", "bin": "--bin"}
+                   "dose": "--dose", "relative_dose": "--relative-dose", "bin": "--bin",
+                   "npy_scale": "--npy-scale"}
 # Preset data settings that shape the training pairs besides those: all of them for simulated
 # pairs, the patch sampling for real pairs (the cache folder is only where draws are kept).
 _SIMULATION_KEYS = ("realisations", "slice_stride", "max_artifact_hu")
@@ -558,20 +606,23 @@ def denoiser_run_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 def simulated_pairs(
     data: list[str | Path], dc: DataConfig, seed: int, cache: Path, progress: bool = True,
+    npy_scale: str | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[str], list[float], list[str]]:
     """The (full, low) training pairs a run of ``seed`` simulates from full-dose ``data``.
 
-    Loads the slices (binned by ``dc.bin``), simulates ``dc.realisations`` low-dose draws of
-    each (cached in ``cache``) and drops the slices whose simulated low dose carries artifacts
-    beyond ``dc.max_artifact_hu``. Returns the kept full-dose slices, their draws, their names
-    and pixel sizes (mm), and the names of the dropped slices.
+    Loads the axial slices (:func:`load_slices`: reformats are left out with a warning;
+    ``npy_scale`` maps ``.npy`` values to HU), binned by ``dc.bin``, simulates
+    ``dc.realisations`` low-dose draws of each (cached in ``cache``) and drops the slices whose
+    simulated low dose carries artifacts beyond ``dc.max_artifact_hu``. Returns the kept
+    full-dose slices, their draws, their names and pixel sizes (mm), and the names of the
+    dropped slices.
 
     Example:
         >>> full, low, names, pixel_mm, dropped = simulated_pairs(  # doctest: +SKIP
         ...     ["ct/"], DataConfig(), 0, Path("runs/cache"))
     """
     full, names, pixels = load_slices(data, min_size=dc.patch_size * dc.bin,
-                                      stride=dc.slice_stride)
+                                      stride=dc.slice_stride, npy_scale=npy_scale)
     if dc.bin > 1:  # coarser pixels: the physics then simulates at the binned pixel size
         full = [bin_slice(hu, dc.bin) for hu in full]
         pixels = [{**g, "pixel_size_mm": g["pixel_size_mm"] * dc.bin} for g in pixels]
@@ -586,16 +637,70 @@ def simulated_pairs(
 
 
 def validation_indices(n_slices: int, val_slices: int) -> list[int]:
-    """The slices a run holds out for validation: ``val_slices`` spread evenly, never all.
+    """The slices a run holds out for validation: ``val_slices`` spread evenly, but never more
+    than a quarter of the slices (rounded down), so at least three in four train: a set of
+    under 4 slices holds none out and trains on all of them; 4-7 slices hold out 1.
 
     Example:
-        >>> validation_indices(97, 4)
-        [0, 32, 64, 96]
+        >>> validation_indices(97, 4), validation_indices(6, 4), validation_indices(3, 4)
+        ([0, 32, 64, 96], [0], [])
     """
-    n_val = min(val_slices, max(0, n_slices - 1))
+    n_val = max(0, min(val_slices, n_slices // 4))
     if not n_val:
         return []
     return sorted(set(np.linspace(0, n_slices - 1, n_val).round().astype(int).tolist()))
+
+
+def split_line(n_train: int, n_val: int, dropped: list[str] | None = None,
+               max_artifact_hu: float | None = None, val_slices: int | None = None) -> str:
+    """One line on the slices a run uses: how many train, how many validate (and why none,
+    when ``val_slices`` was asked for but the set is too small, :func:`validation_indices`),
+    and how many the artifact check dropped, with why and the first few names.
+
+    Example:
+        >>> split_line(3, 0, [], 20.0, val_slices=4)
+        'slices: 3 train, 0 validate (under 4 slices: all train), 0 dropped by the artifact check'
+        >>> split_line(3, 1)
+        'slices: 3 train, 1 validate'
+    """
+    val_note = ""
+    if n_val == 0 and val_slices:
+        val_note = " (under 4 slices: all train)"
+    line = f"slices: {n_train} train, {n_val} validate{val_note}"
+    if dropped is None:
+        return line
+    line += f", {len(dropped)} dropped by the artifact check"
+    if dropped:
+        shown = ", ".join(Path(name).name for name in dropped[:3])  # fd.nii.gz#2: slice 2
+        more = f" and {len(dropped) - 3} more" if len(dropped) > 3 else ""
+        line += (f" (their simulated low dose differs from the full dose by more than "
+                 f"{max_artifact_hu:g} HU RMS in 15x15 local means: streaks or truncation, not "
+                 f"noise: {shown}{more})")
+    return line
+
+
+def thread_count(threads: int | None, preset_threads: int) -> tuple[int, str]:
+    """The CPU threads a run uses, and where the count comes from: ``threads`` (``--threads``)
+    if given, else ``OMP_NUM_THREADS`` if the environment sets it, else the preset's
+    ``trainer.num_threads`` (0: torch's default, counted now).
+
+    Raises:
+        LowdoseError: ``threads`` below 1.
+
+    Example:
+        >>> thread_count(3, 2)
+        (3, '--threads')
+    """
+    if threads is not None:
+        if threads < 1:
+            raise LowdoseError(f"--threads {threads}: use 1 or more")
+        return threads, "--threads"
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env), "OMP_NUM_THREADS"
+    if preset_threads > 0:
+        return preset_threads, "preset"
+    return torch.get_num_threads(), "torch default"
 
 
 def train_denoiser(
@@ -606,12 +711,34 @@ def train_denoiser(
     resume: bool = False,
     progress: bool = True,
     init: str | Path | None = None,
+    trust_pickle: bool = False,
+    npy_scale: str | None = None,
+    threads: int | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on simulated pairs from ``data`` (full-dose CT) or real ``pairs``.
 
     ``init`` (a shipped model name, a weight file or a run folder of the same model) starts
     from those weights instead of a random network: fine-tuning, e.g. the shipped ``unet`` on
-    one's own scanner. A checkpoint in ``out_dir`` (``resume``) still takes precedence.
+    one's own scanner. It is read before any data work (a wrong one is refused at once); a
+    pickle only with ``trust_pickle``. A checkpoint in ``out_dir`` (``resume``) still takes
+    precedence.
+
+    Args:
+        cfg: model, trainer, data and optimiser settings.
+        data: full-dose CT files, folders or globs; their axial slices train
+            (:func:`simulated_pairs`).
+        out_dir: the run folder (checkpoints, metrics, ``config.json``, the weights).
+        pairs: real low/full pairs instead of ``data`` (:func:`load_real_pairs`).
+        resume: continue from ``out_dir``'s latest checkpoint.
+        progress: progress bars for the simulation.
+        init: weights to start from (see above).
+        trust_pickle: allow a pickle ``init`` (it can run arbitrary code).
+        npy_scale: how ``.npy`` values map to HU: ``hu`` or ``mayo`` (4096 v - 1024).
+        threads: CPU threads; default ``OMP_NUM_THREADS`` when set, else the preset's
+            (:func:`thread_count`). The count used is recorded in ``config.json``.
+        say: called with one line on the slices that train, validate and were dropped
+            (:func:`split_line`) before training starts; the CLI prints it.
 
     Example:
         >>> train_denoiser(load_preset("cpu", model="unet"), ["ct/"], "runs/unet")  # doctest: +SKIP
@@ -637,15 +764,30 @@ def train_denoiser(
         raise LowdoseError("train denoiser: give --data (full-dose CT) or --pairs")
     if init is not None:
         source["init"] = str(init)
+    if npy_scale is not None:
+        from lowdose.io.formats.npy import NPY_SCALES
+
+        if npy_scale not in NPY_SCALES:
+            raise LowdoseError(f"--npy-scale {npy_scale!r}: use one of "
+                               f"{', '.join(sorted(NPY_SCALES))}")
+        source["npy_scale"] = npy_scale
+    # The threads used, in config.json's trainer section (and the run's preset): a seed
+    # reproduces a CPU run only on the same thread count.
+    tc = replace(tc, num_threads=thread_count(threads, tc.num_threads)[0])
+    cfg = replace(cfg, trainer=tc)
     if resume:
         # Before any data work: the same model and data settings as the run's checkpoint.
         planned = {"model": cfg.model, "metadata": {**source, "preset": cfg.to_dict()}}
         refuse_changed_resume(out_dir, denoiser_run_settings, planned)
+    if init is not None:  # also before the data work: a missing, unreadable or other model's
+        initial_denoiser(cls, init, cfg.arch, trust_pickle)
+    dropped: list[str] | None = None
     if pairs is not None:
-        full, low = load_real_pairs(pairs)
+        full, low = load_real_pairs(pairs, npy_scale)
     else:
         cache = Path(dc.cache_dir) if dc.cache_dir else out_dir / "cache"
-        full, low, _, kept_px, dropped = simulated_pairs(data, dc, tc.seed, cache, progress)
+        full, low, _, kept_px, dropped = simulated_pairs(data, dc, tc.seed, cache, progress,
+                                                         npy_scale)
         source.update({"train_pixel_mm": [min(kept_px), max(kept_px)],
                        "simulator": _simulator_identity(dc.method),
                        "dropped_artifact_slices": dropped})
@@ -656,16 +798,19 @@ def train_denoiser(
     val = CentreCrops([full[i] for i in sorted(val_idx)], [low[i] for i in sorted(val_idx)]) \
         if val_idx else None
     torch.manual_seed(tc.seed)
-    if init is None:
-        denoiser = cls.untrained(cfg.arch or None)
-    else:
-        denoiser = initial_denoiser(cls, init, cfg.arch)
+    # Built after the seed, as it always was (building draws from the generator): a seed
+    # gives the run it gave before.
+    denoiser = (cls.untrained(cfg.arch or None) if init is None
+                else initial_denoiser(cls, init, cfg.arch, trust_pickle))
     metadata = {**source, "train_slices": len(train_idx), "val_slices": len(val_idx),
                 "preset": cfg.to_dict()}
     family = SupervisedDenoiserFamily(denoiser, cfg.optim, tc.max_steps, metadata)
     trainer = Trainer(family, dataset, tc, out_dir, val_dataset=val, resume=resume)
+    if say is not None and trainer.env.is_main:
+        say(split_line(len(train_idx), len(val_idx), dropped, dc.max_artifact_hu,
+                       dc.val_slices))
     result = trainer.fit()
-    if trainer.env.is_main:
+    if trainer.env.is_main and result.finished is None:  # a finished run's summary stands
         (out_dir / "train_summary.json").write_text(json.dumps(
             {"step": result.step, "metrics": result.metrics, "config": cfg.to_dict(),
              **source}, indent=2, default=str) + "\n")
@@ -673,8 +818,10 @@ def train_denoiser(
 
 
 def initial_denoiser(cls: type[NetworkDenoiser], init: str | Path,
-                     arch: dict[str, Any] | None = None) -> NetworkDenoiser:
-    """A trainable copy of the ``cls`` weights named by ``init`` (fine-tuning's start).
+                     arch: dict[str, Any] | None = None,
+                     trust_pickle: bool = False) -> NetworkDenoiser:
+    """A trainable copy of the ``cls`` weights named by ``init`` (fine-tuning's start);
+    ``trust_pickle`` allows a pickle file (it can run arbitrary code).
 
     Raises:
         LowdoseError: ``init`` holds another model, or ``arch`` asks for another architecture.
@@ -686,7 +833,7 @@ def initial_denoiser(cls: type[NetworkDenoiser], init: str | Path,
     """
     from lowdose.models.loading import load_denoiser
 
-    start = load_denoiser(init, device="cpu")
+    start = load_denoiser(init, device="cpu", trust_pickle=trust_pickle)
     if not isinstance(start, NetworkDenoiser) or start.name != cls.name:
         raise LowdoseError(f"--init {init}: holds a {start.name!r} model, not {cls.name!r} "
                            f"(pass --model {start.name})")
