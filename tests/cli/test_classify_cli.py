@@ -165,3 +165,136 @@ def test_dataset_helps_name_the_accepted_class_folders(capsys) -> None:
         for name in CLASSES:
             assert name in text, (argv, name)
         assert "_left.lower.lobe_T2_N0_M0_Ib is stripped" in text, argv
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_classify_model_errors_name_the_given_file_and_the_reason(tmp_path, capsys) -> None:
+    """A truncated weight file, a cut spec, a pickle and a folder without a classifier are each
+    one line naming the file at fault and why: no raw exception name, no file never given."""
+    model, data = _untrained_model_and_phantoms(tmp_path, 1)
+    spec = model.with_suffix(".json")
+    cut_weights = tmp_path / "cut.safetensors"
+    cut_weights.write_bytes(model.read_bytes()[:100_000])
+    (tmp_path / "cut.json").write_text(spec.read_text())
+    cut_spec = tmp_path / "cutspec.safetensors"
+    cut_spec.write_bytes(model.read_bytes())
+    (tmp_path / "cutspec.json").write_text(spec.read_text()[:120])
+    pickle = tmp_path / "u.pt"
+    torch.save({"conv1.weight": torch.zeros(1)}, pickle)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (cut_weights, str(cut_weights), "not a readable safetensors weight file"),
+        (cut_spec, str(tmp_path / "cutspec.json"), "not valid JSON"),
+        (tmp_path / "cutspec.json", str(tmp_path / "cutspec.json"), "not valid JSON"),
+        (pickle, str(pickle), "a pickle file, refused"),
+        (empty, str(empty), "no classifier.safetensors"),
+        (tmp_path / "none.safetensors", str(tmp_path / "none.safetensors"), "no such"),
+    ]
+    for given, named, reason in cases:
+        rc = main(["classify", str(data), "--model", str(given), "--quiet"])
+        _, err = capsys.readouterr()
+        line = _one_error_line(err)
+        assert rc == 2 and line.startswith(f"error: {named}: "), (given, line)
+        assert reason in line, (given, line)
+        assert "Error:" not in line and "u.safetensors" not in line, line
+    main(["classify", str(data), "--model", str(pickle), "--quiet"])
+    _, err = capsys.readouterr()
+    assert "arbitrary code" in err and "--trust-pickle" in err and "safetensors" in err
+
+
+def test_a_classifier_run_and_its_checkpoints_classify_and_refuse_denoise(tmp_path,
+                                                                          capsys) -> None:
+    """``classify --model`` takes a run's checkpoint folder (``checkpoints/step-N``, its
+    weight average) as it takes the run; ``denoise --model`` says the run is a classifier."""
+    from lowdose.io.phantom import write_phantom_dataset
+
+    data = tmp_path / "data"
+    write_phantom_dataset(data, 12, size=32, seed=0)
+    run = tmp_path / "run"
+    rc = main(["train", "classifier", str(data), "-m", "resnet18", "--preset", "demo",
+               "--input-size", "32", "--epochs", "1", "--out", str(run), "--device", "cpu",
+               "--quiet"])
+    _, err = capsys.readouterr()
+    assert rc == 0, err
+    step = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    assert (step / "model.safetensors").is_file() and (step / "config.json").is_file()
+    assert not list(step.glob("classifier*"))
+    tables = {}
+    for given in (run, run / "classifier.safetensors", step, run / "checkpoints"):
+        rc = main(["classify", str(data), "--model", str(given), "--quiet"])
+        stdout, err = capsys.readouterr()
+        assert rc == 0, (given, err)
+        tables[given] = stdout
+    # One epoch: the checkpoint's weight average is the run's best (and only) epoch.
+    n_images = len(list(data.rglob("*.png")))
+    assert len(set(tables.values())) == 1 and tables[run].count("\n") == 1 + n_images
+    for given in (run, run / "classifier.safetensors", step):
+        rc = main(["denoise", str(next(data.rglob("*.png"))), str(tmp_path / "out.png"),
+                   "--model", str(given)])
+        _, err = capsys.readouterr()
+        line = _one_error_line(err)
+        assert rc == 2 and "a classifier checkpoint, not a denoiser" in line, line
+        assert "lowdose classify --model" in line
+
+
+def test_train_classifier_refuses_a_bad_input_size_before_reading_data(tmp_path,
+                                                                        capsys) -> None:
+    """--input-size 0 or below is one clear error before any image is read or written."""
+    from lowdose.errors import LowdoseError
+    from lowdose.io.phantom import write_phantom_dataset
+    from lowdose.training.classifier import preset
+
+    data = tmp_path / "data"
+    write_phantom_dataset(data, 4, size=32, seed=0)
+    for size in ("0", "-5"):
+        out = tmp_path / f"run{size}"
+        rc = main(["train", "classifier", str(data), "-m", "resnet18", "--epochs", "1",
+                   "--input-size", size, "--out", str(out), "--device", "cpu", "--quiet"])
+        _, err = capsys.readouterr()
+        line = _one_error_line(err)
+        assert rc == 2 and f"input_size {size} (--input-size): use a whole number" in line, line
+        assert not out.exists()  # no config, no data cache
+    for bad in ({"slice_size": 0}, {"input_size": 1.5}):
+        try:
+            preset("demo", **bad)
+        except LowdoseError as exc:
+            assert str(next(iter(bad))) in str(exc)
+        else:
+            raise AssertionError(f"{bad} accepted")
+
+
+def test_classify_a_volume_gives_one_row_per_slice(tmp_path, capsys) -> None:
+    """A NIfTI volume is classified slice by slice, rows named FILE[k], with the probabilities
+    each slice gets on its own."""
+    import numpy as np
+
+    from lowdose.image import CTImage
+    from lowdose.io.phantom import phantom_slice
+    from lowdose.io.read import write_ct
+
+    model, _ = _untrained_model_and_phantoms(tmp_path, 1)
+    stack = np.stack([phantom_slice(label, 48, seed=k)
+                      for k, label in enumerate(("normal", "adenocarcinoma", "normal"))])
+    volume = write_ct(CTImage(stack, spacing=(2.0, 0.7, 0.7)), tmp_path / "vol" / "v.nii.gz")
+    for k, hu in enumerate(stack):
+        write_ct(CTImage(hu, spacing=(0.7, 0.7)), tmp_path / "slices" / f"s{k}.npy")
+    out = tmp_path / "probs.csv"
+    rc = main(["classify", str(volume), "--model", str(model), "--out", str(out), "--quiet"])
+    _, err = capsys.readouterr()
+    assert rc == 0 and "3 slice(s) classified" in err and "unreadable" not in err, err
+    rows = list(csv.DictReader(out.open()))
+    assert [r["path"] for r in rows] == [f"{volume}[{k}]" for k in range(3)]
+    assert all(not r["error"] and r["predicted"] in CLASSES for r in rows)
+    rc = main(["classify", str(tmp_path / "slices"), "--model", str(model), "--quiet"])
+    stdout, err = capsys.readouterr()
+    assert rc == 0, err
+    alone = list(csv.DictReader(io.StringIO(stdout)))
+    for row, single in zip(rows, alone, strict=True):
+        for c in CLASSES:
+            assert abs(float(row[f"p_{c}"]) - float(single[f"p_{c}"])) < 1e-5

@@ -82,3 +82,39 @@ def test_pretrained_weights_strict_mapping(tmp_path) -> None:
     with pytest.raises(LowdoseError, match="trust-pickle"):
         load_backbone_weights(net, tmp_path / "w.pt")
     assert sorted(load_backbone_weights(net, tmp_path / "w.pt", trust_pickle=True)) == sorted(kept)
+
+
+def test_load_classifier_reads_a_training_checkpoint_and_refuses_other_files(tmp_path) -> None:
+    """A checkpoint's weight average is loaded (its raw weights when it keeps none), with the
+    spec from its config; a denoiser's file and a pickle are refused, naming the file."""
+    from lowdose.models.loading import save_weights
+    from lowdose.training.classifier import preset
+
+    spec = ClassifierSpec(arch="resnet18", input_size=32)
+    torch.manual_seed(0)
+    raw = build_classifier("resnet18", spec).eval()
+    torch.manual_seed(1)
+    averaged = build_classifier("resnet18", spec).eval()
+    config = {"family": "classifier", **preset("demo", arch="resnet18", input_size=32).to_dict()}
+    state = {**{f"classifier.backbone.{k}": v for k, v in raw.backbone.state_dict().items()},
+             **{f"classifier_ema.module.backbone.{k}": v
+                for k, v in averaged.backbone.state_dict().items()},
+             "classifier_ema.updates": torch.tensor(3)}
+    step = tmp_path / "checkpoints" / "step-00000003"
+    save_weights(state, config, step / "model.safetensors")
+    (tmp_path / "checkpoints" / "latest").write_text("step-00000003")
+    x = torch.randn(2, 1, 40, 40) * 300 - 500
+    for given in (step, step / "model.safetensors", tmp_path / "checkpoints"):
+        loaded = load_classifier(given, device="cpu")
+        assert loaded.spec.input_size == 32 and loaded.spec.slice_size == 96
+        torch.testing.assert_close(loaded(x), averaged(x))
+    no_average = {k: v for k, v in state.items() if k.startswith("classifier.")}
+    save_weights(no_average, config, tmp_path / "plain" / "model.safetensors")
+    torch.testing.assert_close(load_classifier(tmp_path / "plain", device="cpu")(x), raw(x))
+    denoiser = save_weights({"w": torch.zeros(1)}, {"format": "lowdose", "model": "unet"},
+                            tmp_path / "unet.safetensors")
+    with pytest.raises(LowdoseError, match=r"unet.safetensors: a 'unet' model, not a classifier"):
+        load_classifier(denoiser)
+    torch.save(raw.backbone.state_dict(), tmp_path / "weights.pth")
+    with pytest.raises(LowdoseError, match=r"weights.pth: a pickle file, refused"):
+        load_classifier(tmp_path / "weights.pth")

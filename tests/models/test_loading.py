@@ -166,3 +166,24 @@ def test_a_setting_given_twice_is_an_error() -> None:
         parse_settings("bm3d", ["sigma_hu=40", "sigma_hu=20"])
     with pytest.raises(LowdoseError, match="given twice"):
         load_denoiser("bm3d:sigma_hu=40:sigma_hu=20")
+
+
+def test_a_classifier_is_refused_as_a_denoiser(tmp_path: Path) -> None:
+    """A classifier's weights (saved, a checkpoint's with its config in the metadata, or a
+    checkpoint folder whose config.json wraps the family config) are named as a classifier."""
+    from lowdose.models.classifiers import ClassifierSpec, build_classifier, save_classifier
+
+    net = build_classifier("resnet18", ClassifierSpec(arch="resnet18", input_size=32))
+    saved = save_classifier(net, tmp_path / "clf.safetensors")
+    family = {"family": "classifier", "arch": "resnet18", "input_size": 32}
+    state = {f"classifier.backbone.{k}": v for k, v in net.backbone.state_dict().items()}
+    in_metadata = save_weights(state, family, tmp_path / "step" / "model.safetensors")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"family": family, "trainer": {}}))
+    for given in (saved, in_metadata, in_metadata.parent, folder):
+        with pytest.raises(LowdoseError, match="a classifier checkpoint, not a denoiser"):
+            load_denoiser(str(given))

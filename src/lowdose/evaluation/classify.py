@@ -33,14 +33,28 @@ def _inputs(path: Path) -> list[Path]:
     return files
 
 
+def slice_name(path: str | Path, index: int, n_slices: int) -> str:
+    """The CSV name of slice ``index`` of a file of ``n_slices``: the path itself for a single
+    slice, ``path[index]`` (0-based, in the file's slice order) for a slice of a volume.
+
+    Example:
+        >>> slice_name("vol.nii.gz", 3, 5), slice_name("a.png", 0, 1)
+        ('vol.nii.gz[3]', 'a.png')
+    """
+    return str(path) if n_slices == 1 else f"{path}[{index}]"
+
+
 def classify_paths(input_path: str | Path, model_path: str | Path, device: str | None = None,
                    progress: bool = True, batch_size: int = 16
                    ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Class probabilities of every image under ``input_path``.
+    """Class probabilities of every slice of every image under ``input_path``.
+
+    A volume (NIfTI, a 3D ``.npy``) gives one row per slice, named ``path[k]`` (k from 0, see
+    :func:`slice_name`), as a DICOM series gives one row per file.
 
     Returns:
-        Rows ``{"path", "predicted", "probs": [...], "error": str | None}`` in path order, and
-        the class names (the model's logit order).
+        Rows ``{"path", "file", "predicted", "probs": [...], "error": str | None}`` in path and
+        slice order (``file``: the file read), and the class names (the model's logit order).
     """
     import torch
     from tqdm.auto import tqdm
@@ -67,22 +81,29 @@ def classify_paths(input_path: str | Path, model_path: str | Path, device: str |
             rows[i]["predicted"] = spec.classes[int(np.argmax(p))]
         pending.clear()
 
-    for path in tqdm(_inputs(Path(input_path)), desc="classify", disable=not progress):
-        row: dict[str, Any] = {"path": str(path), "predicted": "", "probs": None, "error": None}
+    def new_row(name: str, path: Path) -> dict[str, Any]:
+        row: dict[str, Any] = {"path": name, "file": str(path), "predicted": "", "probs": None,
+                               "error": None}
         rows.append(row)
+        return row
+
+    for path in tqdm(_inputs(Path(input_path)), desc="classify", disable=not progress):
         try:
-            img = read_ct(path, window=window)
-            slices = img.slices()
-            if slices.shape[0] != 1:
-                raise LowdoseError(f"{path}: a volume of {slices.shape[0]} slices; give slices")
-            # Prepared as the study prepares its slices: clipped at the HU floor (a window
-            # whose black lies below air maps dark grey levels to values no scanner stores).
-            pending.append((len(rows) - 1, np.maximum(
-                prepare_slice(slices[0], size, spec.crop_body), HU_MIN)))
+            slices = read_ct(path, window=window).slices()
         except Exception as exc:  # listed in the CSV, never silently dropped
-            row["error"] = str(exc) or type(exc).__name__
-        if len(pending) >= batch_size:
-            flush()
+            new_row(str(path), path)["error"] = str(exc) or type(exc).__name__
+            continue
+        for k, hu in enumerate(slices):
+            row = new_row(slice_name(path, k, len(slices)), path)
+            try:
+                # Prepared as the study prepares its slices: clipped at the HU floor (a window
+                # whose black lies below air maps dark grey levels to values no scanner stores).
+                pending.append((len(rows) - 1, np.maximum(
+                    prepare_slice(hu, size, spec.crop_body), HU_MIN)))
+            except Exception as exc:
+                row["error"] = f"{row['path']}: {exc}" if str(exc) else type(exc).__name__
+            if len(pending) >= batch_size:
+                flush()
     flush()
     return rows, list(spec.classes)
 
@@ -100,7 +121,7 @@ def write_probabilities_csv(rows: list[dict[str, Any]], classes: list[str],
     text = buf.getvalue()
     if out is not None:
         out = Path(out)
-        if any(out.resolve() == Path(r["path"]).resolve() for r in rows):
+        if any(out.resolve() == Path(r.get("file", r["path"])).resolve() for r in rows):
             raise LowdoseError(f"{out}: would overwrite an input")
         from lowdose.io.atomic import atomic_write_text
 

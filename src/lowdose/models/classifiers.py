@@ -13,8 +13,9 @@ A :class:`SliceClassifier` takes ``(B, 1, H, W)`` float32 **HU** and returns log
    std 0.25.
 
 Weights are stored as safetensors plus a JSON spec (architecture, classes, window, input size)
-and a short model card; :func:`load_classifier` refuses a file whose classes differ from the
-ones the caller expects.
+and a short model card; :func:`load_classifier` reads those, or a training checkpoint folder
+(whose config holds the spec), refuses pickles (they can run code when loaded) and refuses a file
+whose classes differ from the ones the caller expects.
 
 Example:
     >>> import torch
@@ -282,33 +283,156 @@ def save_classifier(model: SliceClassifier, path: str | Path,
     return path
 
 
-def load_classifier(path: str | Path, device: str | torch.device | None = None,
-                    expected_classes: list[str] | tuple[str, ...] | None = None) -> SliceClassifier:
-    """Load a classifier written by :func:`save_classifier` (give the ``.safetensors`` path,
-    its ``.json`` or the folder holding ``classifier.safetensors``).
+CLASSIFIER_FILE = "classifier.safetensors"
+"""The weights a training run keeps (its best epoch), with ``classifier.json`` beside them."""
+
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+_PICKLE_HEADS = (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+# A training checkpoint's tensors, by module: the weight average first (what a run validates,
+# selects and saves when it keeps one), then the trained weights.
+_CHECKPOINT_PREFIXES = ("classifier_ema.module.backbone.", "classifier.backbone.")
+
+
+def classifier_weights_path(path: str | Path) -> Path:
+    """The weight file that ``path`` names for :func:`load_classifier`.
+
+    ``path`` may be the weights (``.safetensors``), their ``.json`` spec, a training run's
+    folder (its ``classifier.safetensors``), a training checkpoint folder
+    (``checkpoints/step-N``, its ``model.safetensors``) or a run's ``checkpoints`` folder (its
+    latest checkpoint).
 
     Raises:
-        LowdoseError: missing files, unreadable weights, or classes other than
-            ``expected_classes`` (a checkpoint with another number of classes).
+        LowdoseError: nothing there, a folder without a classifier, a spec without its weights,
+            or a pickle (refused: loading one can run arbitrary code).
+
+    Example:
+        >>> classifier_weights_path("no/such/clf.safetensors")
+        Traceback (most recent call last):
+        ...
+        lowdose.errors.LowdoseError: no/such/clf.safetensors: no such classifier file or folder
     """
     path = Path(path)
+    if not path.exists() and not path.suffix and path.with_suffix(".safetensors").is_file():
+        path = path.with_suffix(".safetensors")  # the weights named without their suffix
+    if not path.exists():
+        raise LowdoseError(f"{path}: no such classifier file or folder")
     if path.is_dir():
-        path = path / "classifier.safetensors"
-    path = path.with_suffix(".safetensors")
-    meta_path = path.with_suffix(".json")
-    if not path.is_file() or not meta_path.is_file():
-        raise LowdoseError(f"{path}: classifier weights and their .json spec are both needed")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("kind") != "lowdose-classifier":
-        raise LowdoseError(f"{meta_path}: not a lowdose classifier spec")
-    spec = ClassifierSpec.from_dict(meta["spec"])
+        for name in (CLASSIFIER_FILE, "model.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        for latest in (path / "latest", path / "checkpoints" / "latest"):
+            if latest.is_file():
+                return classifier_weights_path(latest.parent / latest.read_text().strip())
+        raise LowdoseError(f"{path}: no {CLASSIFIER_FILE} (a training run) or model.safetensors "
+                           "(a training checkpoint) in this folder")
+    if path.suffix.lower() == ".json":
+        weights = path.with_suffix(".safetensors")
+        if not weights.is_file():
+            raise LowdoseError(f"{path}: a classifier spec without its weights ({weights.name} "
+                               "is missing beside it)")
+        return weights
+    with path.open("rb") as f:
+        head = f.read(2)
+    if path.suffix.lower() in _PICKLE_SUFFIXES or head in _PICKLE_HEADS:
+        raise LowdoseError(
+            f"{path}: a pickle file, refused (loading one can run arbitrary code); a classifier "
+            "is a .safetensors with its .json spec: if you trust this file, start a training "
+            f"from it (lowdose train classifier DATA --weights {path} --trust-pickle) or convert "
+            "it with lowdose.models.classifiers (load_backbone_weights(..., trust_pickle=True), "
+            "then save_classifier)")
+    return path
+
+
+def _classifier_spec(config: Any, source: Path, weights: Path) -> ClassifierSpec:
+    """The spec in ``config``: a :func:`save_classifier` ``.json``, or a classifier training
+    config (a checkpoint's, whose ``config.json`` wraps it under ``"family"``)."""
+    if not isinstance(config, dict):
+        raise LowdoseError(f"{source}: not a lowdose classifier spec (not a JSON object)")
+    if config.get("kind") == "lowdose-classifier" and isinstance(config.get("spec"), dict):
+        data = config["spec"]
+    else:
+        if isinstance(config.get("family"), dict):
+            config = config["family"]
+        if config.get("family") != "classifier":
+            what = config.get("model") or config.get("family") or config.get("kind")
+            if what:
+                raise LowdoseError(f"{weights}: a {what!r} model, not a classifier (a "
+                                   "denoiser is used with lowdose denoise --model)")
+            raise LowdoseError(f"{source}: not a lowdose classifier spec")
+        data = config
+    try:
+        return ClassifierSpec.from_dict(data)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise LowdoseError(f"{source}: not a valid classifier spec for {weights.name}: "
+                           f"{exc}") from None
+
+
+def _read_classifier_file(weights: Path) -> tuple[dict[str, torch.Tensor], ClassifierSpec]:
+    """The backbone tensors of ``weights`` and the spec beside them (or in them)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no iteration)
+    except Exception as exc:  # safetensors raises its own error types for bad headers/sizes
+        raise LowdoseError(f"{weights}: not a readable safetensors weight file (truncated or "
+                           f"corrupt?): {exc}") from None
+    spec_path = weights.with_suffix(".json")
+    checkpoint_config = weights.parent / "config.json"
+    if spec_path.is_file():
+        source, text = spec_path, spec_path.read_bytes()
+    elif "lowdose_config" in metadata:  # a training checkpoint's weights carry their config
+        source, text = weights, metadata["lowdose_config"].encode()
+    elif checkpoint_config.is_file():
+        source, text = checkpoint_config, checkpoint_config.read_bytes()
+    else:
+        raise LowdoseError(f"{weights}: no classifier spec: {spec_path.name} is missing beside "
+                           "it (save_classifier writes both)")
+    try:
+        config = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LowdoseError(f"{source}: the spec of {weights.name} is not valid JSON (cut "
+                           f"short?): {exc}") from None
+    spec = _classifier_spec(config, source, weights)
+    for prefix in _CHECKPOINT_PREFIXES:
+        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if picked:
+            return picked, spec
+    return state, spec
+
+
+def load_classifier(path: str | Path, device: str | torch.device | None = None,
+                    expected_classes: list[str] | tuple[str, ...] | None = None) -> SliceClassifier:
+    """Load a classifier written by :func:`save_classifier` or a classifier training checkpoint.
+
+    ``path`` may be the ``.safetensors`` (with its ``.json`` spec beside it), the ``.json``, a
+    training run's folder (its ``classifier.safetensors``), a checkpoint folder
+    (``checkpoints/step-N``: ``model.safetensors`` whose config holds the spec; the weight
+    average is loaded when the run kept one) or a run's ``checkpoints`` folder (the latest).
+
+    Raises:
+        LowdoseError: one line naming the file and the reason: missing files, a pickle,
+            truncated or unreadable weights or spec, a denoiser's file, weights that do not
+            fit the spec, or classes other than ``expected_classes``.
+
+    Example:
+        >>> import tempfile
+        >>> net = build_classifier("resnet18", ClassifierSpec(arch="resnet18", input_size=32))
+        >>> run = Path(tempfile.mkdtemp())
+        >>> _ = save_classifier(net, run / "classifier.safetensors")
+        >>> load_classifier(run, device="cpu").spec.input_size
+        32
+    """
+    path = classifier_weights_path(path)
+    state, spec = _read_classifier_file(path)
     if expected_classes is not None and list(expected_classes) != spec.classes:
         raise LowdoseError(f"{path}: trained for {len(spec.classes)} classes {spec.classes}, "
                            f"this data has {len(expected_classes)} {list(expected_classes)}")
+    if spec.arch not in classifiers:
+        raise LowdoseError(f"{path}: unknown classifier architecture {spec.arch!r} (known: "
+                           f"{', '.join(classifiers.names())})")
     model = build_classifier(spec.arch, spec)
-    from safetensors.torch import load_file
-
-    state = load_file(str(path))
     try:
         model.backbone.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -118,11 +118,16 @@ def _read_config(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LowdoseError(f"{path}: config is not valid JSON: {exc}") from None
-    # A training checkpoint's config.json wraps the family config.
-    if isinstance(config, dict) and "family" in config and "model" not in config:
+    # A training checkpoint's config.json wraps the family config (a classifier's family
+    # config names its family, the string "classifier", under the same key).
+    if isinstance(config, dict) and isinstance(config.get("family"), dict) \
+            and "model" not in config:
         config = config["family"]
     if not isinstance(config, dict):
         raise LowdoseError(f"{path}: config is not a JSON object")
+    if config.get("family") == "classifier" or config.get("kind") == "lowdose-classifier":
+        raise LowdoseError(f"{path}: a classifier checkpoint, not a denoiser (use it with "
+                           "lowdose classify --model)")
     return config
 
 

@@ -89,9 +89,17 @@ class ClassifierTrainConfig:
     window: tuple[float, float] = LUNG_WINDOW
 
     def __post_init__(self) -> None:
+        from numbers import Integral
+
         for key in ("epochs", "patience"):
             if getattr(self, key) < 1:
                 raise LowdoseError(f"classifier {key} {getattr(self, key)}: use 1 or more")
+        # Sizes in pixels: checked here, before any image is read (torch would fail later).
+        for key, option in (("input_size", " (--input-size)"), ("slice_size", "")):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise LowdoseError(f"classifier {key} {value}{option}: use a whole number of "
+                                   "pixels, 1 or more")
         if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
             raise LowdoseError(f"classifier ema_decay {self.ema_decay}: use 0 (off) or a value "
                                "in (0, 1), e.g. 0.99")
