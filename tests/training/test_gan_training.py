@@ -804,3 +804,26 @@ def test_gan_resume_on_a_pool_that_is_not_the_runs_says_so(tmp_path: Path) -> No
             "trainer": {"max_steps": 1, "batch_size": 2}}
     with pytest.raises(LowdoseError, match=r"built with --dose 0\.5, not 0\.25; delete it"):
         train_gan("gan-circle-cpu", tmp_path / "fresh", overrides=over)
+
+
+def test_gan_training_paths_leave_out_reformats(tmp_path: Path) -> None:
+    """A coronal volume among the GAN's training paths is left out with a warning, as the
+    supervised models' data leaves it out; only reformats is one clear error."""
+    import numpy as np
+
+    from lowdose import CTImage, LowdoseError
+    from lowdose.io import write_ct
+    from lowdose.training.gan import _path_groups
+
+    vol = np.full((4, 32, 32), 40.0, np.float32)
+    vol[:, :4] = -1000.0
+    axial = write_ct(CTImage(vol, (2.0, 0.8, 0.8), origin=(0, 0, 0), direction=np.eye(3)),
+                     tmp_path / "axial.nii.gz")
+    coronal_axes = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])  # rows along -z
+    coronal = write_ct(CTImage(vol, (2.0, 0.8, 0.8), origin=(0, 0, 0),
+                               direction=coronal_axes), tmp_path / "coronal.nii.gz")
+    with pytest.warns(UserWarning, match=r"left out .*coronal.nii.gz \(coronal\): not axial"):
+        groups = _path_groups([str(axial), str(coronal)])
+    assert [name for name, _ in groups] == ["000-axial.nii.gz-a", "000-axial.nii.gz-b"]
+    with pytest.raises(LowdoseError, match="no axial slice to train on"):
+        _path_groups([str(coronal)])

@@ -954,12 +954,35 @@ def _axial_slices(root: Any, name: str) -> list[tuple[str, Any]]:
 
 
 def _path_groups(paths: list[str]) -> list[tuple[str, Any]]:
-    """(group, CTImage) per user path; one path with several slices is split in two halves."""
+    """(group, CTImage) per user path; one path with several slices is split in two halves.
+
+    A coronal, sagittal or oblique image is left out with one warning, as the supervised
+    models' training data leaves it out (:data:`lowdose.training.denoising.AXIAL_NOISE`).
+
+    Raises:
+        LowdoseError: no path holds axial slices.
+    """
+    import warnings
     from pathlib import Path
 
+    from lowdose.errors import LowdoseError
     from lowdose.io.read import read_ct
+    from lowdose.models.base import reformat_note
+    from lowdose.training.denoising import AXIAL_NOISE
 
-    groups = [(f"{i:03d}-{Path(p).name}", read_ct(p)) for i, p in enumerate(paths)]
+    groups, reformats = [], []
+    for i, p in enumerate(paths):
+        image = read_ct(p)
+        if reformat_note(str(p), image.orientation, AXIAL_NOISE) is not None:
+            reformats.append(f"{p} ({image.orientation})")
+        else:
+            groups.append((f"{i:03d}-{Path(p).name}", image))
+    if reformats and not groups:
+        raise LowdoseError(f"no axial slice to train on, only {', '.join(reformats)}; "
+                           f"{AXIAL_NOISE}")
+    if reformats:
+        warnings.warn(f"left out {', '.join(reformats)}: not axial; {AXIAL_NOISE}",
+                      stacklevel=2)
     if len(groups) == 1 and groups[0][1].n_slices > 1:
         name, image = groups[0]
         stack = image.slices()
