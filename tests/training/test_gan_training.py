@@ -827,3 +827,24 @@ def test_gan_training_paths_leave_out_reformats(tmp_path: Path) -> None:
     assert [name for name, _ in groups] == ["000-axial.nii.gz-a", "000-axial.nii.gz-b"]
     with pytest.raises(LowdoseError, match="no axial slice to train on"):
         _path_groups([str(coronal)])
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_gan_threads_follow_the_option_then_omp_num_threads(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    """The GAN runs take CPU threads as the supervised ones do (the preset's 2 overrode a
+    user's OMP_NUM_THREADS=1), and record the count used."""
+    import json
+
+    from lowdose.training.gan import train_gan
+
+    over = _tiny_gan_run(tmp_path)
+    over["trainer"]["max_steps"] = 1
+
+    def used(run: str) -> int:
+        return json.loads((tmp_path / run / "config.json").read_text())["trainer"]["num_threads"]
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    train_gan("gan-circle-cpu", tmp_path / "env", overrides=over)
+    train_gan("gan-circle-cpu", tmp_path / "opt", overrides=over, threads=3)
+    assert (used("env"), used("opt")) == (1, 3)

@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
         doses = parse_doses(dose, "--dose") if dose is not None else None
         if model in ("gan-circle", "cyclegan"):  # GAN families: lowdose.training.gan
             given = {"--bin": bin_ is not None, "--npy-scale": npy_scale is not None,
-                     "--trust-pickle": trust_pickle, "--threads": threads is not None}
+                     "--trust-pickle": trust_pickle}
             refused = [option for option, used in given.items() if used]
             if refused:
                 raise LowdoseError(f"{refused[0]}: supervised models only, not {model}")
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
 
             result = train_gan_cli(model, out, data, preset, resume, paired_fraction, scale,
                                    doses[0] if doses else None, method, steps, batch_size,
-                                   seed, device, relative_dose, split, init)
+                                   seed, device, relative_dose, split, init, threads)
             typer.echo(result.finished or f"trained {model} to step {result.step}: "
                        f"{result.out_dir}")
             return

@@ -1460,27 +1460,35 @@ def train_gan(
     resume: bool = False,
     overrides: dict[str, dict[str, Any]] | None = None,
     init: Any = None,
+    threads: int | None = None,
 ) -> Any:
     """Train a GAN preset through the one trainer; returns its :class:`TrainResult`.
 
     Builds (or reuses the cached) slice pool from the real full-dose sets, the unpaired patch
     stream (with ``model.paired_fraction`` aligned pairs for the semi-supervised mode) and a
     small aligned validation set, then runs :class:`lowdose.training.trainer.Trainer`.
-    ``init`` starts the modules from another run's weights (:func:`load_gan_init`).
+    ``init`` starts the modules from another run's weights (:func:`load_gan_init`). CPU
+    ``threads``: as the supervised models take them
+    (:func:`lowdose.training.denoising.thread_count`: given, else ``OMP_NUM_THREADS``, else the
+    preset's), recorded in the run's ``config.json``.
 
     Example:
         >>> train_gan("gan-circle-cpu", "runs/gan-circle", resume=True)  # doctest: +SKIP
     """
+    from dataclasses import replace
     from pathlib import Path
 
     from lowdose.errors import LowdoseError
     from lowdose.physics.projection import TEXTURE_TOLERANCE
+    from lowdose.training.denoising import thread_count
     from lowdose.training.trainer import Trainer, TrainerConfig, refuse_changed_resume
 
     cfg = load_preset(preset, overrides)
     model = dict(cfg["model"])
     data = GanDataConfig(**cfg["data"])
     trainer_cfg = TrainerConfig.from_dict(cfg["trainer"])
+    trainer_cfg = replace(trainer_cfg,
+                          num_threads=thread_count(threads, trainer_cfg.num_threads)[0])
     family = build_family(cfg["family"], model)
     family.run_data = gan_run_data(data, trainer_cfg.seed, init)
     out = Path(out)
@@ -1629,6 +1637,7 @@ def train_gan_cli(
     relative_dose: bool | None = None,
     split: str | None = None,
     init: str | None = None,
+    threads: int | None = None,
 ) -> Any:
     """``lowdose train denoiser --model gan-circle|cyclegan``: the CLI options as overrides.
 
@@ -1651,5 +1660,5 @@ def train_gan_cli(
                  if v is not None}
     trainer_over = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size, "seed": seed,
                                       "device": device}.items() if v is not None}
-    return train_gan(name, out, resume=resume, init=init,
+    return train_gan(name, out, resume=resume, init=init, threads=threads,
                      overrides={"model": model_over, "data": data_over, "trainer": trainer_over})
