@@ -119,7 +119,7 @@ def implausible_hu_note(image: CTImage) -> str | None:
         return (f"median {median:.0f} HU and only 1% of the pixels below {low:.0f} HU (a CT "
                 f"holds air, lung or fat below -200 HU): {hint}")
     bottom = float(sample.min())
-    if bottom >= 0.0 and top <= 1.0:
+    if 0.0 <= bottom < top <= 1.0:  # a constant image (all water, 0 HU) says nothing
         return (f"values lie in [{bottom:.3g}, {top:.3g}]: a normalised scale, not HU (for "
                 "Mayo's (HU + 1024) / 4096, HU = 4096 v - 1024); convert the file to HU")
     if 0.0 <= bottom <= 5.0 and 200.0 <= top <= 255.0:  # spans the 8-bit range, no negatives
