@@ -4,6 +4,7 @@ result loads as a denoiser, and export with a model card."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,11 @@ def test_train_resume_load_export(setup: tuple[Path, Path], tmp_path: Path,
     assert "simulate" not in "".join(p.name for p in out.glob("*.partial*"))
     rows = (out / "metrics.csv").read_text()
     capsys.readouterr()
+    shutil.rmtree(out / "cache")  # said before the data work: the draws are not made again
     assert main([*args, "--resume"]) == 0  # finished: said, nothing trained or logged again
     said = capsys.readouterr().out
     assert f"{out}: already finished at step 6" in said and "trained unet" not in said
-    assert (out / "metrics.csv").read_text() == rows
+    assert (out / "metrics.csv").read_text() == rows and not (out / "cache").exists()
 
     from lowdose.models.loading import load_denoiser
     from lowdose.training.denoising import export_denoiser

@@ -435,3 +435,22 @@ def test_resume_refusal_names_what_to_pass(name: str, saved: object, current: ob
     message = str(err.value)
     assert advice in message and message.endswith(", or start a new --out"), message
     assert "drop" not in message and "\n" not in message
+
+
+def test_resume_refusal_lists_every_setting_that_differs() -> None:
+    """Resumed without its custom --preset, a run differs in an option the preset set and in a
+    preset setting: the first is named with what to pass, the others beside it, so the missing
+    preset shows."""
+    from lowdose.training.trainer import refuse_changed_settings
+
+    saved = {"--method": "image-poisson", "--dose": 0.25, "data.patch_size (preset)": 32}
+    current = {"--method": "projection", "--dose": 0.25, "data.patch_size (preset)": 64}
+    with pytest.raises(LowdoseError) as err:
+        refuse_changed_settings("runs/g", saved, current)
+    message = str(err.value)
+    assert message.startswith("runs/g: --resume with --method projection, but the run was "
+                              "trained with --method image-poisson; repeat --method "
+                              "image-poisson"), message
+    assert message.endswith("(the run's other settings that differ: data.patch_size (preset) "
+                            "32 (now 64))"), message
+    assert "--dose" not in message

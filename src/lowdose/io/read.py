@@ -93,9 +93,11 @@ EXTENDED_CT_MAX = 30720.0
 def implausible_hu_note(image: CTImage) -> str | None:
     """A note when an image's values cannot be a CT's HU as read: beyond the extended CT scale,
     or most pixels denser than 1000 HU with nothing below -200 HU (no air, lung or fat): stored
-    values without their rescale (RescaleIntercept -1024) or read with the wrong sign
-    (PixelRepresentation); or all in [0, 1] (a normalised scale) or [0, 255] (grey levels).
-    8-bit display images (mapped through a window) are left out.
+    values read with the wrong sign (PixelRepresentation), or without their rescale
+    (RescaleIntercept -1024) on a slice filled by the body (where air around the body keeps the
+    median low, a missing rescale is not caught); or all in [0, 1] (a normalised scale) or
+    spanning [0, 255] (grey levels). 8-bit display images (mapped through a window) are left
+    out. A heuristic: a note, never a refusal.
 
     Example:
         >>> import numpy as np

@@ -38,6 +38,7 @@ from lowdose.training.trainer import (
     Trainer,
     TrainerConfig,
     TrainResult,
+    finished_result,
     refuse_changed_resume,
 )
 
@@ -779,6 +780,9 @@ def train_denoiser(
         # Before any data work: the same model and data settings as the run's checkpoint.
         planned = {"model": cfg.model, "metadata": {**source, "preset": cfg.to_dict()}}
         refuse_changed_resume(out_dir, denoiser_run_settings, planned)
+        # A finished run: said now, not after simulating its data again for nothing.
+        if (done := finished_result(out_dir, tc.max_steps)) is not None:
+            return done
     if init is not None:  # also before the data work: a missing, unreadable or other model's
         initial_denoiser(cls, init, cfg.arch, trust_pickle)
     dropped: list[str] | None = None

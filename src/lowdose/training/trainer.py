@@ -415,6 +415,24 @@ def finished_run(out_dir: str | Path, max_steps: int, stopped: str | None = None
     return f"{out}: already finished at step {step} ({why}); weights {out / 'model.safetensors'}"
 
 
+def finished_result(out_dir: str | Path, max_steps: int) -> TrainResult | None:
+    """The :class:`TrainResult` of a run in ``out_dir`` that a ``--resume`` to ``max_steps``
+    would not train further (:func:`finished_run`), or ``None``: for a caller to say so before
+    its data work, as :meth:`Trainer.fit` would after it.
+
+    Example:
+        >>> finished_result("no/such/run", 1000) is None
+        True
+    """
+    finished = finished_run(out_dir, max_steps)
+    if finished is None:
+        return None
+    out = Path(out_dir)
+    folder = latest_checkpoint(out)
+    step = int(json.loads((folder / "trainer_state.json").read_text())["step"])
+    return TrainResult(step, out, folder, _exported_metrics(out) or {}, step, None, finished)
+
+
 def _exported_metrics(out_dir: Path) -> dict[str, float] | None:
     """The metrics of a run's final export (``config.json`` + ``model.safetensors``), or
     ``None`` when the run has not ended with one."""
@@ -453,21 +471,25 @@ def refuse_changed_settings(out_dir: str | Path, saved: dict[str, Any],
     CLI or preset default, not the run's value, so it says to repeat the run's value.
 
     Raises:
-        LowdoseError: the first setting whose value differs, with both values and what to pass.
+        LowdoseError: the first setting whose value differs, with both values and what to
+            pass, and the run's other settings that differ (a preset's among them says that a
+            --preset was left out).
 
     Example:
         >>> refuse_changed_settings("runs/u", {"--dose": 0.25}, {"--dose": 0.25, "--seed": 0})
     """
-    for name, value in current.items():
-        if name not in saved:
-            continue
-        before, now = _plain(saved[name]), _plain(value)
-        if before != now:
-            raise LowdoseError(
-                f"{out_dir}: --resume with {name} {shown_setting(now)}, but the run was trained "
-                f"with {name} {shown_setting(before)}; {resume_advice(name, before)}, or start "
-                "a new --out"
-            )
+    changed = [(name, _plain(saved[name]), _plain(value)) for name, value in current.items()
+               if name in saved and _plain(saved[name]) != _plain(value)]
+    if not changed:
+        return
+    name, before, now = changed[0]
+    others = "; ".join(f"{n} {shown_setting(b)} (now {shown_setting(w)})"
+                       for n, b, w in changed[1:])
+    raise LowdoseError(
+        f"{out_dir}: --resume with {name} {shown_setting(now)}, but the run was trained with "
+        f"{name} {shown_setting(before)}; {resume_advice(name, before)}, or start a new --out"
+        + (f" (the run's other settings that differ: {others})" if others else "")
+    )
 
 
 def resume_advice(name: str, value: Any) -> str:
