@@ -8,6 +8,7 @@ import torch
 
 from lowdose.errors import LowdoseError
 from lowdose.physics.calibration import (
+    Pair,
     find_pair_paths,
     fit_calibration,
     load_pairs,
@@ -110,7 +111,7 @@ def test_fit_recovers_a_known_calibration(tmp_path):
 def test_fit_refuses_images_without_soft_tissue(tmp_path):
     air = np.full((64, 64), -1000, np.float32)
     np.save(tmp_path / "x_target.npy", (air + 1024) / 4096)
-    np.save(tmp_path / "x_input.npy", (air + 1024) / 4096)
+    np.save(tmp_path / "x_input.npy", (air + 1 + 1024) / 4096)  # not equal: another refusal
     with pytest.raises(LowdoseError, match="soft-tissue"):
         fit_calibration(load_pairs(tmp_path, pixel_size_mm=2.0), 0.25)
 
@@ -131,3 +132,28 @@ def test_shipped_calibration_matches_real_mayo_noise(shared_data):
     low = simulate_low_dose(pp.pair.full, 0.25, seed=3, simulator=sim)
     stats = noise_stats(low - pp.pair.full, pp.rois, pp.roi, pp.pair.pixel_mm)
     assert stats.std / pp.real.std == pytest.approx(1.0, abs=0.25)
+
+
+def test_fit_refuses_an_identical_pair_and_a_swapped_one(tmp_path):
+    """A low dose equal to its full dose was a ZeroDivisionError; full and low dose swapped
+    was fitted (12% off on the Mayo pairs) and reported as a pass."""
+    pairs = load_pairs(make_pairs(tmp_path / "pairs"), pixel_size_mm=2.0)
+    same = [Pair(p.name, p.full, p.full.copy(), p.pixel_mm) for p in pairs]
+    with pytest.raises(LowdoseError, match="equals its full-dose one: no noise to fit"):
+        fit_calibration(same, 0.25)
+    swapped = [Pair(p.name, p.low, p.full, p.pixel_mm) for p in pairs]
+    with pytest.raises(LowdoseError, match=r"full-dose images read noisier .* swapped"):
+        fit_calibration(swapped, 0.25)
+
+
+def test_an_unpaired_file_is_said_and_a_calibration_without_thickness_warns_on_use(tmp_path):
+    """A file whose pair is missing is named, not skipped silently; a calibration fitted
+    without a slice thickness says so when used on slices of a known thickness (its I0 is not
+    scaled to them)."""
+    folder = make_pairs(tmp_path / "pairs")
+    np.save(folder / "P2_0_target.npy", np.load(folder / "P1_0_target.npy"))
+    with pytest.warns(UserWarning, match=r"1 file\(s\) without their pair left out: .*P2_0"):
+        assert len(load_pairs(folder, pixel_size_mm=2.0)) == 2
+    sim = ProjectionSimulator(calibration=TRUE, pixel_size_mm=2.0, slice_thickness_mm=1.0)
+    with pytest.warns(UserWarning, match="states no slice thickness: its I0 is used as it is"):
+        assert sim.effective_i0 == TRUE.i0

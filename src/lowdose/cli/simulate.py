@@ -173,6 +173,10 @@ def calibrate(
     typer.echo(f"{len(loaded)} pair(s) from {pairs}")
     if any(p.pixel_assumed for p in loaded):
         typer.echo("note: no pixel size in the files; assumed 0.742 mm (give --pixel-size)")
+    if any(p.thickness_mm is None for p in loaded):
+        typer.echo("note: no slice thickness in the files, so the calibration states none and "
+                   "its I0 is not scaled to other thicknesses (a 1 mm slice would get a thicker "
+                   "slice's noise level); give --slice-thickness (the Mayo npy slices: 3 mm)")
     with tqdm(desc="calibrate", unit="step") as bar:
         result = fit_calibration(loaded, dose, seed=seed, roi=roi,
                                  progress=lambda _m: bar.update(1))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,12 @@ def find_pair_paths(root: str | Path) -> list[tuple[str, Path, Path]]:
         role, key = role_key
         found.setdefault(key, {})[role] = path
     pairs = [(k, v["full"], v["low"]) for k, v in sorted(found.items()) if len(v) == 2]
+    unpaired = [str(p) for v in found.values() if len(v) == 1 for p in v.values()]
+    if pairs and unpaired:
+        shown = ", ".join(unpaired[:3]) + (f" and {len(unpaired) - 3} more" if len(unpaired) > 3
+                                           else "")
+        warnings.warn(f"{root}: {len(unpaired)} file(s) without their pair left out: {shown}",
+                      stacklevel=2)
     if not pairs:
         raise LowdoseError(
             f"{root}: no full-dose/low-dose pairs found (name them *_target/*_input.npy, "
@@ -343,6 +350,34 @@ def pooled_stats(prepared: Sequence[PreparedPair], sims: Sequence[np.ndarray]
     return pool(sim_stats), pool([pp.real for pp in prepared])
 
 
+def check_pairs(pairs: Sequence[Pair]) -> None:
+    """Refuse pairs that cannot be fitted: a low dose equal to its full dose (no noise to
+    match), or full-dose images noisier than their low-dose ones (the two swapped?), by the
+    median of each side's reference-free noise reading.
+
+    Raises:
+        LowdoseError: naming the pair, or both readings.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> full = 40.0 + 10.0 * rng.standard_normal((64, 64))
+        >>> check_pairs([Pair("a", full, full + 20.0 * rng.standard_normal((64, 64)), 0.7, False)])
+    """
+    from lowdose.metrics.noise import estimate_noise_hu
+
+    for pair in pairs:
+        if np.array_equal(pair.full, pair.low):
+            raise LowdoseError(f"{pair.name}: the low-dose image equals its full-dose one: no "
+                               "noise to fit")
+    full = float(np.nanmedian([estimate_noise_hu(p.full) for p in pairs]))
+    low = float(np.nanmedian([estimate_noise_hu(p.low) for p in pairs]))
+    if np.isfinite(full) and np.isfinite(low) and full > low:
+        raise LowdoseError(
+            f"the full-dose images read noisier than the low-dose ones ({full:.1f} HU against "
+            f"{low:.1f} HU, median noise reading): are the two swapped? (full dose: *_target, "
+            "*_FD_*, full/; low dose: *_input, *_QD_*, low/)")
+
+
 def fit_calibration(
     pairs: Sequence[Pair],
     dose: float = 0.25,
@@ -373,6 +408,7 @@ def fit_calibration(
     if not pairs:
         raise LowdoseError("calibration: no pairs given")
     base = base or Calibration()
+    check_pairs(pairs)
     prepared = prepare(pairs, roi, max_rois)
     thicknesses = {pp.pair.thickness_mm for pp in prepared}
     if len(thicknesses) == 1:

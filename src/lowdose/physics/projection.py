@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -490,6 +491,10 @@ class ProjectionSimulator(LowDoseSimulator):
     def effective_i0(self) -> float:
         """I0 for these images: the calibration's, scaled by slice thickness when both known."""
         cal, t = self.calibration, self.slice_thickness_mm
+        if t is not None and cal.slice_thickness_mm is None:
+            warnings.warn(f"the calibration states no slice thickness: its I0 is used as it is "
+                          f"for these {t:g} mm slices, not scaled to them (calibrate with "
+                          "--slice-thickness)", stacklevel=2)
         if t is None or cal.slice_thickness_mm is None:
             return cal.i0
         if not (math.isfinite(t) and t > 0):
