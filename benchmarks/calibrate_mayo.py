@@ -15,8 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from denoise_mayo import OUT_HELP, require_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,15 +43,21 @@ def _check_rows(result, tolerance: float) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/mayo-l506-pairs")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/mayo-l506-pairs",
+                        help="the L506 pairs folder, holding npy/ and dicom/ "
+                        "(default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results", help=OUT_HELP)
     parser.add_argument("--write-default", action="store_true",
                         help="write the npy fit to src/lowdose/physics/calibration_default.json")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tolerance", type=float, default=0.15)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for torch (default: %(default)s)")
+    parser.add_argument("--tolerance", type=float, default=0.15,
+                        help="largest relative error of the noise std and NPS that passes the "
+                        "check (default: %(default)s)")
     parser.add_argument("--npy-thickness", type=float, default=3.0,
-                        help="assumed slice thickness of the npy pairs (mm)")
+                        help="assumed slice thickness of the npy pairs, mm (default: %(default)s)")
     args = parser.parse_args()
+    require_data(args.data, ("npy", "dicom"))
 
     import torch
 

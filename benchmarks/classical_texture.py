@@ -172,8 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS,
                            needs=("mayo-l506-pairs", "ct-series-itkelastix-chest",
                                   "mayo-l067-full-dose"))
-    if args is None:
-        return 0
     import torch
 
     from lowdose.metrics.noise import RECONSTRUCTED_TEXTURE, noise_texture

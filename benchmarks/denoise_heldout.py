@@ -78,12 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the training preset whose data settings to mirror")
     parser.add_argument("--cache", type=Path, default=Path("runs/heldout-cache"),
                         help="where the simulated draws are kept (per seed)")
-    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS)
-    if args is None:
-        return 0
-    if not (args.data / "mayo-l067-full-dose").is_dir():
-        print(f"skipped: no training data under {args.data}")
-        return 0
+    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS,
+                           needs=tuple(s.split("/")[0] for s in TRAINING_SETS))
     models = [m.split("=", 1) if "=" in m else [m, m] for m in args.model]
     rows: dict[str, dict[str, Any]] = {label: {} for label, _ in models}
     names: list[str] = []

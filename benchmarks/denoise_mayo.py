@@ -35,7 +35,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -117,22 +117,49 @@ def write_result(result: dict[str, Any], out: Path) -> None:
     write_results(out, "denoise_mayo", result, markdown(result))
 
 
+OUT_HELP = ("where the result files go (default: %(default)s, the tracked results "
+            "in the repository, overwritten)")
+
+
+def refuse(path: Path, reason: str) -> NoReturn:
+    """Print ``error: <path>: <reason>`` on stderr and exit with code 2 (data refused)."""
+    print(f"error: {path}: {reason}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def require_data(data: Path, needs: tuple[str, ...] = ()) -> None:
+    """Refuse (``refuse``) a data folder that is missing or empty, or lacks one of the sets (sub
+    folders) it ``needs`` or has it empty, before any work is done.
+
+    Example:
+        >>> require_data(Path("/no/such/folder"))
+        Traceback (most recent call last):
+        SystemExit: 2
+    """
+    if not data.is_dir():
+        refuse(data, "no such data folder")
+    if not any(data.iterdir()):
+        refuse(data, "empty data folder")
+    for name in needs:
+        folder = data / name
+        if not folder.is_dir():
+            refuse(data, f"no {name} in the data folder")
+        if not any(folder.iterdir()):
+            refuse(folder, "empty data folder")
+
+
 def parse_data_args(parser: Any, argv: list[str] | None, default_data: Path,
                     results: Path, needs: tuple[str, ...] = ()) -> Any:
     """Add ``--data``, ``--threads`` and ``--out`` to ``parser`` and parse ``argv``; set the
-    threads. ``None`` (after one line on stderr) when the shared data folder, or one of the
-    sets it ``needs``, is absent."""
-    parser.add_argument("--data", type=Path, default=default_data)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=results)
+    threads. Exits with code 2 (one ``error:`` line on stderr, ``require_data``) when the data
+    folder is missing or empty, or lacks one of the sets it ``needs``."""
+    parser.add_argument("--data", type=Path, default=default_data,
+                        help="the shared data folder (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for torch (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=results, help=OUT_HELP)
     args = parser.parse_args(argv)
-    if not args.data.is_dir():
-        print(f"{args.data}: shared data not found", file=sys.stderr)
-        return None
-    missing = [name for name in needs if not (args.data / name).is_dir()]
-    if missing:
-        print(f"skipped: {args.data / missing[0]} not found", file=sys.stderr)
-        return None
+    require_data(args.data, needs)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -162,7 +189,7 @@ def load_pairs(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     if qd and fd:
         pairs.append(("L506_87_dicom_1mm", read_ct(qd[0]).hu, read_ct(fd[0]).hu))
     if not pairs:
-        raise SystemExit(f"no pairs under {folder}")
+        refuse(folder, "no quarter/full-dose pairs")
     return pairs
 
 
@@ -259,12 +286,15 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="the shared data folder, holding mayo-l506-pairs "
+                        "(default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=OUT_HELP)
     parser.add_argument("--no-tune", action="store_true", help="use the current defaults")
     parser.add_argument("--model", action="append", default=[],
                         help="extra weight file or checkpoint folder (repeatable)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for torch (default: %(default)s)")
     parser.add_argument("--tuning-from", type=Path, action="append", default=[],
                         help="with --no-tune: JSON tuning rows of an earlier run of this script "
                         "(a denoise_mayo.json or a list of rows) to report with the result")
@@ -276,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --rows: the earlier result to keep rows from "
                         "(default: <out>/denoise_mayo.json)")
     args = parser.parse_args(argv)
+    require_data(args.data, ("mayo-l506-pairs",))
     if args.rows:
         return update_rows(args)
 
@@ -288,9 +319,6 @@ def main(argv: list[str] | None = None) -> int:
     from lowdose.models.network import NetworkDenoiser
 
     torch.set_num_threads(args.threads)
-    if not (args.data / "mayo-l506-pairs").is_dir():
-        print(f"skipped: {args.data / 'mayo-l506-pairs'} not found", file=sys.stderr)
-        return 0
     pairs = load_pairs(args.data)
     names = [p[0] for p in pairs]
     result: dict[str, Any] = {
@@ -359,9 +387,6 @@ def update_rows(args: argparse.Namespace) -> int:
     reuse = args.reuse or args.out / "denoise_mayo.json"
     if not reuse.is_file():
         raise SystemExit(f"--rows: {reuse} not found; run the full benchmark first")
-    if not (args.data / "mayo-l506-pairs").is_dir():
-        print(f"skipped: {args.data / 'mayo-l506-pairs'} not found", file=sys.stderr)
-        return 0
     result = json.loads(reuse.read_text())
     pairs = load_pairs(args.data)
     names = [p[0] for p in pairs]

@@ -100,15 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help="Denoisers (default: %(default)s).")
     parser.add_argument("--slices", type=int, default=8, help="Slices per orientation.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the simulated low dose (default: %(default)s)")
     parser.add_argument("--skip-volume", action="append", default=[],
                         help="Denoisers not to run on the whole axial volume (slow ones).")
     parser.add_argument("--axial-planes", action="append", default=None,
                         help="Denoisers also run along the axial planes of the reformatted "
                         "volume (default: %(default)s -> unet, tv).")
-    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS)
-    if args is None:
-        return 0
+    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS, needs=(SERIES,))
     import torch
 
     from lowdose.io import read_ct

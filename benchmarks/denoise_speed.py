@@ -63,11 +63,18 @@ def _time(fn: Any, repeats: int, sync: Any = None) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--gpu-batch", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--skip-classical", action="store_true")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for torch (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed runs of each learned model; the median counts "
+                        "(default: %(default)s)")
+    parser.add_argument("--gpu-batch", type=int, default=64,
+                        help="slices per batch on CUDA (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="where the JSON and Markdown results go (default: %(default)s, "
+                        "the tracked results in the repository, overwritten)")
+    parser.add_argument("--skip-classical", action="store_true",
+                        help="time only the learned models (not TV, BM3D)")
     parser.add_argument("--rows", action="append", default=[], metavar="MODEL",
                         help="re-measure only this model (repeatable); the other rows are kept "
                         "from <out>/denoise_speed.json")

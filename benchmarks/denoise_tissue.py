@@ -153,8 +153,6 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS, needs=("mayo-l506-pairs",))
-    if args is None:
-        return 0
     import torch
 
     from lowdose.errors import LowdoseError

@@ -173,10 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default="0.25",
                         help="comma-separated DOSE[/relative][/slice] settings")
-    parser.add_argument("--critic-steps", type=int, default=300)
-    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS)
-    if args is None:
-        return 2
+    parser.add_argument("--critic-steps", type=int, default=300,
+                        help="training steps of the critic per setting (default: %(default)s)")
+    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS, needs=TRAIN_SETS)
 
     rows = []
     for setting in args.settings.split(","):

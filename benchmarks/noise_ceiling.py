@@ -35,7 +35,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from denoise_mayo import DEFAULT_DATA, RESULTS, load_pairs, write_results
+from denoise_mayo import (
+    DEFAULT_DATA,
+    OUT_HELP,
+    RESULTS,
+    load_pairs,
+    require_data,
+    write_results,
+)
 
 HIGH_PASS_SIGMA_PX = 2.0
 SOFT_TISSUE_HU = (-100.0, 150.0)
@@ -146,9 +153,12 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="the shared data folder, holding mayo-l506-pairs "
+                        "(default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=OUT_HELP)
     args = parser.parse_args(argv)
+    require_data(args.data, ("mayo-l506-pairs",))
 
     gains = best_measured_gains()
     pairs = {}

@@ -36,6 +36,7 @@ from denoise_mayo import load_pairs, parse_data_args, write_results
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DOSE = 0.25
+NEEDS = ("mayo-l067-full-dose", "ct-series-itkelastix-chest", "chest-ct-dicom", "mayo-l506-pairs")
 
 
 def _slices(root: Path) -> list[tuple[str, str, np.ndarray, float]]:
@@ -129,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     import platform
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS)
-    if args is None:
-        return 2
+    args = parse_data_args(parser, argv, DEFAULT_DATA, RESULTS, needs=NEEDS)
     t0 = time.time()
     rows = []
     for i, (name, slice_name, hu, pixel_mm) in enumerate(_slices(args.data)):

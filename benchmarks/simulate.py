@@ -62,10 +62,15 @@ def _best(fn, repeats: int, key: str | None = None) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--views", type=int, nargs="+", default=[576, 720])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results")
+    parser.add_argument("--views", type=int, nargs="+", default=[576, 720],
+                        help="numbers of parallel views to time (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per case; the best counts (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for torch (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results",
+                        help="where the JSON and Markdown results go (default: %(default)s, "
+                        "the tracked results in the repository, overwritten)")
     args = parser.parse_args()
 
     import torch

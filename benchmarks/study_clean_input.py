@@ -169,13 +169,18 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", type=Path, default=REPO / "runs" / "kaggle-study")
+    parser = argparse.ArgumentParser(
+        description=f"{__doc__.splitlines()[0]} Writes {RESULTS.relative_to(REPO)}/"
+        "study_clean_input.json, .md and .png, overwriting the tracked results.")
+    parser.add_argument("--study", type=Path, default=REPO / "runs" / "kaggle-study",
+                        help="the --out folder of a finished benchmarks/study_kaggle.py run "
+                        "(default: %(default)s)")
     parser.add_argument("--denoisers", default=None,
                         help="comma-separated (default: those the study used)")
     parser.add_argument("--weights", action="append", default=[],
                         help="NAME=FILE: an extra weight file as a row (repeatable)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for torch (default: %(default)s)")
     args = parser.parse_args(argv)
     results_path = args.study / "results.json"
     if not results_path.is_file():

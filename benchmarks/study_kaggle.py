@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from denoise_mayo import require_data
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "chest-ctscan-images"
 RESULTS = REPO / "benchmarks" / "results"
@@ -51,8 +54,11 @@ def audit(data: Path, out: Path) -> tuple[Path, dict]:
     if not (manifest.is_file() and report.is_file()):
         import subprocess
 
-        subprocess.run([str(REPO / ".venv" / "bin" / "lowdose"), "data", "audit", str(data),
-                        "--json", str(report), "--write-manifest", str(manifest)], check=True)
+        done = subprocess.run([str(REPO / ".venv" / "bin" / "lowdose"), "data", "audit",
+                               str(data), "--json", str(report), "--write-manifest",
+                               str(manifest)], check=False)
+        if done.returncode:  # the audit printed its own one-line error
+            raise SystemExit(done.returncode)
     return manifest, json.loads(report.read_text())
 
 
@@ -113,12 +119,14 @@ CANDIDATES: dict[str, dict] = {
 """Preprocessing candidates compared on the grouped hold-outs (name -> study settings)."""
 
 
-def select_settings(manifest: Path, audit_json: dict, out: Path, folds: list[int], arch: str,
-                    size: int, epochs: int, names: list[str]) -> tuple[str, list[dict]]:
+def select_settings(data_dir: Path, manifest: Path, audit_json: dict, out: Path, folds: list[int],
+                    arch: str, size: int, epochs: int, names: list[str]
+                    ) -> tuple[str, list[dict]]:
     """Train every candidate on every grouped hold-out draw; the best mean balanced accuracy wins.
 
     Results are appended to ``out/results.jsonl`` and reused, so an interrupted selection
-    resumes. Only train+valid images are used: the test split is never looked at.
+    resumes. Only train+valid images of ``data_dir`` (the images ``manifest`` lists) are used: the
+    test split is never looked at.
     """
     from lowdose.evaluation.study import StudyConfig, load_study_data
     from lowdose.training.classifier import preset, train_classifier
@@ -136,7 +144,7 @@ def select_settings(manifest: Path, audit_json: dict, out: Path, folds: list[int
                    (name, fold, arch, size, epochs) for r in rows):
                 continue
             cand = CANDIDATES[name]
-            scfg = StudyConfig(data=str(DATA), manifest=str(sel), slice_size=size + 16,
+            scfg = StudyConfig(data=str(data_dir), manifest=str(sel), slice_size=size + 16,
                                png_window=tuple(cand["png_window"]), seed=0)
             data = load_study_data(scfg, fdir / "cache", progress=False)
             tcfg = preset("cpu", arch=arch, input_size=size, slice_size=size + 16,
@@ -325,9 +333,15 @@ def markdown(studies: dict[str, dict], runs: list[dict], selection: dict) -> str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "kaggle-study")
+    parser = argparse.ArgumentParser(
+        description=f"{__doc__.splitlines()[0]} The run goes to --out; the README table always "
+        f"goes to {RESULTS.relative_to(REPO)}/study_kaggle.json and .md, overwriting the "
+        "tracked results.")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="the Kaggle Chest CT-Scan images folder (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "kaggle-study",
+                        help="the run folder: audit, selection, study, report.html; rerun to "
+                        "resume (default: %(default)s)")
     parser.add_argument("--denoisers", default=None,
                         help="comma-separated (default: every registered one that loads)")
     parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
@@ -338,27 +352,35 @@ def main(argv: list[str] | None = None) -> int:
                         help="other networks evaluated at full dose with the same seeds")
     parser.add_argument("--study-archs", default="",
                         help="of --also-archs, those whose first seed runs the whole study too")
-    parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--arch", default="densenet121")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--preset", default="cpu",
+                        help="classifier training preset: demo, cpu or gpu (default: %(default)s)")
+    parser.add_argument("--arch", default="densenet121",
+                        help="the study's classifier network (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="classifier epochs (default: the preset's)")
     parser.add_argument("--input-size", type=int, default=None,
                         help="network input (slices are prepared 16 px larger)")
-    parser.add_argument("--patience", type=int, default=None)
-    parser.add_argument("--max-test", type=int, default=None)
+    parser.add_argument("--patience", type=int, default=None,
+                        help="early stopping after this many epochs without a better "
+                        "validation score (default: the preset's)")
+    parser.add_argument("--max-test", type=int, default=None,
+                        help="use at most this many test slices, stratified (default: all)")
     parser.add_argument("--folds", default="0,1", help="grouped hold-out draws for selection")
     parser.add_argument("--candidates", default="",
                         help="';'-separated candidate names (default: all of CANDIDATES)")
-    parser.add_argument("--select-arch", default="resnet18")
-    parser.add_argument("--select-size", type=int, default=96)
-    parser.add_argument("--select-epochs", type=int, default=18)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--select-arch", default="resnet18",
+                        help="proxy network of the selection (default: %(default)s)")
+    parser.add_argument("--select-size", type=int, default=96,
+                        help="proxy network input in px (default: %(default)s)")
+    parser.add_argument("--select-epochs", type=int, default=18,
+                        help="proxy training epochs (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default: %(default)s)")
     parser.add_argument("--selection-from", type=Path, default=None,
                         help="reuse the selection of an earlier result (a study_kaggle.json) "
                         "instead of retraining the proxy; the table says so")
     args = parser.parse_args(argv)
-    if not args.data.is_dir():
-        print(f"skip: {args.data} not found", file=sys.stderr)
-        return 0
+    require_data(args.data)
     import torch
 
     from lowdose.evaluation.study import StudyConfig, finished_study, run_study
@@ -379,9 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         fold0.mkdir(parents=True, exist_ok=True)
         grouped_selection_manifest(manifest, audit_json, fold0, seed=0)
     else:
-        chosen, table = select_settings(manifest, audit_json, args.out / "selection", folds,
-                                        args.select_arch, args.select_size,
-                                        args.select_epochs, names)
+        chosen, table = select_settings(args.data, manifest, audit_json,
+                                        args.out / "selection", folds, args.select_arch,
+                                        args.select_size, args.select_epochs, names)
         selection = {"chosen": chosen, "table": table, "folds": folds,
                      "proxy": f"{args.select_arch}, {args.select_size} px, "
                               f"{args.select_epochs} epochs",

@@ -42,11 +42,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from denoise_mayo import OUT_HELP, require_data
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -398,7 +402,9 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", type=int, nargs="*", default=[2, 4])
+    parser.add_argument("--scales", type=int, nargs="*", default=[2, 4],
+                        help="upscaling factors to benchmark; none: only --seed-run or "
+                        "--denoise-nps (default: %(default)s)")
     parser.add_argument("--denoise-nps", action="store_true",
                         help="also write the NPS / difference-image check of the denoisers")
     parser.add_argument("--denoiser", action="append", default=[],
@@ -414,9 +420,11 @@ def main() -> None:
                         "also write the seed spread (upscale_seeds.json / .md, or --seed-file)")
     parser.add_argument("--seed-file", default="upscale_seeds",
                         help="file stem of the --seed-run results (e.g. upscale_ablation_x4)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS, help=OUT_HELP)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads for torch (default: %(default)s)")
     args = parser.parse_args()
+    require_data(DATA, ("mayo-l506-pairs",))
     torch.set_num_threads(args.threads)
     models = dict(DEFAULT_MODELS)
     for spec in args.model:
