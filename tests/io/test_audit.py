@@ -148,7 +148,7 @@ def test_json_paths_are_relative_and_serialisable(planted, tmp_path):
         assert all(isinstance(x, str) and not x.startswith("/") for x in group)
         assert all((planted["root"] / x).is_file() for x in group)
     summary = planted["result"].summary()
-    assert "47 files" in summary and "filed under 2 classes" in summary
+    assert "47 files (readable: train " in summary and "filed under 2 classes" in summary
     assert "unreadable" in summary
 
 

@@ -5,9 +5,10 @@
 - **exact duplicates**: identical decoded grey pixels (so a PNG re-saved as JPEG-free RGB, or
   RGBA with an opaque alpha, of the same picture counts; byte-identical files are reported
   too);
-- **near duplicates**: the same picture resized, re-encoded, slightly cropped or with a little
-  noise. Candidates come from a 64-bit DCT perceptual hash (pHash: 32x32 grey thumbnail,
-  8x8 lowest DCT frequencies against their median) within Hamming distance
+- **near duplicates**: the same picture resized, re-encoded, cropped by a pixel or two (a crop
+  of 1% a side, 5 px of 512, is missed) or with a little noise. Candidates come from a 64-bit
+  DCT perceptual hash (pHash: 32x32 grey thumbnail, 8x8 lowest DCT frequencies against their
+  median) within Hamming distance
   :attr:`NearDuplicateRule.phash_max`; a candidate is a near duplicate only when its fine detail
   agrees too (correlation of the high-pass 128x128 thumbnails >= ``detail_corr_min``) and
   its 64x64 grey thumbnails differ by at most ``mad_max`` grey levels on average.
@@ -284,7 +285,8 @@ class AuditResult:
         per_split = ", ".join(f"{s} {n}" for s, n in js["per_split"].items())
         rule = self.rule
         lines = [
-            f"audit of {self.root}: {js['n_files']} files ({per_split})"
+            f"audit of {self.root}: {js['n_files']} files ("
+            + ("readable: " if self.unreadable else "") + per_split + ")"
             + (f", {len(self.unreadable)} unreadable" if self.unreadable else ""),
             f"  exact duplicates: {len(self.exact_groups)} groups, {js['n_redundant']} redundant"
             f" files -> {js['n_unique']} unique images",
