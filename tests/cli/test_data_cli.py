@@ -26,6 +26,18 @@ def test_phantom_writes_the_kaggle_layout(tmp_path, capsys):
     assert {f.parent.parent.name for f in files} <= {"train", "valid", "test"}
 
 
+def test_phantom_says_a_split_too_small_for_every_class(tmp_path, capsys):
+    """--n 20 over four classes at 0.7/0.1/0.2 leaves the valid split empty: said, where it
+    was written silently; a large enough --n says nothing."""
+    rc, _, err = run(["data", "phantom", str(tmp_path / "small"), "--n", "20", "--size", "32"],
+                     capsys)
+    assert rc == 0, err
+    assert "warning: split valid holds no slice of any class (--n 20" in err
+    rc, _, err = run(["data", "phantom", str(tmp_path / "big"), "--n", "40", "--size", "32"],
+                     capsys)
+    assert rc == 0 and "warning" not in err, err
+
+
 def test_phantom_npy_format(tmp_path, capsys):
     out = tmp_path / "ph"
     rc, _, err = run(["data", "phantom", str(out), "--n", "4", "--size", "32",

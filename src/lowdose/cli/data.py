@@ -74,6 +74,13 @@ def phantom(
         + ", ".join(f"{s} {k}" for s, k in per_split.items())
     )
     typer.echo(f"metadata: {meta_path}")
+    for split, fraction in zip(meta["counts"], fractions, strict=True):
+        missing = [c for c, k in meta["counts"][split].items() if k == 0]
+        if fraction > 0 and missing:  # a split asked for, too small to hold every class
+            which = ("any class" if len(missing) == len(meta["counts"][split])
+                     else ", ".join(missing))
+            typer.echo(f"warning: split {split} holds no slice of {which} (--n {meta['n']} "
+                       "splits each class by --splits on its own: give a larger --n)", err=True)
 
 
 def _outside(path: Path | None, folder: Path, option: str) -> None:
