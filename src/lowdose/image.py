@@ -10,6 +10,8 @@ import numpy as np
 HU_AIR = -1000.0
 HU_MIN = -1024.0
 HU_MAX = 3072.0
+#: The top of the extended CT scale: values above it are not HU (stored values misread).
+HU_EXTENDED_MAX = 30720.0
 
 
 @dataclass(frozen=True)

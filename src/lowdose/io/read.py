@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lowdose.errors import LowdoseError
-from lowdose.image import CTImage, Window
+from lowdose.image import HU_EXTENDED_MAX, CTImage, Window
 from lowdose.io.base import Reader, Writer, readers, writers
 from lowdose.io.formats.common import ReadOptions, WriteOptions
 from lowdose.io.formats.dicom import DICOM_SUFFIXES, DicomScan, SeriesInfo
+from lowdose.io.formats.npy import looks_normalised
 
 #: Files that hold one image each, as the commands that walk a folder of images look for them.
 IMAGE_FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
@@ -86,10 +87,6 @@ def read_ct(
     return image
 
 
-#: The top of the extended CT scale (as ``physics.checks.HU_PHYSICAL_MAX``): above it, not HU.
-EXTENDED_CT_MAX = 30720.0
-
-
 def implausible_hu_note(image: CTImage) -> str | None:
     """A note when an image's values cannot be a CT's HU as read: beyond the extended CT scale,
     or most pixels denser than 1000 HU with nothing below -200 HU (no air, lung or fat): stored
@@ -114,14 +111,14 @@ def implausible_hu_note(image: CTImage) -> str | None:
     low, median, top = (float(v) for v in np.percentile(sample, [1, 50, 100]))
     hint = ("is it in HU? check the file's rescale (RescaleSlope/RescaleIntercept) and sign "
             "(PixelRepresentation)")
-    if top > EXTENDED_CT_MAX:
+    if top > HU_EXTENDED_MAX:
         return (f"values up to {top:.0f} lie beyond the extended CT scale "
-                f"({EXTENDED_CT_MAX:.0f} HU): {hint}")
+                f"({HU_EXTENDED_MAX:.0f} HU): {hint}")
     if median > 1000.0 and low > -200.0:
         return (f"median {median:.0f} HU and only 1% of the pixels below {low:.0f} HU (a CT "
                 f"holds air, lung or fat below -200 HU): {hint}")
     bottom = float(sample.min())
-    if 0.0 <= bottom < top <= 1.0:  # a constant image (all water, 0 HU) says nothing
+    if looks_normalised(bottom, top) and bottom < top:  # a constant 0 HU image says nothing
         return (f"values lie in [{bottom:.3g}, {top:.3g}]: a normalised scale, not HU (for "
                 "Mayo's (HU + 1024) / 4096, HU = 4096 v - 1024); convert the file to HU")
     if 0.0 <= bottom <= 5.0 and 200.0 <= top <= 255.0:  # spans the 8-bit range, no negatives

@@ -9,11 +9,12 @@ import numpy as np
 import torch
 
 from lowdose.errors import LowdoseError
+from lowdose.image import HU_EXTENDED_MAX
 
 # Air is -1000 HU; scanners clip at -1024, so anything much lower is not a CT image in HU
 # (e.g. raw stored values, or a [0, 1] image). The upper bound is the extended CT scale.
 HU_PHYSICAL_MIN = -1100.0
-HU_PHYSICAL_MAX = 30720.0
+HU_PHYSICAL_MAX = HU_EXTENDED_MAX
 
 
 def check_dose(dose: float, name: str = "dose") -> float:
