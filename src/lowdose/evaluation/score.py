@@ -181,12 +181,13 @@ def display_window_notes(images: dict[str, CTImage]) -> list[str]:
         "8-bit images read through [-1350, 150] HU: the window metric's [-160, "
     """
     from lowdose.evaluation.compare import window_note
+    from lowdose.image import Window
     from lowdose.metrics.image import RANGES
 
     notes = [note for image in images.values() if (note := window_note(image))]
     metric = RANGES["window"]
     for lo, hi in dict.fromkeys(tuple(w) for w in display_windows(images).values()):
-        g0, g1 = ((np.array([metric.lo, metric.hi]) - lo) / (hi - lo) * 255).clip(0, 255)
+        g0, g1 = Window(lo, hi).to_unit([metric.lo, metric.hi]) * 255
         notes.append(f"8-bit images read through [{lo:g}, {hi:g}] HU: the window metric's "
                      f"[{metric.lo:g}, {metric.hi:g}] HU covers their grey levels "
                      f"{g0:.0f}-{g1:.0f} only (full: every grey level)")

@@ -242,8 +242,11 @@ def _png_metric_note(results: dict[str, Any]) -> str:
     exported = results.get("data", {}).get("png_window_hu")
     if not exported or not _display_images(results):
         return ""
+    from lowdose.image import Window
+    from lowdose.metrics.image import RANGES
+
     lo, hi = exported
-    g0, g1 = ((np.array([-160.0, 240.0]) - lo) / (hi - lo) * 255).clip(0, 255)
+    g0, g1 = Window(lo, hi).to_unit([RANGES["window"].lo, RANGES["window"].hi]) * 255
     return ("<p class='note'>These are 8-bit display images mapped to HU through "
             f"[{lo:g}, {hi:g}] HU, not scanner HU: the <i>window</i> metrics cover grey levels "
             f"{g0:.0f}-{g1:.0f} only (the brightest soft tissue and bone of these exports); "
