@@ -476,6 +476,16 @@ def _base_metadata(source: Path, ds: Any) -> dict[str, Any]:
     }
 
 
+def evenly_spaced(steps: np.ndarray, step: float) -> bool:
+    """Whether slice ``steps`` (mm) are all ``step``, within 1% and 1 um (decimal strings).
+
+    Example:
+        >>> evenly_spaced(np.array([2.0, 2.0005]), 2.0), evenly_spaced(np.array([2.0, 4.0]), 2.0)
+        (True, False)
+    """
+    return bool(np.all(np.abs(steps - step) <= 0.01 * step + 1e-3))
+
+
 def _slice_steps(source: Path, uid: str, proj: np.ndarray, meta: dict[str, Any]) -> float:
     """The median step (mm) between slices at ``proj`` (ascending positions along the normal).
 
@@ -490,7 +500,7 @@ def _slice_steps(source: Path, uid: str, proj: np.ndarray, meta: dict[str, Any])
             f"{source}: series {uid} has several slices at one position "
             "(several acquisitions or phases in one series); it is not one volume"
         )
-    uniform = bool(np.all(np.abs(steps - spacing_k) <= 0.01 * spacing_k + 1e-3))
+    uniform = evenly_spaced(steps, spacing_k)
     meta["slice_spacing_uniform"] = uniform
     if not uniform:
         meta["slice_spacing_range"] = [float(steps.min()), float(steps.max())]
@@ -1197,7 +1207,7 @@ def _derived_datasets(image: CTImage, options: WriteOptions) -> tuple[list[Any],
             positions = origin + np.outer(np.arange(n) * step, direction[:, 2])
         else:
             steps = np.abs(np.diff(positions @ normal))
-            even = bool(np.all(np.abs(steps - step) <= 0.01 * step + 1e-3))
+            even = evenly_spaced(steps, step)
         for k in range(n):
             ds = copy.deepcopy(base)
             src = headers[k] if frames and len(headers) == n else template
