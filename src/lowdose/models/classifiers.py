@@ -286,8 +286,6 @@ def save_classifier(model: SliceClassifier, path: str | Path,
 CLASSIFIER_FILE = "classifier.safetensors"
 """The weights a training run keeps (its best epoch), with ``classifier.json`` beside them."""
 
-_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
-_PICKLE_HEADS = (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 # A training checkpoint's tensors, by module: the weight average first (what a run validates,
 # selects and saves when it keeps one), then the trained weights.
 _CHECKPOINT_PREFIXES = ("classifier_ema.module.backbone.", "classifier.backbone.")
@@ -331,9 +329,9 @@ def classifier_weights_path(path: str | Path) -> Path:
             raise LowdoseError(f"{path}: a classifier spec without its weights ({weights.name} "
                                "is missing beside it)")
         return weights
-    with path.open("rb") as f:
-        head = f.read(2)
-    if path.suffix.lower() in _PICKLE_SUFFIXES or head in _PICKLE_HEADS:
+    from lowdose.models.loading import looks_like_pickle
+
+    if looks_like_pickle(path):
         raise LowdoseError(
             f"{path}: a pickle file, refused (loading one can run arbitrary code); a classifier "
             "is a .safetensors with its .json spec: if you trust this file, start a training "

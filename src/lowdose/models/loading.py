@@ -34,7 +34,23 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: The model ``lowdose denoise`` uses when none is named.
 DEFAULT_DENOISER = "unet"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+#: The first bytes of a pickle: torch's zip archive, or a pickle stream of protocol 2 to 5.
+PICKLE_HEADS = (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 CONFIG_KEY = "lowdose_config"
+
+
+def looks_like_pickle(path: Path) -> bool:
+    """Whether the file at ``path`` is a pickle (by its suffix or its first bytes): loading one
+    can run arbitrary code, so it needs ``trust_pickle``.
+
+    Example:
+        >>> looks_like_pickle(Path("model.pth"))
+        True
+    """
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return True
+    with path.open("rb") as f:
+        return f.read(2) in PICKLE_HEADS
 
 
 @dataclass
@@ -87,8 +103,7 @@ def read_weights(
         raise LowdoseError(f"{path}: no model.safetensors in this folder")
     if not path.is_file():
         raise LowdoseError(f"{path}: no such weight file")
-    head = path.read_bytes()[:4]
-    if path.suffix.lower() in PICKLE_SUFFIXES or head[:2] in (b"PK", b"\x80\x02", b"\x80\x04"):
+    if looks_like_pickle(path):
         return _read_pickle(path, trust_pickle)
     from safetensors import safe_open
 
