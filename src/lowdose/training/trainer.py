@@ -415,22 +415,24 @@ def finished_run(out_dir: str | Path, max_steps: int, stopped: str | None = None
     return f"{out}: already finished at step {step} ({why}); weights {out / 'model.safetensors'}"
 
 
-def finished_result(out_dir: str | Path, max_steps: int) -> TrainResult | None:
+def finished_result(out_dir: str | Path, max_steps: int, stopped: str | None = None
+                    ) -> TrainResult | None:
     """The :class:`TrainResult` of a run in ``out_dir`` that a ``--resume`` to ``max_steps``
-    would not train further (:func:`finished_run`), or ``None``: for a caller to say so before
-    its data work, as :meth:`Trainer.fit` would after it.
+    would not train further (:func:`finished_run`; ``stopped``: why its family stopped it), or
+    ``None``. :meth:`Trainer.fit` returns it before training; a caller may ask first, to say
+    so before its data work.
 
     Example:
         >>> finished_result("no/such/run", 1000) is None
         True
     """
-    finished = finished_run(out_dir, max_steps)
+    finished = finished_run(out_dir, max_steps, stopped)
     if finished is None:
         return None
     out = Path(out_dir)
     folder = latest_checkpoint(out)
     step = int(json.loads((folder / "trainer_state.json").read_text())["step"])
-    return TrainResult(step, out, folder, _exported_metrics(out) or {}, step, None, finished)
+    return TrainResult(step, out, folder, _exported_metrics(out) or {}, step, stopped, finished)
 
 
 def _exported_metrics(out_dir: Path) -> dict[str, float] | None:
@@ -862,12 +864,10 @@ class Trainer:
             return _agree_on_stop(str(answer) if answer else None, env)
 
         stopped = stop_reason(start) if resumed_from is not None else None
-        finished = (finished_run(self.out_dir, cfg.max_steps, stopped)
-                    if resumed_from is not None else None)
-        if finished is not None:  # nothing to train: log, validate and write nothing again
-            metrics = _exported_metrics(self.out_dir) or {}
-            return TrainResult(start, self.out_dir, existing, metrics, resumed_from, stopped,
-                               finished)
+        done = (finished_result(self.out_dir, cfg.max_steps, stopped)
+                if resumed_from is not None else None)
+        if done is not None:  # nothing to train: log, validate and write nothing again
+            return done
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         # TensorBoard hides the points a killed run logged after its last checkpoint (steps
