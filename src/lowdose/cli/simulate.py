@@ -97,16 +97,12 @@ def default_8bit_window(source: Path) -> Window | None:
         True
     """
     from lowdose.io.formats.common import default_window, describe_window, sniff
-    from lowdose.io.read import IMAGE_FILE_SUFFIXES
+    from lowdose.physics.batch import plan_jobs
 
-    if source.is_file():
-        files = [source]
-    elif source.is_dir():  # the files simulate_path takes from a folder tree
-        files = sorted(p for p in source.rglob("*") if p.is_file()
-                       and not p.name.startswith(".")
-                       and p.name.lower().endswith(IMAGE_FILE_SUFFIXES))
-    else:
+    if not source.exists():
         return None  # simulate_path says it is missing
+    # The files simulate_path takes: the file, or the images of a folder tree (a series: none).
+    files = [job.source for job in plan_jobs(source) if not job.is_series]
     recorded, unstated = [], []
     for path in files:
         kind = sniff(path)
