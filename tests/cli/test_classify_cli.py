@@ -122,6 +122,30 @@ def test_train_classifier_cli_resume_and_skipped_file_note(tmp_path, capsys) -> 
     assert json.loads((out / "train_summary.json").read_text())["epochs_run"] == 2
 
 
+def test_train_classifier_bare_resume_takes_the_runs_data_and_options(tmp_path, capsys) -> None:
+    """`train classifier --out R --resume --epochs 2`: DATA, the model and the preset are the
+    run's (OUT/command.json); before, DATA was required and the rest took their defaults."""
+    import json
+
+    from lowdose.io.phantom import write_phantom_dataset
+
+    data = tmp_path / "data"
+    write_phantom_dataset(data, 12, size=32, seed=0)
+    out = tmp_path / "run"
+    assert main(["train", "classifier", str(data), "-m", "resnet18", "--preset", "demo",
+                 "--input-size", "32", "--out", str(out), "--device", "cpu", "--quiet",
+                 "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", "classifier", "--out", str(out), "--resume", "--epochs", "2",
+                 "--quiet"]) == 0
+    stdout, err = capsys.readouterr()
+    assert "resuming with the run's options" in err and "--model resnet18" in err
+    assert stdout.startswith("resnet18: best epoch")
+    assert json.loads((out / "train_summary.json").read_text())["epochs_run"] == 2
+    assert main(["train", "classifier", "--out", str(tmp_path / "new")]) == 2
+    assert "DATA: give the class-folder dataset" in capsys.readouterr().err
+
+
 def test_train_classifier_cli_patience_continues_an_early_stop(tmp_path, capsys) -> None:
     """A run that stopped early is finished for --resume at its patience; a larger --patience
     trains on. A patience below 1 is one clear error."""

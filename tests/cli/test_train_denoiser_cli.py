@@ -46,13 +46,14 @@ def test_train_resume_load_export(setup: tuple[Path, Path], tmp_path: Path,
     assert main([*args, "--steps", "3"]) == 0
     assert (out / "checkpoints" / "step-00000003" / "model.safetensors").is_file()
     assert main(args) == 2  # refuses to start over an existing run without --resume
-    assert main([*args, "--resume"]) == 0
+    assert main([*args, "--resume", "--steps", "6"]) == 0  # a longer run than recorded
     assert json.loads((out / "train_summary.json").read_text())["step"] == 6
     assert "simulate" not in "".join(p.name for p in out.glob("*.partial*"))
     rows = (out / "metrics.csv").read_text()
     capsys.readouterr()
     shutil.rmtree(out / "cache")  # said before the data work: the draws are not made again
-    assert main([*args, "--resume"]) == 0  # finished: said, nothing trained or logged again
+    assert main([*args, "--resume"]) == 0  # finished at the recorded --steps 6: said, nothing
+    # trained or logged again
     said = capsys.readouterr().out
     assert f"{out}: already finished at step 6" in said and "trained unet" not in said
     assert (out / "metrics.csv").read_text() == rows and not (out / "cache").exists()
@@ -68,6 +69,76 @@ def test_train_resume_load_export(setup: tuple[Path, Path], tmp_path: Path,
     card = dest.with_suffix(".md").read_text()
     assert "image-poisson" in card and "Steps trained**: 6" in card
     assert load_denoiser(str(dest)).metadata["steps"] == 6
+
+
+def test_a_bare_resume_takes_the_runs_own_options(
+        setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--out R --resume` alone used to take the defaults (model unet, preset cpu, no data) and
+    was refused; it now goes on with the options the run recorded, a typed one overriding."""
+    data, preset = setup
+    out = tmp_path / "run"
+    start = ["train", "denoiser", "--data", str(data), "--dose", "0.4", "--preset",
+             str(preset), "--out", str(out), "--steps", "3", "--threads", "1"]
+    assert main(start) == 0
+    assert json.loads((out / "command.json").read_text())["options"]["dose"] == "0.4"
+    capsys.readouterr()
+    shutil.rmtree(out / "cache")
+    assert main(["train", "denoiser", "--out", str(out)]) == 2  # refused before the data work
+    assert "holds checkpoints already; pass --resume" in capsys.readouterr().err
+    assert not (out / "cache").exists()
+    assert main(["train", "denoiser", "--out", str(out), "--resume", "--steps", "6"]) == 0
+    said = capsys.readouterr()
+    assert "resuming with the run's options" in said.err and "--dose 0.4" in said.err
+    assert json.loads((out / "train_summary.json").read_text())["step"] == 6
+    assert _metadata(out)["dose"] == 0.4
+    assert main(["train", "denoiser", "--out", str(out), "--resume"]) == 0  # recorded: 6
+    assert "already finished at step 6" in capsys.readouterr().out
+    assert main(["train", "denoiser", "--out", str(out), "--resume", "--dose", "0.25",
+                 "--steps", "9"]) == 2
+    assert "--dose 0.25, but the run was trained with --dose 0.4" in capsys.readouterr().err
+    assert json.loads((out / "command.json").read_text())["options"]["steps"] == 6
+
+
+def test_a_run_without_command_json_resumes_on_the_defaults_and_says_so(
+        setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, preset = setup
+    out = tmp_path / "run"
+    args = ["train", "denoiser", "--data", str(data), "--preset", str(preset), "--out", str(out)]
+    assert main([*args, "--steps", "3"]) == 0
+    (out / "command.json").unlink()  # a run started by an older lowdose
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0  # the preset's 6 steps: the default
+    assert "holds no command.json" in capsys.readouterr().err
+    assert json.loads((out / "train_summary.json").read_text())["step"] == 6
+
+
+GAN_PRESET = """
+family: gan-circle
+model: {scale: 1, f0: 8, critic_base: 8, paired_fraction: 0.0, pool_size: 0}
+data: {dose: 0.25, method: image-poisson, patch: 32, slice_size: 64, min_mean_hu: -2000,
+       val_length: 4}
+trainer: {max_steps: 2, batch_size: 2, num_threads: 1, checkpoint_every: 1, log_every: 1,
+          tensorboard: false, progress: false}
+"""
+
+
+def test_a_bare_gan_resume_takes_the_runs_model_preset_and_data(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Left out on --resume, --model used to be unet (a supervised run: refused) and --data the
+    shared sets; they are the run's now."""
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2).astype(np.float32)
+    np.save(tmp_path / "vol.npy", np.stack([-1000 + 1040 * body + 10 * k for k in range(4)])
+            .astype(np.float32))
+    preset = tmp_path / "tiny-gan.yaml"
+    preset.write_text(GAN_PRESET)
+    out = tmp_path / "gan"
+    assert main(["train", "denoiser", "--model", "gan-circle", "--preset", str(preset),
+                 "--data", str(tmp_path / "vol.npy"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["train", "denoiser", "--out", str(out), "--resume", "--steps", "3"]) == 0
+    said = capsys.readouterr()
+    assert "--model gan-circle" in said.err and "trained gan-circle to step 3" in said.out
 
 
 def test_bad_arguments(setup: tuple[Path, Path], tmp_path: Path,

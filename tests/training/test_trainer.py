@@ -415,19 +415,19 @@ def test_a_stopped_run_resumed_says_it_is_finished(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("name", "saved", "current", "advice"), [
-    ("--model", "gan-circle", "unet", "repeat --model gan-circle: an option left out on "
-     "--resume takes its default, not the run's"),
-    ("--dose", [0.15, 0.25, 0.4], 0.25, "repeat --dose 0.15,0.25,0.4:"),
-    ("--data", ["a/", "b/"], ["a/"], "repeat --data a/ --data b/:"),
+    ("--model", "gan-circle", "unet", "pass the run's --model gan-circle, or start"),
+    ("--dose", [0.15, 0.25, 0.4], 0.25, "pass the run's --dose 0.15,0.25,0.4,"),
+    ("--data", ["a/", "b/"], ["a/"], "pass the run's --data a/ --data b/,"),
     ("--init", None, "unet", "leave out --init, as the run did"),
-    ("--relative-dose", True, False, "set --relative-dose on again:"),
-    ("arch (preset)", {"f0": 8}, {"f0": 16}, "resume with a preset whose arch is {'f0': 8}"),
+    ("--relative-dose", True, False, "set --relative-dose on again, as the run did"),
+    ("arch (preset)", {"f0": 8}, {"f0": 16}, "resume with the run's --preset (its arch is "
+     "{'f0': 8})"),
     ("DATA", "set-a", "set-b", "give DATA set-a again"),
 ])
 def test_resume_refusal_names_what_to_pass(name: str, saved: object, current: object,
                                            advice: str) -> None:
-    """An option left out on --resume takes its default, not the run's: the message says to
-    pass the run's value, never to drop the option."""
+    """The message says to pass the run's value, never to drop the option (a run started
+    before command.json takes an option left out at its default)."""
     from lowdose.training.trainer import refuse_changed_settings
 
     with pytest.raises(LowdoseError) as err:
@@ -449,7 +449,7 @@ def test_resume_refusal_lists_every_setting_that_differs() -> None:
         refuse_changed_settings("runs/g", saved, current)
     message = str(err.value)
     assert message.startswith("runs/g: --resume with --method projection, but the run was "
-                              "trained with --method image-poisson; repeat --method "
+                              "trained with --method image-poisson; pass the run's --method "
                               "image-poisson"), message
     assert message.endswith("(the run's other settings that differ: data.patch_size (preset) "
                             "32 (now 64))"), message

@@ -6,14 +6,21 @@ from pathlib import Path
 
 import typer
 
+from lowdose.cli.run_options import resumable
+from lowdose.errors import LowdoseError
+
 
 def register(app: typer.Typer) -> None:
     """Add ``classifier`` to the ``train`` group."""
     from lowdose.cli.data import CLASS_FOLDERS
 
     @app.command("classifier")
+    @resumable("train classifier", updatable=("epochs", "patience"))
     def classifier(
-        data: Path = typer.Argument(..., help=f"Class-folder dataset: {CLASS_FOLDERS}."),
+        ctx: typer.Context,
+        data: Path | None = typer.Argument(
+            None, help=f"Class-folder dataset: {CLASS_FOLDERS}. With --resume: the run's "
+            "when left out."),
         manifest: Path | None = typer.Option(
             None, "--manifest", help="CSV path,label,split (e.g. de-duplicated by the audit)."),
         model: str = typer.Option("densenet121", "--model", "-m",
@@ -21,8 +28,9 @@ def register(app: typer.Typer) -> None:
         preset: str = typer.Option("cpu", "--preset", help="cpu (128 px), gpu (256 px), demo."),
         out: Path = typer.Option(Path("runs/classifier"), "--out", "-o", help="Output folder."),
         resume: bool = typer.Option(
-            False, "--resume", help="Continue from --out's checkpoint; a finished run trains on "
-            "to a larger --epochs (one that stopped early, with a larger --patience)."),
+            False, "--resume", help="Continue from --out's checkpoint, with the run's own "
+            "options (OUT/command.json) for those left out; a finished run trains on to a "
+            "larger --epochs (one that stopped early, with a larger --patience)."),
         weights: Path | None = typer.Option(
             None, "--weights", help="Local pretrained weights to start from (.safetensors)."),
         trust_pickle: bool = typer.Option(
@@ -64,6 +72,9 @@ def register(app: typer.Typer) -> None:
         )
         from lowdose.training.classifier import preset as make_preset
 
+        if data is None:
+            raise LowdoseError("DATA: give the class-folder dataset (a --resume of a run "
+                               "started by this lowdose takes the run's)")
         if device:  # one clear line now, not a torch assertion after reading every image
             from lowdose.device import check_device
 

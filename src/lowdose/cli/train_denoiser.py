@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from lowdose.cli.options import npy_scale_option, parse_doses
+from lowdose.cli.run_options import resumable
 from lowdose.errors import LowdoseError
 
 
@@ -14,7 +15,9 @@ def register(app: typer.Typer) -> None:
     """Add ``denoiser`` to the ``train`` group."""
 
     @app.command("denoiser")
+    @resumable("train denoiser", updatable=("steps", "batch_size", "threads", "cache"))
     def denoiser(
+        ctx: typer.Context,
         model: str = typer.Option("unet", "--model", "-m", help="Learned denoiser to train."),
         data: list[str] | None = typer.Option(
             None, "--data", help="Full-dose CT: file, folder or glob (repeatable)."),
@@ -40,7 +43,9 @@ def register(app: typer.Typer) -> None:
                                     "ft-cpu and gan-circle-semi-f128-cpu again, each with --init "
                                     "the generator of the one before)."),
         out: Path = typer.Option(Path("runs/denoiser"), "--out", help="Output folder."),
-        resume: bool = typer.Option(False, "--resume", help="Continue from --out's checkpoint."),
+        resume: bool = typer.Option(
+            False, "--resume", help="Continue from --out's checkpoint, with the run's own "
+            "options (OUT/command.json) for those left out; --steps N trains on to N."),
         steps: int | None = typer.Option(None, help="Override the preset's max_steps."),
         batch_size: int | None = typer.Option(None, help="Override the batch size."),
         seed: int | None = typer.Option(None, help="Override the seed."),

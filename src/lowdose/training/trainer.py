@@ -469,8 +469,9 @@ def refuse_changed_settings(out_dir: str | Path, saved: dict[str, Any],
     trains on other data than its first steps did, and its config.json records only the new
     value, so the weights' provenance is wrong.
 
-    The message names what to pass to resume: an option left out on ``--resume`` takes its
-    CLI or preset default, not the run's value, so it says to repeat the run's value.
+    The message names what to pass to resume: the run's value (the CLI takes an option left
+    out on ``--resume`` from the run's ``command.json``, or, for a run started before it was
+    recorded, from its default).
 
     Raises:
         LowdoseError: the first setting whose value differs, with both values and what to
@@ -501,25 +502,23 @@ def resume_advice(name: str, value: Any) -> str:
 
     Example:
         >>> resume_advice("--model", "gan-circle")
-        "repeat --model gan-circle: an option left out on --resume takes its default, not the run's"
+        "pass the run's --model gan-circle"
         >>> resume_advice("--init", None)
         'leave out --init, as the run did'
     """
     if name.endswith(" (preset)"):
         key = name.removesuffix(" (preset)")
-        return (f"resume with a preset whose {key} is {shown_setting(value)}: a --preset left "
-                "out on --resume is the default one, not the run's")
+        return f"resume with the run's --preset (its {key} is {shown_setting(value)})"
     if not name.startswith("--"):
         return f"give {name} {shown_setting(value)} again"
     if value is None:
         return f"leave out {name}, as the run did"
     if isinstance(value, bool):  # a flag pair (--relative-dose/--calibrated-dose): name the state
-        what = f"set {name} {shown_setting(value)} again"
-    elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        what = "repeat " + " ".join(f"{name} {v}" for v in value)  # a repeatable option (--data)
-    else:
-        what = f"repeat {name} {shown_setting(value)}"
-    return f"{what}: an option left out on --resume takes its default, not the run's"
+        return f"set {name} {shown_setting(value)} again, as the run did"
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        # a repeatable option (--data)
+        return "pass the run's " + " ".join(f"{name} {v}" for v in value)
+    return f"pass the run's {name} {shown_setting(value)}"
 
 
 def refuse_changed_resume(out_dir: str | Path,
