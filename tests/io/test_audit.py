@@ -174,6 +174,23 @@ def test_missing_and_empty_folders(tmp_path):
         audit_dataset(tmp_path)
 
 
+def test_a_missing_or_emptied_split_is_said(tmp_path):
+    """No valid folder, and a test split whose every image is a copy of a train one: the
+    summary used to say 'manifest: ... (train 6)' and nothing else."""
+    write_phantom_dataset(tmp_path, n=12, size=64, seed=1)
+    shutil.rmtree(tmp_path / "valid")
+    shutil.rmtree(tmp_path / "test")
+    for k, src in enumerate(sorted((tmp_path / "train").rglob("*.png"))[:2]):
+        (tmp_path / "test" / src.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, tmp_path / "test" / src.parent.name / f"copy{k}.png")
+    warnings = [line.strip() for line in audit_dataset(tmp_path).summary().splitlines()
+                if "warning" in line]
+    assert warnings == [
+        "warning: no valid images: training holds out a share of train instead",
+        "warning: the manifest keeps none of the 2 test images (all copies of others or "
+        "unreadable): the study needs a train and a test split"]
+
+
 def test_only_broken_images_is_an_error(tmp_path):
     d = tmp_path / "train" / "normal"
     d.mkdir(parents=True)

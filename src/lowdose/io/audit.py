@@ -318,6 +318,18 @@ class AuditResult:
                      f"seen in an earlier split, {d['within_split']} repeated within a split, "
                      f"{d['label_conflict']} with conflicting labels"
                      + (f", {d['unreadable']} unreadable" if d["unreadable"] else ""))
+        # A split missing or emptied by the dedup: training or the study fails on it later.
+        for split in SPLITS:
+            n_files = js["per_split"].get(split, 0)
+            n_kept = sum(m["per_split_class"].get(split, {}).values())
+            # Without valid images, training holds out a share of train instead.
+            needed = ("the study needs a train and a test split" if split != "valid" else
+                      "training holds out a share of train instead")
+            if n_files == 0:
+                lines.append(f"  warning: no {split} images: {needed}")
+            elif n_kept == 0:
+                lines.append(f"  warning: the manifest keeps none of the {n_files} {split} "
+                             f"images (all copies of others or unreadable): {needed}")
         for p, reason in self.unreadable[:5]:
             lines.append(f"  unreadable: {p}: {reason}")
         return "\n".join(lines)
