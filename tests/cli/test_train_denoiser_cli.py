@@ -135,10 +135,16 @@ def test_a_bare_gan_resume_takes_the_runs_model_preset_and_data(
     out = tmp_path / "gan"
     assert main(["train", "denoiser", "--model", "gan-circle", "--preset", str(preset),
                  "--data", str(tmp_path / "vol.npy"), "--out", str(out)]) == 0
-    capsys.readouterr()
+    said = capsys.readouterr().out
+    # The split, as the supervised runs say theirs (one npy volume: its upper and lower half).
+    assert said.startswith("slices: 2 degraded input (group: ") and ", unpaired; " in said
     assert main(["train", "denoiser", "--out", str(out), "--resume", "--steps", "3"]) == 0
     said = capsys.readouterr()
     assert "--model gan-circle" in said.err and "trained gan-circle to step 3" in said.out
+    (out / "pool-x1.safetensors").unlink()
+    assert main(["train", "denoiser", "--out", str(out), "--resume"]) == 0  # finished at 3:
+    assert "already finished at step 3" in capsys.readouterr().out  # said before the pool
+    assert not (out / "pool-x1.safetensors").exists()
 
 
 def test_bad_arguments(setup: tuple[Path, Path], tmp_path: Path,

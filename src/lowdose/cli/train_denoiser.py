@@ -116,7 +116,8 @@ def register(app: typer.Typer) -> None:
 
             result = train_gan_cli(model, out, data, preset, resume, paired_fraction, scale,
                                    doses[0] if doses else None, method, steps, batch_size,
-                                   seed, device, relative_dose, split, init, threads)
+                                   seed, device, relative_dose, split, init, threads,
+                                   say=typer.echo)
             typer.echo(result.finished or f"trained {model} to step {result.step}: "
                        f"{result.out_dir}")
             return

@@ -1085,6 +1085,35 @@ def build_slice_pool(
     return SlicePool(low, torch.stack(degraded), high, info)
 
 
+def pool_split_line(pool: SlicePool, paired_fraction: float = 0.0) -> str:
+    """One line on the slices a GAN run uses, as the supervised runs say theirs: the
+    degraded (input) half and the full-dose half, with their groups (patients or series; with
+    ``--split slice``, alternate slices), and where validation comes from.
+
+    Example:
+        >>> import torch
+        >>> pool = SlicePool(torch.zeros(3, 8, 8), torch.zeros(3, 8, 8), torch.zeros(2, 8, 8),
+        ...                  {"split": "group", "low_groups": ["a/1"], "high_groups": ["b/1"]})
+        >>> pool_split_line(pool).split("; ")[0]
+        'slices: 3 degraded input (group: a/1), 2 full-dose target (group: b/1), unpaired'
+    """
+    info = pool.info
+
+    def groups(key: str) -> str:
+        names = [g.split("#")[0] for g in info.get(key) or []]
+        names = list(dict.fromkeys(names))
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return f"{info.get('split', 'group')}: {shown}" if shown else str(info.get("split"))
+
+    seen = ("unseen as pairs" if paired_fraction <= 0 else
+            f"{paired_fraction:g} of the training samples are such pairs")
+    mode = "unpaired" if paired_fraction <= 0 else f"paired fraction {paired_fraction:g}"
+    return (f"slices: {len(pool.low_full)} degraded input ({groups('low_groups')}), "
+            f"{len(pool.high_full)} full-dose target ({groups('high_groups')}), {mode}; "
+            f"validation: aligned patches of the input slices against their full dose (not "
+            f"held out; {seen})")
+
+
 def _calibration_identity(method: str) -> str:
     """The simulator's calibration as text (a cached pool is only reused with the same one)."""
     from lowdose.physics import build_simulator
@@ -1461,6 +1490,7 @@ def train_gan(
     overrides: dict[str, dict[str, Any]] | None = None,
     init: Any = None,
     threads: int | None = None,
+    say: Any = None,
 ) -> Any:
     """Train a GAN preset through the one trainer; returns its :class:`TrainResult`.
 
@@ -1470,7 +1500,8 @@ def train_gan(
     ``init`` starts the modules from another run's weights (:func:`load_gan_init`). CPU
     ``threads``: as the supervised models take them
     (:func:`lowdose.training.denoising.thread_count`: given, else ``OMP_NUM_THREADS``, else the
-    preset's), recorded in the run's ``config.json``.
+    preset's), recorded in the run's ``config.json``. ``say`` is called with one line on the
+    slices of each half and the validation (:func:`pool_split_line`) before training.
 
     Example:
         >>> train_gan("gan-circle-cpu", "runs/gan-circle", resume=True)  # doctest: +SKIP
@@ -1481,7 +1512,12 @@ def train_gan(
     from lowdose.errors import LowdoseError
     from lowdose.physics.projection import TEXTURE_TOLERANCE
     from lowdose.training.denoising import thread_count
-    from lowdose.training.trainer import Trainer, TrainerConfig, refuse_changed_resume
+    from lowdose.training.trainer import (
+        Trainer,
+        TrainerConfig,
+        finished_result,
+        refuse_changed_resume,
+    )
 
     cfg = load_preset(preset, overrides)
     model = dict(cfg["model"])
@@ -1497,6 +1533,9 @@ def train_gan(
     # pool the run cached before).
     run_config = (refuse_changed_resume(out, gan_run_settings, family.config(), trainer_cfg.seed)
                   if resume else None)
+    # A finished run: said now, not after loading (or simulating) its pool for nothing.
+    if resume and (done := finished_result(out, trainer_cfg.max_steps)) is not None:
+        return done
     if init is not None:
         load_gan_init(family, init)
     scale = int(model.get("scale", 1))
@@ -1527,6 +1566,8 @@ def train_gan(
                             data.min_mean_hu)
     val = UnpairedPatches(pool, data.patch, data.val_length, 1.0, trainer_cfg.seed + 7919,
                           data.min_mean_hu)
+    if say is not None:
+        say(pool_split_line(pool, paired))
     return Trainer(family, train, trainer_cfg, out, val_dataset=val, resume=resume).fit()
 
 
@@ -1638,8 +1679,10 @@ def train_gan_cli(
     split: str | None = None,
     init: str | None = None,
     threads: int | None = None,
+    say: Any = None,
 ) -> Any:
-    """``lowdose train denoiser --model gan-circle|cyclegan``: the CLI options as overrides.
+    """``lowdose train denoiser --model gan-circle|cyclegan``: the CLI options as overrides
+    (``say``: told the run's split, :func:`train_gan`).
 
     ``preset`` is a GAN preset name or YAML (see :func:`gan_preset_name` for ``cpu`` / ``gpu``).
     ``data`` lists full-dose CT paths (default: the real full-dose sets of ``../shared/data``).
@@ -1660,5 +1703,5 @@ def train_gan_cli(
                  if v is not None}
     trainer_over = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size, "seed": seed,
                                       "device": device}.items() if v is not None}
-    return train_gan(name, out, resume=resume, init=init, threads=threads,
+    return train_gan(name, out, resume=resume, init=init, threads=threads, say=say,
                      overrides={"model": model_over, "data": data_over, "trainer": trainer_over})
