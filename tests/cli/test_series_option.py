@@ -175,3 +175,29 @@ def test_series_all_refuses_a_file_and_commands_that_read_one_series(
     empty.mkdir()
     rc, _, err = run(["simulate", str(empty), str(tmp_path / "s"), "--series", "all"], capsys)
     assert_one_error_line(rc, err, "empty folder")
+
+
+def test_series_all_warnings_name_their_series(tmp_path: Path) -> None:
+    """Two series in one folder, one with a missing slice: the gap warning used to name only
+    the folder both share, so `--series all` did not say which series had the gap."""
+    import warnings
+
+    from lowdose.io.read import each_series
+
+    gappy, whole = _series(tmp_path, "gappy", 5, 40.0), _series(tmp_path, "whole", 3, 300.0)
+    sorted(gappy.iterdir())[2].unlink()
+    folder = tmp_path / "exam"
+    folder.mkdir()
+    for source in (gappy, whole):
+        for f in source.iterdir():
+            f.rename(folder / f"{source.name}-{f.name}")
+    said = {}
+    for name, read in each_series(folder):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            read()
+        said[name] = [str(w.message) for w in caught]
+    gappy_name = next(name for name in said if said[name])
+    assert all(m.startswith(f"series {gappy_name}: ") for m in said[gappy_name])
+    assert any("gap" in m or "spac" in m for m in said[gappy_name]), said
+    assert [said[name] for name in said if name != gappy_name] == [[]]

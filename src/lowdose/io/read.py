@@ -314,10 +314,22 @@ def each_series(folder: str | os.PathLike[str], scan: DicomScan | None = None
         DicomReader(ReadOptions()).read_folder(folder, scan)  # raises the reader's own error
     infos = scan.infos()
 
-    def reader(uid: str, first: bool) -> Callable[[], CTImage]:
-        return lambda: DicomReader(ReadOptions(series=uid)).read_folder(folder, scan, first)
+    def reader(uid: str, first: bool, name: str) -> Callable[[], CTImage]:
+        def read() -> CTImage:
+            # The reader's warnings (a gap, a tilt, ...) name the series: several are read in
+            # turn, and the path in a warning names only the folder they share.
+            caught: list[warnings.WarningMessage] = []
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    return DicomReader(ReadOptions(series=uid)).read_folder(folder, scan, first)
+            finally:  # after the block: to the caller's own filters
+                for w in caught:
+                    warnings.warn(f"series {name}: {w.message}", w.category, stacklevel=2)
 
-    return [(name, reader(info.uid, i == 0))
+        return read
+
+    return [(name, reader(info.uid, i == 0, name))
             for i, (name, info) in enumerate(zip(series_folder_names(infos), infos, strict=True))]
 
 
