@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from denoise_mayo import refuse
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -183,10 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPU threads for torch (default: %(default)s)")
     args = parser.parse_args(argv)
     results_path = args.study / "results.json"
-    if not results_path.is_file():
-        print(f"skip: {results_path} not found (run benchmarks/study_kaggle.py first)",
-              file=sys.stderr)
-        return 0
+    if not results_path.is_file():  # as the other benchmarks refuse missing data: exit 2
+        refuse(results_path, "not found (run benchmarks/study_kaggle.py first, or give "
+               "--study its --out)")
     import torch
 
     from lowdose.evaluation.study import (

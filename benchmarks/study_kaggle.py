@@ -381,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
                         "instead of retraining the proxy; the table says so")
     args = parser.parse_args(argv)
     require_data(args.data)
+    # Before the audit (minutes on the Kaggle images): a typo is said at once.
+    names = [n.strip() for n in args.candidates.split(";") if n.strip()] or list(CANDIDATES)
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        parser.error(f"unknown candidates {unknown}; known: {list(CANDIDATES)}")
     import torch
 
     from lowdose.evaluation.study import StudyConfig, finished_study, run_study
@@ -388,10 +393,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest, audit_json = audit(args.data, args.out)
-    names = [n.strip() for n in args.candidates.split(";") if n.strip()] or list(CANDIDATES)
-    unknown = [n for n in names if n not in CANDIDATES]
-    if unknown:
-        parser.error(f"unknown candidates {unknown}; known: {list(CANDIDATES)}")
     folds = [int(f) for f in args.folds.split(",")]
     if args.selection_from:
         selection = reused_selection(args.selection_from)
