@@ -114,6 +114,22 @@ def test_cross_split_and_cross_class(planted):
     assert normal_test["with_exact_copy_in"] == {"train/normal": 1}
 
 
+def test_an_exact_copy_among_near_ones_is_called_exact_and_near(tmp_path):
+    """An image filed under a second class byte for byte, and a noisy copy of it: the group
+    was called `near`, which hid that one of the class conflicts is an exact copy."""
+    write_phantom_dataset(tmp_path, n=12, size=128, seed=2)
+    src = _first(tmp_path / "train" / "normal")
+    (tmp_path / "train" / ADENO).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, tmp_path / "train" / ADENO / "same.png")
+    noisy = np.clip(_grey(src) + np.random.default_rng(1).normal(0, 3, (128, 128)), 0, 255)
+    Image.fromarray(noisy.astype(np.uint8)).save(tmp_path / "train" / "normal" / "noisy.png")
+    result = audit_dataset(tmp_path)
+    (conflict,) = result.to_json()["cross_class_groups"]
+    assert len(conflict["paths"]) == 3 and conflict["kind"] == "exact and near"
+    assert "filed under 2 classes (exact and near)" in result.summary()
+    assert conflict["paths"] in result.to_json()["near_duplicate_groups"]
+
+
 def test_manifest_rules(planted, tmp_path):
     result, p = planted["result"], planted["planted"]
     kept = {it.path.as_posix() for it in result.manifest_items()}

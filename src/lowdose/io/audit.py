@@ -197,8 +197,12 @@ class AuditResult:
         return {s: dict(sorted(table[s].items())) for s in sorted(table, key=order.get)}
 
     def _kind(self, group: list[int]) -> str:
-        hashes = {self.files[i].pixel_hash for i in group}
-        return "exact" if len(hashes) == 1 else "near"
+        """``exact`` (one image's copies), ``near`` (no two identical) or ``exact and near``
+        (identical copies among near ones: called ``near`` before, which hid the exact)."""
+        copies = Counter(self.files[i].pixel_hash for i in group)
+        if len(copies) == 1:
+            return "exact"
+        return "exact and near" if max(copies.values()) > 1 else "near"
 
     def cross_split_groups(self) -> list[list[int]]:
         return [g for g in self.groups if len({self.files[i].split for i in g}) > 1]
@@ -216,7 +220,7 @@ class AuditResult:
                     "splits": sorted({self.files[i].split for i in g}, key=SPLITS.index),
                     "labels": sorted({self.files[i].label for i in g})}
 
-        near_groups = [g for g in self.groups if len(g) > 1 and self._kind(g) == "near"]
+        near_groups = [g for g in self.groups if len(g) > 1 and self._kind(g) != "exact"]
         per_split = Counter(f.split for f in self.files)
         per_class = Counter(f.label for f in self.files)
         drops = Counter(d.reason for d in self.dropped)
