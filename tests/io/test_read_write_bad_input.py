@@ -291,6 +291,28 @@ def test_values_that_cannot_be_hu_are_said_at_read(tmp_path, intercept, said):
         read_ct(tmp_path / "ok.dcm")
 
 
+def test_a_missing_rescale_with_air_around_the_body_is_said(tmp_path):
+    """Stored = HU + 1024 without the intercept, on a slice where air surrounds the body: the
+    air reads about 0 and keeps the median low, so it was read quietly as HU."""
+    import warnings
+
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) ** 2 + (xx - 32) ** 2) < 24**2  # 44% of the slice
+    hu = np.where(body, 40.0, -1000.0).astype(np.float32)
+    hu[30:34, 30:34] = 700.0  # a bone
+    ct_slice(tmp_path / "raw.dcm", hu + 1024.0, intercept=0.0)
+    with pytest.warns(UserWarning, match=r"as dense as bone.*without its rescale") as caught:
+        image = read_ct(tmp_path / "raw.dcm")
+    assert float(np.median(image.hu)) < 1000  # the earlier rule's premise: not caught by it
+    assert "RescaleIntercept" in str(caught[0].message)
+    lungs = np.where(body, 40.0, -1000.0).astype(np.float32)  # real HU: a body and its bones
+    lungs[20:44, 20:44] = 1100.0  # 14% dense bone, air around: quiet
+    ct_slice(tmp_path / "ok.dcm", lungs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_ct(tmp_path / "ok.dcm")
+
+
 @pytest.mark.parametrize(
     ("values", "said"),
     [

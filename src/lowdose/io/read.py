@@ -91,8 +91,9 @@ def implausible_hu_note(image: CTImage) -> str | None:
     """A note when an image's values cannot be a CT's HU as read: beyond the extended CT scale,
     or most pixels denser than 1000 HU with nothing below -200 HU (no air, lung or fat): stored
     values read with the wrong sign (PixelRepresentation), or without their rescale
-    (RescaleIntercept -1024) on a slice filled by the body (where air around the body keeps the
-    median low, a missing rescale is not caught); or all in [0, 1] (a normalised scale) or
+    (RescaleIntercept -1024) on a slice filled by the body; or nothing below -200 HU with a
+    fifth of the pixels in [900, 1300] HU, as dense as bone: soft tissue stored without that
+    rescale, with air around the body at about 0; or all in [0, 1] (a normalised scale) or
     spanning [0, 255] (grey levels). 8-bit display images (mapped through a window) are left
     out. A heuristic: a note, never a refusal.
 
@@ -117,6 +118,11 @@ def implausible_hu_note(image: CTImage) -> str | None:
     if median > 1000.0 and low > -200.0:
         return (f"median {median:.0f} HU and only 1% of the pixels below {low:.0f} HU (a CT "
                 f"holds air, lung or fat below -200 HU): {hint}")
+    dense = float(np.mean((sample >= 900.0) & (sample <= 1300.0)))
+    if low > -200.0 and dense >= 0.2:
+        return (f"{100 * dense:.0f}% of the pixels lie in [900, 1300] HU, as dense as bone, and "
+                f"only 1% below {low:.0f} HU (a CT holds air, lung or fat below -200 HU): soft "
+                f"tissue stored without its rescale? {hint}")
     bottom = float(sample.min())
     if looks_normalised(bottom, top) and bottom < top:  # a constant 0 HU image says nothing
         return (f"values lie in [{bottom:.3g}, {top:.3g}]: a normalised scale, not HU (for "
