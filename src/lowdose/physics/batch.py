@@ -96,15 +96,26 @@ def job_seed(seed: int, relative: Path, dose: float) -> int:
 
 
 def _slice_thickness(image: CTImage) -> float | None:
-    """Slice thickness from the header (DICOM), else the slice spacing of a volume."""
+    """Slice thickness from the header (DICOM), else the slice spacing of a volume, or of a
+    one-slice NIfTI volume ``(X, Y, 1)`` (its affine's third axis, which a NIfTI of several
+    slices would give too; a 2-D NIfTI has none)."""
+    from lowdose.io.formats.nifti import SINGLE_SLICE_SPACING, STORED_2D
+
     value = image.metadata.get("slice_thickness")
     try:
         if value is not None and float(value) > 0:
             return float(value)
     except (TypeError, ValueError):
         pass
-    if image.is_volume and image.metadata.get("spacing_known") is not False:
+    if image.metadata.get("spacing_known") is False:
+        return None
+    if image.is_volume:
         return abs(float(image.spacing[0])) or None
+    if image.metadata.get("format") == "nifti" and not image.metadata.get(STORED_2D, True):
+        try:
+            return abs(float(image.metadata[SINGLE_SLICE_SPACING])) or None
+        except (KeyError, TypeError, ValueError):
+            return None
     return None
 
 
