@@ -99,15 +99,25 @@ def simulate_low_dose(
         stack = tensor
     else:
         raise LowdoseError(f"image: expected (H, W), (N, H, W) or (B, 1, H, W), got shape {shape}")
+    if int(batch_size) < 1:
+        raise LowdoseError(f"batch_size {batch_size}: must be at least 1")
     target = torch.device(device) if device is not None else stack.device
     sim = simulator if simulator is not None else build_simulator(method, **options)
     sim = sim.to(target)
     generator = torch.Generator(device=target).manual_seed(int(seed))
     outputs = []
     with torch.no_grad():
-        for start in range(0, stack.shape[0], max(1, int(batch_size))):
+        for start in range(0, stack.shape[0], int(batch_size)):
             batch = stack[start : start + batch_size].to(target, torch.float32)
-            outputs.append(sim(batch, dose, generator).to(stack.device))
+            low = sim(batch, dose, generator)
+            # A simulator (a plugin's) returning another shape would be reshaped into place
+            # below, its pixels scrambled: refused, naming it.
+            if not isinstance(low, torch.Tensor) or tuple(low.shape) != tuple(batch.shape):
+                got = tuple(low.shape) if isinstance(low, torch.Tensor) else type(low).__name__
+                raise LowdoseError(f"simulator {getattr(sim, 'name', '') or type(sim).__name__}"
+                                   f": returned {got} for a batch of shape "
+                                   f"{tuple(batch.shape)}; it must return its input's shape")
+            outputs.append(low.to(stack.device))
             if progress is not None:
                 progress(batch.shape[0])
     out = torch.cat(outputs).reshape(shape).to(torch.float32)
