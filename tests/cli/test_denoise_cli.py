@@ -3,6 +3,7 @@ images, weight files, and one-line errors on bad input."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -307,3 +308,29 @@ def test_a_series_goes_to_a_folder_whatever_dots_its_name_holds(
     capsys.readouterr()
     assert main(["denoise", str(nifti), str(tmp_path / "v-0.5"), "-m", "tv"]) == 2
     assert "cannot tell the output format" in capsys.readouterr().err
+
+
+def test_list_and_denoise_with_a_registered_factory_function(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Registry takes classes or functions: a factory must not break --list or -m."""
+    from lowdose.models.base import denoisers
+    from lowdose.models.classical import TotalVariation
+
+    denoisers.names()
+    monkeypatch.setattr(denoisers, "_entries", dict(denoisers._entries))
+
+    @denoisers.register("tv-strong")
+    def tv_strong(weight_hu: float = 60.0) -> TotalVariation:
+        """TV with a strong fixed weight."""
+        return TotalVariation(weight_hu=weight_hu)
+
+    assert main(["denoise", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^tv-strong +TV with a strong fixed weight\. \[--set weight_hu\]$", out,
+                     re.MULTILINE), out
+    src = tmp_path / "in.npy"
+    np.save(src, _volume(1, 24).hu[0])
+    assert main(["denoise", str(src), str(tmp_path / "out.npy"), "-m", "tv-strong",
+                 "--set", "weight_hu=30"]) == 0
+    assert np.load(tmp_path / "out.npy").shape == (24, 24)

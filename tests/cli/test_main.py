@@ -86,3 +86,57 @@ def test_exit_codes_reach_the_shell(tmp_path, capsys, monkeypatch, raised, code)
                      capsys)
     assert rc == code
     assert ("error: interrupted" in err) == (code == 130)
+
+
+PLUGIN = '''
+import torch
+
+from lowdose.models.base import Denoiser, denoisers
+
+
+@denoisers.register("plugin-halve")
+class Halve(Denoiser):
+    """Halves every HU value (a plugin test)."""
+
+    def __init__(self, factor: float = 0.5) -> None:
+        self.factor = factor
+
+    def denoise(self, hu: torch.Tensor) -> torch.Tensor:
+        return hu * self.factor
+'''
+
+
+def test_plugins_named_in_lowdose_plugins_reach_the_cli(tmp_path, capsys, monkeypatch):
+    import sys
+
+    import numpy as np
+
+    from lowdose.models.base import denoisers
+
+    denoisers.names()
+    monkeypatch.setattr(denoisers, "_entries", dict(denoisers._entries))
+    module = f"_lowdose_plugin_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{module}.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("LOWDOSE_PLUGINS", f" {module} ,")
+    try:
+        rc, out, _ = run(["denoise", "--list"], capsys)
+        assert rc == 0 and "plugin-halve" in out and "[--set factor]" in out
+        np.save(tmp_path / "a.npy", np.full((8, 8), 40.0, np.float32))
+        rc, _, err = run(["denoise", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"),
+                          "-m", "plugin-halve"], capsys)
+        assert rc == 0, err
+        assert np.load(tmp_path / "b.npy").max() == 20.0
+    finally:
+        sys.modules.pop(module, None)
+
+
+@pytest.mark.parametrize(("value", "needles"), [
+    ("no_such_plugin_module", ("LOWDOSE_PLUGINS: plugin module 'no_such_plugin_module' failed "
+                               "to import: ModuleNotFoundError",)),
+    ("../evil.py", ("LOWDOSE_PLUGINS: '../evil.py' is not a module name",)),
+])
+def test_a_bad_lowdose_plugins_is_one_error_line(capsys, monkeypatch, value, needles):
+    monkeypatch.setenv("LOWDOSE_PLUGINS", value)
+    rc, _, err = run(["denoise", "--list"], capsys)
+    assert_one_error_line(rc, err, *needles)

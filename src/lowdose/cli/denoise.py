@@ -17,18 +17,24 @@ if TYPE_CHECKING:
 
 
 def list_denoisers() -> list[tuple[str, str]]:
-    """``(name, one-line description)`` for every registered denoiser; the default is marked,
-    and the classical ones name the settings ``--set`` takes."""
+    """``(name, one-line description)`` for every registered denoiser (a class, or a function
+    that returns one); the default is marked, and the classical ones name the settings
+    ``--set`` takes.
+
+    Example:
+        >>> dict(list_denoisers())["tv"][:30]
+        'Isotropic total variation (Cha'
+    """
     from lowdose.models.base import denoisers
-    from lowdose.models.loading import DEFAULT_DENOISER, denoiser_settings
-    from lowdose.models.network import NetworkDenoiser
+    from lowdose.models.loading import DEFAULT_DENOISER, denoiser_settings, is_learned
 
     rows = []
     for name in denoisers.names():
-        doc = (denoisers.get(name).__doc__ or "").strip().splitlines()
+        entry = denoisers.get(name)
+        doc = (entry.__doc__ or "").strip().splitlines()
         line = plain_text(doc[0]) if doc else ""
-        if not issubclass(denoisers.get(name), NetworkDenoiser):
-            line += f" [--set {', '.join(denoiser_settings(name))}]"
+        if not is_learned(entry) and (settings := denoiser_settings(name)):
+            line += f" [--set {', '.join(settings)}]"
         rows.append((name + (" (default)" if name == DEFAULT_DENOISER else ""), line))
     return rows
 

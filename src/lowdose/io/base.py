@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lowdose.image import CTImage
 from lowdose.registry import Registry
+
+if TYPE_CHECKING:
+    from lowdose.io.formats.common import ReadOptions
 
 readers: Registry[type[Reader]] = Registry("reader", autoload=["lowdose.io.formats"])
 writers: Registry[type[Writer]] = Registry("writer", autoload=["lowdose.io.formats"])
@@ -17,9 +21,28 @@ class Reader(ABC):
 
     Subclasses set ``suffixes`` and implement :meth:`read`; :meth:`can_read` may sniff content.
     Every failure is a :class:`lowdose.LowdoseError` naming the file and the reason.
+    :func:`lowdose.io.read_ct` makes each registered reader as ``Reader(options)``, with the
+    :class:`~lowdose.io.formats.common.ReadOptions` of the call (``window``, ``npy_scale``,
+    ``series``), kept as ``self.options``; a subclass that defines its own ``__init__`` takes
+    that argument too and passes it on.
+
+    Example:
+        >>> import numpy as np
+        >>> class RawReader(Reader):  # register it with @readers.register("raw")
+        ...     suffixes = (".raw",)
+        ...     def read(self, path):
+        ...         hu = np.fromfile(path, np.float32).reshape(64, 64)
+        ...         return CTImage(hu, spacing=(0.7, 0.7), metadata={"source": str(path)})
+        >>> RawReader().can_read(Path("slice.RAW")), RawReader().options.npy_scale is None
+        (True, True)
     """
 
     suffixes: tuple[str, ...] = ()
+
+    def __init__(self, options: ReadOptions | None = None) -> None:
+        from lowdose.io.formats.common import ReadOptions
+
+        self.options = options if options is not None else ReadOptions()
 
     def can_read(self, path: Path) -> bool:
         return path.name.lower().endswith(self.suffixes)

@@ -23,6 +23,7 @@ from lowdose.io.base import Reader, Writer, readers, writers
 from lowdose.io.formats.common import ReadOptions, WriteOptions
 from lowdose.io.formats.dicom import DICOM_SUFFIXES, DicomScan, SeriesInfo
 from lowdose.io.formats.npy import looks_normalised
+from lowdose.registry import defined_at
 
 #: Files that hold one image each, as the commands that walk a folder of images look for them.
 IMAGE_FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", *DICOM_SUFFIXES)
@@ -31,8 +32,18 @@ IMAGE_FILE_SUFFIXES = (".nii.gz", ".nii", ".npy", ".png", ".jpg", ".jpeg", *DICO
 ALL_SERIES = "all"
 
 
-def _pick_reader(path: Path, options) -> Reader:
-    candidates = [readers.get(name)(options) for name in readers.names()]
+def _pick_reader(path: Path, options: ReadOptions) -> Reader:
+    """The registered reader for ``path``: by content first (a reader's ``sniff``), then by
+    suffix. A reader that cannot be made (a plugin's constructor that refuses the options) is
+    left out, and named only where its suffixes match ``path``."""
+    candidates: list[Reader] = []
+    broken: list[tuple[str, type[Reader], Exception]] = []
+    for name in readers.names():
+        cls = readers.get(name)
+        try:
+            candidates.append(cls(options))
+        except Exception as exc:  # a plugin's fault must not stop the other formats
+            broken.append((name, cls, exc))
     for reader in candidates:
         sniff = getattr(reader, "sniff", None)
         if sniff is not None and sniff(path):
@@ -40,9 +51,17 @@ def _pick_reader(path: Path, options) -> Reader:
     for reader in candidates:
         if reader.can_read(path):
             return reader
+    for name, cls, exc in broken:
+        if path.name.lower().endswith(tuple(getattr(cls, "suffixes", ()))):
+            raise LowdoseError(
+                f"{path}: reader {name!r} ({defined_at(cls)}) cannot be made: "
+                f"{type(exc).__name__}: {exc} (a reader takes the ReadOptions: "
+                "__init__(self, options=None), see lowdose.io.base.Reader)")
+    plugins = "".join(f", {', '.join(r.suffixes)}" for r in candidates
+                      if not type(r).__module__.startswith("lowdose.") and r.suffixes)
     raise LowdoseError(
         f"{path}: unsupported file type ({path.suffix or 'no suffix'}); readable: DICOM, "
-        "NIfTI (.nii, .nii.gz), .npy, 8-bit PNG/JPEG"
+        f"NIfTI (.nii, .nii.gz), .npy, 8-bit PNG/JPEG{plugins}"
     )
 
 

@@ -8,6 +8,10 @@ Two conventions, both reported by the project (``data_range``):
 A :class:`lowdose.Window` may be passed instead of a name. Stacks ``(N, H, W)`` give the mean
 of the per-slice values.
 
+A plugin metric is a function ``metric(pred, target) -> float`` of two HU arrays of one shape,
+registered by name in :data:`image_metrics` (see :class:`MetricRegistry` for how it is
+reported): ``@image_metrics.register("mae")``.
+
 Example:
     >>> import numpy as np
     >>> ref = np.zeros((32, 32), np.float32)
@@ -17,15 +21,74 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
 
 from lowdose.image import Window
-from lowdose.registry import Registry
+from lowdose.registry import Registry, RegistryError, defined_at
 
 MetricFn = Callable[..., float]
-image_metrics: Registry[MetricFn] = Registry("image metric")
+
+
+def takes_data_range(metric: MetricFn) -> bool:
+    """Whether ``metric`` takes a ``data_range`` keyword (by name, or through ``**kwargs``).
+
+    Example:
+        >>> takes_data_range(psnr), takes_data_range(lambda pred, target: 0.0)
+        (True, False)
+    """
+    try:
+        params = inspect.signature(metric).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature: called the plain way
+        return False
+    return any((p.name == "data_range" and p.kind is not p.POSITIONAL_ONLY)
+               or p.kind is p.VAR_KEYWORD for p in params)
+
+
+class MetricRegistry(Registry[MetricFn]):
+    """The image metrics. Each is ``metric(pred, target) -> float``: ``pred`` and ``target``
+    are HU arrays of one shape, a slice ``(H, W)`` or a stack ``(N, H, W)``.
+
+    A metric that also takes ``data_range`` (``"full"``, ``"window"`` or a
+    :class:`~lowdose.image.Window`; :func:`resolve_range` reads it) is computed under each
+    convention and reported as ``<name>_full`` and ``<name>_window``, as PSNR, SSIM and RMSE
+    are. One that does not states its range in its name (an HU metric, say) and is reported
+    once, as ``<name>``. A callable that cannot be called as ``metric(pred, target)`` (and
+    ``data_range=`` where it takes it) is refused at registration.
+
+    Example:
+        >>> metrics = MetricRegistry("image metric")
+        >>> @metrics.register("mae_hu")
+        ... def mae_hu(pred, target):
+        ...     return float(np.mean(np.abs(np.asarray(pred) - target)))
+        >>> try:
+        ...     metrics.register("bad")(lambda pred: 0.0)
+        ... except RegistryError as exc:
+        ...     print(str(exc)[:49])
+        image metric 'bad' (lowdose.metrics.image.<lambda
+    """
+
+    def check(self, name: str, obj: MetricFn) -> None:
+        if not callable(obj):
+            raise RegistryError(f"{self.kind} {name!r}: {obj!r} is not callable; a metric is "
+                                "metric(pred, target) -> float")
+        try:
+            signature = inspect.signature(obj)
+        except (TypeError, ValueError):  # a callable without a signature: trusted
+            return
+        extra = {"data_range": "full"} if takes_data_range(obj) else {}
+        try:
+            signature.bind(None, None, **extra)
+        except TypeError:
+            raise RegistryError(
+                f"{self.kind} {name!r} ({defined_at(obj)}) takes {signature}; a metric is "
+                "metric(pred, target) -> float, with data_range=... where its value depends "
+                "on a range (see lowdose.metrics.image.MetricRegistry)") from None
+
+
+image_metrics: MetricRegistry = MetricRegistry("image metric")
 
 RANGES = {"full": Window.named("full"), "window": Window.named("abdomen")}
 
@@ -184,10 +247,22 @@ def rmse_hu_by_tissue(pred: np.ndarray, target: np.ndarray,
 
 def image_quality(pred: np.ndarray, target: np.ndarray,
                   rmse_hu_range: tuple[float, float] | None = None) -> dict[str, float]:
-    """Every registered metric under both conventions (``psnr_full``, ``ssim_window``, ...) and
-    ``rmse_hu`` (unclipped, or both images clipped to ``rmse_hu_range``)."""
-    return {
-        f"{name}_{convention}": image_metrics.get(name)(pred, target, data_range=convention)
-        for name in image_metrics.names()
-        for convention in RANGES
-    } | {"rmse_hu": rmse_hu(pred, target, rmse_hu_range)}
+    """Every registered metric, under both conventions where it takes a ``data_range``
+    (``psnr_full``, ``ssim_window``, ...) and once under its name where it does not
+    (:class:`MetricRegistry`), and ``rmse_hu`` (unclipped, or both images clipped to
+    ``rmse_hu_range``).
+
+    Example:
+        >>> ref = np.zeros((16, 16), np.float32)
+        >>> round(image_quality(ref + 4.0, ref)["psnr_window"], 2)
+        40.0
+    """
+    out: dict[str, float] = {}
+    for name in image_metrics.names():
+        metric = image_metrics.get(name)
+        if takes_data_range(metric):
+            for convention in RANGES:
+                out[f"{name}_{convention}"] = float(metric(pred, target, data_range=convention))
+        else:
+            out[name] = float(metric(pred, target))
+    return out | {"rmse_hu": rmse_hu(pred, target, rmse_hu_range)}

@@ -22,18 +22,32 @@ class _OptionalAutoloadRegistry(Registry):
     an existing module still surfaces.
     """
 
-    def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            for module in self._autoload:
-                try:
-                    importlib.import_module(module)
-                except ModuleNotFoundError as exc:
-                    if exc.name != module:
-                        raise
+    def _import(self, module: str) -> None:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
 
 
-denoisers: Registry[type[Denoiser]] = _OptionalAutoloadRegistry(
+class _DenoiserRegistry(_OptionalAutoloadRegistry):
+    """The denoisers: a :class:`Denoiser` class registered without a ``name`` of its own is
+    labelled by its registry name (rather than its class name)."""
+
+    def register(self, name: str, *, replace: bool = False) -> Any:
+        add = super().register(name, replace=replace)
+
+        def decorator(obj: Any) -> Any:
+            obj = add(obj)
+            if isinstance(obj, type) and obj.__dict__.get("_name_from_class"):
+                obj.name = name
+                obj._name_from_class = False  # a second registration keeps the first name
+            return obj
+
+        return decorator
+
+
+denoisers: Registry[type[Denoiser]] = _DenoiserRegistry(
     "denoiser",
     autoload=[
         "lowdose.models.classical",
@@ -92,21 +106,48 @@ class Denoiser(ABC):
 
     A network scales HU to its own range inside :meth:`denoise`; nothing outside knows it.
 
+    ``name`` labels the denoiser's output (``metadata["denoiser"]``, the rows of ``lowdose
+    compare``): a class that sets none is labelled by its registry name once registered
+    (``denoisers.register("identity")``), by its class name before. Register a class, or a
+    function that returns a denoiser (its keyword arguments are then the ``--set`` settings).
+
+    :meth:`denoise_image` (and so ``lowdose denoise``, ``compare`` and the study) calls
+    :meth:`denoise` under ``torch.inference_mode()``: no autograd graph is recorded, and its
+    input tensors cannot take part in one. A denoiser that needs gradients (one that optimises
+    its output, say) enables them itself, on clones of its input::
+
+        with torch.inference_mode(False), torch.enable_grad():
+            target = hu.clone()  # an inference tensor cannot be saved for backward: clone it
+            x = hu.clone().requires_grad_(True)
+            ...  # the optimisation steps on x against target
+        return x.detach()
+
     Example:
         >>> class Identity(Denoiser):
         ...     def denoise(self, hu):
         ...         return hu
         >>> Identity().denoise(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 1, 8, 8])
+        >>> Identity.name
+        'Identity'
     """
 
     name: str = ""
+    _name_from_class: bool = False
     #: Changes when new code makes a denoiser of this class return other output for the same
     #: settings and weights (a study's cached cells of it are then recomputed).
     revision: str = ""
     #: False for a method that works slice by slice whatever it is given (the classical ones):
     #: :meth:`denoise_image` then hands it one slice at a time, so progress shows every slice.
     batches_slices: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            cls._name_from_class = False
+        elif not cls.name or cls._name_from_class:  # none of its own: its class name, until
+            cls.name = cls.__name__  # it is registered (a named base's name is inherited)
+            cls._name_from_class = True
 
     @abstractmethod
     def denoise(self, hu: torch.Tensor) -> torch.Tensor: ...
@@ -142,7 +183,8 @@ class Denoiser(ABC):
         """Denoise a slice or a volume slice by slice, ``batch_size`` slices at a time.
 
         Returns a copy of ``image`` (same geometry and headers) with restored HU and
-        ``metadata["denoiser"]`` naming the method.
+        ``metadata["denoiser"]`` naming the method. :meth:`denoise` runs under
+        ``torch.inference_mode()`` (see the class for a denoiser that needs gradients).
         """
         import numpy as np
 

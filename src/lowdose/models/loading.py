@@ -244,26 +244,82 @@ def shipped_learned() -> list[str]:
     return names
 
 
+def is_learned(entry: object) -> bool:
+    """Whether a registered denoiser entry is a learned model's class (its settings are in its
+    weights); a classical class or a factory function is not.
+
+    Example:
+        >>> is_learned(denoisers.get("unet")), is_learned(denoisers.get("tv"))
+        (True, False)
+    """
+    from lowdose.models.network import NetworkDenoiser
+
+    return isinstance(entry, type) and issubclass(entry, NetworkDenoiser)
+
+
+#: The types ``--set`` converts a value to (``type(None)``: the word ``none``).
+SETTING_TYPES = (bool, int, float, str, type(None))
+
+
 def denoiser_settings(name: str) -> dict[str, tuple[type, ...]]:
-    """The settings a registered classical denoiser takes, with the types each accepts
-    (``type(None)`` where it may be left to its default behaviour).
+    """The settings a registered classical denoiser (a class, or a function that returns a
+    denoiser) takes, with the types each accepts (``type(None)`` where it may be left to its
+    default behaviour, given as ``none``).
+
+    The types come from each parameter's annotation (``float``, ``float | None``,
+    ``Optional[float]``, ``Literal["a", "b"]``); an unannotated parameter takes the type of
+    its default (``str`` without one, ``str`` or ``none`` for a default of ``None``).
 
     Example:
         >>> denoiser_settings("tv")["weight_hu"]
         (<class 'float'>, <class 'NoneType'>)
     """
     import inspect
+
+    entry = denoisers.get(name)
+    target = entry.__init__ if isinstance(entry, type) else entry
+    hints = _type_hints(target)
+    settings = {}
+    for param in inspect.signature(entry).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            continue
+        settings[param.name] = _setting_types(hints.get(param.name, param.empty), param.default)
+    return settings
+
+
+def _type_hints(target: Any) -> dict[str, Any]:
+    """``target``'s resolved annotations; where a name in them cannot be resolved, the ones
+    that are types already."""
+    import typing
+
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # an annotation naming something its module does not import
+        raw = getattr(target, "__annotations__", {})
+        return {k: v for k, v in raw.items() if not isinstance(v, str)}
+
+
+def _setting_types(hint: Any, default: Any) -> tuple[type, ...]:
+    import inspect
     import types
     import typing
 
-    cls = denoisers.get(name)
-    hints = typing.get_type_hints(cls.__init__)
-    settings = {}
-    for param in list(inspect.signature(cls.__init__).parameters)[1:]:
-        hint = hints.get(param, str)
-        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        settings[param] = tuple(a for a in args if a in (bool, int, float, str, type(None)))
-    return settings
+    if hint is inspect.Parameter.empty:  # unannotated: what its default is
+        if default is inspect.Parameter.empty:
+            return (str,)
+        if default is None:
+            return (str, type(None))
+        hint = type(default)
+    if hint is None:
+        hint = type(None)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args: tuple[Any, ...] = typing.get_args(hint)
+    elif origin is typing.Literal:
+        args = tuple(dict.fromkeys(type(v) for v in typing.get_args(hint)))
+    else:
+        args = (hint,)
+    return tuple(a for a in args if a in SETTING_TYPES)
 
 
 def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
@@ -278,11 +334,9 @@ def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
         >>> parse_settings("bm3d", ["sigma_hu=40", "profile=refilter"])
         {'sigma_hu': 40.0, 'profile': 'refilter'}
     """
-    from lowdose.models.network import NetworkDenoiser
-
     if not items:
         return {}
-    if name not in denoisers or issubclass(denoisers.get(name), NetworkDenoiser):
+    if name not in denoisers or is_learned(denoisers.get(name)):
         raise LowdoseError(f"--set applies to the classical denoisers (bm3d, tv), not {name!r}: "
                            "a learned model's settings are in its weight file")
     known = denoiser_settings(name)
@@ -348,6 +402,9 @@ def _typed(key: str, text: str, types_: tuple[type, ...]) -> Any:
                 pass
     if str in types_:
         return text
+    if not types_:
+        raise LowdoseError(f"--set {key}={text}: {key} takes a value --set cannot give (its "
+                           "annotation is none of bool, int, float, str or None)")
     names = " or ".join("none" if t is type(None) else t.__name__ for t in types_)
     raise LowdoseError(f"--set {key}={text}: expected {names}")
 
@@ -384,14 +441,13 @@ def load_denoiser(
         40.0
     """
     from lowdose.device import pick_device
-    from lowdose.models.network import NetworkDenoiser
 
     name, named_settings = split_spec(str(name_or_path or DEFAULT_DENOISER))
     if named_settings:
         settings = merge_settings(name, parse_settings(name, named_settings), settings)
     if name in denoisers and not Path(name).exists():
         cls = denoisers.get(name)
-        if issubclass(cls, NetworkDenoiser):
+        if is_learned(cls):
             if settings:
                 raise LowdoseError(f"--set applies to the classical denoisers (bm3d, tv), not "
                                    f"{name!r}: a learned model's settings are in its weights")
@@ -402,9 +458,13 @@ def load_denoiser(
                                "learned denoisers only (BM3D and TV take their strength in HU: "
                                "--set sigma_hu=40, --set weight_hu=20)")
         try:
-            return cls(**(settings or {}))
+            made = cls(**(settings or {}))
         except (TypeError, ValueError) as exc:
             raise LowdoseError(f"{name}: {exc}") from None
+        if not isinstance(made, Denoiser):  # a factory function's result
+            raise LowdoseError(f"{name}: its registered factory returned a "
+                               f"{type(made).__name__}, not a Denoiser")
+        return made
     if settings:
         raise LowdoseError(f"--set applies to the classical denoisers (bm3d, tv), not the "
                            f"weight file {name}")
@@ -420,7 +480,7 @@ def load_denoiser(
     if model is None:
         raise LowdoseError(f"{path}: config names no model")
     cls = denoisers.get(model)
-    if not issubclass(cls, NetworkDenoiser):
+    if not is_learned(cls):
         raise LowdoseError(f"{path}: {model!r} is not a learned denoiser")
     loaded = build_from_weights(cls, state, config, path)
     return cls(
