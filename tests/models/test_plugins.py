@@ -109,3 +109,33 @@ def test_autograd_inside_denoise_as_the_base_class_says():
 def test_learned_denoisers_still_refuse_settings():
     with pytest.raises(LowdoseError, match="not 'unet'"):
         parse_settings("unet", ["strength=2"])
+
+
+class _Flat(Denoiser):
+    """A plugin's bug: drops the channel axis."""
+
+    name = "flat"
+
+    def denoise(self, hu: torch.Tensor) -> torch.Tensor:
+        return hu[:, 0]
+
+
+class _Unit(Denoiser):
+    """A plugin's bug: returns its network's [0, 1] scale, not HU."""
+
+    name = "unit"
+
+    def denoise(self, hu: torch.Tensor) -> torch.Tensor:
+        return ((hu.clamp(-1024, 3072) + 1024) / 4096).clone()
+
+
+def test_a_denoiser_returning_another_shape_or_not_hu_is_said() -> None:
+    """Another shape ended in numpy's broadcast error; a [0, 1] output was written as HU."""
+    image = CTImage(np.linspace(-1000, 400, 2 * 16 * 16, dtype=np.float32).reshape(2, 16, 16),
+                    spacing=(1.0, 0.7, 0.7))
+    with pytest.raises(LowdoseError, match=r"denoiser flat: returned \(2, 16, 16\) for input of "
+                                           r"shape \(2, 1, 16, 16\)"):
+        _Flat().denoise_image(image)
+    with pytest.warns(UserWarning, match=r"denoiser unit: returned values in .* denoise must "
+                                         "return HU"):
+        _Unit().denoise_image(image)

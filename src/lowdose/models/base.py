@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from lowdose.errors import LowdoseError
 from lowdose.registry import Registry
 
 if TYPE_CHECKING:
@@ -200,9 +201,26 @@ class Denoiser(ABC):
             for start in range(0, stack.shape[0], step):
                 chunk = torch.from_numpy(np.ascontiguousarray(stack[start : start + step]))
                 restored = self.denoise(chunk[:, None])
+                # A denoiser (a plugin's) returning another shape: one error naming it, not
+                # numpy's broadcast error.
+                if not isinstance(restored, torch.Tensor) \
+                        or tuple(restored.shape) != (chunk.shape[0], 1, *chunk.shape[1:]):
+                    got = (tuple(restored.shape) if isinstance(restored, torch.Tensor)
+                           else type(restored).__name__)
+                    raise LowdoseError(
+                        f"denoiser {self.name or type(self).__name__}: returned {got} for "
+                        f"input of shape {(chunk.shape[0], 1, *chunk.shape[1:])}; denoise must "
+                        "return a tensor of its input's shape, in HU")
                 out[start : start + step] = restored[:, 0].detach().cpu().float().numpy()
                 if bar is not None:
                     bar.update(chunk.shape[0])
         if bar is not None:
             bar.close()
+        in_span, out_span = float(np.ptp(stack)), float(np.ptp(out))
+        if in_span > 100.0 and out_span <= 1.0:  # a [0, 1] network output not mapped back
+            import warnings
+
+            warnings.warn(f"denoiser {self.name or type(self).__name__}: returned values in "
+                          f"[{out.min():.3g}, {out.max():.3g}] for HU spanning {in_span:.0f}; "
+                          "denoise must return HU", stacklevel=2)
         return image.with_pixels(out, metadata={"denoiser": self.name})
