@@ -89,3 +89,12 @@ def test_atomic_path_gives_the_umask_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
+
+
+def test_ctimage_takes_a_tensor_that_requires_grad() -> None:
+    """np.asarray refused it ('Can't call numpy() on Tensor that requires grad')."""
+    import torch
+
+    hu = torch.zeros(4, 4, requires_grad=True)
+    image = CTImage(hu * 2, spacing=(1.0, 1.0))
+    assert image.hu.dtype == np.float32 and image.hu.shape == (4, 4)

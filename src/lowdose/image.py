@@ -113,6 +113,8 @@ class CTImage:
     source_headers: list[Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if hasattr(self.hu, "detach"):  # a torch tensor, maybe on a GPU or taking gradients
+            self.hu = self.hu.detach().cpu().numpy()
         self.hu = np.asarray(self.hu, dtype=np.float32)
         if self.hu.ndim not in (2, 3):
             raise ValueError(f"CTImage must be 2D or 3D, got shape {self.hu.shape}")

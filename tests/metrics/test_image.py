@@ -113,3 +113,15 @@ def test_rmse_by_tissue_puts_each_error_in_the_tissue_of_the_reference():
     assert out["soft tissue"] == pytest.approx(1064.0) and math.isnan(out["bone"])
     with pytest.raises(ValueError, match="shape mismatch"):
         rmse_hu_by_tissue(flat, ref)
+
+
+def test_ssim_on_slices_smaller_than_its_window_is_one_clear_error() -> None:
+    """It was skimage's 'win_size exceeds image extent'."""
+    from lowdose.errors import LowdoseError
+    from lowdose.metrics.image import ssim
+
+    small = np.zeros((2, 8, 32), np.float32)
+    with pytest.raises(LowdoseError, match="SSIM: slices of 8 x 32 pixels are smaller than its "
+                                           "11 x 11 Gaussian window"):
+        ssim(small, small)
+    assert ssim(np.zeros((11, 11)), np.zeros((11, 11))) == pytest.approx(1.0)

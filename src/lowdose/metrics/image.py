@@ -143,15 +143,27 @@ def psnr(pred: np.ndarray, target: np.ndarray, data_range: str | Window = "full"
     return float(np.mean(10.0 * np.log10(1.0 / mse[differ])))
 
 
+#: The side of SSIM's Gaussian window (sigma 1.5, truncated at 3.5 sigma, as skimage does).
+SSIM_WINDOW_PX = 11
+
+
 @image_metrics.register("ssim")
 def ssim(pred: np.ndarray, target: np.ndarray, data_range: str | Window = "full") -> float:
     """Structural similarity (Wang et al. 2004: Gaussian window sigma 1.5, K1 0.01, K2 0.03).
 
     Computed on the scaled range with data range 1, mean over slices.
+
+    Raises:
+        LowdoseError: slices smaller than the 11 x 11 Gaussian window.
     """
     from skimage.metrics import structural_similarity
 
+    from lowdose.errors import LowdoseError
+
     p, t = _unit_stacks(pred, target, data_range)
+    if min(p.shape[-2:]) < SSIM_WINDOW_PX:
+        raise LowdoseError(f"SSIM: slices of {p.shape[-2]} x {p.shape[-1]} pixels are smaller "
+                           f"than its {SSIM_WINDOW_PX} x {SSIM_WINDOW_PX} Gaussian window")
     values = [
         structural_similarity(
             a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
