@@ -247,12 +247,37 @@ def test_non_dicom_files_skipped_with_warning_and_listed(tmp_path):
     (folder / "info" / "capture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
     (folder / "README.txt").write_text("notes")
     (folder / ".DS_Store").write_bytes(b"\0\0")
+    (folder / "cut.dcm").write_bytes(b"")  # a copy that never finished
     with pytest.warns(UserWarning, match="skipped"):
         img = read_ct(folder)
     assert img.shape == (3, 16, 16)
     skipped = {d["file"]: d["reason"] for d in img.metadata["skipped"]}
-    assert set(skipped) == {"info/capture.png", "README.txt", ".DS_Store"}
+    assert set(skipped) == {"info/capture.png", "README.txt", ".DS_Store", "cut.dcm"}
     assert skipped["info/capture.png"].startswith("not DICOM")
+    assert skipped["cut.dcm"] == "empty file"  # was "not DICOM (unknown file)"
+
+
+def test_a_media_export_with_a_dicomdir_reads_its_series(tmp_path):
+    """A CD/USB export (DICOMDIR + the files it lists) was refused: the DICOMDIR read as a
+    corrupt DICOM (it has no SOPClassUID or Modality of its own)."""
+    from pydicom.fileset import FileSet
+
+    vol = phantom_volume(3)
+    source = make_series(tmp_path / "s", vol)
+    fs = FileSet()
+    for f in sorted(source.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.PatientID, ds.StudyID, ds.StudyDate, ds.StudyTime = "P1", "1", "20070101", "000000"
+        fs.add(ds)
+    export = tmp_path / "cd"
+    fs.write(export)
+    assert (export / "DICOMDIR").is_file()
+    with pytest.warns(UserWarning, match="skipped"):
+        img = read_ct(export)
+    assert img.shape == (3, 16, 16)
+    skipped = {d["file"]: d["reason"] for d in img.metadata["skipped"]}
+    assert skipped == {"DICOMDIR": "DICOMDIR (the index of a media export; its images are read "
+                                   "directly)"}
 
 
 def test_mixed_series_error_names_them_and_series_picks_one(tmp_path):

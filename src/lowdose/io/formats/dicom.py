@@ -232,11 +232,20 @@ def _series_info(uid: str, items: list[tuple[Path, Any]]) -> SeriesInfo:
     )
 
 
+#: The Media Storage Directory SOP class: a DICOMDIR.
+MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
 def _read_header(path: Path) -> tuple[Any | None, str | None, bool]:
     """(dataset with large values deferred, reason it is not usable, is it corrupt)."""
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
+    try:
+        if path.stat().st_size == 0:
+            return None, "empty file", False
+    except OSError as exc:
+        return None, f"unreadable ({one_line(exc)})", False
     kind = sniff(path)
     try:
         with _quiet():
@@ -256,6 +265,11 @@ def _read_header(path: Path) -> tuple[Any | None, str | None, bool]:
         if kind == "dicom":
             return None, f"corrupt or truncated DICOM ({one_line(exc)})", True
         return None, f"not DICOM ({type(exc).__name__})", False
+    media = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    if str(media or "") == MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        # A CD/USB export's index of its files: the images are the files it lists.
+        return None, "DICOMDIR (the index of a media export; its images are read directly)", \
+            False
     if "SOPClassUID" not in ds and "Modality" not in ds:
         # Every DICOM object has a SOP class; a file cut short after the preamble has none.
         return None, "corrupt or truncated DICOM (no SOPClassUID or Modality)", True
