@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import typer
@@ -140,3 +143,53 @@ def test_a_bad_lowdose_plugins_is_one_error_line(capsys, monkeypatch, value, nee
     monkeypatch.setenv("LOWDOSE_PLUGINS", value)
     rc, _, err = run(["denoise", "--list"], capsys)
     assert_one_error_line(rc, err, *needles)
+
+
+SLEEPY = '''
+import time
+from pathlib import Path
+
+from lowdose.models.base import Denoiser, denoisers
+
+
+@denoisers.register("sleepy")
+class Sleepy(Denoiser):
+    """Says it started, then takes a minute."""
+
+    def denoise(self, hu):
+        Path(__file__).with_name("started").touch()
+        time.sleep(60)
+        return hu
+'''
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path: Path) -> None:
+    """SIGTERM (a scheduler's, `docker stop`'s) killed the process at once: exit -15, no
+    message, and the partial outputs of the moment left behind."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import numpy as np
+
+    from lowdose.image import CTImage
+    from lowdose.io import write_ct
+
+    (tmp_path / "sleepy_plugin.py").write_text(SLEEPY)
+    source = write_ct(CTImage(np.zeros((2, 16, 16), np.float32), spacing=(1.0, 1.0, 1.0)),
+                      tmp_path / "in.nii.gz")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "LOWDOSE_PLUGINS": "sleepy_plugin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from lowdose.cli.main import main; "
+         "sys.exit(main())", "denoise", str(source), str(tmp_path / "out.nii.gz"),
+         "-m", "sleepy"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "error: terminated (SIGTERM)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.nii.gz", "sleepy_plugin.py", "started"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import TextIO
 
 import typer
@@ -150,10 +152,41 @@ def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _terminate_as_interrupt(from_shell):
         if from_shell and not debug:
             warnings.showwarning = _show_warning
-        return _run(argv, debug)
+        code = _run(argv, debug)
+    if code == INTERRUPTED and _TERMINATED:
+        return TERMINATED
+    return code
+
+
+#: The shell's code for a run stopped by SIGTERM (128 + 15): a scheduler's or `docker stop`'s.
+TERMINATED = 143
+_TERMINATED: list[bool] = []
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt(install: bool) -> Iterator[None]:
+    """While a run from the shell lasts, SIGTERM stops it as Ctrl-C does: the partial outputs
+    are removed on the way out (Python's default dies at once, leaving them), with one
+    ``error:`` line and exit code 143."""
+    import signal
+    import threading
+
+    if not install or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        _TERMINATED.append(True)
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _run(argv: list[str], debug: bool) -> int:
@@ -171,7 +204,8 @@ def _run(argv: list[str], debug: bool) -> int:
             raise
         return _error_code(exc)
     if code == INTERRUPTED:
-        print("error: interrupted", file=sys.stderr)
+        print("error: terminated (SIGTERM)" if _TERMINATED else "error: interrupted",
+              file=sys.stderr)
     return code if isinstance(code, int) else 0
 
 
