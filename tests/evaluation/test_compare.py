@@ -184,6 +184,31 @@ def test_an_earlier_comparison_in_the_folder_is_replaced_not_left_beside_the_new
                                                      "compare.png"]
 
 
+def test_a_comparison_interrupted_midway_is_replaced_by_a_rerun(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted after the earlier report was removed and some images written, the folder
+    held no compare.json: the same command again was refused as a folder of the user's own."""
+    from lowdose.evaluation import compare
+
+    out = tmp_path / "cmp"
+    cfg = CompareConfig(doses=[0.25], denoisers=["tv"], method="image-poisson",
+                        save_images=True)
+    compare_denoisers(chest(1, size=64), cfg, out=out, warn=lambda note: None)
+    assert not (out / compare.IN_PROGRESS).exists()
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "write_comparison", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compare_denoisers(chest(1, size=64), cfg, out=out, warn=lambda note: None)
+    assert not (out / "compare.json").exists() and (out / "dose-0.25").is_dir()
+    monkeypatch.undo()
+    compare_denoisers(chest(1, size=64), cfg, out=out, warn=lambda note: None)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "compare.json", "compare.md", "compare.png", "dose-0.25", "full-dose.nii.gz"]
+
+
 @pytest.mark.parametrize(("make", "message"), [
     ({"notes.txt": "mine"}, "holds what lowdose compare does not write (notes.txt)"),
     ({"full-dose.nii.gz": "mine"}, "holds no compare.json of an earlier lowdose compare"),

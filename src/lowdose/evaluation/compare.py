@@ -42,6 +42,9 @@ DEFAULT_SLICES = 8
 #: The files a comparison writes at the top of its output folder (the images: with
 #: ``save_images``); beside them, one ``dose-<d>/`` folder of ``.nii.gz`` images per dose.
 OUTPUT_FILES = ("compare.md", "compare.json", "compare.png", "full-dose.nii.gz")
+# Written once an earlier run's files are removed, removed once the report is written: a folder
+# holding it is a comparison that was interrupted, which a rerun may replace.
+IN_PROGRESS = ".compare-in-progress"
 _DOSE_FOLDER = re.compile(r"dose-[0-9.e+-]+")
 # What an interrupted atomic write of one of OUTPUT_FILES leaves (lowdose.io.atomic).
 _PARTIAL = re.compile(r"\.(compare|full-dose\.nii)\.\w+\.partial\..+")
@@ -143,7 +146,7 @@ def earlier_output(out: Path, source: str | Path | None = None) -> list[Path]:
                                            else "")
         raise LowdoseError(f"{out}: not empty and holds what lowdose compare does not write "
                            f"({listed}); give a new or empty output folder")
-    if not _is_comparison(out / "compare.json"):
+    if not (_is_comparison(out / "compare.json") or (out / IN_PROGRESS).is_file()):
         raise LowdoseError(f"{out}: not empty and holds no compare.json of an earlier lowdose "
                            "compare; give a new or empty output folder")
     return entries
@@ -155,7 +158,7 @@ def _written_by_compare(path: Path) -> bool:
     if path.is_symlink():
         return False
     if path.is_file():
-        return path.name in OUTPUT_FILES or bool(_PARTIAL.fullmatch(path.name))
+        return path.name in (*OUTPUT_FILES, IN_PROGRESS) or bool(_PARTIAL.fullmatch(path.name))
     if path.is_dir() and _DOSE_FOLDER.fullmatch(path.name):
         return all(p.is_file() and not p.is_symlink() and p.name.endswith(".nii.gz")
                    for p in path.iterdir())
@@ -281,6 +284,9 @@ def compare_denoisers(
     simulator = build_simulator(cfg.method, **options)
     target = pick_device(cfg.device)
     _remove(stale)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / IN_PROGRESS).write_text("a lowdose compare writes here; removed when it ends\n")
     if out is not None and cfg.save_images:
         _save(scored, out / "full-dose.nii.gz")
 
@@ -357,6 +363,7 @@ def compare_denoisers(
     if out is not None:
         write_comparison(result, out)
         compare_figure(scored.slices()[middle], shown, per_dose, out / "compare.png")
+        (out / IN_PROGRESS).unlink(missing_ok=True)
     return result
 
 
