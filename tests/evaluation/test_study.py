@@ -430,3 +430,108 @@ def test_extra_classifier_seeds_train_like_the_first(tmp_path, monkeypatch) -> N
         == [2, "2.safetensors"]
     with pytest.raises(LowdoseError, match="fixes the seed"):
         StudyConfig.from_dict({"extra_classifiers": [1], "train": {"seed": 4}})
+
+
+@pytest.mark.parametrize(("settings", "error"), [
+    ({"grid_window": "lungg"}, "study grid_window: 'lungg' is not a window's name; known: "
+                               "abdomen, bone, full, lung"),
+    ({"slice_size": -4}, "study slice_size: -4 is out of range; use an integer >= 1"),
+    ({"slice_size": 0}, "study slice_size: 0 is out of range"),
+    ({"slice_size": "big"}, "study slice_size: 'big' is not an integer"),
+    ({"n_boot": 0}, "study n_boot: 0 is out of range; use an integer >= 1"),
+    ({"fov_mm": -1}, "study fov_mm: -1 is out of range; use a number > 0"),
+    ({"png_window": [150, -1350]}, r"study png_window: \[150, -1350\] is reversed or empty"),
+    ({"png_window": "lungg"}, "study png_window: unknown window 'lungg'"),
+    ({"valid_fraction": 1.5}, r"study valid_fraction: 1.5 is out of range; use a number in "
+                              r"\(0, 1\)"),
+    ({"valid_fraction": 0}, "study valid_fraction: 0 is out of range"),
+    ({"crop_body": "maybe"}, "study crop_body: 'maybe' is not true or false"),
+    ({"methods": ["poison"]}, "study methods: unknown simulator 'poison'; known: image-poisson"),
+    ({"phantom": {"n_trian": 3}}, r"study phantom: unknown keys \['n_trian'\]; known: n_train"),
+    ({"phantom": {"size": 8}}, "study phantom.size: 8 is out of range; use an integer >= 32"),
+    ({"doses": ["half"]}, r"study doses \['half'\]: each must lie in \(0, 1\]"),
+    ({"train": 5}, "study train: 5 is not a mapping"),
+])
+def test_a_bad_study_setting_is_refused_when_the_config_is_built(settings, error) -> None:
+    """Before, a bad grid window failed only at the end of the study (no results.json), and
+    the others late or never."""
+    with pytest.raises(LowdoseError, match=error):
+        StudyConfig.from_dict(settings)
+
+
+def test_study_config_normalises_a_bare_dose_and_names() -> None:
+    cfg = StudyConfig.from_dict({"doses": 0.5, "methods": "image-poisson", "denoisers": "tv",
+                                 "png_window": "lung", "fov_mm": 350, "phantom": None})
+    assert (cfg.doses, cfg.methods, cfg.denoisers) == ([0.5], ["image-poisson"], ["tv"])
+    assert cfg.png_window == (-1350.0, 150.0) and cfg.fov_mm == 350.0
+    assert cfg.phantom == StudyConfig().phantom
+    for name in ("demo", "kaggle"):  # the shipped ones still load
+        StudyConfig.from_yaml(name)
+
+
+def test_fingerprint_counts_settings_held_in_lists_arrays_and_dicts() -> None:
+    from lowdose.evaluation.study import denoiser_fingerprint
+
+    class Median(Denoiser):
+        name = "median-test"
+
+        def __init__(self, size=(3, 3), kernel=(1, 2, 1), extra=None) -> None:
+            self.size = list(size)
+            self.kernel = np.asarray(kernel)
+            self.extra = dict(extra or {"mode": "reflect"})
+            self._cache: dict = {}
+
+        def denoise(self, hu):
+            return hu
+
+    base = denoiser_fingerprint(Median())
+    assert denoiser_fingerprint(Median()) == base
+    assert denoiser_fingerprint(Median(size=(7, 7))) != base
+    assert denoiser_fingerprint(Median(kernel=(1, 8, 1))) != base
+    assert denoiser_fingerprint(Median(kernel=np.array([1, 2, 1], np.float32))) != base
+    assert denoiser_fingerprint(Median(extra={"mode": "wrap"})) != base
+    used = Median()
+    used._cache["x"] = np.ones(3)  # private state filled as it runs is no setting
+    assert denoiser_fingerprint(used) == base
+
+
+def test_fingerprints_of_scalar_settings_and_network_records_are_unchanged() -> None:
+    """Study caches are keyed by fingerprints: settings hashed before (scalars, tuples) hash
+    as they did, and a network denoiser's arch and metadata (which come with its hashed
+    weights) stay out, so the shipped denoisers keep their fingerprints."""
+    import hashlib
+
+    from lowdose.evaluation.study import denoiser_fingerprint
+    from lowdose.models.unet import ResUNetDenoiser
+
+    class Scalars:
+        def __init__(self) -> None:
+            self.weight_hu, self.mode, self.span, self.tile_batch = 60.0, "ct", (1, 2), 4
+
+    cls = Scalars
+    old = hashlib.sha256(f"{cls.__module__}.{cls.__qualname__}".encode())
+    for key, value in sorted({"mode": "ct", "span": (1, 2), "weight_hu": 60.0}.items()):
+        old.update(f"{key}={value!r};".encode())
+    assert denoiser_fingerprint(Scalars()) == old.hexdigest()[:12]
+    torch.manual_seed(0)
+    net = ResUNetDenoiser.untrained({"channels": [4, 8], "blocks": 1, "bottom_blocks": 1})
+    before = denoiser_fingerprint(net)
+    net.metadata["steps"] = 5
+    assert denoiser_fingerprint(net) == before
+
+
+def test_a_factory_function_in_the_registry_joins_the_study(monkeypatch) -> None:
+    """A registry entry may be a function that returns a denoiser (Registry's docstring)."""
+    from lowdose.evaluation import study
+    from lowdose.models.base import denoisers
+    from lowdose.models.classical import TotalVariation
+
+    def tv_strong() -> TotalVariation:
+        return TotalVariation(weight_hu=60.0)
+
+    denoisers.names()  # the built-in entries first
+    monkeypatch.setitem(denoisers._entries, "tv-strong-test", tv_strong)
+    loaded, skipped = study._denoiser_list(StudyConfig.from_dict(
+        {"denoisers": ["tv-strong-test"], "device": "cpu"}))
+    assert not skipped, skipped
+    assert [n for n, _ in loaded] == ["tv-strong-test"] and loaded[0][1].weight_hu == 60.0

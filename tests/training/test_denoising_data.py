@@ -202,3 +202,59 @@ def test_bin_slice_means_blocks_and_data_bin_is_checked() -> None:
     for bad in (0, 1.5):
         with pytest.raises(LowdoseError, match=r"data\.bin must"):
             DataConfig(bin=bad)
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("trainer: {max_steps: abc}", "trainer.max_steps: 'abc' is not an integer"),
+    ("trainer: {max_steps: 0}", "trainer.max_steps: 0 is out of range; use an integer >= 1"),
+    ("trainer: {batch_size: 0}", "trainer.batch_size: 0 is out of range"),
+    ("trainer: {tensorboard: 'no'}", "trainer.tensorboard: 'no' is not true or false"),
+    ("optim: {lr: fast}", "optim.lr: 'fast' is not a number"),
+    ("optim: {lr: -1}", r"optim.lr: -1 is out of range; use a number > 0"),
+    ("optim: {betas: 0.9}", r"optim.betas: 0.9 is not a pair of numbers in \[0, 1\)"),
+    ("optim: {warmup_steps: -5}", "optim.warmup_steps: -5 is out of range"),
+    ("data: {realisations: 0}", "data.realisations: 0 is out of range; use an integer >= 1"),
+    ("data: {patch_size: -32}", "data.patch_size: -32 is out of range; use an integer >= 1"),
+    ("data: {method: poison}", "data.method: 'poison' is not one of image-poisson, projection"),
+    ("data: {dose: abc}", "data.dose: 'abc' is not a number"),
+    ("data: {min_body_fraction: 2}", r"data.min_body_fraction: 2 is out of range; use a "
+                                     r"number in \[0, 1\]"),
+    ("data: 5", "config section 'data': 5 is not a mapping of settings"),
+    ("trainr: {max_steps: 5}", "config: unknown key 'trainr'; known: model, arch, trainer"),
+    ("model: unett", "model: 'unett' is not a learned denoiser; known: .*red-cnn, unet"),
+    ("arch: {widthh: 3}", r"arch: unknown keys \['widthh'\] for unet; known: blocks"),
+])
+def test_a_bad_preset_value_is_refused_when_loaded_naming_the_key(
+    tmp_path, text: str, error: str
+) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"base: cpu\n{text}\n")
+    with pytest.raises(LowdoseError, match=error):
+        load_preset(str(path))
+
+
+def test_a_preset_takes_yaml_spellings_of_numbers(tmp_path) -> None:
+    # PyYAML reads 1e-4 and 1e3 as strings (YAML 1.1 floats need a dot); ints fill floats.
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: cpu\noptim: {lr: 1e-4, weight_decay: 0, betas: [0.5, 1.0e-1]}\n"
+                    "trainer: {max_steps: 1e3, grad_clip: 1}\ndata: {max_artifact_hu: .inf}\n")
+    cfg = load_preset(str(path))
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas) == (1e-4, 0.0, (0.5, 0.1))
+    assert (cfg.trainer.max_steps, cfg.trainer.grad_clip) == (1000, 1.0)
+    assert cfg.data.max_artifact_hu == float("inf")  # no artifact check
+
+
+def test_every_shipped_preset_loads_for_every_learned_model() -> None:
+    from lowdose.models.base import denoisers
+    from lowdose.models.network import NetworkDenoiser
+    from lowdose.training.presets import shipped_names
+
+    for name in shipped_names("denoiser"):
+        for model in ("unet", "unet-fast", "red-cnn", None):
+            cfg = load_preset(name, model=model)
+            net = denoisers.get(cfg.model)
+            assert isinstance(net, type) and issubclass(net, NetworkDenoiser), (name, model)
+    # The gpu preset's red-cnn section resets the architecture (`arch: {}`), which a merge
+    # with the unet's channels kept: the network could not be built.
+    assert load_preset("gpu", model="red-cnn").arch == {}
+    assert load_preset("gpu", model="unet").arch["channels"] == [32, 64, 128, 256]

@@ -848,3 +848,38 @@ def test_gan_threads_follow_the_option_then_omp_num_threads(tmp_path: Path,
     train_gan("gan-circle-cpu", tmp_path / "env", overrides=over)
     train_gan("gan-circle-cpu", tmp_path / "opt", overrides=over, threads=3)
     assert (used("env"), used("opt")) == (1, 3)
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("trainr: {max_steps: 3}", r"unknown sections \['trainr'\]; known: family, model, data, "
+                               "trainer"),
+    ("data: {dosee: 0.1}", r"section 'data': unknown keys \['dosee'\]; known: .*dose"),
+    ("model: {lambda_advv: 1}", r"section 'model': unknown keys \['lambda_advv'\]; known: "
+                                ".*lambda_adv"),
+    ("trainer: {max_step: 3}", r"section 'trainer': unknown keys \['max_step'\]; known: "
+                               ".*max_steps"),
+    ("data: 5", "section 'data': 5 is not a mapping"),
+    ("data: {dose: 3}", r"data.dose: 3 is outside \(0, 1\]"),
+    ("data: {patch: -3}", "data.patch: -3 is out of range; use an integer >= 1"),
+    ("data: {method: poison}", "data.method: 'poison' is not one of"),
+    ("trainer: {max_steps: abc}", "trainer.max_steps: 'abc' is not an integer"),
+])
+def test_a_gan_preset_with_an_unknown_key_or_bad_value_is_refused_when_loaded(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    """train_gan reads only the model, data and trainer sections: a misspelt section was
+    ignored (the user's step limit with it), a misspelt key failed later as a TypeError."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"base: gan-circle-cpu\n{text}\n")
+    with pytest.raises(LowdoseError, match=error):
+        load_preset(str(path))
+
+
+def test_a_gan_preset_model_key_is_checked_against_its_family(tmp_path: Path) -> None:
+    path = tmp_path / "cycle.yaml"
+    path.write_text("base: cyclegan-cpu\nmodel: {f0: 8}\n")  # a gan-circle setting
+    with pytest.raises(LowdoseError, match=r"section 'model': unknown keys \['f0'\]; known: "
+                                           ".*ngf"):
+        load_preset(str(path))
+    # CLI options arrive as overrides (checked by build_family when the run starts).
+    assert load_preset("cyclegan-cpu", {"trainer": {"max_steps": 3}})["trainer"]["max_steps"] == 3

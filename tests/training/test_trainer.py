@@ -454,3 +454,33 @@ def test_resume_refusal_lists_every_setting_that_differs() -> None:
     assert message.endswith("(the run's other settings that differ: data.patch_size (preset) "
                             "32 (now 64))"), message
     assert "--dose" not in message
+
+
+@pytest.mark.parametrize(("settings", "error"), [
+    ({"max_steps": "abc"}, "trainer.max_steps: 'abc' is not an integer"),
+    ({"max_steps": 2.5}, "trainer.max_steps: 2.5 is not an integer"),
+    ({"max_steps": 0}, r"trainer.max_steps: 0 is out of range; use an integer >= 1"),
+    ({"batch_size": 0}, r"trainer.batch_size: 0 is out of range; use an integer >= 1"),
+    ({"batch_size": True}, "trainer.batch_size: True is not an integer"),
+    ({"num_workers": -1}, "trainer.num_workers: -1 is out of range"),
+    ({"seed": "x"}, "trainer.seed: 'x' is not an integer"),
+    ({"grad_clip": "much"}, "trainer.grad_clip: 'much' is not a number"),
+    ({"grad_clip": -1}, r"trainer.grad_clip: -1 is out of range; use a number >= 0"),
+    ({"tensorboard": "no"}, "trainer.tensorboard: 'no' is not true or false"),
+    ({"precision": "fp16"}, "trainer.precision: 'fp16' is not one of auto, bf16, fp32"),
+    ({"device": 0}, "trainer.device: 0 is not a string"),
+])
+def test_trainer_config_refuses_a_wrong_type_or_range_naming_the_key(
+    settings: dict, error: str
+) -> None:
+    with pytest.raises(LowdoseError, match=error):
+        TrainerConfig.from_dict(settings)
+
+
+def test_trainer_config_takes_yaml_spellings_of_numbers() -> None:
+    # PyYAML reads 1e4 as a string (YAML 1.1 floats need a dot); a whole float is a count.
+    cfg = TrainerConfig.from_dict({"max_steps": "1e4", "batch_size": 8.0, "grad_clip": 1})
+    assert (cfg.max_steps, cfg.batch_size, cfg.grad_clip) == (10000, 8, 1.0)
+    assert isinstance(cfg.max_steps, int) and isinstance(cfg.grad_clip, float)
+    with pytest.raises(LowdoseError, match="trainer: 5 is not a mapping"):
+        TrainerConfig.from_dict(5)  # type: ignore[arg-type]

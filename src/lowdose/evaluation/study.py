@@ -55,13 +55,44 @@ all classifiers."""
 
 @dataclass
 class PhantomData:
-    """The built-in phantom data set used when no data folder is given."""
+    """The built-in phantom data set used when no data folder is given.
+
+    Example:
+        >>> PhantomData(n_test=8).size
+        128
+    """
 
     n_train: int = 240
     n_valid: int = 48
     n_test: int = 48
     size: int = 128
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        from lowdose.training.trainer import checked_int
+
+        # The phantom generator's own limits (lowdose.io.phantom), said when the config is built.
+        for name, minimum in (("n_train", 1), ("n_valid", 1), ("n_test", 1), ("size", 32),
+                              ("seed", 0)):
+            setattr(self, name, checked_int(getattr(self, name), f"study phantom.{name}",
+                                            minimum))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PhantomData:
+        """Build from a mapping (a study config's ``phantom``), refusing unknown keys.
+
+        Example:
+            >>> PhantomData.from_dict({"n_test": 8}).n_test
+            8
+        """
+        if not isinstance(data, dict):
+            raise LowdoseError(f"study phantom: {data!r} is not a mapping of settings")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise LowdoseError(f"study phantom: unknown keys {unknown}; known: "
+                               f"{', '.join(names)}")
+        return cls(**data)
 
 
 @dataclass
@@ -142,15 +173,21 @@ class StudyConfig:
         from lowdose.models.network import checked_precision
 
         self.precision = checked_precision(self.precision)
-        if isinstance(self.phantom, dict):
-            self.phantom = PhantomData(**self.phantom)
-        self.png_window = (float(self.png_window[0]), float(self.png_window[1]))
-        self.doses = [float(d) for d in self.doses]
-        bad = [d for d in self.doses if not 0 < d <= 1]
+        if self.phantom is None:
+            self.phantom = PhantomData()
+        elif not isinstance(self.phantom, PhantomData):
+            self.phantom = PhantomData.from_dict(self.phantom)
+        # One dose may be given bare (`doses: 0.5`); a list otherwise.
+        doses = (list(self.doses) if isinstance(self.doses, list | tuple | np.ndarray)
+                 else [self.doses])
+        bad = [d for d in doses if not 0 < (_number(d) or 0) <= 1]
         if bad:
-            raise LowdoseError(f"study doses {bad}: each must lie in (0, 1]")
+            raise LowdoseError(f"study doses {bad}: each must lie in (0, 1] (a fraction of "
+                               "the full dose)")
+        self.doses = [float(d) for d in doses]
         if not self.doses:
             raise LowdoseError("study: no doses given")
+        self._check_settings()
         self.extra_classifiers = [c if isinstance(c, str) else int(c)
                                   for c in self.extra_classifiers]
         seeds = [c for c in self.extra_classifiers if isinstance(c, int)]
@@ -169,6 +206,55 @@ class StudyConfig:
         if seeds and "seed" in self.train:
             raise LowdoseError("study extra_classifiers: seeds cannot vary while `train` fixes "
                                f"the seed ({self.train['seed']})")
+
+    def _check_settings(self) -> None:
+        """Types and ranges, refused when the config is built: a bad one otherwise fails at the
+        end of the study (the grid window), or late and unnamed."""
+        from lowdose.image import NAMED_WINDOWS
+        from lowdose.physics.base import simulators
+        from lowdose.training.trainer import (
+            checked_bool,
+            checked_float,
+            checked_int,
+            checked_text,
+        )
+
+        self.png_window = _checked_window(self.png_window, "study png_window")
+        # The report draws its grid through Window.named(grid_window): a name, known now.
+        if not isinstance(self.grid_window, str) or self.grid_window not in NAMED_WINDOWS:
+            raise LowdoseError(f"study grid_window: {self.grid_window!r} is not a window's "
+                               f"name; known: {', '.join(sorted(NAMED_WINDOWS))}")
+        for name, minimum in (("slice_size", 1), ("seed", 0), ("n_boot", 1), ("chunk", 1),
+                              ("grid_slices", 1)):
+            setattr(self, name, checked_int(getattr(self, name), f"study {name}", minimum))
+        if self.max_test is not None:
+            self.max_test = checked_int(self.max_test, "study max_test", 1)
+        self.crop_body = checked_bool(self.crop_body, "study crop_body")
+        self.valid_fraction = checked_float(self.valid_fraction, "study valid_fraction", 0, 1,
+                                            open_low=True, open_high=True)
+        self.fov_mm = checked_float(self.fov_mm, "study fov_mm", 0, open_low=True)
+        self.out = checked_text(self.out, "study out", optional=False)
+        self.preset = checked_text(self.preset, "study preset", optional=False)
+        for name in ("methods", "denoisers"):  # one name may be given bare
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [value])
+            elif value is not None and not isinstance(value, list | tuple):
+                raise LowdoseError(f"study {name}: {value!r} is not a list of names")
+            elif value is not None:
+                setattr(self, name, list(value))
+        if self.methods is not None:  # before the classifier trains, not after (minutes)
+            known = simulators.names()
+            unknown = [m for m in self.methods if m not in known]
+            if unknown:
+                raise LowdoseError(f"study methods: unknown simulator {unknown[0]!r}; known: "
+                                   f"{', '.join(known)}")
+        if not isinstance(self.train, dict | type(None)):
+            raise LowdoseError(f"study train: {self.train!r} is not a mapping of settings")
+        if not isinstance(self.simulator_options, dict) or not all(
+                isinstance(v, dict) for v in self.simulator_options.values()):
+            raise LowdoseError(f"study simulator_options: {self.simulator_options!r} is not a "
+                               "mapping of method -> options")
 
     def _check_train_keys(self) -> None:
         """A typo in ``train`` fails here, in one line, not as a TypeError after the data load."""
@@ -206,6 +292,44 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float, or ``None`` when it is no finite number (YAML's ``1e-1`` string
+    counts: PyYAML reads it as one)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _checked_window(value: Any, key: str) -> tuple[float, float]:
+    """``value`` as an HU window ``(low, high)`` with ``low < high``: a pair of numbers or a
+    window's name (:data:`lowdose.image.NAMED_WINDOWS`).
+
+    Example:
+        >>> _checked_window("lung", "png_window"), _checked_window([-1024, 476], "png_window")
+        ((-1350.0, 150.0), (-1024.0, 476.0))
+    """
+    from lowdose.image import Window
+
+    if isinstance(value, str):
+        try:
+            window = Window.named(value)
+        except ValueError as exc:
+            raise LowdoseError(f"{key}: {exc}") from None
+        return (float(window.lo), float(window.hi))
+    pair = list(value) if isinstance(value, list | tuple | np.ndarray) else None
+    if pair is None or len(pair) != 2 or any(_number(v) is None for v in pair):
+        raise LowdoseError(f"{key}: {value!r} is not [low, high] HU nor a window's name")
+    low, high = (_number(v) for v in pair)
+    if not low < high:  # type: ignore[operator]
+        raise LowdoseError(f"{key}: {value!r} is reversed or empty; give [low, high] HU with "
+                           "low < high")
+    return (float(low), float(high))  # type: ignore[arg-type]
 
 
 def study_config_file(path: str | Path) -> Path:
@@ -903,10 +1027,53 @@ def _simulator_options(cfg: StudyConfig, method: str) -> dict[str, Any]:
 OUTPUT_NEUTRAL_SETTINGS = frozenset({"tile_batch"})
 
 
+#: A network denoiser's records that come with its weights (which are hashed): its
+#: architecture, rebuilt from the weight file, and the facts of its training. Left out so the
+#: fingerprints of learned denoisers stay what they were before settings held in lists, dicts
+#: and arrays counted.
+_WEIGHT_RECORDS = frozenset({"arch", "metadata"})
+
+
+def _content(value: Any) -> str | None:
+    """A stable text of a setting held in a list, tuple, set, dict or array, by content (an
+    array's dtype, shape and bytes); ``None`` when it holds anything else (an object, a
+    function), as such settings were always left out.
+
+    Example:
+        >>> _content([3, 3]), _content({"b": 1, "a": (2.0,)}), _content([object()])
+        ('[3,3]', '{a:(2.0),b:1}', None)
+    """
+    import torch
+
+    if isinstance(value, bool | int | float | str | np.generic) or value is None:
+        return repr(value)
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().contiguous().numpy()
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            return None
+        digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+        return f"array({value.dtype.str},{value.shape},{digest})"
+    if isinstance(value, dict):
+        items = sorted((str(k), _content(v)) for k, v in value.items())
+        if any(text is None for _, text in items):
+            return None
+        return "{" + ",".join(f"{k}:{text}" for k, text in items) + "}"
+    if isinstance(value, list | tuple | set | frozenset):
+        texts = [_content(v) for v in value]
+        if any(text is None for text in texts):
+            return None
+        if isinstance(value, set | frozenset):  # no order of their own
+            texts = sorted(texts)  # type: ignore[type-var]
+        joined = ",".join(texts)  # type: ignore[arg-type]
+        return f"({joined})" if isinstance(value, tuple) else f"[{joined}]"
+    return None
+
+
 def denoiser_fingerprint(denoiser: Any) -> str:
-    """A hash of what decides a denoiser's output: its class and its ``revision``, its scalar
-    settings (but those of :data:`OUTPUT_NEUTRAL_SETTINGS`) and the weights of every network it
-    holds (so new weights under the same name are noticed).
+    """A hash of what decides a denoiser's output: its class and its ``revision``, its settings
+    (but those of :data:`OUTPUT_NEUTRAL_SETTINGS`; lists, dicts and arrays by content) and the
+    weights of every network it holds (so new weights under the same name are noticed).
 
     Example:
         >>> from lowdose.models.base import denoisers
@@ -915,19 +1082,27 @@ def denoiser_fingerprint(denoiser: Any) -> str:
     """
     import torch
 
+    from lowdose.models.network import NetworkDenoiser
+
     cls = type(denoiser)
     h = hashlib.sha256(f"{cls.__module__}.{cls.__qualname__}".encode())
     if revision := getattr(cls, "revision", ""):
         h.update(f"revision={revision};".encode())
     parts = vars(denoiser) if hasattr(denoiser, "__dict__") else {}
     modules = [denoiser] if isinstance(denoiser, torch.nn.Module) else []
+    network = isinstance(denoiser, NetworkDenoiser)
     for key, value in sorted(parts.items()):
         if key in OUTPUT_NEUTRAL_SETTINGS:
             continue
         if isinstance(value, torch.nn.Module):
             modules.append(value)
         elif isinstance(value, (int, float, str, bool, tuple)) or value is None:
+            # As before (repr), so the fingerprints of existing settings do not change.
             h.update(f"{key}={value!r};".encode())
+        elif key.startswith("_") or (network and key in _WEIGHT_RECORDS):
+            continue  # private state (a cache may fill as it runs), or hashed with the weights
+        elif (text := _content(value)) is not None:
+            h.update(f"{key}={text};".encode())
     for module in modules:
         for key, tensor in module.state_dict().items():
             h.update(key.encode())
@@ -975,7 +1150,9 @@ def _denoiser_list(cfg: StudyConfig) -> tuple[list[tuple[str, Any]], list[dict[s
         if name == RAW:
             continue
         try:
-            learned = name in denoisers and issubclass(denoisers.get(name), NetworkDenoiser)
+            entry = denoisers.get(name) if name in denoisers else None
+            # A registry entry may be a factory function: no class, so not a learned one.
+            learned = isinstance(entry, type) and issubclass(entry, NetworkDenoiser)
             options = {"precision": cfg.precision} if learned else {}
             loaded.append((name, load_denoiser(name, device=cfg.device, **options)))
         except Exception as exc:  # a denoiser without weights is reported, not fatal

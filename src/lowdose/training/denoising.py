@@ -38,6 +38,11 @@ from lowdose.training.trainer import (
     Trainer,
     TrainerConfig,
     TrainResult,
+    checked_bool,
+    checked_choice,
+    checked_float,
+    checked_int,
+    checked_text,
     finished_result,
     refuse_changed_resume,
 )
@@ -94,17 +99,32 @@ class DataConfig:
     bin: int = 1
 
     def __post_init__(self) -> None:
+        from lowdose.physics.base import simulators
         from lowdose.physics.checks import check_dose
 
-        if int(self.bin) != self.bin or self.bin < 1:
-            raise LowdoseError(f"data.bin must be a whole number >= 1, got {self.bin}")
+        if isinstance(self.bin, bool) or not isinstance(self.bin, int | float) \
+                or int(self.bin) != self.bin or self.bin < 1:
+            raise LowdoseError(f"data.bin must be a whole number >= 1, got {self.bin!r}")
         self.bin = int(self.bin)
 
         doses = self.dose if isinstance(self.dose, list | tuple) else [self.dose]
         if not doses:
             raise LowdoseError("data.dose: give at least one dose fraction")
-        checked = [check_dose(float(d), "data.dose") for d in doses]
+        checked = [check_dose(d, "data.dose") for d in doses]
         self.dose = checked[0] if len(checked) == 1 else checked
+        # Checked now, when the preset is loaded: a wrong type or range otherwise fails (or
+        # trains on nothing) only after the slices were read and simulated.
+        self.method = checked_choice(self.method, "data.method", simulators.names())
+        self.relative_dose = checked_bool(self.relative_dose, "data.relative_dose")
+        for name, minimum in (("realisations", 1), ("patch_size", 1), ("samples_per_epoch", 1),
+                              ("val_slices", 0), ("slice_stride", 1)):
+            setattr(self, name, checked_int(getattr(self, name), f"data.{name}", minimum))
+        self.min_body_fraction = checked_float(self.min_body_fraction, "data.min_body_fraction",
+                                               0, 1)
+        # inf: keep every slice (no artifact check)
+        self.max_artifact_hu = checked_float(self.max_artifact_hu, "data.max_artifact_hu", 0,
+                                             open_low=True, infinite=True)
+        self.cache_dir = checked_text(self.cache_dir, "data.cache_dir")
         if self.relative_dose:
             from lowdose.physics.api import relative_dose_options
 
@@ -128,7 +148,16 @@ class OptimConfig:
     loss: str = "mse"
 
     def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self.lr = checked_float(self.lr, "optim.lr", 0, open_low=True)
+        betas = self.betas
+        if not isinstance(betas, list | tuple) or len(betas) != 2:
+            raise LowdoseError(f"optim.betas: {betas!r} is not a pair of numbers in [0, 1)")
+        self.betas = (checked_float(betas[0], "optim.betas", 0, 1, open_high=True),
+                      checked_float(betas[1], "optim.betas", 0, 1, open_high=True))
+        self.weight_decay = checked_float(self.weight_decay, "optim.weight_decay", 0)
+        self.warmup_steps = checked_int(self.warmup_steps, "optim.warmup_steps", 0)
+        self.final_lr_fraction = checked_float(self.final_lr_fraction, "optim.final_lr_fraction",
+                                               0, 1)
         if self.loss not in ("mse", "l1", "charbonnier"):
             raise LowdoseError(f"optim.loss: use mse, l1 or charbonnier, not {self.loss!r}")
 
@@ -143,27 +172,90 @@ class DenoiserTrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
+    def __post_init__(self) -> None:
+        # The model and its architecture are checked when the preset is loaded, not after the
+        # data work (train_denoiser builds the network only then).
+        cls = learned_model(self.model)
+        if self.arch is None:
+            self.arch = {}
+        if not isinstance(self.arch, dict):
+            raise LowdoseError(f"arch: {self.arch!r} is not a mapping of {self.model} "
+                               "architecture settings")
+        known = _arch_keys(cls)
+        unknown = sorted(set(self.arch) - known) if known is not None else []
+        if unknown:
+            raise LowdoseError(f"arch: unknown keys {unknown} for {self.model}; known: "
+                               f"{', '.join(sorted(known or ()))}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DenoiserTrainConfig:
-        """Build from nested dicts, rejecting unknown keys with the section named."""
+        """Build from nested dicts, rejecting unknown keys with the section named, and values
+        of the wrong type or range with the setting named (``trainer.max_steps``).
+
+        Example:
+            >>> DenoiserTrainConfig.from_dict({"optim": {"lr": "1e-4"}}).optim.lr
+            0.0001
+        """
         data = dict(data)
         sections = {"trainer": TrainerConfig, "data": DataConfig, "optim": OptimConfig}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key in sections:
+                if value is not None and not isinstance(value, dict):
+                    raise LowdoseError(f"config section {key!r}: {value!r} is not a mapping of "
+                                       "settings")
                 known = {f.name for f in fields(sections[key])}
                 unknown = sorted(set(value or {}) - known)
                 if unknown:
-                    raise LowdoseError(f"config section {key!r}: unknown keys {unknown}")
+                    raise LowdoseError(f"config section {key!r}: unknown keys {unknown}; "
+                                       f"known: {', '.join(sorted(known))}")
                 kwargs[key] = sections[key](**(value or {}))
             elif key in ("model", "arch"):
                 kwargs[key] = value
             else:
-                raise LowdoseError(f"config: unknown key {key!r}")
+                raise LowdoseError(f"config: unknown key {key!r}; known: model, arch, "
+                                   f"{', '.join(sections)}")
         return cls(**kwargs)
+
+
+def learned_model(name: Any) -> type[NetworkDenoiser]:
+    """The registered learned denoiser class ``name`` (what ``model`` in a preset names).
+
+    Raises:
+        LowdoseError: ``name`` is no learned denoiser; the known ones are named.
+
+    Example:
+        >>> learned_model("unet").__name__
+        'ResUNetDenoiser'
+    """
+    from lowdose.models.base import denoisers
+
+    def learned(entry: Any) -> bool:  # a plugin factory function is no class
+        return isinstance(entry, type) and issubclass(entry, NetworkDenoiser)
+
+    if isinstance(name, str) and name in denoisers and learned(denoisers.get(name)):
+        return denoisers.get(name)
+    known = [n for n in denoisers.names() if learned(denoisers.get(n))]
+    raise LowdoseError(f"model: {name!r} is not a learned denoiser; known: {', '.join(known)}")
+
+
+def _arch_keys(cls: type[NetworkDenoiser]) -> set[str] | None:
+    """The settings ``cls``'s network takes (``None``: any, it takes ``**kwargs``)."""
+    import inspect
+
+    if cls.arch_class is None:
+        return None
+    try:
+        params = inspect.signature(cls.arch_class).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: left to the network to refuse
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                 inspect.Parameter.KEYWORD_ONLY)}
 
 
 def preset_file(name_or_path: str) -> Path:
@@ -191,7 +283,11 @@ def load_preset(name_or_path: str, **model_overrides: Any) -> DenoiserTrainConfi
     raw = read_preset(preset_file(name_or_path), preset_file)
     per_model = raw.pop("models", {}) or {}
     model = model_overrides.get("model") or raw.get("model", "unet")
-    merged = merge_settings(raw, per_model.get(model, {}))
+    own = (per_model.get(model) if isinstance(per_model, dict) and isinstance(model, str)
+           else None) or {}
+    merged = merge_settings(raw, own)
+    if "arch" in own:  # the model's own architecture replaces the preset's (another model's)
+        merged["arch"] = own["arch"]
     merged = merge_settings(merged, {k: v for k, v in model_overrides.items() if v is not None})
     return DenoiserTrainConfig.from_dict(merged)
 

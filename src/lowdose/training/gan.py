@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -1252,13 +1252,36 @@ def load_preset(name: str, overrides: dict[str, dict[str, Any]] | None = None) -
     """
     from lowdose.errors import LowdoseError
     from lowdose.training.presets import read_preset
+    from lowdose.training.trainer import TrainerConfig
 
     path = preset_path(name)
     data = read_preset(path, preset_path)
     if data.get("family") not in GAN_MODELS:
         raise LowdoseError(f"{path}: family must be one of {GAN_MODELS}")
-    for section in ("model", "data", "trainer"):
-        data[section] = {**(data.get(section) or {}), **((overrides or {}).get(section) or {})}
+    # Refused now, naming the key: train_gan reads only these sections, so a misspelt one
+    # (`trainr:`) was ignored without a word, and a misspelt key failed as a raw TypeError.
+    model_cls = GanCircleConfig if data["family"] == "gan-circle" else CycleGanConfig
+    schemas = {"model": model_cls, "data": GanDataConfig, "trainer": TrainerConfig}
+    unknown = sorted(set(data) - {"family", *schemas})
+    if unknown:
+        raise LowdoseError(f"{path}: unknown sections {unknown}; known: family, "
+                           f"{', '.join(schemas)}")
+    for section, cls in schemas.items():
+        settings = data.get(section) or {}
+        if not isinstance(settings, dict):
+            raise LowdoseError(f"{path}: section {section!r}: {settings!r} is not a mapping "
+                               "of settings")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise LowdoseError(f"{path}: section {section!r}: unknown keys {unknown}; known: "
+                               f"{', '.join(sorted(known))}")
+        data[section] = {**settings, **((overrides or {}).get(section) or {})}
+    # The data and trainer values too (the model's are checked by build_family, when the
+    # run starts and before any data work: a CLI option such as --scale may apply to one
+    # family only).
+    GanDataConfig(**data["data"])
+    TrainerConfig.from_dict(data["trainer"])
     return data
 
 
@@ -1281,7 +1304,26 @@ class GanDataConfig:
     cache: str | None = None
 
     def __post_init__(self) -> None:
+        from lowdose.physics.base import simulators
+        from lowdose.physics.checks import check_dose
+        from lowdose.training.trainer import (
+            checked_bool,
+            checked_choice,
+            checked_float,
+            checked_int,
+            checked_text,
+        )
+
         checked_split(self.split, "data.split")
+        # Checked when the preset is loaded, not when the pool is built or the patches drawn.
+        self.dose = check_dose(self.dose, "data.dose")
+        self.method = checked_choice(self.method, "data.method", simulators.names())
+        self.relative_dose = checked_bool(self.relative_dose, "data.relative_dose")
+        for name in ("slice_size", "patch", "length", "val_length"):
+            setattr(self, name, checked_int(getattr(self, name), f"data.{name}", 1))
+        self.min_mean_hu = checked_float(self.min_mean_hu, "data.min_mean_hu")
+        self.data_root = checked_text(self.data_root, "data.data_root")
+        self.cache = checked_text(self.cache, "data.cache")
 
 
 def build_family(family: str, model: dict[str, Any]) -> TrainingFamily:
