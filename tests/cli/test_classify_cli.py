@@ -173,7 +173,7 @@ def test_train_classifier_cli_patience_continues_an_early_stop(tmp_path, capsys)
     stdout, err = capsys.readouterr()
     assert "already finished" not in stdout and "best epoch" in stdout, err
     assert json.loads(summary_path.read_text())["epochs_run"] == 2
-    assert main([*base, "--patience", "0"]) == 2
+    assert main([*base, "--patience", "0", "--resume"]) == 2
     _, err = capsys.readouterr()
     assert "patience 0: use 1 or more" in err
 

@@ -145,6 +145,44 @@ def test_a_bare_gan_resume_takes_the_runs_model_preset_and_data(
     assert main(["train", "denoiser", "--out", str(out), "--resume"]) == 0  # finished at 3:
     assert "already finished at step 3" in capsys.readouterr().out  # said before the pool
     assert not (out / "pool-x1.safetensors").exists()
+    shared = tmp_path / "pools"  # --cache: a folder for the pool (it was ignored)
+    assert main(["train", "denoiser", "--model", "gan-circle", "--preset", str(preset),
+                 "--data", str(tmp_path / "vol.npy"), "--out", str(tmp_path / "gan2"),
+                 "--cache", str(shared)]) == 0
+    assert (shared / "pool-x1.safetensors").is_file()
+    assert not (tmp_path / "gan2" / "pool-x1.safetensors").exists()
+
+
+def test_gan_options_are_refused_where_they_were_ignored(
+        setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """unet took --scale 2 and trained a denoiser; gan-circle took --pairs and trained on the
+    preset's shared sets."""
+    data, preset = setup
+    base = ["train", "denoiser", "--data", str(data), "--steps", "1", "--out"]
+    assert main([*base, str(tmp_path / "a"), "--preset", str(preset), "--scale", "2"]) == 2
+    assert "--scale: gan-circle/cyclegan only, not unet" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "b"), "--preset", str(preset),
+                 "--paired-fraction", "0.5"]) == 2
+    assert "--paired-fraction: gan-circle/cyclegan only" in capsys.readouterr().err
+    assert main(["train", "denoiser", "--model", "gan-circle", "--pairs", str(tmp_path),
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "--pairs: supervised models only; gan-circle trains on full-dose --data" in \
+        capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_a_gan_without_data_names_the_sets_it_lacks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --data a GAN trains on its preset's sets; where they are not, the error named
+    the YAML key data.data_root, no option a user types."""
+    monkeypatch.setenv("LOWDOSE_SHARED_DATA", str(tmp_path / "nowhere"))
+    preset = tmp_path / "tiny-gan.yaml"
+    preset.write_text(GAN_PRESET)
+    assert main(["train", "denoiser", "--model", "gan-circle", "--preset", str(preset),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere: the preset's training sets (chest-ct-dicom, " in err and "give --data" in err
 
 
 def test_bad_arguments(setup: tuple[Path, Path], tmp_path: Path,

@@ -155,7 +155,10 @@ def resumable(command: str, updatable: Iterable[str] = ()) -> Callable[[Callable
             # By the source's name: typer's click is private to it since typer 0.20.
             typed = [name for name in kwargs if name != "ctx" and getattr(
                 ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"]
-            record = Path(kwargs["out"]) / COMMAND_FILE
+            from lowdose.training.trainer import latest_checkpoint
+
+            out = Path(kwargs["out"])
+            record, created = out / COMMAND_FILE, not out.exists()
             before = record.read_text() if record.is_file() else None
             merged = resume_options(command, kwargs, typed, updatable,
                                     say=lambda line: typer.echo(line, err=True))
@@ -164,10 +167,16 @@ def resumable(command: str, updatable: Iterable[str] = ()) -> Callable[[Callable
                     merged[name] = Path(merged[name])
             try:
                 return func(**merged)
-            except LowdoseError:
-                # A refused resume (a changed setting) leaves the run's record as it was; a
-                # resume killed while training keeps its longer --steps for the next one.
-                if merged.get("resume") and before is not None:
+            except BaseException as exc:
+                if latest_checkpoint(out) is None:
+                    # A run that never reached a checkpoint (refused, or stopped early) has
+                    # nothing to resume: no record of it, nor a folder made only for it.
+                    record.unlink(missing_ok=True)
+                    if created and out.is_dir() and not any(out.iterdir()):
+                        out.rmdir()
+                elif isinstance(exc, LowdoseError) and before is not None:
+                    # A refused resume (a changed setting) leaves the run's record as it was;
+                    # a resume killed while training keeps its longer --steps for the next.
                     from lowdose.io.atomic import atomic_write_text
 
                     atomic_write_text(record, before)

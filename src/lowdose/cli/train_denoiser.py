@@ -51,8 +51,9 @@ def register(app: typer.Typer) -> None:
         seed: int | None = typer.Option(None, help="Override the seed."),
         device: str | None = typer.Option(None, help="cpu, cuda, ... (default: best)."),
         cache: Path | None = typer.Option(
-            None, help="Folder caching simulated low-dose realisations (default: OUT/cache); "
-            "runs on the same data may share it."),
+            None, help="Folder caching simulated low-dose realisations (default: OUT/cache; "
+            "gan-circle/cyclegan: their slice pool, default OUT); runs on the same data may "
+            "share it."),
         paired_fraction: float | None = typer.Option(
             None, "--paired-fraction", help="gan-circle/cyclegan: fraction of aligned pairs "
             "(semi-supervised mode; default 0 = unpaired)."),
@@ -110,6 +111,9 @@ def register(app: typer.Typer) -> None:
             refused = [option for option, used in given.items() if used]
             if refused:
                 raise LowdoseError(f"{refused[0]}: supervised models only, not {model}")
+            if pairs is not None:  # it was ignored: the preset's sets trained instead
+                raise LowdoseError(f"--pairs: supervised models only; {model} trains on "
+                                   "full-dose --data and simulates its low dose")
             if doses is not None and len(doses) > 1:
                 raise LowdoseError(f"--dose {dose}: {model} trains at one dose")
             from lowdose.training.gan import train_gan_cli
@@ -117,12 +121,15 @@ def register(app: typer.Typer) -> None:
             result = train_gan_cli(model, out, data, preset, resume, paired_fraction, scale,
                                    doses[0] if doses else None, method, steps, batch_size,
                                    seed, device, relative_dose, split, init, threads,
-                                   say=typer.echo)
+                                   say=typer.echo, cache=str(cache) if cache else None)
             typer.echo(result.finished or f"trained {model} to step {result.step}: "
                        f"{result.out_dir}")
             return
-        if split is not None:
-            raise LowdoseError(f"--split: the unpaired halves of gan-circle/cyclegan, not {model}")
+        gan_only = {"--split": split is not None, "--scale": scale is not None,
+                    "--paired-fraction": paired_fraction is not None}
+        refused = [option for option, used in gan_only.items() if used]
+        if refused:  # they were ignored: a x2 asked for, a denoiser trained
+            raise LowdoseError(f"{refused[0]}: gan-circle/cyclegan only, not {model}")
         from lowdose.training.denoising import load_preset, train_denoiser
 
         trainer = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size,

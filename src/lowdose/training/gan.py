@@ -1525,6 +1525,22 @@ def load_gan_init(family: Any, init: Any) -> None:
     family.init_source = f"{init} (generator only)"
 
 
+def default_data_root() -> str:
+    """Where a GAN preset's training ``sets`` are found when it names no ``data_root``: the
+    ``LOWDOSE_SHARED_DATA`` environment variable, else ``shared/data`` beside the project's
+    checkout (as the benchmarks look for it).
+
+    Example:
+        >>> default_data_root().endswith("data")
+        True
+    """
+    import os
+    from pathlib import Path
+
+    return os.environ.get("LOWDOSE_SHARED_DATA") or str(
+        Path(__file__).resolve().parents[3].parent / "shared" / "data")
+
+
 def train_gan(
     preset: str,
     out: Any,
@@ -1582,7 +1598,10 @@ def train_gan(
         load_gan_init(family, init)
     scale = int(model.get("scale", 1))
     out.mkdir(parents=True, exist_ok=True)
-    cache = Path(data.cache) if data.cache else out / f"pool-x{scale}.safetensors"
+    pool_name = f"pool-x{scale}.safetensors"
+    cache = Path(data.cache) if data.cache else out / pool_name
+    if data.cache and not data.cache.endswith(".safetensors"):  # a folder (--cache): pools
+        cache = cache / pool_name  # of several scales may share it
     if cache.is_file():
         pool = SlicePool.load(cache)
         _check_cached_pool(cache, pool.info, data, scale, out, run_config)
@@ -1593,11 +1612,15 @@ def train_gan(
             raise LowdoseError(f"{cache}: cached pool was simulated with another calibration of "
                                "the physics; delete it")
     else:
-        root = data.data_root
-        if root is None:
-            root = str(Path(__file__).resolve().parents[3].parent / "shared" / "data")
-        if not data.paths and not Path(root).is_dir():
-            raise LowdoseError(f"{root}: training data folder not found (set data.data_root)")
+        root = data.data_root or default_data_root()
+        if not data.paths:
+            sets = ", ".join(data.sets)
+            if not all((Path(root) / name).is_dir() for name in data.sets):
+                raise LowdoseError(
+                    f"{root}: the preset's training sets ({sets}) are not there; give --data "
+                    "(full-dose CT files or folders), or data.data_root in a preset of yours")
+            if say is not None:  # no --data: say whose data trains, it is not the user's
+                say(f"no --data: training on the preset's sets ({sets}) under {root}")
         pool = build_slice_pool(root, tuple(data.sets), data.dose, scale, data.method,
                                 data.slice_size, trainer_cfg.seed, paths=data.paths,
                                 relative_dose=data.relative_dose, split=data.split)
@@ -1722,9 +1745,11 @@ def train_gan_cli(
     init: str | None = None,
     threads: int | None = None,
     say: Any = None,
+    cache: str | None = None,
 ) -> Any:
     """``lowdose train denoiser --model gan-circle|cyclegan``: the CLI options as overrides
-    (``say``: told the run's split, :func:`train_gan`).
+    (``say``: told the run's data and split, :func:`train_gan`; ``cache``: a folder for the
+    slice pool).
 
     ``preset`` is a GAN preset name or YAML (see :func:`gan_preset_name` for ``cpu`` / ``gpu``).
     ``data`` lists full-dose CT paths (default: the real full-dose sets of ``../shared/data``).
@@ -1741,7 +1766,8 @@ def train_gan_cli(
     if seed is not None:  # one seed for the whole run: the networks' start as well as the data
         model_over["seed"] = seed
     data_over = {k: v for k, v in {"paths": data or None, "dose": dose, "method": method,
-                                   "relative_dose": relative_dose, "split": split}.items()
+                                   "relative_dose": relative_dose, "split": split,
+                                   "cache": cache}.items()
                  if v is not None}
     trainer_over = {k: v for k, v in {"max_steps": steps, "batch_size": batch_size, "seed": seed,
                                       "device": device}.items() if v is not None}
