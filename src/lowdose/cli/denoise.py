@@ -76,8 +76,7 @@ def denoise_path(
     """
     from lowdose.cli.jobs import input_jobs
     from lowdose.errors import OnceEach
-    from lowdose.io import write_ct
-    from lowdose.io.read import check_writable, from_series_folder
+    from lowdose.io.outputs import SkippedInputs
     from lowdose.models.loading import (
         DEFAULT_DENOISER,
         load_denoiser,
@@ -95,26 +94,44 @@ def denoise_path(
                                                      settings or []))
     written = []
     say = OnceEach(warn)
+    # Several inputs (a tree, --series all): a bad one is skipped, the others written.
+    skipped = SkippedInputs(len(jobs), Path(dst), warn) if len(jobs) > 1 else None
     for out, read in jobs:
-        image = read()
-        check_writable(image, out, folder_if_unknown=from_series_folder(image))  # before work
-        planes = along == "axial" and image.orientation not in (None, "axial")
-        notes = [denoiser.pixel_size_note(image.pixel_size_mm)]
-        if planes:
-            notes.append(_axial_planes_note(image))
-        elif note := denoiser.plane_note(image.orientation):
-            can_turn = image.is_volume and image.orientation in ("coronal", "sagittal")
-            notes.append(note + ("; or denoise this volume along its axial planes: --along "
-                                 "axial" if can_turn else ""))
-        say(notes)
-        if planes:
-            restored = denoise_along_axial(denoiser, image, batch_size, progress)
-        else:
-            restored = denoiser.denoise_image(image, batch_size=batch_size, progress=progress)
-        written.append(write_ct(restored, out, description=f"lowdose {denoiser.name}",
-                                folder_if_unknown=from_series_folder(image)))
+        try:
+            written.append(_denoise_one(denoiser, read, out, along, batch_size, progress, say))
+        except LowdoseError as exc:
+            if skipped is None:
+                raise
+            skipped.add(exc)
+    if skipped is not None:
+        skipped.finish()
     return written
 
+
+def _denoise_one(denoiser: Denoiser, read: Callable[[], CTImage], out: Path, along: str,
+                 batch_size: int, progress: bool, say: Callable[[list[str | None]], None]
+                 ) -> Path:
+    """Read one input, denoise it and write it to ``out``; the written path."""
+    from lowdose.io import write_ct
+    from lowdose.io.read import check_writable, from_series_folder
+
+    image = read()
+    check_writable(image, out, folder_if_unknown=from_series_folder(image))  # before work
+    planes = along == "axial" and image.orientation not in (None, "axial")
+    notes = [denoiser.pixel_size_note(image.pixel_size_mm)]
+    if planes:
+        notes.append(_axial_planes_note(image))
+    elif note := denoiser.plane_note(image.orientation):
+        can_turn = image.is_volume and image.orientation in ("coronal", "sagittal")
+        notes.append(note + ("; or denoise this volume along its axial planes: --along "
+                             "axial" if can_turn else ""))
+    say(notes)
+    if planes:
+        restored = denoise_along_axial(denoiser, image, batch_size, progress)
+    else:
+        restored = denoiser.denoise_image(image, batch_size=batch_size, progress=progress)
+    return write_ct(restored, out, description=f"lowdose {denoiser.name}",
+                    folder_if_unknown=from_series_folder(image))
 
 ALONG = ("slices", "axial")
 

@@ -1,10 +1,14 @@
-"""What ``denoise`` and ``upscale`` share: the images one input names."""
+"""What ``denoise`` and ``upscale`` share: the images one input names (where their outputs may
+go: :mod:`lowdose.io.outputs`, which ``simulate`` shares)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from lowdose.errors import LowdoseError
+from lowdose.io.outputs import check_outputs, refuse_output_inside_input
 
 if TYPE_CHECKING:
     from lowdose.image import CTImage
@@ -15,18 +19,20 @@ def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None
     """``(output, read)`` pairs: one for a file or a DICOM series, one per image in a folder or
     folder tree of images without DICOM (NIfTI, npy, PNG/JPEG; written under ``dst`` with the
     same relative names and class folders, JPEG as PNG), one per series with ``series="all"``
-    (``dst/<series name>/``).
+    (``dst/<series name>/``). The outputs of several are checked now (names, a folder that can
+    be written), and older files under ``dst`` that the run will not write are warned about.
 
     Raises:
-        LowdoseError: ``src`` does not exist, or ``dst`` is ``src`` (never written over).
+        LowdoseError: ``src`` does not exist, or ``dst`` is ``src``, lies inside it (symlinks
+            resolved), or inside the folder of a DICOM file's own series.
 
     Example:
         >>> jobs = input_jobs(Path("pngs"), Path("out"), None, None)  # doctest: +SKIP
         >>> [out.name for out, _ in jobs]  # doctest: +SKIP
         ['a.png', 'b.png']
     """
-    from lowdose.errors import LowdoseError
     from lowdose.io import read_ct
+    from lowdose.io.atomic import check_output_place
     from lowdose.io.formats.dicom import DICOM_SUFFIXES
     from lowdose.io.read import ALL_SERIES, IMAGE_FILE_SUFFIXES, each_series, written_name
 
@@ -34,8 +40,12 @@ def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None
         raise LowdoseError(f"{src}: no such file or folder")
     if dst.resolve() == src.resolve():
         raise LowdoseError(f"{dst}: output would overwrite the input")
+    refuse_output_inside_input(src, dst)
+    check_output_place(dst)  # a name too long, a folder not writable: said before the work
     if series == ALL_SERIES:
-        return [(dst / name, read) for name, read in each_series(src)]
+        jobs = [(dst / name, read) for name, read in each_series(src)]
+        check_outputs(dst, [out for out, _ in jobs], folders=True)
+        return jobs
 
     def reader(path: Path) -> Callable[[], CTImage]:
         return lambda: read_ct(path, series=series, npy_scale=npy_scale)
@@ -43,7 +53,9 @@ def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None
     if src.is_dir() and series is None:
         images = _image_tree(src, IMAGE_FILE_SUFFIXES, DICOM_SUFFIXES)
         if images:
-            return [(dst / written_name(p.relative_to(src)), reader(p)) for p in images]
+            jobs = [(dst / written_name(p.relative_to(src)), reader(p)) for p in images]
+            check_outputs(dst, [out for out, _ in jobs])
+            return jobs
     return [(dst, reader(src))]
 
 

@@ -77,7 +77,7 @@ def simulate(
         input, output, dose_list, method=method, seed=seed,
         calibration=calibration, window=hu_window, npy_scale=npy_scale,
         series=series, pixel_size_mm=pixel_size, relative_dose=relative_dose, device=device,
-        progress=True,
+        progress=True, per_dose_folders=doses is not None,  # as --help says, even for one dose
     )
     say_written(written, output)
 

@@ -68,6 +68,7 @@ def upscale_path(
     from lowdose.cli.jobs import input_jobs
     from lowdose.errors import OnceEach
     from lowdose.io import write_ct
+    from lowdose.io.outputs import SkippedInputs
     from lowdose.io.read import check_writable, from_series_folder
     from lowdose.models.gan_circle import load_upscaler
 
@@ -75,13 +76,23 @@ def upscale_path(
     upscaler = load_upscaler(model, scale=scale, device=device, precision=precision)
     written = []
     say = OnceEach(warn)
+    # Several inputs (a tree, --series all): a bad one is skipped, the others written.
+    skipped = SkippedInputs(len(jobs), Path(dst), warn) if len(jobs) > 1 else None
     for out, read in jobs:
-        image = read()
-        check_writable(image, out, folder_if_unknown=from_series_folder(image))  # before work
-        say([upscaler.pixel_size_note(image.pixel_size_mm), upscaler.plane_note(image.orientation)])
-        image = upscaler.upscale_image(image, batch_size=batch_size, progress=progress)
-        written.append(write_ct(image, out, description=f"lowdose gan-circle x{scale}",
-                                folder_if_unknown=from_series_folder(image)))
+        try:
+            image = read()
+            check_writable(image, out, folder_if_unknown=from_series_folder(image))  # first
+            say([upscaler.pixel_size_note(image.pixel_size_mm),
+                 upscaler.plane_note(image.orientation)])
+            image = upscaler.upscale_image(image, batch_size=batch_size, progress=progress)
+            written.append(write_ct(image, out, description=f"lowdose gan-circle x{scale}",
+                                    folder_if_unknown=from_series_folder(image)))
+        except LowdoseError as exc:
+            if skipped is None:
+                raise
+            skipped.add(exc)
+    if skipped is not None:
+        skipped.finish()
     return written
 
 

@@ -63,12 +63,20 @@ class Writer(ABC):
 
     def check(self, n_slices: int, path: Path) -> None:
         """Raise :class:`LowdoseError` if an image of ``n_slices`` cannot be written to
-        ``path``; :meth:`write` calls it, and a command before it spends time making the image.
+        ``path``: a volume into a one-slice format, a name too long for the file system, a
+        folder this process may not write (:func:`lowdose.io.atomic.check_output_place`).
+        :meth:`write` calls it, and a command before it spends time making the image.
+
+        Example:
+            >>> from lowdose.io.formats.nifti import NiftiWriter
+            >>> NiftiWriter().check(3, Path("out/ct.nii.gz"))  # fine: nothing raised
         """
         from lowdose.errors import LowdoseError
+        from lowdose.io.atomic import check_output_place
 
         one_file = path.name.lower().endswith(self.one_slice_suffixes) and not path.is_dir()
         if one_file and n_slices != 1:
             raise LowdoseError(
                 f"{path}: a {path.suffix} file holds one slice, the image has {n_slices}; write "
                 "a .nii.gz or a folder (a DICOM series), or one slice at a time")
+        check_output_place(path)

@@ -183,8 +183,10 @@ def source_dose_scale(method: str, dose: float, relative_dose: bool = False) -> 
 
 def simulate_image(image: CTImage, dose: float, simulator: LowDoseSimulator, seed: int,
                    device: str | torch.device | None = None,
-                   pixel_size_mm: float | None = None) -> np.ndarray:
-    """Low-dose HU pixels ``(N, H, W)`` of ``image`` at ``dose``, seeded by ``seed``.
+                   pixel_size_mm: float | None = None,
+                   progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Low-dose HU pixels ``(N, H, W)`` of ``image`` at ``dose``, seeded by ``seed``;
+    ``progress`` is called with the number of slices done after each batch.
 
     Values below -1024 HU are read as air first. A simulator with a ``pixel_size_mm`` (the
     projection physics) is given the image's pixel size (else ``pixel_size_mm``, else its own
@@ -212,7 +214,8 @@ def simulate_image(image: CTImage, dose: float, simulator: LowDoseSimulator, see
         # unknown spacing: the given size, else the simulator's stated default
         simulator.pixel_size_mm = image.pixel_size_mm or pixel_size_mm
         simulator.slice_thickness_mm = _slice_thickness(image)
-    return simulate_low_dose(hu, dose, seed=seed, device=device, simulator=simulator)
+    return simulate_low_dose(hu, dose, seed=seed, device=device, simulator=simulator,
+                             progress=progress)
 
 
 def simulated_geometry(image: CTImage, simulator: LowDoseSimulator,
@@ -263,11 +266,17 @@ def simulate_path(
     relative_dose: bool = False,
     device: str | None = None,
     progress: bool = True,
+    per_dose_folders: bool | None = None,
 ) -> list[Path]:
     """Simulate ``doses`` for everything under ``source`` and write it under ``output``.
 
     One dose: ``output`` is the output file (or series folder, or dataset folder). Several
-    doses: ``output`` is a folder holding ``dose-<d>/`` with one tree per dose.
+    doses, or ``per_dose_folders`` (``--doses``, even of one dose): ``output`` is a folder
+    holding ``dose-<d>/`` with one tree per dose, each file in its input's format.
+
+    Outputs are checked before the work (names, a folder that can be written, a series folder
+    that may be replaced); in a tree, an input that fails is skipped with a warning and the
+    others written, then one error counts the failed ones.
 
     Args:
         source: a file, a DICOM series folder, or a folder tree of images (class folders).
@@ -289,15 +298,23 @@ def simulate_path(
         relative_dose: ``projection``: each dose is a fraction of each slice's own dose, read
             from its noise, not of the calibration's full dose.
         device: torch device (default: a GPU when present).
-        progress: show a progress bar.
+        progress: show a progress bar (in slices for one input or DICOM series, else in
+            images).
+        per_dose_folders: write ``dose-<d>/`` folders (default: with several doses).
 
     Returns:
         The paths written.
+
+    Example:
+        >>> simulate_path("fd.nii.gz", "ld", [0.1], per_dose_folders=True)  # doctest: +SKIP
+        [PosixPath('ld/dose-0.1/fd.nii.gz')]
     """
     from lowdose.device import pick_device
     from lowdose.io import read_ct, write_ct
+    from lowdose.io.atomic import check_output_place
     from lowdose.io.formats.dicom import DOSE_SCALE
-    from lowdose.io.read import written_name
+    from lowdose.io.outputs import SkippedInputs, check_outputs, refuse_output_inside_input
+    from lowdose.io.read import check_writable, written_name
     from lowdose.physics.api import build_simulator, relative_dose_options
 
     source, output = Path(source), Path(output)
@@ -306,9 +323,12 @@ def simulate_path(
         raise LowdoseError("--dose: give at least one dose")
     if len(set(doses)) != len(doses):
         raise LowdoseError(f"--doses: repeated dose in {doses}")
+    per_dose = len(doses) > 1 if per_dose_folders is None else per_dose_folders
     src, out = source.resolve(), output.resolve()
     if out == src or src in out.parents or (source.is_dir() and out in src.parents):
         raise LowdoseError(f"{output}: the output must not be the input or inside it (or hold it)")
+    if source.exists():
+        refuse_output_inside_input(source, output)  # symlinks' folders, a DICOM file's series
     options: dict[str, Any] = {}
     if calibration is not None:
         if method != "projection":
@@ -317,9 +337,25 @@ def simulate_path(
     if relative_dose:
         options.update(relative_dose_options(method, "--relative-dose"))
     jobs = plan_jobs(source, series)
-    many = len(jobs) > 1 or jobs[0].is_series or len(doses) > 1
+    many = len(jobs) > 1 or jobs[0].is_series or per_dose
     if many and output.exists() and not output.is_dir():
         raise LowdoseError(f"{output}: expected a folder (a series, a dataset or several doses)")
+
+    def dest_of(job: Job, dose: float) -> Path:
+        root = output / f"dose-{dose:g}" if per_dose else output
+        if job.is_series:
+            return root / job.relative
+        if len(jobs) == 1 and not per_dose:
+            return output
+        return root / written_name(job.relative)
+
+    if len(jobs) > 1 or per_dose:  # a tree of outputs: checked, and older files said, now
+        check_outputs(output, [dest_of(job, d) for job in jobs for d in doses],
+                      folders=any(job.is_series for job in jobs),
+                      # other doses' folders of an earlier run are that run's, not strays
+                      expected=lambda rel: per_dose and rel.parts[0].startswith("dose-"))
+    else:
+        check_output_place(output)  # a name too long, a folder not writable: before the work
     target = pick_device(device)
     simulator = build_simulator(method, **options)
     reads: dict[str, Any] = {"window": window}
@@ -328,46 +364,66 @@ def simulate_path(
     if series is not None:
         reads["series"] = series
 
-    bar = None
+    # One input or DICOM series: a bar in slices (a long series moves); a tree: one in images.
+    in_slices = len(jobs) == 1 or any(job.is_series for job in jobs)
+    bar: Any = None
     written: list[Path] = []
     planes_said: set[str] = set()
+    skipped = SkippedInputs(len(jobs), output) if len(jobs) > 1 else None
+
+    def _simulate_job(job: Job) -> None:
+        """Read, check, simulate and write one input at every dose."""
+        nonlocal bar
+        image = job.read() if job.read is not None else read_ct(job.source, **reads)
+        for dose in doses:  # every output of this input checked before its work
+            check_writable(image, dest_of(job, dose), folder_if_unknown=job.is_series)
+        note = projection_plane_note(image, method)
+        if note and note not in planes_said:  # once per plane, before the bar is drawn
+            planes_said.add(note)
+            warnings.warn(f"{image.metadata.get('source', 'input')}: {note}", stacklevel=3)
+        if progress and bar is None:
+            # Drawn once the first input reads, so an unreadable one is one error line alone.
+            from tqdm import tqdm
+
+            bar = tqdm(total=image.n_slices * len(doses) if in_slices else len(jobs) * len(doses),
+                       desc=f"simulate {method}", unit="slice" if in_slices else "image")
+        elif bar is not None and in_slices:  # each further series' slices, once it is read
+            bar.total += image.n_slices * len(doses)
+            bar.refresh()
+        win = stated_window(image, job.source, window)
+        for dose in doses:
+            low = simulate_image(image, dose, simulator, job_seed(seed, job.relative, dose),
+                                 device=target, pixel_size_mm=pixel_size_mm,
+                                 progress=bar.update if bar is not None and in_slices else None)
+            meta = {"simulated_dose": dose, "simulator": method, "simulation_seed": seed,
+                    DOSE_SCALE: source_dose_scale(method, dose, relative_dose)}
+            # An input without a pixel size (npy, PNG) gets the one simulated with, so the
+            # output's geometry matches its noise.
+            geometry = simulated_geometry(image, simulator, pixel_size_mm)
+            meta.update(geometry.pop("metadata", {}))
+            result = image.with_pixels(low, metadata=meta, **geometry)
+            written.append(write_ct(
+                result, dest_of(job, dose), window=win,
+                description=f"lowdose {method} dose {dose:g}",
+                folder_if_unknown=job.is_series,  # dose-0.5/ is a folder, not a '.5' file
+            ))
+            if bar is not None and not in_slices:
+                bar.update(1)
+
     try:
         for job in jobs:
-            image = job.read() if job.read is not None else read_ct(job.source, **reads)
-            note = projection_plane_note(image, method)
-            if note and note not in planes_said:  # once per plane, before the bar is drawn
-                planes_said.add(note)
-                warnings.warn(f"{image.metadata.get('source', 'input')}: {note}", stacklevel=2)
-            if progress and bar is None:
-                # Drawn once the first input reads, so an unreadable one is one error line alone.
-                from tqdm import tqdm
-
-                bar = tqdm(total=len(jobs) * len(doses), desc=f"simulate {method}", unit="image")
-            win = stated_window(image, job.source, window)
-            for dose in doses:
-                low = simulate_image(image, dose, simulator, job_seed(seed, job.relative, dose),
-                                     device=target, pixel_size_mm=pixel_size_mm)
-                dest_root = output if len(doses) == 1 else output / f"dose-{dose:g}"
-                if job.is_series:
-                    dest = dest_root / job.relative
-                elif len(jobs) == 1 and len(doses) == 1:
-                    dest = output
-                else:
-                    dest = dest_root / written_name(job.relative)
-                meta = {"simulated_dose": dose, "simulator": method, "simulation_seed": seed,
-                        DOSE_SCALE: source_dose_scale(method, dose, relative_dose)}
-                # An input without a pixel size (npy, PNG) gets the one simulated with, so the
-                # output's geometry matches its noise.
-                geometry = simulated_geometry(image, simulator, pixel_size_mm)
-                meta.update(geometry.pop("metadata", {}))
-                result = image.with_pixels(low, metadata=meta, **geometry)
-                written.append(write_ct(
-                    result, dest, window=win, description=f"lowdose {method} dose {dose:g}",
-                    folder_if_unknown=job.is_series,  # dose-0.5/ is a folder, not a '.5' file
-                ))
-                if bar is not None:
-                    bar.update(1)
+            try:
+                _simulate_job(job)
+            except LowdoseError as exc:
+                if skipped is None:
+                    raise
+                skipped.add(exc)
+                if bar is not None and not in_slices:
+                    bar.n = min(bar.n + len(doses), bar.total)  # its images count as done
+                    bar.refresh()
     finally:
         if bar is not None:
             bar.close()
+    if skipped is not None:
+        skipped.finish()
     return written

@@ -26,7 +26,12 @@ import numpy as np
 
 from lowdose.errors import LowdoseError
 from lowdose.image import CTImage, plane_of
-from lowdose.io.atomic import atomic_path, current_umask
+from lowdose.io.atomic import (
+    atomic_path,
+    current_umask,
+    remove_stale_temps,
+    temp_name_parts,
+)
 from lowdose.io.base import readers, writers
 from lowdose.io.formats.common import (
     FormatReader,
@@ -1315,31 +1320,42 @@ def _save(ds: Any, path: Path) -> None:
 
 @contextlib.contextmanager
 def _atomic_folder(target: Path) -> Iterator[Path]:
-    """A temporary folder beside ``target`` that replaces it on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    """A temporary folder beside ``target`` that replaces it on success; the temporary
+    folders of earlier, killed writes of ``target`` are removed then."""
     try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "series")
-        # mkdtemp makes 0700 folders; give the series the usual permissions, as atomic_path
-        # gives files.
-        os.chmod(tmp, 0o777 & ~current_umask())
-        os.replace(tmp, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        prefix, _ = temp_name_parts(target, folder=True)
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    except OSError as exc:  # named as the user named it, not by a hidden temporary name
+        raise LowdoseError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    try:
+        try:
+            yield tmp
+            old = None
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=prefix.removesuffix("partial-") + "old-",
+                                            dir=target.parent))
+                os.replace(target, old / "series")
+            # mkdtemp makes 0700 folders; give the series the usual permissions, as
+            # atomic_path gives files.
+            os.chmod(tmp, 0o777 & ~current_umask())
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise LowdoseError(f"{target}: cannot write ({exc.strerror or exc})") from exc
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        remove_stale_temps(target, folder=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _check_replaceable(path: Path) -> None:
-    """An existing output folder may be replaced only when it holds a series lowdose wrote."""
+    """An existing output folder may be replaced only when it holds a series lowdose wrote
+    (hidden files beside it, a Mac's ``.DS_Store``, go with the folder it replaces)."""
     if not path.is_dir():
         raise LowdoseError(f"{path}: exists and is not a folder")
-    entries = list(path.iterdir())
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
     others = [p for p in entries if not (p.is_file() and p.name.lower().endswith(".dcm"))]
     if others:
         raise LowdoseError(
@@ -1369,6 +1385,15 @@ class DicomWriter(FormatWriter):
 
     suffixes = (".dcm",)
     one_slice_suffixes = (".dcm",)
+
+    def check(self, n_slices: int, path: Path) -> None:
+        """:meth:`Writer.check`, and an existing series folder at ``path`` must be one lowdose
+        wrote (else refused now, before the work, not when writing)."""
+        super().check(n_slices, path)
+        path = Path(path)
+        one_file = path.suffix.lower() == ".dcm" and not path.is_dir()
+        if not one_file and path.exists():
+            _check_replaceable(path)
 
     def write(self, image: CTImage, path: Path) -> Path:
         path = Path(path)

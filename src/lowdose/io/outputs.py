@@ -1,0 +1,164 @@
+"""Where a run's outputs may go, checked before the work, and a run over many inputs that goes
+on past a bad one: what ``denoise``, ``upscale`` and ``simulate`` share about their outputs."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from lowdose.errors import LowdoseError
+
+
+def refuse_output_inside_input(src: Path, dst: Path) -> None:
+    """Raise when ``dst`` lies in an input folder: inside ``src`` (a rerun would read its own
+    outputs as inputs), inside the folder a symlink under ``src`` leads to, or, for a DICOM
+    file, inside the folder of its series (a second series mixed into it).
+
+    Example:
+        >>> refuse_output_inside_input(Path("pngs"), Path("pngs/restored"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        LowdoseError: pngs/restored: is inside the input folder pngs; write next to it
+    """
+    out = dst.resolve()
+    if src.is_dir():
+        folders = _input_folders(src)
+        for folder in folders:
+            if out == folder or folder in out.parents:
+                where = ("the input folder" if folder == folders[0]
+                         else "a folder the input's symlinks lead to,")
+                raise LowdoseError(f"{dst}: is inside {where} {folder}; write next to it, not "
+                                   "into it (a rerun would read the outputs as inputs)")
+        return
+    folder = src.resolve().parent
+    if folder in out.parents and _holds_other_dicom(folder, src.resolve()):
+        raise LowdoseError(
+            f"{dst}: is inside the folder of the input's DICOM series ({folder}); a derived "
+            "series there mixes with it; write next to that folder")
+
+
+def _input_folders(src: Path) -> list[Path]:
+    """``src`` resolved, and the folders its symlinks (to files or folders) lead to."""
+    folders = [src.resolve()]
+    for path in src.rglob("*"):
+        if path.is_symlink() and path.exists():
+            target = path.resolve()
+            folder = target if target.is_dir() else target.parent
+            if folder not in folders:
+                folders.append(folder)
+    return folders
+
+
+def _holds_other_dicom(folder: Path, file: Path) -> bool:
+    """Whether ``folder`` holds a DICOM file besides ``file`` (by suffix, else by content)."""
+    from lowdose.io.formats.common import sniff
+    from lowdose.io.formats.dicom import DICOM_SUFFIXES
+
+    if not (file.name.lower().endswith(DICOM_SUFFIXES) or _sniffed(file, sniff) == "dicom"):
+        return False
+    for path in folder.iterdir():
+        if path.name.startswith(".") or not path.is_file() or path.resolve() == file:
+            continue
+        if path.name.lower().endswith(DICOM_SUFFIXES) or _sniffed(path, sniff) == "dicom":
+            return True
+    return False
+
+
+def _sniffed(path: Path, sniff: Callable[[Path], str | None]) -> str | None:
+    try:
+        return sniff(path)
+    except LowdoseError:  # unreadable: not counted
+        return None
+
+
+def check_outputs(root: Path, outputs: list[Path], folders: bool = False,
+                  expected: Callable[[Path], bool] | None = None) -> None:
+    """Before a run over many inputs: each output's name and folder can be written
+    (:func:`lowdose.io.atomic.check_output_place`), and a warning where ``root`` already holds
+    files the run will not write (an older run's: they stay, mixed with the new outputs).
+    ``folders``: each output is a folder (a series), all the files under it its own;
+    ``expected``: older files (by their path under ``root``) that are no strays.
+
+    Raises:
+        LowdoseError: ``root`` is a file, or an output cannot be written.
+
+    Example:
+        >>> check_outputs(Path("out"), [Path("out/a/1.png")])  # doctest: +SKIP
+    """
+    from lowdose.io.atomic import check_output_place
+
+    if root.exists() and not root.is_dir():
+        raise LowdoseError(f"{root}: exists and is not a folder; a tree of outputs needs one")
+    for out in outputs:
+        check_output_place(out)
+    older = [p for p in older_files(root, outputs, folders)
+             if expected is None or not expected(p.relative_to(root))]
+    if older:
+        warnings.warn(
+            f"{root}: {len(older)} older file(s) this run does not write stay there (e.g. "
+            f"{older[0].relative_to(root).as_posix()}), mixed with its outputs; remove them or "
+            "write to a new folder", stacklevel=3)
+
+
+def older_files(root: Path, outputs: Iterable[Path], folders: bool = False) -> list[Path]:
+    """The files under ``root`` (hidden ones left out) that are none of ``outputs`` nor, with
+    ``folders``, inside one of them.
+
+    Example:
+        >>> older_files(Path("no-such-folder"), [])
+        []
+    """
+    if not root.is_dir():
+        return []
+    own = {os.path.normpath(p) for p in outputs}
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or path.is_dir():
+            continue
+        if os.path.normpath(path) in own:
+            continue
+        if folders and any(os.path.normpath(p) in own for p in path.parents):
+            continue
+        found.append(path)
+    return found
+
+
+class SkippedInputs:
+    """A run over several inputs goes on past one that fails (a half-copied or unreadable
+    file): each is warned about, and :meth:`finish` raises one error counting them.
+
+    Example:
+        >>> said = []
+        >>> skipped = SkippedInputs(3, Path("out"), said.append)
+        >>> skipped.add(LowdoseError("in/b0.png: empty file"))
+        >>> said
+        ['skipped in/b0.png: empty file']
+        >>> try:
+        ...     skipped.finish()
+        ... except LowdoseError as exc:
+        ...     print(exc)
+        1 of 3 inputs failed (first: in/b0.png: empty file); the other 2 were written under out
+    """
+
+    def __init__(self, total: int, root: Path, warn: Callable[[str], None] | None = None
+                 ) -> None:
+        self.total, self.root = total, root
+        self.warn = warn or (lambda m: warnings.warn(m, stacklevel=3))
+        self.failed: list[str] = []
+
+    def add(self, exc: LowdoseError) -> None:
+        """Record and warn about one failed input."""
+        self.failed.append(str(exc))
+        self.warn(f"skipped {exc}")
+
+    def finish(self) -> None:
+        """Raise :class:`LowdoseError` if any input failed."""
+        if not self.failed:
+            return
+        n, first = len(self.failed), self.failed[0]
+        if n == self.total:
+            raise LowdoseError(f"all {n} inputs failed (first: {first}); nothing written")
+        raise LowdoseError(f"{n} of {self.total} inputs failed (first: {first}); the other "
+                           f"{self.total - n} were written under {self.root}")
