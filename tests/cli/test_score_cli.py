@@ -40,6 +40,27 @@ def test_scores_a_noisy_image_by_tissue_and_writes_strict_json(tmp_path: Path, c
     assert same["rmse_hu"] == 0.0
 
 
+@pytest.mark.parametrize(("option", "target", "said"), [
+    ("--json", "fd.nii.gz", "--json {t}/fd.nii.gz: is an input"),
+    ("--json", "qd.nii.gz", "--json {t}/qd.nii.gz: is an input"),
+    ("--json", "fd.nii.gz/s.json", "fd.nii.gz is a file"),
+    ("--diff", "qd.nii.gz", "--diff {t}/qd.nii.gz: is an input"),
+    ("--json", "folder", "--json {t}/folder: is a folder"),
+])
+def test_an_output_over_an_input_or_misplaced_is_refused_before_scoring(
+        tmp_path: Path, capsys, option: str, target: str, said: str) -> None:
+    """--json fd.nii.gz wrote the scores' JSON text over the reference scan."""
+    write_ct(CTImage(_phantom(), spacing=(0.7, 0.7)), tmp_path / "fd.nii.gz")
+    write_ct(CTImage(_phantom() + 5, spacing=(0.7, 0.7)), tmp_path / "qd.nii.gz")
+    (tmp_path / "folder").mkdir()
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.nii.gz")}
+    rc, out, err = run(["score", str(tmp_path / "fd.nii.gz"), str(tmp_path / "qd.nii.gz"),
+                        option, str(tmp_path / target)], capsys)
+    assert_one_error_line(rc, err, said.format(t=tmp_path))
+    assert out == ""  # refused before the scoring
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.nii.gz")} == before
+
+
 def test_images_off_the_reference_grid_are_one_error_line(tmp_path: Path, capsys) -> None:
     ref = _phantom()
     write_ct(CTImage(ref, spacing=(0.7, 0.7)), tmp_path / "fd.nii.gz")

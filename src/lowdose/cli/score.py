@@ -34,6 +34,7 @@ def score(
 
     Example: lowdose score fd.nii.gz qd.nii.gz restored.nii.gz --json scores.json
     """
+    from lowdose.errors import LowdoseError
     from lowdose.evaluation.score import (
         display_window_notes,
         display_windows,
@@ -41,10 +42,19 @@ def score(
         score_images,
     )
     from lowdose.io.atomic import atomic_write_json
+    from lowdose.io.outputs import refuse_output_over_inputs
     from lowdose.io.read import read_ct_picking
     from lowdose.metrics.image import RANGES
 
     conventions = {name: [w.lo, w.hi] for name, w in RANGES.items()}
+    # Before the scoring: --json over an input wrote JSON text into the scan.
+    for out, option in ((json_out, "--json"), (diff, "--diff")):
+        if out is not None:
+            refuse_output_over_inputs(out, [reference, *images], option)
+    if diff is not None and diff.exists() and not diff.is_dir():
+        raise LowdoseError(f"--diff {diff}: is a file; give a folder for the difference images")
+    if json_out is not None and json_out.is_dir():
+        raise LowdoseError(f"--json {json_out}: is a folder; give a file name")
 
     hu_window = parse_window(window)
     ref = _read_reference(reference, window=hu_window, npy_scale=npy_scale,

@@ -162,3 +162,30 @@ class SkippedInputs:
             raise LowdoseError(f"all {n} inputs failed (first: {first}); nothing written")
         raise LowdoseError(f"{n} of {self.total} inputs failed (first: {first}); the other "
                            f"{self.total - n} were written under {self.root}")
+
+
+def refuse_output_over_inputs(out: Path, inputs: Iterable[Path], option: str = "") -> None:
+    """Before the work: raise when the output ``out`` is one of ``inputs`` or lies inside an
+    input folder (a report written over a scan, or into its series), or cannot be written
+    there (:func:`lowdose.io.atomic.check_output_place`: a file where a folder must be, a
+    folder this process may not write). ``option`` names the output in the message.
+
+    Example:
+        >>> refuse_output_over_inputs(Path("s.json"), [Path("fd.nii.gz")])
+        >>> refuse_output_over_inputs(Path("fd.nii.gz"), [Path("fd.nii.gz")], "--json")
+        Traceback (most recent call last):
+        ...
+        lowdose.errors.LowdoseError: --json fd.nii.gz: is an input; write it elsewhere
+    """
+    from lowdose.io.atomic import check_output_place
+
+    name = f"{option} {out}" if option else str(out)
+    target = out.resolve()
+    for source in inputs:
+        resolved = source.resolve()
+        if target == resolved:
+            raise LowdoseError(f"{name}: is an input; write it elsewhere")
+        if source.is_dir() and resolved in target.parents:
+            raise LowdoseError(f"{name}: is inside the input folder {source}; write it "
+                               "elsewhere")
+    check_output_place(out)
