@@ -146,6 +146,20 @@ def test_train_classifier_bare_resume_takes_the_runs_data_and_options(tmp_path, 
     assert "DATA: give the class-folder dataset" in capsys.readouterr().err
 
 
+def test_train_classifier_out_inside_the_data_is_refused(tmp_path, capsys) -> None:
+    """--out data/train wrote checkpoints into the train split: the audit then failed on a
+    class folder 'checkpoints'."""
+    from lowdose.io.phantom import write_phantom_dataset
+
+    data = tmp_path / "data"
+    write_phantom_dataset(data, 12, size=32, seed=0)
+    before = sorted(data.rglob("*"))
+    assert main(["train", "classifier", str(data), "--out", str(data / "train"),
+                 "--quiet"]) == 2
+    assert "is inside the data folder" in capsys.readouterr().err
+    assert sorted(data.rglob("*")) == before
+
+
 def test_train_classifier_cli_patience_continues_an_early_stop(tmp_path, capsys) -> None:
     """A run that stopped early is finished for --resume at its patience; a larger --patience
     trains on. A patience below 1 is one clear error."""

@@ -164,7 +164,8 @@ def test_gan_options_are_refused_where_they_were_ignored(
     assert main([*base, str(tmp_path / "b"), "--preset", str(preset),
                  "--paired-fraction", "0.5"]) == 2
     assert "--paired-fraction: gan-circle/cyclegan only" in capsys.readouterr().err
-    assert main(["train", "denoiser", "--model", "gan-circle", "--pairs", str(tmp_path),
+    (tmp_path / "pairs").mkdir()
+    assert main(["train", "denoiser", "--model", "gan-circle", "--pairs", str(tmp_path / "pairs"),
                  "--out", str(tmp_path / "c")]) == 2
     assert "--pairs: supervised models only; gan-circle trains on full-dose --data" in \
         capsys.readouterr().err
@@ -183,6 +184,21 @@ def test_a_gan_without_data_names_the_sets_it_lacks(
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "nowhere: the preset's training sets (chest-ct-dicom, " in err and "give --data" in err
+
+
+def test_a_run_folder_inside_the_data_folder_is_refused(
+        setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--out data/run was taken: the next run on data/ read the cached low-dose draws as
+    full-dose slices (12 train where there were 3)."""
+    data, preset = setup
+    folder = tmp_path / "scanner"
+    folder.mkdir()
+    shutil.copy(data, folder / "fd.nii.gz")
+    assert main(["train", "denoiser", "--data", str(folder), "--preset", str(preset),
+                 "--steps", "1", "--out", str(folder / "run")]) == 2
+    assert f"--out {folder / 'run'}: is inside the data folder {folder}" in \
+        capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["fd.nii.gz"]
 
 
 def test_bad_arguments(setup: tuple[Path, Path], tmp_path: Path,

@@ -119,6 +119,27 @@ def resume_options(command: str, values: dict[str, Any], typed: Iterable[str],
     return merged
 
 
+def refuse_out_in_data(out: Path, sources: list[Any]) -> None:
+    """Raise when the run folder ``out`` lies inside a data folder among ``sources`` (paths,
+    lists of them, or ``None``): the run's checkpoints and cached low-dose draws would be read
+    as data by the next run on that folder (a classifier's as a class folder).
+
+    Example:
+        >>> refuse_out_in_data(Path("runs/u"), [["ct/"], None])
+    """
+    from lowdose.errors import LowdoseError
+
+    target = out.resolve()
+    for source in sources:
+        for spec in source if isinstance(source, list | tuple) else [source]:
+            folder = Path(spec) if spec is not None else None
+            if folder is not None and folder.is_dir() and (
+                    target == folder.resolve() or folder.resolve() in target.parents):
+                raise LowdoseError(f"--out {out}: is inside the data folder {spec}; its "
+                                   "checkpoints and cached draws would be read as data by the "
+                                   "next run; put the run elsewhere")
+
+
 def _plain(value: Any) -> Any:
     """``value`` as JSON holds it (paths as strings, tuples as lists)."""
     return json.loads(json.dumps(value, default=str))
@@ -160,12 +181,14 @@ def resumable(command: str, updatable: Iterable[str] = ()) -> Callable[[Callable
             out = Path(kwargs["out"])
             record, created = out / COMMAND_FILE, not out.exists()
             before = record.read_text() if record.is_file() else None
-            merged = resume_options(command, kwargs, typed, updatable,
-                                    say=lambda line: typer.echo(line, err=True))
-            for name in paths:  # JSON holds a path as a string
-                if merged.get(name) is not None and not isinstance(merged[name], Path):
-                    merged[name] = Path(merged[name])
+            merged = dict(kwargs)
             try:
+                merged = resume_options(command, kwargs, typed, updatable,
+                                        say=lambda line: typer.echo(line, err=True))
+                for name in paths:  # JSON holds a path as a string
+                    if merged.get(name) is not None and not isinstance(merged[name], Path):
+                        merged[name] = Path(merged[name])
+                refuse_out_in_data(out, [merged.get(name) for name in ("data", "pairs")])
                 return func(**merged)
             except BaseException as exc:
                 if latest_checkpoint(out) is None:
