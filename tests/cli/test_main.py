@@ -193,3 +193,11 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path: Path) -> None:
     assert err.strip().splitlines()[-1] == "error: terminated (SIGTERM)"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "in.nii.gz", "sleepy_plugin.py", "started"]
+
+
+def test_debug_after_the_command_is_taken(tmp_path, capsys) -> None:
+    """`lowdose simulate a b --debug` printed a traceback of 'No such option: --debug'."""
+    with pytest.raises(Exception) as raised:  # --debug: the error itself, not one line
+        run(["simulate", str(tmp_path / "none.nii.gz"), str(tmp_path / "x.nii.gz"), "--debug"],
+            capsys)
+    assert "no such file" in str(raised.value) and "No such option" not in str(raised.value)

@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if debug:  # the app's option, taken anywhere: after a command it was an unknown option
+        argv = ["--debug", *(a for a in argv if a != "--debug")]
     with warnings.catch_warnings(), _terminate_as_interrupt(from_shell):
         if from_shell and not debug:
             warnings.showwarning = _show_warning
