@@ -214,7 +214,7 @@ def register(app: typer.Typer) -> None:
         along: str = typer.Option(
             "slices", "--along", help="slices: denoise each slice as stored; axial: a coronal "
             "or sagittal volume along its axial planes, as CT noise is made (reformats denoised "
-            "slice by slice lose 1-2.5 dB; see the README)."),
+            "slice by slice lose 1-3.1 dB; see the README)."),
         settings: list[str] | None = typer.Option(
             None, "--set", help="BM3D and TV: a setting KEY=VALUE (repeatable; --list names "
             "them), e.g. --set sigma_hu=40 (a fixed strength in HU instead of one read from "

@@ -171,10 +171,11 @@ class Denoiser(ABC):
             >>> tv.plane_note("axial") is None, tv.plane_note("coronal")[:28]
             (True, 'tv: these slices are coronal')
         """
-        # The 1.0-2.5 dB: benchmarks/denoise_orientation.py (session 32), every denoiser.
+        # The 1.0-3.1 dB: benchmarks/denoise_orientation.py (session 32; BM3D and TV rerun in
+        # session 34), every denoiser.
         return reformat_note(
             self.name, orientation, "CT noise is made in the axial plane, and on a simulated "
-            "quarter dose every denoiser gained 1.0-2.5 dB less on reformats than on the axial "
+            "quarter dose every denoiser gained 1.0-3.1 dB less on reformats than on the axial "
             "slices reformatted after denoising (benchmarks/results/denoise_orientation.md): "
             "where you have the axial series, denoise it and reformat the result")
 

@@ -24,7 +24,7 @@ ray): soft-tissue ROIs of a few slices do not identify it (it only matters in ph
 rays).
 
 Example:
-    >>> pairs = find_pairs("mayo-l506-pairs/npy")             # doctest: +SKIP
+    >>> pairs = load_pairs("mayo-l506-pairs/npy")             # doctest: +SKIP
     >>> result = fit_calibration(pairs, dose=0.25)            # doctest: +SKIP
     >>> result.calibration.save("my-scanner.json")            # doctest: +SKIP
 """
@@ -110,7 +110,7 @@ def find_pair_paths(root: str | Path) -> list[tuple[str, Path, Path]]:
 
     Example:
         >>> find_pair_paths("mayo-l506-pairs/npy")[0][0]      # doctest: +SKIP
-        'L506_18_*'
+        'L506_167_*'
     """
     root = Path(root)
     if not root.exists():
