@@ -52,6 +52,10 @@ def test_compare_warns_once_on_a_coronal_series(tmp_path: Path, capsys) -> None:
      "only the projection method"),
     (["{src}", "{tmp}"], "must not hold the input"),
     (["{src}", "{series}"], "holds what lowdose compare does not write"),
+    # These three blamed a classical denoiser, named --set, or ran every denoiser.
+    (["{src}", "{tmp}/o", "-m", "tv", "--precision", "bf8"], "precision 'bf8': use one of"),
+    (["{src}", "{tmp}/o", "-m", "unet:strength=2"], "settings (--set, or unet:key=value)"),
+    (["{src}", "{tmp}/o", "-m", ","], "-m ',': names no denoiser"),
 ])
 def test_bad_input_is_one_error_line(tmp_path: Path, capsys, args: list[str],
                                      message: str) -> None:

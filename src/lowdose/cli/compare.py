@@ -66,6 +66,11 @@ def compare(
         raise LowdoseError(f"{out}: the output must not be the input or inside it")
     earlier_output(out, full_dose)  # a folder of anything but a comparison: refused before work
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    if models is not None and not names:  # '-m ,' ran every denoiser, minutes of it
+        raise LowdoseError(f"-m {models!r}: names no denoiser (leave -m out for all of them)")
+    from lowdose.models.network import checked_precision
+
+    checked_precision(precision)  # before the denoisers, which blamed a classical one for it
     cfg = CompareConfig(doses=parse_doses(doses), method=method,
                         relative_dose=relative_dose,
                         calibration=str(calibration) if calibration else None, denoisers=names,

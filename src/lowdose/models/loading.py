@@ -337,8 +337,9 @@ def parse_settings(name: str, items: Sequence[str]) -> dict[str, Any]:
     if not items:
         return {}
     if name not in denoisers or is_learned(denoisers.get(name)):
-        raise LowdoseError(f"--set applies to the classical denoisers (bm3d, tv), not {name!r}: "
-                           "a learned model's settings are in its weight file")
+        raise LowdoseError(f"settings (--set, or {name}:key=value) apply to the classical "
+                           f"denoisers (bm3d, tv), not {name!r}: a learned model's settings "
+                           "are in its weight file")
     known = denoiser_settings(name)
     out: dict[str, Any] = {}
     for item in items:
@@ -449,8 +450,9 @@ def load_denoiser(
         cls = denoisers.get(name)
         if is_learned(cls):
             if settings:
-                raise LowdoseError(f"--set applies to the classical denoisers (bm3d, tv), not "
-                                   f"{name!r}: a learned model's settings are in its weights")
+                raise LowdoseError(f"settings (--set, or {name}:key=value) apply to the "
+                                   f"classical denoisers (bm3d, tv), not {name!r}: a learned "
+                                   "model's settings are in its weights")
             return cls(device=pick_device(str(device) if device else None),
                        self_ensemble=self_ensemble, strength=strength, precision=precision)
         if self_ensemble or strength != 1.0 or precision != "fp32":
