@@ -258,3 +258,24 @@ def test_every_shipped_preset_loads_for_every_learned_model() -> None:
     # with the unet's channels kept: the network could not be built.
     assert load_preset("gpu", model="red-cnn").arch == {}
     assert load_preset("gpu", model="unet").arch["channels"] == [32, 64, 128, 256]
+
+
+def test_training_data_named_as_low_dose_is_warned_about(tmp_path) -> None:
+    """A folder of real Mayo pairs given as --data trained on its quarter-dose inputs as if
+    they were full dose, silently."""
+    import warnings
+
+    import numpy as np
+
+    from lowdose.training.denoising import load_slices
+
+    hu = np.full((64, 64), 40.0, np.float32)
+    for role in ("input", "target"):
+        np.save(tmp_path / f"L506_86_{role}.npy", hu)
+    with pytest.warns(UserWarning, match=r"1 of the 2 training files are named as low dose "
+                                         r"\(L506_86_input.npy\).*use --pairs"):
+        load_slices([tmp_path], npy_scale="hu")
+    (tmp_path / "L506_86_input.npy").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_slices([tmp_path], npy_scale="hu")

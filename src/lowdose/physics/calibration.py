@@ -77,6 +77,20 @@ _LOW_TOKENS = ("qd", "ld", "low", "input", "quarter")
 _FULL_TOKENS = ("fd", "full", "target", "normal")
 
 
+def pair_role(path: Path) -> str | None:
+    """``low`` or ``full`` where a file's name says its dose (``L506_QD_...``,
+    ``*_input.npy``, ``*_target.npy``), else ``None``.
+
+    Example:
+        >>> pair_role(Path("L506_86_input.npy")), pair_role(Path("fd.nii.gz"))
+        ('low', 'full')
+        >>> pair_role(Path("chest.nii.gz")) is None
+        True
+    """
+    found = _pair_key(path, path.parent)
+    return found[0] if found else None
+
+
 def _pair_key(path: Path, root: Path) -> tuple[str, str] | None:
     """(role, key) for a file whose name or parent folder says full or low dose, else None."""
     rel = path.relative_to(root)

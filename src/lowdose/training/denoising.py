@@ -265,7 +265,8 @@ def preset_file(name_or_path: str) -> Path:
         path = CONFIG_DIR / f"denoiser-{name_or_path}.yaml"
     if not path.is_file():
         known = shipped_names("denoiser")
-        raise LowdoseError(f"{name_or_path}: no such preset file or name; known: {known}")
+        raise LowdoseError(f"{name_or_path}: no such preset file or name; known: "
+                           f"{', '.join(known)}")
     return path
 
 
@@ -325,6 +326,27 @@ AXIAL_NOISE = ("CT noise is made in the axial plane (each axial slice its own dr
 """Why training data is axial only (:func:`load_slices`)."""
 
 
+def warn_low_dose_names(files: list[Path]) -> None:
+    """Warn when full-dose training data holds files named as low dose (``*_input.npy``,
+    ``QD``, ``low``, ...: :func:`lowdose.physics.calibration.pair_role`): a folder of real
+    pairs given as ``--data`` trains on its quarter-dose halves as if they were full dose.
+
+    Example:
+        >>> warn_low_dose_names([Path("L067_FD_1_1.CT.0001.0001.IMA")])
+    """
+    import warnings
+
+    from lowdose.physics.calibration import pair_role
+
+    low = [f for f in files if pair_role(f) == "low"]
+    if low:
+        shown = ", ".join(f.name for f in low[:2]) + (f" and {len(low) - 2} more"
+                                                      if len(low) > 2 else "")
+        warnings.warn(f"{len(low)} of the {len(files)} training files are named as low dose "
+                      f"({shown}): --data is taken as full dose and its low dose simulated; "
+                      "for real low/full pairs use --pairs", stacklevel=3)
+
+
 def load_slices(
     specs: list[str | Path], min_size: int = 64, stride: int = 1, npy_scale: str | None = None
 ) -> tuple[list[np.ndarray], list[str], list[dict[str, float]]]:
@@ -349,6 +371,7 @@ def load_slices(
     slices, names, pixels = [], [], []
     reformats: dict[str, int] = {}  # plane -> slices left out
     axial_images = 0
+    warn_low_dose_names([p for spec in specs for p in find_ct_files([spec])])
     for spec in specs:
         taken = 0
         for path in find_ct_files([spec]):
