@@ -306,3 +306,19 @@ def test_values_that_are_not_hu_are_refused_naming_the_file_and_their_range(tmp_
                      capsys)
     assert_one_error_line(rc, err, "raw.nii.gz: values -40000.0..65535.0 are outside the "
                           "physical HU range")
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["simulate", "{npy}", "{tmp}/x.npy", "--pixel-size", "0"], "--pixel-size"),
+    (["calibrate", "{tmp}", "--roi", "0"], "--roi"),
+    (["calibrate", "{tmp}", "--pixel-size", "-1"], "--pixel-size"),
+])
+def test_impossible_sizes_are_one_usage_line(tmp_path, capsys, args, said) -> None:
+    """They were a ZeroDivisionError, an IndexError or an FFT's ValueError, some after a fit."""
+    import numpy as np
+
+    npy = tmp_path / "fd.npy"
+    np.save(npy, np.full((32, 32), 40.0, np.float32))
+    rc, _, err = run([a.format(tmp=tmp_path, npy=npy) for a in args], capsys)
+    assert rc == 2 and f"Invalid value for '{said}'" in err, err
+    assert not any(name in err for name in ("ZeroDivision", "IndexError", "ValueError")), err

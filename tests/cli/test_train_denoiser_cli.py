@@ -164,12 +164,15 @@ def test_gan_options_are_refused_where_they_were_ignored(
     assert main([*base, str(tmp_path / "b"), "--preset", str(preset),
                  "--paired-fraction", "0.5"]) == 2
     assert "--paired-fraction: gan-circle/cyclegan only" in capsys.readouterr().err
+    assert main(["train", "denoiser", "--model", "gan-circle", "--scale", "3", "--out",
+                 str(tmp_path / "d")]) == 2  # was 'ValueError: scale must be one of'
+    assert "--scale 3: use 1 (denoising), 2 or 4" in capsys.readouterr().err
     (tmp_path / "pairs").mkdir()
     assert main(["train", "denoiser", "--model", "gan-circle", "--pairs", str(tmp_path / "pairs"),
                  "--out", str(tmp_path / "c")]) == 2
     assert "--pairs: supervised models only; gan-circle trains on full-dose --data" in \
         capsys.readouterr().err
-    assert not any((tmp_path / name).exists() for name in "abc")
+    assert not any((tmp_path / name).exists() for name in "abcd")
 
 
 def test_a_gan_without_data_names_the_sets_it_lacks(

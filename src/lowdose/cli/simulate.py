@@ -45,8 +45,8 @@ def simulate(
     npy_scale: str | None = npy_scale_option(),
     series: str | None = series_option(each=True),
     pixel_size: float | None = typer.Option(
-        None, "--pixel-size", help="Pixel size (mm) for inputs without one (npy, PNG); "
-        "default: the larger side spans 380 mm (0.742 mm at 512 px)."
+        None, "--pixel-size", min=0.01, help="Pixel size (mm) for inputs without one (npy, "
+        "PNG); default: the larger side spans 380 mm (0.742 mm at 512 px)."
     ),
     relative_dose: bool = typer.Option(
         False, "--relative-dose",
@@ -146,12 +146,13 @@ def calibrate(
     dose: float = typer.Option(0.25, "--dose", help="Dose fraction of the real low-dose images."),
     npy_scale: str = npy_scale_option("mayo"),
     pixel_size: float | None = typer.Option(
-        None, "--pixel-size", help="Pixel size (mm) when the files carry none (npy)."
+        None, "--pixel-size", min=0.01, help="Pixel size (mm) when the files carry none (npy)."
     ),
     slice_thickness: float | None = typer.Option(
-        None, "--slice-thickness", help="Slice thickness (mm) when the files carry none (npy)."
+        None, "--slice-thickness", min=0.01,
+        help="Slice thickness (mm) when the files carry none (npy)."
     ),
-    roi: int = typer.Option(32, "--roi", help="Side (px) of the flat noise ROIs."),
+    roi: int = typer.Option(32, "--roi", min=8, help="Side (px) of the flat noise ROIs."),
     seed: int = typer.Option(0, "--seed", help="Noise seed of the fit."),
 ) -> None:
     """Fit I0 and the FBP window so simulated low dose matches your real low-dose scans.

@@ -111,6 +111,8 @@ def register(app: typer.Typer) -> None:
             refused = [option for option, used in given.items() if used]
             if refused:
                 raise LowdoseError(f"{refused[0]}: supervised models only, not {model}")
+            if scale is not None and scale not in (1, 2, 4):
+                raise LowdoseError(f"--scale {scale}: use 1 (denoising), 2 or 4")
             if pairs is not None:  # it was ignored: the preset's sets trained instead
                 raise LowdoseError(f"--pairs: supervised models only; {model} trains on "
                                    "full-dose --data and simulates its low dose")
