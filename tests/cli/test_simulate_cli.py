@@ -322,3 +322,20 @@ def test_impossible_sizes_are_one_usage_line(tmp_path, capsys, args, said) -> No
     rc, _, err = run([a.format(tmp=tmp_path, npy=npy) for a in args], capsys)
     assert rc == 2 and f"Invalid value for '{said}'" in err, err
     assert not any(name in err for name in ("ZeroDivision", "IndexError", "ValueError")), err
+
+
+@pytest.mark.parametrize("command", [
+    ["calibrate", "{tmp}/pairs", "--out", "{tmp}/fd.npy/c.json"],
+    ["data", "audit", "{tmp}/pairs", "--json", "{tmp}/fd.npy/a.json"],
+    ["compare", "{tmp}/fd.npy", "{tmp}/fd.npy/cmp", "-m", "tv"],
+])
+def test_an_output_under_a_file_is_refused_before_the_work(tmp_path, capsys, command) -> None:
+    """They ran the fit, the audit or the comparison, then failed on a FileExistsError."""
+    import numpy as np
+
+    np.save(tmp_path / "fd.npy", np.full((32, 32), 40.0, np.float32))
+    (tmp_path / "pairs").mkdir()
+    rc, _, err = run([a.format(tmp=tmp_path) for a in command], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(lines) == 1 and "is a file, not a folder" in lines[0], err
+    assert "Error:" not in err and "FileExistsError" not in err

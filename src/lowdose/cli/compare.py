@@ -65,6 +65,9 @@ def compare(
     if dst == src or (full_dose.is_dir() and src in dst.parents):
         raise LowdoseError(f"{out}: the output must not be the input or inside it")
     earlier_output(out, full_dose)  # a folder of anything but a comparison: refused before work
+    from lowdose.io.atomic import check_output_place
+
+    check_output_place(out / "compare.json")  # a file where its folder goes, an unwritable one
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     if models is not None and not names:  # '-m ,' ran every denoiser, minutes of it
         raise LowdoseError(f"-m {models!r}: names no denoiser (leave -m out for all of them)")

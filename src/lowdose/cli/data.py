@@ -119,6 +119,11 @@ def audit(
 
     _outside(json_out, folder, "--json")
     _outside(manifest, folder, "--write-manifest")
+    from lowdose.io.atomic import check_output_place
+
+    for out in (json_out, manifest):  # before the audit (minutes on a large set)
+        if out is not None:
+            check_output_place(out)
     rule = NearDuplicateRule(phash_max=phash_max, detail_corr_min=detail_corr_min,
                              mad_max=mad_max)
     with _warnings_as_lines():

@@ -161,12 +161,16 @@ def calibrate(
     """
     from tqdm import tqdm
 
+    from lowdose.io.atomic import check_output_place
     from lowdose.physics.calibration import fit_calibration, load_pairs
 
-    loaded = load_pairs(pairs, pixel_size_mm=pixel_size, npy_scale=npy_scale,
-                        slice_thickness_mm=slice_thickness)
     if output.resolve().is_relative_to(pairs.resolve()):
         raise LowdoseError(f"{output}: write the calibration outside the pairs folder")
+    check_output_place(output)  # before the fit: a file where a folder must be, say
+    if output.is_dir():
+        raise LowdoseError(f"--out {output}: is a folder; give a file name (e.g. my-scanner.json)")
+    loaded = load_pairs(pairs, pixel_size_mm=pixel_size, npy_scale=npy_scale,
+                        slice_thickness_mm=slice_thickness)
     typer.echo(f"{len(loaded)} pair(s) from {pairs}")
     if any(p.pixel_assumed for p in loaded):
         typer.echo("note: no pixel size in the files; assumed 0.742 mm (give --pixel-size)")
