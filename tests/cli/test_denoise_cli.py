@@ -334,3 +334,25 @@ def test_list_and_denoise_with_a_registered_factory_function(
     assert main(["denoise", str(src), str(tmp_path / "out.npy"), "-m", "tv-strong",
                  "--set", "weight_hu=30"]) == 0
     assert np.load(tmp_path / "out.npy").shape == (24, 24)
+
+
+def test_denoise_and_upscale_read_8bit_images_through_a_stated_window(tmp_path, capsys) -> None:
+    """They had no --window: a PNG saved in another window was read as lung, silently."""
+    import numpy as np
+    from PIL import Image
+
+    from lowdose.io import read_ct
+    from tests.cli.cli_helpers import run
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    Image.fromarray(np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))).save(folder / "a.png")
+    rc, _, err = run(["denoise", str(folder), str(tmp_path / "d"), "-m", "tv"], capsys)
+    assert rc == 0 and "read as HU through the default window, lung" in err, err
+    rc, _, err = run(["denoise", str(folder), str(tmp_path / "s"), "-m", "tv", "--window",
+                      "-160,240"], capsys)
+    assert rc == 0 and "default window" not in err, err
+    assert read_ct(tmp_path / "s" / "a.png").metadata["window"] == [-160.0, 240.0]
+    rc, _, err = run(["upscale", str(folder), str(tmp_path / "u"), "--window", "-160,240"],
+                     capsys)
+    assert rc == 0 and read_ct(tmp_path / "u" / "a.png").metadata["window"] == [-160.0, 240.0]

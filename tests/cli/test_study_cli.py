@@ -100,7 +100,8 @@ def test_train_classifier_help_has_an_example(capsys) -> None:
 ])
 def test_train_classifier_cli_bad_intensity_or_window_is_one_error_line(
         tmp_path, capsys, extra, needle) -> None:
-    rc, _, err = run(["train", "classifier", str(tmp_path), "--out", str(tmp_path / "run"),
-                      "--quiet", *extra], capsys)
+    (tmp_path / "data").mkdir()
+    rc, _, err = run(["train", "classifier", str(tmp_path / "data"), "--out",
+                      str(tmp_path / "run"), "--quiet", *extra], capsys)
     lines = err.strip().splitlines()
     assert rc != 0 and lines[-1].startswith("error: ") and needle in lines[-1], err

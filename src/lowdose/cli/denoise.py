@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +54,7 @@ def denoise_path(
     warn: Callable[[str], None] | None = None,
     series: str | None = None,
     npy_scale: str | None = None,
+    window: str | None = None,
     along: str = "slices",
     settings: list[str] | None = None,
 ) -> list[Path]:
@@ -86,7 +88,15 @@ def denoise_path(
 
     if along not in ALONG:
         raise LowdoseError(f"--along {along!r}: use one of {', '.join(ALONG)}")
-    jobs = input_jobs(Path(src), Path(dst), series, npy_scale)  # input errors before loading
+    from lowdose.cli.options import parse_window
+    from lowdose.cli.simulate import default_8bit_window
+
+    hu_window = [parse_window(window)]  # read when the images are: the default found below
+    jobs = input_jobs(Path(src), Path(dst), series, npy_scale,  # input errors before loading
+                      lambda: hu_window[0])
+    if hu_window[0] is None and series is None:  # the lung window, said where it is assumed
+        with contextlib.suppress(LowdoseError):
+            hu_window[0] = default_8bit_window(Path(src))
     denoiser = load_denoiser(model, device=device, trust_pickle=trust_pickle,
                              self_ensemble=self_ensemble, strength=strength,
                              precision=precision,
@@ -211,6 +221,10 @@ def register(app: typer.Typer) -> None:
             "2-3x faster there, about 1 HU rms of rounding; see the README)."),
         series: str | None = series_option(each=True),
         npy_scale: str | None = npy_scale_option(),
+        window: str | None = typer.Option(
+            None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name "
+            "(default: the window a lowdose PNG recorded, else lung = -1350,150); the outputs "
+            "are written through it."),
         along: str = typer.Option(
             "slices", "--along", help="slices: denoise each slice as stored; axial: a coronal "
             "or sagittal volume along its axial planes, as CT noise is made (reformats denoised "
@@ -231,5 +245,6 @@ def register(app: typer.Typer) -> None:
         say_written(denoise_path(src, dst, model, device, batch_size, trust_pickle,
                                  self_ensemble=self_ensemble, strength=strength,
                                  precision=precision, series=series, npy_scale=npy_scale,
+                                 window=window,
                                  along=along, settings=settings,
                                  warn=lambda m: typer.echo(f"warning: {m}", err=True)), dst)

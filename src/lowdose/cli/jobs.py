@@ -11,16 +11,19 @@ from lowdose.errors import LowdoseError
 from lowdose.io.outputs import check_outputs, refuse_output_inside_input
 
 if TYPE_CHECKING:
-    from lowdose.image import CTImage
+    from lowdose.image import CTImage, Window
 
 
-def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None
+def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None,
+               window: Window | Callable[[], Window | None] | None = None
                ) -> list[tuple[Path, Callable[[], CTImage]]]:
     """``(output, read)`` pairs: one for a file or a DICOM series, one per image in a folder or
     folder tree of images without DICOM (NIfTI, npy, PNG/JPEG; written under ``dst`` with the
     same relative names and class folders, JPEG as PNG), one per series with ``series="all"``
-    (``dst/<series name>/``). The outputs of several are checked now (names, a folder that can
-    be written), and older files under ``dst`` that the run will not write are warned about.
+    (``dst/<series name>/``); ``window``: the HU window 8-bit PNG/JPEG images are read
+    through (:func:`lowdose.io.read_ct`), or a function giving it when they are read. The
+    outputs of several are checked now (names, a folder that can be written), and older files
+    under ``dst`` that the run will not write are warned about.
 
     Raises:
         LowdoseError: ``src`` does not exist, or ``dst`` is ``src``, lies inside it (symlinks
@@ -48,7 +51,8 @@ def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None
         return jobs
 
     def reader(path: Path) -> Callable[[], CTImage]:
-        return lambda: read_ct(path, series=series, npy_scale=npy_scale)
+        return lambda: read_ct(path, series=series, npy_scale=npy_scale,
+                               window=window() if callable(window) else window)
 
     if src.is_dir() and series is None:
         images = _image_tree(src, IMAGE_FILE_SUFFIXES, DICOM_SUFFIXES)

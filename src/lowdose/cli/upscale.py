@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def upscale_path(
     precision: str = "fp32",
     series: str | None = None,
     npy_scale: str | None = None,
+    window: str | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Upscale a CT file, volume, DICOM series or folder of images in-plane by ``scale`` into
@@ -66,13 +68,20 @@ def upscale_path(
         [PosixPath('series-x2')]
     """
     from lowdose.cli.jobs import input_jobs
+    from lowdose.cli.options import parse_window
+    from lowdose.cli.simulate import default_8bit_window
     from lowdose.errors import OnceEach
     from lowdose.io import write_ct
     from lowdose.io.outputs import SkippedInputs
     from lowdose.io.read import check_writable, from_series_folder
     from lowdose.models.gan_circle import load_upscaler
 
-    jobs = input_jobs(Path(src), Path(dst), series, npy_scale)  # input errors before loading
+    hu_window = [parse_window(window)]  # read when the images are: the default found below
+    jobs = input_jobs(Path(src), Path(dst), series, npy_scale,  # input errors before loading
+                      lambda: hu_window[0])
+    if hu_window[0] is None and series is None:  # the lung window, said where it is assumed
+        with contextlib.suppress(LowdoseError):
+            hu_window[0] = default_8bit_window(Path(src))
     upscaler = load_upscaler(model, scale=scale, device=device, precision=precision)
     written = []
     say = OnceEach(warn)
@@ -115,6 +124,10 @@ def register(app: typer.Typer) -> None:
             "fp32", help="fp32, or bf16 (a GPU, or a CPU with native bf16: faster there)."),
         series: str | None = series_option(each=True),
         npy_scale: str | None = npy_scale_option(),
+        window: str | None = typer.Option(
+            None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name "
+            "(default: the window a lowdose PNG recorded, else lung = -1350,150); the outputs "
+            "are written through it."),
     ) -> None:
         """Super-resolve CT slices in-plane with GAN-CIRCLE (spacing divided by the scale).
 
@@ -127,5 +140,5 @@ def register(app: typer.Typer) -> None:
         if scale not in (2, 4):
             raise LowdoseError(f"--scale must be 2 or 4, got {scale}")
         say_written(upscale_path(src, dst, scale, model, device, batch_size, precision=precision,
-                                 series=series, npy_scale=npy_scale,
+                                 series=series, npy_scale=npy_scale, window=window,
                                  warn=lambda m: typer.echo(f"warning: {m}", err=True)), dst)

@@ -104,9 +104,20 @@ class PngReader(FormatReader):
         return default_window(), "default (lung)"
 
 
+def _read_window(image: CTImage) -> Window | None:
+    """The window an 8-bit image was read through (its metadata), so a restored or upscaled
+    PNG is written back through it, not through the lung window."""
+    window = image.metadata.get("window")
+    try:
+        return Window(float(window[0]), float(window[1])) if window else None
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
 @writers.register("png")
 class PngWriter(FormatWriter):
-    """A 2D slice as 8-bit grey PNG through a window (default lung), recorded in the file."""
+    """A 2D slice as 8-bit grey PNG through a window (the given one, else the one the image
+    was read through, else lung), recorded in the file."""
 
     suffixes = (".png",)
     one_slice_suffixes = (".png",)
@@ -118,7 +129,7 @@ class PngWriter(FormatWriter):
         self.check(image.n_slices, path)
         refuse_input_overwrite(image, path, is_folder=False)
         check_finite(image.hu, path)
-        window = self.options.window or default_window()
+        window = self.options.window or _read_window(image) or default_window()
         pixels = np.round(window.to_unit(image.slices()[0]) * 255.0).astype(np.uint8)
         info = PngImagePlugin.PngInfo()
         info.add_text(WINDOW_KEY, f"{window.lo:g},{window.hi:g}")
