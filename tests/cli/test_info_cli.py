@@ -183,3 +183,15 @@ def test_info_on_a_nifti_volume_names_its_orientation(tmp_path, capsys):
     rc, out, _ = run(["info", str(tmp_path / "m.npy"), "--npy-scale", "hu"], capsys)
     assert rc == 0 and "orientation:" not in out
 
+
+
+def test_info_says_the_pixel_size_simulate_takes_for_an_npy(tmp_path, capsys) -> None:
+    """info said '1 x 1 mm (unknown)' where simulate took 0.742 mm: two sizes, one unexplained."""
+    import numpy as np
+
+    from lowdose.cli.main import main
+
+    np.save(tmp_path / "x.npy", np.full((512, 512), 40.0, np.float32))
+    assert main(["info", str(tmp_path / "x.npy")]) == 0
+    assert "simulate takes the larger side as 380 mm, 0.742 mm pixels, unless given " \
+           "--pixel-size" in capsys.readouterr().out

@@ -461,6 +461,8 @@ def format_series_table(found: list[SeriesInfo]) -> list[str]:
 def format_inventory(inv: Inventory, with_path: bool = True) -> str:
     """The human-readable report ``lowdose info`` prints (``with_path``: its first line
     names the path)."""
+    from lowdose.physics.projection import DEFAULT_FOV_MM
+
     img, meta = inv.image, inv.image.metadata
     axes = "slices x rows x cols" if img.is_volume else "rows x cols"
     hu = img.hu
@@ -471,7 +473,10 @@ def format_inventory(inv: Inventory, with_path: bool = True) -> str:
         + (f" ({meta['transfer_syntax']})" if meta.get("transfer_syntax") else ""),
         f"shape:       {' x '.join(str(n) for n in img.shape)} ({axes})",
         f"spacing:     {' x '.join(f'{s:.4g}' for s in img.spacing)} mm ({axes})"
-        + ("" if meta.get("spacing_known", True) else " (unknown: not stored in the file)"),
+        + ("" if meta.get("spacing_known", True) else
+           " (unknown: not stored in the file; simulate takes the larger side as "
+           f"{DEFAULT_FOV_MM:g} mm, {DEFAULT_FOV_MM / max(img.shape[-2:]):.3g} mm pixels, "
+           "unless given --pixel-size)"),
     ]
     # A NIfTI whose qform and sform codes are 0 states no orientation: its origin and plane are
     # nibabel's fall-back, not the file's.
