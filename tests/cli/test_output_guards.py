@@ -236,3 +236,18 @@ def test_an_interrupt_in_a_tree_still_exits_130(tmp_path, capsys, monkeypatch):
     rc, _, err = run(["denoise", str(_png_tree(tmp_path / "t")), str(tmp_path / "o"), "-m",
                       "tv"], capsys)
     assert rc == 130 and "skipped" not in err, err
+
+
+@pytest.mark.parametrize("command", ["denoise", "simulate"])
+def test_files_of_an_image_tree_that_are_not_images_are_named(tmp_path, capsys, command):
+    """A README.txt or Thumbs.db beside the images was left out silently, unlike in a DICOM
+    folder, whose skipped files are said."""
+    tree = _png_tree(tmp_path / "t")
+    (tree / "README.txt").write_text("notes")
+    (tree / "normal" / "Thumbs.db").write_bytes(b"\0")
+    (tree / ".DS_Store").write_bytes(b"\0")
+    extra = ["-m", "tv"] if command == "denoise" else ["--method", "image-poisson"]
+    rc, err, said = _run_warned([command, str(tree), str(tmp_path / "o"), *extra], capsys)
+    assert rc == 0, err
+    assert f"{tree}: skipped 2 file(s) that are not images (README.txt, normal/Thumbs.db)" \
+        in said, said

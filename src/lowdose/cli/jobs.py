@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowdose.errors import LowdoseError
-from lowdose.io.outputs import check_outputs, refuse_output_inside_input
+from lowdose.io.outputs import check_outputs, refuse_output_inside_input, warn_skipped_files
 
 if TYPE_CHECKING:
     from lowdose.image import CTImage, Window
@@ -57,6 +57,7 @@ def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None,
     if src.is_dir() and series is None:
         images = _image_tree(src, IMAGE_FILE_SUFFIXES, DICOM_SUFFIXES)
         if images:
+            warn_skipped_files(src, images)
             jobs = [(dst / written_name(p.relative_to(src)), reader(p)) for p in images]
             check_outputs(dst, [out for out, _ in jobs])
             return jobs

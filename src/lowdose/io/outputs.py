@@ -189,3 +189,23 @@ def refuse_output_over_inputs(out: Path, inputs: Iterable[Path], option: str = "
             raise LowdoseError(f"{name}: is inside the input folder {source}; write it "
                                "elsewhere")
     check_output_place(out)
+
+
+def warn_skipped_files(root: Path, taken: list[Path]) -> None:
+    """Warn once about the files under ``root`` a run over its images leaves out (a
+    ``README.txt``, a ``Thumbs.db``; hidden files are no news), as a DICOM folder's skipped
+    files are said.
+
+    Example:
+        >>> warn_skipped_files(Path("no-such-folder"), [])
+    """
+    if not root.is_dir():
+        return
+    own = set(taken)
+    others = sorted(p for p in root.rglob("*") if p.is_file() and p not in own
+                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if others:
+        shown = ", ".join(p.relative_to(root).as_posix() for p in others[:3])
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        warnings.warn(f"{root}: skipped {len(others)} file(s) that are not images ({shown}"
+                      f"{more})", stacklevel=3)

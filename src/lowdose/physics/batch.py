@@ -337,6 +337,10 @@ def simulate_path(
     if relative_dose:
         options.update(relative_dose_options(method, "--relative-dose"))
     jobs = plan_jobs(source, series)
+    if source.is_dir() and not any(job.is_series for job in jobs):  # a tree of images
+        from lowdose.io.outputs import warn_skipped_files
+
+        warn_skipped_files(source, [job.source for job in jobs])
     many = len(jobs) > 1 or jobs[0].is_series or per_dose
     if many and output.exists() and not output.is_dir():
         raise LowdoseError(f"{output}: expected a folder (a series, a dataset or several doses)")
