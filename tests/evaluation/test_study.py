@@ -535,3 +535,28 @@ def test_a_factory_function_in_the_registry_joins_the_study(monkeypatch) -> None
         {"denoisers": ["tv-strong-test"], "device": "cpu"}))
     assert not skipped, skipped
     assert [n for n, _ in loaded] == ["tv-strong-test"] and loaded[0][1].weight_hu == 60.0
+
+
+def test_the_study_counts_images_with_colour_marks_in_one_line(tmp_path) -> None:
+    """Each marked PNG warned at read: a line per image in the study's output."""
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from lowdose.evaluation.study import StudyConfig, load_study_data
+    from lowdose.io.phantom import write_phantom_dataset
+
+    data = tmp_path / "data"
+    write_phantom_dataset(data, 12, size=48, seed=0)
+    for src in sorted((data / "train").rglob("*.png"))[:2]:
+        rgb = np.stack([np.asarray(Image.open(src).convert("L"))] * 3, axis=-1)
+        rgb[20, :] = (120, 60, 200)
+        Image.fromarray(rgb).save(src)
+    cfg = StudyConfig(data=str(data), out=str(tmp_path / "out"), slice_size=48)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_study_data(cfg, tmp_path / "cache", progress=False)
+    assert not [w for w in caught if "coloured" in str(w.message)]
+    (line,) = [w for w in loaded.warnings if "colour marks" in w]
+    assert line.startswith("2 image(s) carry colour marks (an annotation line?)")

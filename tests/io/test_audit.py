@@ -245,3 +245,19 @@ def test_real_kaggle_chest_ct_images(shared_data, tmp_path):
         if any(result.files[i].split == "train" for i in group):
             assert not any(result.files[i].split == "test" and result.files[i].path in kept
                            for i in group)
+
+
+def test_colour_marks_are_counted_and_a_marked_png_warns_at_read(tmp_path):
+    """A purple annotation line on a grey screenshot (24 of the Kaggle images carry one) was
+    read as grey levels, silently: HU that are not the patient's."""
+    from lowdose.io import read_ct
+
+    write_phantom_dataset(tmp_path, n=12, size=64, seed=4)
+    src = _first(tmp_path / "train" / "normal")
+    rgb = np.stack([_grey(src)] * 3, axis=-1)
+    rgb[32, :] = (120, 60, 200)  # a line across the slice
+    Image.fromarray(rgb).save(src)
+    summary = audit_dataset(tmp_path).summary()
+    assert "colour marks (an annotation line?) on 1 images, e.g. train/normal/" in summary
+    with pytest.warns(UserWarning, match=r"1.6% of the pixels are coloured"):
+        read_ct(src)

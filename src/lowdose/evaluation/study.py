@@ -506,6 +506,7 @@ def _folder_data(cfg: StudyConfig, progress: bool) -> StudyData:
 
     from lowdose.image import Window
     from lowdose.io.datasets import scan_class_folders
+    from lowdose.io.formats.png import COLOURED
     from lowdose.io.read import read_ct
     from lowdose.training.classifier import check_split_labels, prepare_slice
 
@@ -523,12 +524,20 @@ def _folder_data(cfg: StudyConfig, progress: bool) -> StudyData:
     labels: dict[str, list[int]] = {}
     paths: dict[str, list[str]] = {}
     failures: list[dict[str, str]] = []
+    marked: list[str] = []
     for item in _progress(items, desc="read images", disable=not progress):
         label = str(item.label)
         if label not in CLASSES:
             raise LowdoseError(f"{item.path}: unknown class {label!r}; known: {list(CLASSES)}")
         try:
-            img = read_ct(item.path, window=window)
+            with pywarnings.catch_warnings(record=True) as caught:
+                pywarnings.simplefilter("always")
+                img = read_ct(item.path, window=window)
+            for w in caught:  # colour marks: counted below, not a line per image
+                if COLOURED in str(w.message):
+                    marked.append(str(item.path))
+                else:
+                    pywarnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             sl = img.slices()
             if sl.shape[0] != 1:
                 raise LowdoseError(f"{item.path}: a volume of {sl.shape[0]} slices, not a slice")
@@ -576,6 +585,9 @@ def _folder_data(cfg: StudyConfig, progress: bool) -> StudyData:
         audit["valid_held_out_of_train"] = held_out
     if cfg.manifest:
         audit["manifest"] = str(cfg.manifest)
+    if marked:
+        warnings.append(f"{len(marked)} image(s) carry colour marks (an annotation line?), read "
+                        f"as grey levels the classifier sees (e.g. {marked[0]})")
     return StudyData(out_hu, out_y, paths, failures, warnings, audit, str(root))
 
 

@@ -51,6 +51,7 @@ from lowdose.io.datasets import (
     scan_class_folders,
     write_manifest,
 )
+from lowdose.io.formats.png import COLOUR_SHARE
 
 THUMB = 64
 DETAIL = 128
@@ -86,6 +87,7 @@ class AuditFile:
     byte_hash: str
     pixel_hash: str
     phash: int
+    colour: float = 0.0  # share of coloured pixels (marks on a grey screenshot)
 
 
 @dataclass
@@ -322,6 +324,10 @@ class AuditResult:
                      f"seen in an earlier split, {d['within_split']} repeated within a split, "
                      f"{d['label_conflict']} with conflicting labels"
                      + (f", {d['unreadable']} unreadable" if d["unreadable"] else ""))
+        marked = [f for f in self.files if f.colour >= COLOUR_SHARE]
+        if marked:  # grey conversion makes the marks HU the classifier sees
+            lines.append(f"  colour marks (an annotation line?) on {len(marked)} images, e.g. "
+                         + ", ".join(f.path for f in marked[:3]) + ": read as grey levels")
         # A split missing or emptied by the dedup: training or the study fails on it later.
         for split in SPLITS:
             n_files = js["per_split"].get(split, 0)
@@ -349,9 +355,12 @@ class AuditResult:
 def _grey_image(path: Path):
     """Decode any image Pillow reads (content sniffed, not the suffix) to 8-bit grey.
 
-    Returns ``(grey PIL image, exact-content array, format, mode)``.
+    Returns ``(grey PIL image, exact-content array, format, mode, share of coloured
+    pixels)``.
     """
     from PIL import Image, UnidentifiedImageError
+
+    from lowdose.io.formats.png import colour_share
 
     if path.suffix.lower() == ".npy":
         try:
@@ -369,7 +378,7 @@ def _grey_image(path: Path):
         unit = Window.named("lung").to_unit(arr) if arr.dtype.kind == "f" else (
             (arr - arr.min()) / max(float(np.ptp(arr)), 1e-6))
         grey = Image.fromarray(np.round(unit * 255).astype(np.uint8), mode="L")
-        return grey, np.ascontiguousarray(arr), "NPY", str(arr.dtype)
+        return grey, np.ascontiguousarray(arr), "NPY", str(arr.dtype), 0.0
     try:
         with Image.open(path) as im:
             im.load()
@@ -378,7 +387,8 @@ def _grey_image(path: Path):
                 arr = np.asarray(im)
                 unit = (arr.astype(np.float64) - arr.min()) / max(float(np.ptp(arr)), 1e-6)
                 return (Image.fromarray(np.round(unit * 255).astype(np.uint8), mode="L"),
-                        np.ascontiguousarray(arr), fmt, mode)
+                        np.ascontiguousarray(arr), fmt, mode, 0.0)
+            colour = colour_share(im)
             if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
                 black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
@@ -389,7 +399,7 @@ def _grey_image(path: Path):
         raise LowdoseError("not an image Pillow can decode") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise LowdoseError(f"corrupt or truncated image ({exc})") from None
-    return grey, np.asarray(grey), fmt, mode
+    return grey, np.asarray(grey), fmt, mode, colour
 
 
 def phash64(grey) -> int:
@@ -414,7 +424,7 @@ def _fingerprint(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     from PIL import Image
     from scipy import ndimage
 
-    grey, content, fmt, mode = _grey_image(path)
+    grey, content, fmt, mode, colour = _grey_image(path)
     h = hashlib.sha256()
     h.update(f"{content.dtype.str}{content.shape}".encode())
     h.update(content.tobytes())
@@ -425,7 +435,7 @@ def _fingerprint(path: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     detail = (detail - detail.mean()) / max(float(detail.std()), 1e-6)
     info = {"format": fmt, "mode": mode, "width": grey.width, "height": grey.height,
             "byte_hash": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "pixel_hash": h.hexdigest(), "phash": phash64(grey)}
+            "pixel_hash": h.hexdigest(), "phash": phash64(grey), "colour": round(colour, 5)}
     return info, thumb, detail.astype(np.float16)
 
 

@@ -25,6 +25,34 @@ from lowdose.io.formats.common import (
 WINDOW_KEY = "lowdose:window"
 
 
+#: A pixel is coloured where its channels differ by more than this (JPEG's chroma noise on a
+#: grey image stays below it).
+COLOUR_LEVELS = 30
+#: The share of coloured pixels from which an image is said to carry colour marks.
+COLOUR_SHARE = 1e-3
+#: What the reader's warning about them says (the study counts them by it).
+COLOURED = "of the pixels are coloured"
+
+
+def colour_share(img) -> float:
+    """The share of a PIL image's pixels whose colour channels differ by more than
+    :data:`COLOUR_LEVELS` grey levels: coloured marks (an annotation line, a measurement) on a
+    grey CT screenshot, which grey conversion turns into HU that are not the patient's.
+
+    Example:
+        >>> from PIL import Image
+        >>> im = Image.new("RGB", (10, 10), (90, 90, 90))
+        >>> im.putpixel((0, 0), (255, 0, 0))
+        >>> colour_share(im), colour_share(im.convert("L"))
+        (0.01, 0.0)
+    """
+    if img.mode in ("L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "1"):
+        return 0.0
+    rgb = np.asarray(img.convert("RGB"), np.int16)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return float(np.mean(spread > COLOUR_LEVELS))
+
+
 def _grey_8bit(img, path: Path) -> np.ndarray:
     """Greyscale uint8 pixels of a PIL image (RGBA composited over black, RGB to luma)."""
     from PIL import Image
@@ -69,6 +97,7 @@ class PngReader(FormatReader):
                 fmt = img.format
                 mode = img.mode
                 text = dict(getattr(img, "text", {}) or {})
+                coloured = colour_share(img)
                 grey = _grey_8bit(img, path)
         except UnidentifiedImageError:
             raise LowdoseError(f"{path}: not a readable PNG/JPEG image") from None
@@ -76,6 +105,12 @@ class PngReader(FormatReader):
             raise LowdoseError(f"{path}: corrupt or truncated image ({one_line(exc)})") from None
         window, window_source = self._window(text, path)
         hu = window.from_unit(grey.astype(np.float32) / 255.0)
+        if coloured >= COLOUR_SHARE:
+            import warnings
+
+            warnings.warn(f"{path}: {100 * coloured:.2g}% {COLOURED} (an annotation or a "
+                          "mark?); read as grey levels, they become HU that are not the "
+                          "patient's", stacklevel=2)
         return CTImage(
             hu,
             spacing=(1.0, 1.0),
