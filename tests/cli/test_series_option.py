@@ -201,3 +201,19 @@ def test_series_all_warnings_name_their_series(tmp_path: Path) -> None:
     assert all(m.startswith(f"series {gappy_name}: ") for m in said[gappy_name])
     assert any("gap" in m or "spac" in m for m in said[gappy_name]), said
     assert [said[name] for name in said if name != gappy_name] == [[]]
+
+
+def test_series_on_a_single_file_must_name_its_series(tmp_path: Path, capsys) -> None:
+    """A DICOM file of another series was refused, but on a NIfTI --series was ignored."""
+    three = _series(tmp_path, "three", 3, 40.0)
+    one = sorted(three.iterdir())[0]
+    uid = _uid(three)
+    rc, _, err = run(["denoise", str(one), str(tmp_path / "o.dcm"), "-m", "tv", "--series",
+                      "9.9.9"], capsys)
+    assert_one_error_line(rc, err, f"belongs to series {uid}, not 9.9.9")
+    rc, _, err = run(["denoise", str(one), str(tmp_path / "o2.nii.gz"), "-m", "tv",
+                      "--series", uid], capsys)
+    assert rc == 0, err
+    nii = write_ct(read_ct(three), tmp_path / "v.nii.gz")
+    rc, _, err = run(["info", str(nii), "--series", "1.2"], capsys)
+    assert_one_error_line(rc, err, "picks a DICOM series of a folder; this is a nifti file")

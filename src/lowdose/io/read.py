@@ -101,6 +101,10 @@ def read_ct(
         if path.stat().st_size == 0:
             raise LowdoseError(f"{path}: empty file")
         image = _pick_reader(path, options).read(path)
+        if series is not None and not image.metadata.get("series_uid"):
+            # (a DICOM file of another series is refused by its reader) not ignored
+            raise LowdoseError(f"{path}: --series {series} picks a DICOM series of a folder; "
+                               f"this is a {image.metadata.get('format')} file")
     if note := implausible_hu_note(image):
         warnings.warn(f"{path}: {note}", stacklevel=2)
     return image
