@@ -99,6 +99,32 @@ def test_a_bare_resume_takes_the_runs_own_options(
     assert json.loads((out / "command.json").read_text())["options"]["steps"] == 6
 
 
+def test_a_resume_from_another_folder_does_not_read_relative_paths_there(
+        setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--data ct recorded as typed: a resume from the parent folder read ./ct there (another
+    scan), silently. It is refused, naming the folder to resume from; --cache inside the data
+    is refused as --out is."""
+    data, preset = setup
+    project = tmp_path / "project"
+    (project / "ct").mkdir(parents=True)
+    shutil.copy(data, project / "ct" / "fd.nii.gz")
+    (tmp_path / "ct").mkdir()  # another scan, where the relative path leads from tmp_path
+    monkeypatch.chdir(project)
+    assert main(["train", "denoiser", "--data", "ct", "--preset", str(preset), "--steps", "3",
+                 "--out", "runs/u"]) == 0
+    assert main(["train", "denoiser", "--data", "ct", "--preset", str(preset), "--steps", "1",
+                 "--out", "runs/v", "--cache", "ct/cache"]) == 2
+    assert "--cache ct/cache: is inside the data folder ct" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "denoiser", "--out", "project/runs/u", "--resume", "--steps",
+                 "6"]) == 2
+    assert f"the run was started in {project}, and its relative paths (ct)" in \
+        capsys.readouterr().err
+    monkeypatch.chdir(project)
+    assert main(["train", "denoiser", "--out", "runs/u", "--resume", "--steps", "6"]) == 0
+
+
 def test_a_run_without_command_json_resumes_on_the_defaults_and_says_so(
         setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, preset = setup

@@ -44,12 +44,26 @@ def recorded_options(out: str | Path, command: str) -> dict[str, Any] | None:
     return record["options"]
 
 
-def write_options(out: str | Path, command: str, options: dict[str, Any]) -> None:
-    """Record ``options`` (name -> value, JSON-able) as ``command``'s in ``out``."""
+def _recorded_cwd(out: Path) -> str | None:
+    """The folder the run in ``out`` was started in, where its record says."""
+    try:
+        return json.loads((out / COMMAND_FILE).read_text()).get("cwd")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_options(out: str | Path, command: str, options: dict[str, Any],
+                  cwd: str | None = None) -> None:
+    """Record ``options`` (name -> value, JSON-able) as ``command``'s in ``out``, with the
+    folder it runs in (``cwd``, default the current one), against which relative paths read."""
+    import os
+
     from lowdose.io.atomic import atomic_write_text
 
     Path(out).mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"command": command, "options": options}, indent=2, default=str)
+    record = {"command": command, "cwd": cwd or os.getcwd(), "options": options,
+              "relative_paths": relative_paths(options)}
+    text = json.dumps(record, indent=2, default=str)
     atomic_write_text(Path(out) / COMMAND_FILE, text + "\n")
 
 
@@ -101,6 +115,17 @@ def resume_options(command: str, values: dict[str, Any], typed: Iterable[str],
         raise LowdoseError(f"{out}: holds checkpoints already; pass --resume to continue, "
                            "or choose another --out")
     record = recorded_options(out, command)
+    started_in = _recorded_cwd(out)
+    if record is not None and started_in and Path(started_in) != Path.cwd():
+        relative = [p for p in relative_paths(record) if p]
+        if relative and not all(k in typed for k in record if k in PATH_OPTIONS
+                                and record[k] is not None):
+            from lowdose.errors import LowdoseError
+
+            raise LowdoseError(
+                f"{out}: the run was started in {started_in}, and its relative paths "
+                f"({', '.join(relative[:3])}) are read from the folder a command runs in: "
+                f"resume from {started_in}, or give them again")
     if record is None:
         if say is not None:
             say(f"note: {out} holds no {COMMAND_FILE} (a run started by an older lowdose): "
@@ -108,18 +133,18 @@ def resume_options(command: str, values: dict[str, Any], typed: Iterable[str],
         return values
     taken = {k: v for k, v in record.items() if k in values and k not in typed
              and k not in NOT_RECORDED}
-    shown = [_shown(k, v) for k, v in taken.items()
-             if v is not None and v != recordable.get(k)]
+    shown = [("DATA " + str(v) if k == "data" and command == "train classifier" else
+              _shown(k, v)) for k, v in taken.items() if v is not None and v != recordable.get(k)]
     if shown and say is not None:
         say(f"resuming with the run's options ({out / COMMAND_FILE}): {' '.join(shown)}")
     merged = {**values, **taken}
     update = {k: recordable[k] for k in updatable if k in typed and k in recordable}
     if update:
-        write_options(out, command, {**record, **update})
+        write_options(out, command, {**record, **update}, started_in)
     return merged
 
 
-def refuse_out_in_data(out: Path, sources: list[Any]) -> None:
+def refuse_out_in_data(out: Path, sources: list[Any], option: str = "--out") -> None:
     """Raise when the run folder ``out`` lies inside a data folder among ``sources`` (paths,
     lists of them, or ``None``): the run's checkpoints and cached low-dose draws would be read
     as data by the next run on that folder (a classifier's as a class folder).
@@ -135,9 +160,32 @@ def refuse_out_in_data(out: Path, sources: list[Any]) -> None:
             folder = Path(spec) if spec is not None else None
             if folder is not None and folder.is_dir() and (
                     target == folder.resolve() or folder.resolve() in target.parents):
-                raise LowdoseError(f"--out {out}: is inside the data folder {spec}; its "
+                raise LowdoseError(f"{option} {out}: is inside the data folder {spec}; its "
                                    "checkpoints and cached draws would be read as data by the "
-                                   "next run; put the run elsewhere")
+                                   "next run; put it elsewhere")
+
+
+#: Options that are paths (or globs), or a path or a name (a shipped preset or model).
+PATH_OPTIONS = frozenset({"data", "pairs", "cache", "manifest"})
+PATH_OR_NAME_OPTIONS = frozenset({"init", "preset", "weights"})
+
+
+def relative_paths(options: dict[str, Any]) -> list[str]:
+    """The relative paths among ``options`` (``--data ct``, a preset file ``my.yaml``): read
+    from the folder a command runs in, so a resume must run where the run started.
+
+    Example:
+        >>> relative_paths({"data": ["ct", "/abs/ct"], "preset": "cpu", "dose": "0.25"})
+        ['ct']
+    """
+    found = []
+    for name, value in options.items():
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str) or Path(item).is_absolute():
+                continue
+            if name in PATH_OPTIONS or (name in PATH_OR_NAME_OPTIONS and Path(item).exists()):
+                found.append(item)
+    return found
 
 
 def _plain(value: Any) -> Any:
@@ -188,7 +236,10 @@ def resumable(command: str, updatable: Iterable[str] = ()) -> Callable[[Callable
                 for name in paths:  # JSON holds a path as a string
                     if merged.get(name) is not None and not isinstance(merged[name], Path):
                         merged[name] = Path(merged[name])
-                refuse_out_in_data(out, [merged.get(name) for name in ("data", "pairs")])
+                sources = [merged.get(name) for name in ("data", "pairs")]
+                refuse_out_in_data(out, sources)
+                if merged.get("cache") is not None:  # its draws, read as data by the next run
+                    refuse_out_in_data(Path(merged["cache"]), sources, "--cache")
                 return func(**merged)
             except BaseException as exc:
                 if latest_checkpoint(out) is None:
