@@ -251,3 +251,19 @@ def test_files_of_an_image_tree_that_are_not_images_are_named(tmp_path, capsys, 
     assert rc == 0, err
     assert f"{tree}: skipped 2 file(s) that are not images (README.txt, normal/Thumbs.db)" \
         in said, said
+
+
+def test_outputs_beside_linked_images_or_a_dicom_file_are_taken(tmp_path, capsys):
+    """A symlinked PNG blocked every output under its folder, and a NIfTI written beside a
+    DICOM file was refused as if it joined the series: neither is read with the input."""
+    home = tmp_path / "home"
+    (home / "work" / "sel").mkdir(parents=True)
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(home / "scan.png")
+    (home / "work" / "sel" / "scan.png").symlink_to(home / "scan.png")
+    rc, _, err = run(["denoise", str(home / "work" / "sel"), str(home / "work" / "sel-out"),
+                      "-m", "tv"], capsys)
+    assert rc == 0, err
+    series = write_ct(_volume(), tmp_path / "s")
+    one = sorted(series.iterdir())[0]
+    rc, _, err = run(["denoise", str(one), str(series / "one.nii.gz"), "-m", "tv"], capsys)
+    assert rc == 0 and (series / "one.nii.gz").is_file(), err

@@ -32,6 +32,14 @@ def refuse_output_inside_input(src: Path, dst: Path) -> None:
                                    "into it (a rerun would read the outputs as inputs)")
         return
     folder = src.resolve().parent
+    # Only a DICOM output (a file, or a series folder) joins the series when the folder is read
+    # again; a NIfTI, npy or PNG beside it is skipped there.
+    from lowdose.io.formats.dicom import DICOM_SUFFIXES
+    from lowdose.io.read import IMAGE_FILE_SUFFIXES
+
+    non_dicom = tuple(s for s in IMAGE_FILE_SUFFIXES if s not in DICOM_SUFFIXES)
+    if dst.name.lower().endswith(non_dicom):
+        return
     if folder in out.parents and _holds_other_dicom(folder, src.resolve()):
         raise LowdoseError(
             f"{dst}: is inside the folder of the input's DICOM series ({folder}); a derived "
@@ -39,14 +47,25 @@ def refuse_output_inside_input(src: Path, dst: Path) -> None:
 
 
 def _input_folders(src: Path) -> list[Path]:
-    """``src`` resolved, and the folders its symlinks (to files or folders) lead to."""
+    """``src`` resolved, and the folders its symlinks lead to: a linked folder, or the folder
+    of a linked DICOM file (its series, read as a whole); a linked image of another kind adds
+    nothing (no output beside it is read with it)."""
+    from lowdose.io.formats.common import sniff
+    from lowdose.io.formats.dicom import DICOM_SUFFIXES
+
     folders = [src.resolve()]
     for path in src.rglob("*"):
-        if path.is_symlink() and path.exists():
-            target = path.resolve()
-            folder = target if target.is_dir() else target.parent
-            if folder not in folders:
-                folders.append(folder)
+        if not path.is_symlink() or not path.exists():
+            continue
+        target = path.resolve()
+        if target.is_dir():
+            folder = target
+        elif target.name.lower().endswith(DICOM_SUFFIXES) or _sniffed(target, sniff) == "dicom":
+            folder = target.parent
+        else:
+            continue
+        if folder not in folders:
+            folders.append(folder)
     return folders
 
 
