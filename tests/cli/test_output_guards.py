@@ -267,3 +267,12 @@ def test_outputs_beside_linked_images_or_a_dicom_file_are_taken(tmp_path, capsys
     one = sorted(series.iterdir())[0]
     rc, _, err = run(["denoise", str(one), str(series / "one.nii.gz"), "-m", "tv"], capsys)
     assert rc == 0 and (series / "one.nii.gz").is_file(), err
+
+
+def test_doses_into_a_file_name_is_refused(tmp_path, capsys):
+    """`--doses 0.25` into sq.nii.gz made a folder named sq.nii.gz holding dose-0.25/."""
+    src = write_ct(_volume(), tmp_path / "vol.nii.gz")
+    rc, _, err = run(["simulate", str(src), str(tmp_path / "sq.nii.gz"), "--doses", "0.25",
+                      "--method", "image-poisson"], capsys)
+    assert_one_error_line(rc, err, "--doses writes a folder per dose")
+    assert not (tmp_path / "sq.nii.gz").exists()

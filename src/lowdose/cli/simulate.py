@@ -70,6 +70,12 @@ def simulate(
     if doses is not None and dose is not None:
         raise LowdoseError("--dose and --doses: give one of them")
     dose_list = parse_doses(doses) if doses is not None else [0.25 if dose is None else dose]
+    from lowdose.io.read import IMAGE_FILE_SUFFIXES
+
+    if doses is not None and output.name.lower().endswith(IMAGE_FILE_SUFFIXES):
+        # it became a folder named like a file (out.nii.gz/dose-0.25/...)
+        raise LowdoseError(f"{output}: --doses writes a folder per dose (OUTPUT/dose-<d>/); "
+                           "give a folder name, or --dose for one file")
     hu_window = parse_window(window)
     if hu_window is None and series is None:  # --series: DICOM, no 8-bit image to read
         hu_window = default_8bit_window(input)

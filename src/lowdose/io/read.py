@@ -354,7 +354,10 @@ def each_series(folder: str | os.PathLike[str], scan: DicomScan | None = None
                     return DicomReader(ReadOptions(series=uid)).read_folder(folder, scan, first)
             finally:  # after the block: to the caller's own filters
                 for w in caught:
-                    warnings.warn(f"series {name}: {w.message}", w.category, stacklevel=2)
+                    # The folder's skipped files belong to no series: said as they were.
+                    folder_level = str(w.message).startswith(f"{folder}: skipped")
+                    warnings.warn(str(w.message) if folder_level else
+                                  f"series {name}: {w.message}", w.category, stacklevel=2)
 
         return read
 
