@@ -71,11 +71,12 @@ def test_study_cli_bad_input_is_one_error_line(tmp_path, capsys, tiny_config, ar
                                                ) -> None:
     argv = ["study", "--config", str(tiny_config), "--out", str(tmp_path / "o"), "--quiet",
             *args]
-    rc, _, err = run(argv, capsys)
+    rc, out, err = run(argv, capsys)
     assert rc != 0
     lines = err.strip().splitlines()
     assert lines[-1].startswith("error: ") and needle in lines[-1], err
     assert "Traceback" not in err
+    assert "accuracy" not in out  # refused before the classifier trained (--methods was not)
 
 
 def test_train_classifier_cli_refuses_unknown_class_folder(tmp_path, capsys) -> None:

@@ -80,5 +80,5 @@ def register(app: typer.Typer) -> None:
         if extra_classifiers:
             cfg.extra_classifiers = [int(t) if t.strip().isdigit() else t.strip()
                                      for t in extra_classifiers.split(",") if t.strip()]
-            cfg.__post_init__()
+        cfg.__post_init__()  # every override checked at once (--methods bogus: after training)
         run_study(cfg, resume=resume, progress=not quiet, log=typer.echo)
