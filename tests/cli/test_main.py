@@ -201,3 +201,14 @@ def test_debug_after_the_command_is_taken(tmp_path, capsys) -> None:
         run(["simulate", str(tmp_path / "none.nii.gz"), str(tmp_path / "x.nii.gz"), "--debug"],
             capsys)
     assert "no such file" in str(raised.value) and "No such option" not in str(raised.value)
+
+
+def test_a_broken_plugin_setting_leaves_help_and_version_reachable(capsys, monkeypatch) -> None:
+    """LOWDOSE_PLUGINS=nosuchmod made --help and --version an error."""
+    from lowdose.cli.main import main
+
+    monkeypatch.setenv("LOWDOSE_PLUGINS", "nosuchmod")
+    assert main(["--version"]) == 0
+    captured = capsys.readouterr()
+    assert "nosuchmod" in captured.err and captured.out.strip()
+    assert main(["denoise", "--list"]) == 2  # a command that would run without it: refused

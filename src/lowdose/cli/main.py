@@ -193,7 +193,13 @@ def _terminate_as_interrupt(install: bool) -> Iterator[None]:
 
 def _run(argv: list[str], debug: bool) -> int:
     try:
-        load_plugins()
+        try:
+            load_plugins()
+        except LowdoseError as exc:
+            if argv and not {"--help", "-h", "--version"} & set(argv):
+                raise
+            # help and the version stay reachable with a stale plugin setting
+            print(f"warning: {exc}", file=sys.stderr)
         # Not standalone, typer returns the code of a typer.Exit instead of raising it, and
         # turns Ctrl-C into Exit(130): a command returns None, so an int is an exit code.
         code = build_app()(args=argv, prog_name="lowdose", standalone_mode=False)
