@@ -356,3 +356,14 @@ def test_denoise_and_upscale_read_8bit_images_through_a_stated_window(tmp_path, 
     rc, _, err = run(["upscale", str(folder), str(tmp_path / "u"), "--window", "-160,240"],
                      capsys)
     assert rc == 0 and read_ct(tmp_path / "u" / "a.png").metadata["window"] == [-160.0, 240.0]
+    # An HU input written as PNG: through the window given (it was ignored: lung)
+    from lowdose.image import CTImage
+    from lowdose.io import write_ct
+
+    nii = write_ct(CTImage(np.full((32, 32), 40.0, np.float32), spacing=(0.7, 0.7)),
+                   tmp_path / "hu.nii.gz")
+    for command in (["denoise", str(nii), str(tmp_path / "hu.png"), "-m", "tv"],
+                    ["upscale", str(nii), str(tmp_path / "hu2.png")]):
+        rc, _, err = run([*command, "--window", "-160,240"], capsys)
+        written = read_ct(Path(command[2]))
+        assert rc == 0 and written.metadata["window"] == [-160.0, 240.0], err

@@ -13,7 +13,7 @@ from lowdose.cli.options import npy_scale_option, plain_text, say_written, serie
 from lowdose.errors import LowdoseError
 
 if TYPE_CHECKING:
-    from lowdose.image import CTImage
+    from lowdose.image import CTImage, Window
     from lowdose.models.base import Denoiser
 
 
@@ -108,7 +108,8 @@ def denoise_path(
     skipped = SkippedInputs(len(jobs), Path(dst), warn) if len(jobs) > 1 else None
     for out, read in jobs:
         try:
-            written.append(_denoise_one(denoiser, read, out, along, batch_size, progress, say))
+            written.append(_denoise_one(denoiser, read, out, along, batch_size, progress, say,
+                                        parse_window(window)))
         except LowdoseError as exc:
             if skipped is None:
                 raise
@@ -119,9 +120,10 @@ def denoise_path(
 
 
 def _denoise_one(denoiser: Denoiser, read: Callable[[], CTImage], out: Path, along: str,
-                 batch_size: int, progress: bool, say: Callable[[list[str | None]], None]
-                 ) -> Path:
-    """Read one input, denoise it and write it to ``out``; the written path."""
+                 batch_size: int, progress: bool, say: Callable[[list[str | None]], None],
+                 window: Window | None = None) -> Path:
+    """Read one input, denoise it and write it to ``out`` (a PNG through ``window`` where
+    given, else the one it was read through); the written path."""
     from lowdose.io import write_ct
     from lowdose.io.read import check_writable, from_series_folder
 
@@ -140,7 +142,7 @@ def _denoise_one(denoiser: Denoiser, read: Callable[[], CTImage], out: Path, alo
         restored = denoise_along_axial(denoiser, image, batch_size, progress)
     else:
         restored = denoiser.denoise_image(image, batch_size=batch_size, progress=progress)
-    return write_ct(restored, out, description=f"lowdose {denoiser.name}",
+    return write_ct(restored, out, description=f"lowdose {denoiser.name}", window=window,
                     folder_if_unknown=from_series_folder(image))
 
 ALONG = ("slices", "axial")

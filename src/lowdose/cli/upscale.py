@@ -95,6 +95,7 @@ def upscale_path(
                  upscaler.plane_note(image.orientation)])
             image = upscaler.upscale_image(image, batch_size=batch_size, progress=progress)
             written.append(write_ct(image, out, description=f"lowdose gan-circle x{scale}",
+                                    window=parse_window(window),
                                     folder_if_unknown=from_series_folder(image)))
         except LowdoseError as exc:
             if skipped is None:
