@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,9 +75,9 @@ def denoise_path(
     Example:
         >>> denoise_path("qd.nii.gz", "restored.nii.gz", model="bm3d")  # doctest: +SKIP
     """
-    from lowdose.cli.jobs import input_jobs
+    from lowdose.cli.jobs import windowed_input_jobs
     from lowdose.errors import OnceEach
-    from lowdose.io.outputs import SkippedInputs
+    from lowdose.io.outputs import run_each
     from lowdose.models.loading import (
         DEFAULT_DENOISER,
         load_denoiser,
@@ -89,34 +88,18 @@ def denoise_path(
     if along not in ALONG:
         raise LowdoseError(f"--along {along!r}: use one of {', '.join(ALONG)}")
     from lowdose.cli.options import parse_window
-    from lowdose.cli.simulate import default_8bit_window
 
-    hu_window = [parse_window(window)]  # read when the images are: the default found below
-    jobs = input_jobs(Path(src), Path(dst), series, npy_scale,  # input errors before loading
-                      lambda: hu_window[0])
-    if hu_window[0] is None and series is None:  # the lung window, said where it is assumed
-        with contextlib.suppress(LowdoseError):
-            hu_window[0] = default_8bit_window(Path(src))
+    # input and output errors before loading
+    jobs = windowed_input_jobs(Path(src), Path(dst), series, npy_scale, window)
     denoiser = load_denoiser(model, device=device, trust_pickle=trust_pickle,
                              self_ensemble=self_ensemble, strength=strength,
                              precision=precision,
                              settings=parse_settings(split_spec(model or DEFAULT_DENOISER)[0],
                                                      settings or []))
-    written = []
     say = OnceEach(warn)
-    # Several inputs (a tree, --series all): a bad one is skipped, the others written.
-    skipped = SkippedInputs(len(jobs), Path(dst), warn) if len(jobs) > 1 else None
-    for out, read in jobs:
-        try:
-            written.append(_denoise_one(denoiser, read, out, along, batch_size, progress, say,
-                                        parse_window(window)))
-        except LowdoseError as exc:
-            if skipped is None:
-                raise
-            skipped.add(exc)
-    if skipped is not None:
-        skipped.finish()
-    return written
+    return run_each(jobs, lambda out, read: _denoise_one(
+        denoiser, read, out, along, batch_size, progress, say, parse_window(window)),
+        Path(dst), warn)
 
 
 def _denoise_one(denoiser: Denoiser, read: Callable[[], CTImage], out: Path, along: str,

@@ -64,6 +64,30 @@ def input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None,
     return [(dst, reader(src))]
 
 
+def windowed_input_jobs(src: Path, dst: Path, series: str | None, npy_scale: str | None,
+                        window: str | None) -> list[tuple[Path, Callable[[], CTImage]]]:
+    """:func:`input_jobs` with the ``--window`` of 8-bit inputs (``'lo,hi'`` or a name): the
+    one given, else (checked after the inputs and outputs, so their errors come first) the lung
+    window, said where assumed (:func:`lowdose.cli.simulate.default_8bit_window`).
+
+    Example:
+        >>> jobs = windowed_input_jobs(Path("pngs"), Path("out"), None, None,
+        ...                            "lung")  # doctest: +SKIP
+    """
+    import contextlib
+
+    from lowdose.cli.options import parse_window
+    from lowdose.cli.simulate import default_8bit_window
+    from lowdose.errors import LowdoseError
+
+    hu_window = [parse_window(window)]  # read when the images are: the default found below
+    jobs = input_jobs(src, dst, series, npy_scale, lambda: hu_window[0])
+    if hu_window[0] is None and series is None:
+        with contextlib.suppress(LowdoseError):  # input_jobs said what is wrong with src
+            hu_window[0] = default_8bit_window(src)
+    return jobs
+
+
 def _image_tree(src: Path, suffixes: tuple[str, ...], dicom_suffixes: tuple[str, ...]
                 ) -> list[Path]:
     """The images under ``src`` when it holds images and no DICOM (else ``[]``: a series, or an

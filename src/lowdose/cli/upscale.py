@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from lowdose.cli.options import npy_scale_option, say_written, series_option
 from lowdose.errors import LowdoseError
+
+if TYPE_CHECKING:
+    from lowdose.image import CTImage
 
 
 def list_upscalers() -> list[tuple[str, str]]:
@@ -67,43 +70,29 @@ def upscale_path(
         >>> upscale_path("series/", "series-x2/", scale=2)  # doctest: +SKIP
         [PosixPath('series-x2')]
     """
-    from lowdose.cli.jobs import input_jobs
+    from lowdose.cli.jobs import windowed_input_jobs
     from lowdose.cli.options import parse_window
-    from lowdose.cli.simulate import default_8bit_window
     from lowdose.errors import OnceEach
     from lowdose.io import write_ct
-    from lowdose.io.outputs import SkippedInputs
+    from lowdose.io.outputs import run_each
     from lowdose.io.read import check_writable, from_series_folder
     from lowdose.models.gan_circle import load_upscaler
 
-    hu_window = [parse_window(window)]  # read when the images are: the default found below
-    jobs = input_jobs(Path(src), Path(dst), series, npy_scale,  # input errors before loading
-                      lambda: hu_window[0])
-    if hu_window[0] is None and series is None:  # the lung window, said where it is assumed
-        with contextlib.suppress(LowdoseError):
-            hu_window[0] = default_8bit_window(Path(src))
+    # input and output errors before loading
+    jobs = windowed_input_jobs(Path(src), Path(dst), series, npy_scale, window)
     upscaler = load_upscaler(model, scale=scale, device=device, precision=precision)
-    written = []
     say = OnceEach(warn)
-    # Several inputs (a tree, --series all): a bad one is skipped, the others written.
-    skipped = SkippedInputs(len(jobs), Path(dst), warn) if len(jobs) > 1 else None
-    for out, read in jobs:
-        try:
-            image = read()
-            check_writable(image, out, folder_if_unknown=from_series_folder(image))  # first
-            say([upscaler.pixel_size_note(image.pixel_size_mm),
-                 upscaler.plane_note(image.orientation)])
-            image = upscaler.upscale_image(image, batch_size=batch_size, progress=progress)
-            written.append(write_ct(image, out, description=f"lowdose gan-circle x{scale}",
-                                    window=parse_window(window),
-                                    folder_if_unknown=from_series_folder(image)))
-        except LowdoseError as exc:
-            if skipped is None:
-                raise
-            skipped.add(exc)
-    if skipped is not None:
-        skipped.finish()
-    return written
+
+    def upscale_one(out: Path, read: Callable[[], CTImage]) -> Path:
+        image = read()
+        check_writable(image, out, folder_if_unknown=from_series_folder(image))  # first
+        say([upscaler.pixel_size_note(image.pixel_size_mm),
+             upscaler.plane_note(image.orientation)])
+        image = upscaler.upscale_image(image, batch_size=batch_size, progress=progress)
+        return write_ct(image, out, description=f"lowdose gan-circle x{scale}",
+                        window=parse_window(window), folder_if_unknown=from_series_folder(image))
+
+    return run_each(jobs, upscale_one, Path(dst), warn)
 
 
 def register(app: typer.Typer) -> None:

@@ -228,3 +228,28 @@ def warn_skipped_files(root: Path, taken: list[Path]) -> None:
         more = f" and {len(others) - 3} more" if len(others) > 3 else ""
         warnings.warn(f"{root}: skipped {len(others)} file(s) that are not images ({shown}"
                       f"{more})", stacklevel=3)
+
+
+def run_each(jobs: list[tuple[Path, Callable[[], object]]],
+             work: Callable[[Path, Callable[[], object]], Path], root: Path,
+             warn: Callable[[str], None] | None = None) -> list[Path]:
+    """``work(output, read)`` for each job, the written paths; with several jobs (a tree,
+    ``--series all``) a failing one is skipped and counted (:class:`SkippedInputs`), the
+    others written.
+
+    Example:
+        >>> run_each([(Path("a.png"), lambda: None)], lambda out, read: out, Path("."))
+        [PosixPath('a.png')]
+    """
+    skipped = SkippedInputs(len(jobs), root, warn) if len(jobs) > 1 else None
+    written = []
+    for out, read in jobs:
+        try:
+            written.append(work(out, read))
+        except LowdoseError as exc:
+            if skipped is None:
+                raise
+            skipped.add(exc)
+    if skipped is not None:
+        skipped.finish()
+    return written
