@@ -212,3 +212,21 @@ def test_a_broken_plugin_setting_leaves_help_and_version_reachable(capsys, monke
     captured = capsys.readouterr()
     assert "nosuchmod" in captured.err and captured.out.strip()
     assert main(["denoise", "--list"]) == 2  # a command that would run without it: refused
+
+
+def test_a_warning_during_a_progress_bar_gets_a_line_of_its_own() -> None:
+    """Printed at the end of the bar's line, the next redraw hid it (a tree's colour warnings
+    vanished that way)."""
+    import io
+
+    from tqdm import tqdm
+
+    from lowdose.cli.main import _show_warning
+
+    buf = io.StringIO()
+    with tqdm(total=3, file=buf, desc="simulate") as bar:
+        bar.update(1)
+        _show_warning("x.png: coloured", UserWarning, "f.py", 1, file=buf)
+        bar.update(1)
+    lines = [line.strip() for line in buf.getvalue().replace("\r", "\n").splitlines()]
+    assert "warning: x.png: coloured" in lines

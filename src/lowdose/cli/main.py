@@ -138,7 +138,11 @@ def _unwrap_help(app: typer.Typer) -> None:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: TextIO | None = None, line: str | None = None) -> None:
-    print(f"warning: {message}", file=sys.stderr if file is None else file)
+    # Through tqdm: a warning raised while a progress bar is drawn gets a line of its own, not
+    # the end of the bar's line (where the next redraw hid it).
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
 def main(argv: list[str] | None = None) -> int:
