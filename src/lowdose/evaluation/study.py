@@ -69,7 +69,7 @@ class PhantomData:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from lowdose.training.trainer import checked_int
+        from lowdose.settings import checked_int
 
         # The phantom generator's own limits (lowdose.io.phantom), said when the config is built.
         for name, minimum in (("n_train", 1), ("n_valid", 1), ("n_test", 1), ("size", 32),
@@ -212,7 +212,7 @@ class StudyConfig:
         end of the study (the grid window), or late and unnamed."""
         from lowdose.image import NAMED_WINDOWS
         from lowdose.physics.base import simulators
-        from lowdose.training.trainer import (
+        from lowdose.settings import (
             checked_bool,
             checked_float,
             checked_int,

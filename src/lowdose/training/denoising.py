@@ -32,17 +32,19 @@ import torch
 from lowdose.errors import LowdoseError
 from lowdose.io.formats.dicom import DICOM_SUFFIXES
 from lowdose.models.network import NetworkDenoiser
+from lowdose.settings import (
+    checked_bool,
+    checked_choice,
+    checked_float,
+    checked_int,
+    checked_text,
+)
 from lowdose.training.base import TrainingFamily
 from lowdose.training.presets import CONFIG_DIR, merge_settings, read_preset, shipped_names
 from lowdose.training.trainer import (
     Trainer,
     TrainerConfig,
     TrainResult,
-    checked_bool,
-    checked_choice,
-    checked_float,
-    checked_int,
-    checked_text,
     finished_result,
     refuse_changed_resume,
 )

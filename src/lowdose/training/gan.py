@@ -1306,7 +1306,7 @@ class GanDataConfig:
     def __post_init__(self) -> None:
         from lowdose.physics.base import simulators
         from lowdose.physics.checks import check_dose
-        from lowdose.training.trainer import (
+        from lowdose.settings import (
             checked_bool,
             checked_choice,
             checked_float,
