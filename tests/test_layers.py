@@ -28,7 +28,7 @@ RANKS = {
     "evaluation": 5,
     "cli": 6,
 }
-SHARED = {"errors", "image", "registry", "device"}
+SHARED = {"errors", "image", "registry", "device", "settings"}
 
 
 def _imports(path: Path) -> set[str]:

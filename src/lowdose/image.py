@@ -56,6 +56,12 @@ class Window:
         return (np.asarray(unit, np.float32) * self.width + self.lo).astype(np.float32)
 
 
+#: Images without a pixel size are taken to span the Mayo scans' reconstruction diameter
+#: (380 mm; 512 px -> 0.742 mm) by the projection physics, so an 8-bit screenshot of any size
+#: keeps a body-sized object; ``info`` says so.
+DEFAULT_FOV_MM = 380.0
+
+
 NAMED_WINDOWS: dict[str, Window] = {
     # The metric conventions of the project: `full` is HU clipped to [-1024, 3072].
     "full": Window(HU_MIN, HU_MAX),

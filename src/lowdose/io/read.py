@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lowdose.errors import LowdoseError
-from lowdose.image import HU_EXTENDED_MAX, CTImage, Window
+from lowdose.image import DEFAULT_FOV_MM, HU_EXTENDED_MAX, CTImage, Window
 from lowdose.io.base import Reader, Writer, readers, writers
 from lowdose.io.formats.common import ReadOptions, WriteOptions
 from lowdose.io.formats.dicom import DICOM_SUFFIXES, DicomScan, SeriesInfo
@@ -468,8 +468,6 @@ def format_series_table(found: list[SeriesInfo]) -> list[str]:
 def format_inventory(inv: Inventory, with_path: bool = True) -> str:
     """The human-readable report ``lowdose info`` prints (``with_path``: its first line
     names the path)."""
-    from lowdose.physics.projection import DEFAULT_FOV_MM
-
     img, meta = inv.image, inv.image.metadata
     axes = "slices x rows x cols" if img.is_volume else "rows x cols"
     hu = img.hu

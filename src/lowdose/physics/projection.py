@@ -80,16 +80,13 @@ import numpy as np
 import torch
 
 from lowdose.errors import LowdoseError
-from lowdose.image import HU_MIN
+from lowdose.image import DEFAULT_FOV_MM, HU_MIN
 from lowdose.physics.base import LowDoseSimulator, simulators
 from lowdose.physics.checks import check_dose, check_hu_tensor
 from lowdose.physics.projector import FILTERS, ParallelProjector
 
 MU_WATER_PER_MM = 0.0192
 DEFAULT_PIXEL_MM = 0.7421875  # the Mayo L506 pixel size (DICOM PixelSpacing)
-# Images without a pixel size are assumed to span the Mayo scans' reconstruction diameter
-# (380 mm; 512 px -> 0.742 mm), so an 8-bit screenshot of any size keeps a body-sized object.
-DEFAULT_FOV_MM = 380.0
 DEFAULT_CALIBRATION = Path(__file__).with_name("calibration_default.json")
 GEOMETRY_KINDS = ("fan-equiangular", "fan-flat", "parallel")
 MIN_SIZE = 16
