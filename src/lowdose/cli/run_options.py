@@ -61,8 +61,7 @@ def write_options(out: str | Path, command: str, options: dict[str, Any],
     from lowdose.io.atomic import atomic_write_text
 
     Path(out).mkdir(parents=True, exist_ok=True)
-    record = {"command": command, "cwd": cwd or os.getcwd(), "options": options,
-              "relative_paths": relative_paths(options)}
+    record = {"command": command, "cwd": cwd or os.getcwd(), "options": options}
     text = json.dumps(record, indent=2, default=str)
     atomic_write_text(Path(out) / COMMAND_FILE, text + "\n")
 
