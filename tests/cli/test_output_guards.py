@@ -276,3 +276,12 @@ def test_doses_into_a_file_name_is_refused(tmp_path, capsys):
                       "--method", "image-poisson"], capsys)
     assert_one_error_line(rc, err, "--doses writes a folder per dose")
     assert not (tmp_path / "sq.nii.gz").exists()
+
+
+def test_a_tree_of_images_has_one_bar_over_its_images(tmp_path, capsys):
+    """Each image drew a bar of its own slices (0/1 .. 1/1, a thousand times over a dataset)
+    and none counted the images."""
+    tree = _png_tree(tmp_path / "t")
+    rc, _, err = run(["denoise", str(tree), str(tmp_path / "o"), "-m", "tv"], capsys)
+    assert rc == 0, err
+    assert "3/3" in err and "image/s" in err and "slice/s" not in err, err

@@ -78,6 +78,7 @@ def denoise_path(
     from lowdose.cli.jobs import windowed_input_jobs
     from lowdose.errors import OnceEach
     from lowdose.io.outputs import run_each
+    from lowdose.io.read import ALL_SERIES
     from lowdose.models.loading import (
         DEFAULT_DENOISER,
         load_denoiser,
@@ -97,9 +98,12 @@ def denoise_path(
                              settings=parse_settings(split_spec(model or DEFAULT_DENOISER)[0],
                                                      settings or []))
     say = OnceEach(warn)
+    # A tree of images: one bar over them; a file or series (--series all too): one of slices.
+    tree = len(jobs) > 1 and series != ALL_SERIES
     return run_each(jobs, lambda out, read: _denoise_one(
-        denoiser, read, out, along, batch_size, progress, say, parse_window(window)),
-        Path(dst), warn)
+        denoiser, read, out, along, batch_size, progress and not tree, say,
+        parse_window(window)), Path(dst), warn,
+        bar=f"denoise ({denoiser.name})" if progress and tree else None)
 
 
 def _denoise_one(denoiser: Denoiser, read: Callable[[], CTImage], out: Path, along: str,

@@ -75,24 +75,28 @@ def upscale_path(
     from lowdose.errors import OnceEach
     from lowdose.io import write_ct
     from lowdose.io.outputs import run_each
-    from lowdose.io.read import check_writable, from_series_folder
+    from lowdose.io.read import ALL_SERIES, check_writable, from_series_folder
     from lowdose.models.gan_circle import load_upscaler
 
     # input and output errors before loading
     jobs = windowed_input_jobs(Path(src), Path(dst), series, npy_scale, window)
     upscaler = load_upscaler(model, scale=scale, device=device, precision=precision)
     say = OnceEach(warn)
+    # A tree of images: one bar over them; a file or series (--series all too): one of slices.
+    tree = len(jobs) > 1 and series != ALL_SERIES
 
     def upscale_one(out: Path, read: Callable[[], CTImage]) -> Path:
         image = read()
         check_writable(image, out, folder_if_unknown=from_series_folder(image))  # first
         say([upscaler.pixel_size_note(image.pixel_size_mm),
              upscaler.plane_note(image.orientation)])
-        image = upscaler.upscale_image(image, batch_size=batch_size, progress=progress)
+        image = upscaler.upscale_image(image, batch_size=batch_size,
+                                       progress=progress and not tree)
         return write_ct(image, out, description=f"lowdose gan-circle x{scale}",
                         window=parse_window(window), folder_if_unknown=from_series_folder(image))
 
-    return run_each(jobs, upscale_one, Path(dst), warn)
+    return run_each(jobs, upscale_one, Path(dst), warn,
+                    bar=f"upscale x{scale}" if progress and tree else None)
 
 
 def register(app: typer.Typer) -> None:

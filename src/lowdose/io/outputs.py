@@ -232,10 +232,11 @@ def warn_skipped_files(root: Path, taken: list[Path]) -> None:
 
 def run_each(jobs: list[tuple[Path, Callable[[], object]]],
              work: Callable[[Path, Callable[[], object]], Path], root: Path,
-             warn: Callable[[str], None] | None = None) -> list[Path]:
+             warn: Callable[[str], None] | None = None, bar: str | None = None) -> list[Path]:
     """``work(output, read)`` for each job, the written paths; with several jobs (a tree,
     ``--series all``) a failing one is skipped and counted (:class:`SkippedInputs`), the
-    others written.
+    others written. ``bar``: the description of one progress bar over the jobs (a tree of
+    images, where a bar of each image's slices would flash by, one after another).
 
     Example:
         >>> run_each([(Path("a.png"), lambda: None)], lambda out, read: out, Path("."))
@@ -243,13 +244,24 @@ def run_each(jobs: list[tuple[Path, Callable[[], object]]],
     """
     skipped = SkippedInputs(len(jobs), root, warn) if len(jobs) > 1 else None
     written = []
-    for out, read in jobs:
-        try:
-            written.append(work(out, read))
-        except LowdoseError as exc:
-            if skipped is None:
-                raise
-            skipped.add(exc)
+    shown = None
+    if bar is not None:
+        from tqdm import tqdm
+
+        shown = tqdm(total=len(jobs), desc=bar, unit="image")
+    try:
+        for out, read in jobs:
+            try:
+                written.append(work(out, read))
+            except LowdoseError as exc:
+                if skipped is None:
+                    raise
+                skipped.add(exc)
+            if shown is not None:
+                shown.update(1)
+    finally:
+        if shown is not None:
+            shown.close()
     if skipped is not None:
         skipped.finish()
     return written
