@@ -810,7 +810,9 @@ class DicomReader(FormatReader):
             raise LowdoseError(f"{path}: {reason}")
         if reason is not None:
             raise LowdoseError(f"{path}: {reason}")
-        if self.options.series and ds.get("SeriesInstanceUID") != self.options.series:
+        # A unique part of the UID names the series, as it does for a folder (pick_series).
+        if self.options.series and self.options.series not in str(
+                ds.get("SeriesInstanceUID", "")):
             raise LowdoseError(
                 f"{path}: belongs to series {ds.get('SeriesInstanceUID')}, "
                 f"not {self.options.series}"
