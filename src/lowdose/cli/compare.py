@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from lowdose.cli.options import npy_scale_option, parse_doses, parse_window, series_option
+from lowdose.cli.options import (
+    npy_scale_option,
+    parse_doses,
+    parse_window,
+    series_option,
+    window_option,
+)
 from lowdose.errors import LowdoseError
 
 
@@ -36,9 +42,7 @@ def compare(
     save_images: bool = typer.Option(
         False, "--save-images", help="Also write the full dose, each low dose and each "
         "restoration as NIfTI under OUT, to view side by side."),
-    window: str | None = typer.Option(
-        None, "--window", help="HU window of an 8-bit PNG/JPEG input: 'lo,hi' or a name "
-        "(default: the window a lowdose PNG recorded, else lung = -1350,150)."),
+    window: str | None = window_option(),
     npy_scale: str | None = npy_scale_option(),
     series: str | None = series_option(),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 (default: best)."),

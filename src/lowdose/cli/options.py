@@ -26,6 +26,22 @@ def npy_scale_option(default: str | None = None) -> Any:
                         "read as mayo is written in mayo, any other in HU.")
 
 
+def window_option(writes: bool = False) -> Any:
+    """The ``--window`` option of the commands that read 8-bit PNG/JPEG images as HU;
+    ``writes``: the command also writes its PNG outputs through it.
+
+    Example:
+        >>> window_option().param_decls
+        ('--window',)
+    """
+    import typer
+
+    written = "; the outputs are written through it" if writes else ""
+    return typer.Option(None, "--window",
+                        help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name (default: "
+                        f"the window a lowdose PNG recorded, else lung = -1350,150){written}.")
+
+
 def series_option(flag: str = "--series", of: str = "the input", each: bool = False) -> Any:
     """A ``--series UID`` option: which DICOM series to read from a folder that holds several;
     ``each``: the command also takes ``all`` (every series, each into a subfolder of the output).

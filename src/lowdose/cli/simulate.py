@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from lowdose.cli.options import npy_scale_option, parse_doses, say_written, series_option
+from lowdose.cli.options import (
+    npy_scale_option,
+    parse_doses,
+    say_written,
+    series_option,
+    window_option,
+)
 from lowdose.errors import LowdoseError
 
 if TYPE_CHECKING:
@@ -38,10 +44,7 @@ def simulate(
         None, "--calibration",
         help="Calibration JSON from 'lowdose calibrate' (default: the shipped Mayo fit).",
     ),
-    window: str | None = typer.Option(
-        None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name "
-        "(default: the window a lowdose PNG recorded, else lung = -1350,150)."
-    ),
+    window: str | None = window_option(),
     npy_scale: str | None = npy_scale_option(),
     series: str | None = series_option(each=True),
     pixel_size: float | None = typer.Option(
