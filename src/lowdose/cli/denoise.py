@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from lowdose.cli.options import npy_scale_option, plain_text, say_written, series_option
+from lowdose.cli.options import (
+    npy_scale_option,
+    plain_text,
+    say_written,
+    series_option,
+    window_option,
+)
 from lowdose.errors import LowdoseError
 
 if TYPE_CHECKING:
@@ -100,9 +106,10 @@ def denoise_path(
     say = OnceEach(warn)
     # A tree of images: one bar over them; a file or series (--series all too): one of slices.
     tree = len(jobs) > 1 and series != ALL_SERIES
+    given_window = parse_window(window)  # a PNG output's, where given
     return run_each(jobs, lambda out, read: _denoise_one(
-        denoiser, read, out, along, batch_size, progress and not tree, say,
-        parse_window(window)), Path(dst), warn,
+        denoiser, read, out, along, batch_size, progress and not tree, say, given_window),
+        Path(dst), warn,
         bar=f"denoise ({denoiser.name})" if progress and tree else None)
 
 
@@ -210,10 +217,7 @@ def register(app: typer.Typer) -> None:
             "2-3x faster there, about 1 HU rms of rounding; see the README)."),
         series: str | None = series_option(each=True),
         npy_scale: str | None = npy_scale_option(),
-        window: str | None = typer.Option(
-            None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name "
-            "(default: the window a lowdose PNG recorded, else lung = -1350,150); the outputs "
-            "are written through it."),
+        window: str | None = window_option(writes=True),
         along: str = typer.Option(
             "slices", "--along", help="slices: denoise each slice as stored; axial: a coronal "
             "or sagittal volume along its axial planes, as CT noise is made (reformats denoised "

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from lowdose.cli.options import npy_scale_option, say_written, series_option
+from lowdose.cli.options import npy_scale_option, say_written, series_option, window_option
 from lowdose.errors import LowdoseError
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ def upscale_path(
     say = OnceEach(warn)
     # A tree of images: one bar over them; a file or series (--series all too): one of slices.
     tree = len(jobs) > 1 and series != ALL_SERIES
+    given_window = parse_window(window)  # a PNG output's, where given
 
     def upscale_one(out: Path, read: Callable[[], CTImage]) -> Path:
         image = read()
@@ -93,7 +94,7 @@ def upscale_path(
         image = upscaler.upscale_image(image, batch_size=batch_size,
                                        progress=progress and not tree)
         return write_ct(image, out, description=f"lowdose gan-circle x{scale}",
-                        window=parse_window(window), folder_if_unknown=from_series_folder(image))
+                        window=given_window, folder_if_unknown=from_series_folder(image))
 
     return run_each(jobs, upscale_one, Path(dst), warn,
                     bar=f"upscale x{scale}" if progress and tree else None)
@@ -118,10 +119,7 @@ def register(app: typer.Typer) -> None:
             "fp32", help="fp32, or bf16 (a GPU, or a CPU with native bf16: faster there)."),
         series: str | None = series_option(each=True),
         npy_scale: str | None = npy_scale_option(),
-        window: str | None = typer.Option(
-            None, "--window", help="HU window of 8-bit PNG/JPEG inputs: 'lo,hi' or a name "
-            "(default: the window a lowdose PNG recorded, else lung = -1350,150); the outputs "
-            "are written through it."),
+        window: str | None = window_option(writes=True),
     ) -> None:
         """Super-resolve CT slices in-plane with GAN-CIRCLE (spacing divided by the scale).
 
