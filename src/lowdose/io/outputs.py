@@ -50,9 +50,6 @@ def _input_folders(src: Path) -> list[Path]:
     """``src`` resolved, and the folders its symlinks lead to: a linked folder, or the folder
     of a linked DICOM file (its series, read as a whole); a linked image of another kind adds
     nothing (no output beside it is read with it)."""
-    from lowdose.io.formats.common import sniff
-    from lowdose.io.formats.dicom import DICOM_SUFFIXES
-
     folders = [src.resolve()]
     for path in src.rglob("*"):
         if not path.is_symlink() or not path.exists():
@@ -60,7 +57,7 @@ def _input_folders(src: Path) -> list[Path]:
         target = path.resolve()
         if target.is_dir():
             folder = target
-        elif target.name.lower().endswith(DICOM_SUFFIXES) or _sniffed(target, sniff) == "dicom":
+        elif _is_dicom(target):
             folder = target.parent
         else:
             continue
@@ -70,25 +67,24 @@ def _input_folders(src: Path) -> list[Path]:
 
 
 def _holds_other_dicom(folder: Path, file: Path) -> bool:
-    """Whether ``folder`` holds a DICOM file besides ``file`` (by suffix, else by content)."""
+    """Whether ``folder`` holds a DICOM file besides ``file``, itself a DICOM file."""
+    if not _is_dicom(file):
+        return False
+    return any(_is_dicom(path) for path in folder.iterdir()
+               if not path.name.startswith(".") and path.is_file() and path.resolve() != file)
+
+
+def _is_dicom(path: Path) -> bool:
+    """A DICOM file by its suffix, else by its content (an unreadable one is not)."""
     from lowdose.io.formats.common import sniff
     from lowdose.io.formats.dicom import DICOM_SUFFIXES
 
-    if not (file.name.lower().endswith(DICOM_SUFFIXES) or _sniffed(file, sniff) == "dicom"):
-        return False
-    for path in folder.iterdir():
-        if path.name.startswith(".") or not path.is_file() or path.resolve() == file:
-            continue
-        if path.name.lower().endswith(DICOM_SUFFIXES) or _sniffed(path, sniff) == "dicom":
-            return True
-    return False
-
-
-def _sniffed(path: Path, sniff: Callable[[Path], str | None]) -> str | None:
+    if path.name.lower().endswith(DICOM_SUFFIXES):
+        return True
     try:
-        return sniff(path)
-    except LowdoseError:  # unreadable: not counted
-        return None
+        return sniff(path) == "dicom"
+    except LowdoseError:
+        return False
 
 
 def check_outputs(root: Path, outputs: list[Path], folders: bool = False,
