@@ -92,6 +92,9 @@ def _outside(path: Path | None, folder: Path, option: str) -> None:
                            "is never modified, write it elsewhere")
     if target.is_dir():
         raise LowdoseError(f"{option} {path}: is a folder; give a file name")
+    from lowdose.io.atomic import check_output_place
+
+    check_output_place(path)  # before the audit (minutes on a large set): a file in the way
 
 
 def audit(
@@ -119,11 +122,6 @@ def audit(
 
     _outside(json_out, folder, "--json")
     _outside(manifest, folder, "--write-manifest")
-    from lowdose.io.atomic import check_output_place
-
-    for out in (json_out, manifest):  # before the audit (minutes on a large set)
-        if out is not None:
-            check_output_place(out)
     rule = NearDuplicateRule(phash_max=phash_max, detail_corr_min=detail_corr_min,
                              mad_max=mad_max)
     with _warnings_as_lines():
