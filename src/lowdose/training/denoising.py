@@ -373,10 +373,11 @@ def load_slices(
     slices, names, pixels = [], [], []
     reformats: dict[str, int] = {}  # plane -> slices left out
     axial_images = 0
-    warn_low_dose_names([p for spec in specs for p in find_ct_files([spec])])
+    files = {str(spec): find_ct_files([spec]) for spec in specs}  # each folder walked once
+    warn_low_dose_names([path for found in files.values() for path in found])
     for spec in specs:
         taken = 0
-        for path in find_ct_files([spec]):
+        for path in files[str(spec)]:
             image = read_ct(path, npy_scale=npy_scale)
             if reformat_note(str(path), image.orientation, AXIAL_NOISE) is not None:
                 plane = str(image.orientation)
