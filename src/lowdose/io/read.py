@@ -332,7 +332,12 @@ def each_series(folder: str | os.PathLike[str], scan: DicomScan | None = None
         >>> [name for name, _ in each_series("exam/")]  # doctest: +SKIP
         ['2-CHEST_2_5_MM_ABD_PEL_2_5MM', '4-CHEST_1_25_MM']
     """
-    from lowdose.io.formats.dicom import DicomReader, scan_folder, series_folder_names
+    from lowdose.io.formats.dicom import (
+        DicomReader,
+        scan_folder,
+        series_folder_names,
+        skipped_note,
+    )
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -345,19 +350,19 @@ def each_series(folder: str | os.PathLike[str], scan: DicomScan | None = None
 
     def reader(uid: str, first: bool, name: str) -> Callable[[], CTImage]:
         def read() -> CTImage:
-            # The reader's warnings (a gap, a tilt, ...) name the series: several are read in
-            # turn, and the path in a warning names only the folder they share.
+            # The folder's skipped files belong to no series: said once, as they are.
+            if first and (note := skipped_note(folder, scan)):
+                warnings.warn(note, stacklevel=2)
+            # The reader's own warnings (a gap, a tilt, ...) name the series: several are read
+            # in turn, and the path in a warning names only the folder they share.
             caught: list[warnings.WarningMessage] = []
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    return DicomReader(ReadOptions(series=uid)).read_folder(folder, scan, first)
+                    return DicomReader(ReadOptions(series=uid)).read_folder(folder, scan, False)
             finally:  # after the block: to the caller's own filters
                 for w in caught:
-                    # The folder's skipped files belong to no series: said as they were.
-                    folder_level = str(w.message).startswith(f"{folder}: skipped")
-                    warnings.warn(str(w.message) if folder_level else
-                                  f"series {name}: {w.message}", w.category, stacklevel=2)
+                    warnings.warn(f"series {name}: {w.message}", w.category, stacklevel=2)
 
         return read
 

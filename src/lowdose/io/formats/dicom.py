@@ -836,11 +836,24 @@ class DicomReader(FormatReader):
             for p, _ in items
         ]
         skipped = [(p.relative_to(folder), r) for p, r in scan.skipped + others]
-        if scan.skipped and warn_skipped:
-            names = ", ".join(f"{p.relative_to(folder)} ({r})" for p, r in scan.skipped[:5])
-            more = f" and {len(scan.skipped) - 5} more" if len(scan.skipped) > 5 else ""
-            warnings.warn(f"{folder}: skipped {names}{more}", stacklevel=3)
+        if warn_skipped and (note := skipped_note(folder, scan)):
+            warnings.warn(note, stacklevel=3)
         return read_dicom_series(scan.series[uid], folder, skipped)
+
+
+def skipped_note(folder: Path, scan: DicomScan) -> str | None:
+    """The warning naming the files of ``folder`` that hold no series (the first five), or
+    ``None``: said once per folder, whichever of its series are read.
+
+    Example:
+        >>> skipped_note(Path("exam"), DicomScan(Path("exam"), {}, [], [], 0)) is None
+        True
+    """
+    if not scan.skipped:
+        return None
+    names = ", ".join(f"{p.relative_to(folder)} ({r})" for p, r in scan.skipped[:5])
+    more = f" and {len(scan.skipped) - 5} more" if len(scan.skipped) > 5 else ""
+    return f"{folder}: skipped {names}{more}"
 
 
 def _nothing_readable(folder: Path, scan: DicomScan) -> str:
