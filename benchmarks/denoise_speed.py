@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from denoise_mayo import OUT_HELP
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 CLASSICAL_REPEATS = 1  # BM3D takes seconds per slice: one timed run is enough
@@ -70,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: %(default)s)")
     parser.add_argument("--gpu-batch", type=int, default=64,
                         help="slices per batch on CUDA (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=RESULTS,
-                        help="where the JSON and Markdown results go (default: %(default)s, "
-                        "the tracked results in the repository, overwritten)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=OUT_HELP)
     parser.add_argument("--skip-classical", action="store_true",
                         help="time only the learned models (not TV, BM3D)")
     parser.add_argument("--rows", action="append", default=[], metavar="MODEL",

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from denoise_mayo import OUT_HELP
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,9 +69,7 @@ def main() -> None:
                         help="timed runs per case; the best counts (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2,
                         help="CPU threads for torch (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results",
-                        help="where the JSON and Markdown results go (default: %(default)s, "
-                        "the tracked results in the repository, overwritten)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results", help=OUT_HELP)
     args = parser.parse_args()
 
     import torch
